@@ -1,0 +1,29 @@
+"""Exceptions and warnings raised by stemflow.
+
+Every error names the problem *and* the fix, so that a user reading a traceback on a cluster log
+knows what to change without opening the source.
+"""
+
+from __future__ import annotations
+
+__all__ = ["StemflowError", "InputError", "FormatError", "MissingDependencyError", "StemflowWarning"]
+
+
+class StemflowError(Exception):
+    """Base class of stemflow's own errors."""
+
+
+class InputError(StemflowError, ValueError):
+    """The data handed to stemflow cannot be used as it is (wrong dims, dtype, NaN, empty, ...)."""
+
+
+class FormatError(StemflowError, ValueError):
+    """A file or store is of an unknown or unreadable format."""
+
+
+class MissingDependencyError(StemflowError, ImportError):
+    """An optional dependency is needed; the message names the extra that brings it."""
+
+
+class StemflowWarning(UserWarning):
+    """Something was fixed up or guessed (rechunking, missing calibration); the message says what."""
