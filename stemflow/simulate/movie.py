@@ -1,0 +1,444 @@
+"""Simulated STEM images and movies with exact ground truth.
+
+A movie is made in two passes. The *dynamics* pass moves defects frame by frame on the lattice
+(cheap: tables only) and records the truth — every column's apparent position in every frame,
+the events, the drift. The *rendering* pass turns any frame into an image and a class mask on
+demand, deterministically from the seed, so long movies are rendered chunk by chunk and never
+held in memory whole.
+
+Units: positions in the tables are px (``y``, ``x``; pixel (r, c) has its centre at (r, c), x is
+the column) and nm (``y_nm``, ``x_nm`` = px × pixel size); internal specimen positions in Å; dose
+in e⁻/Å²; drift in px/frame.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+from .imaging import (CLASSES, Imaging, apply_line_jitter, class_mask, column_weight, distort,
+                      jitter_shift, render, smooth_field)
+from .lattice import LATTICES, make_lattice
+from .structure import DEFECT_KINDS, Structure
+
+__all__ = ["simulate_movie", "simulate_image", "SimulatedMovie", "SimulatedImage",
+           "DEFAULT_DEFECTS", "DEFAULT_RATES", "ATOM_COLUMNS", "EVENT_COLUMNS"]
+
+#: Default defect densities (per nm²) of each lattice.
+DEFAULT_DEFECTS = {
+    "graphene": {"Si1C3": 0.12, "Si1C4": 0.05, "V1": 0.05, "V2": 0.02, "Si2C4": 0.02,
+                 "Si3C6": 0.01, "SW": 0.02},
+    "ws2": {"V_S": 0.25, "V_S2": 0.08, "V_W": 0.04, "Mo_W": 0.25},
+    "mos2": {"V_S": 0.25, "V_S2": 0.08, "V_Mo": 0.04, "W_Mo": 0.25},
+    "amorphous": {"Pt1": 0.4},
+}
+
+#: Default per-frame probabilities of the moves a movie's defects make.
+DEFAULT_RATES = {"hop": 0.05, "switch34": 0.03, "switch43": 0.05, "vacancy": 0.05}
+
+#: Columns of the ground-truth atoms table, in order.
+ATOM_COLUMNS = ["frame", "y", "x", "y_nm", "x_nm", "element", "count", "label", "site", "defect",
+                "defect_id", "particle"]
+#: Columns of the ground-truth events table, in order.
+EVENT_COLUMNS = ["particle", "frame", "kind", "y0", "x0", "y1", "x1", "distance_nm", "state0",
+                 "state1", "site0", "site1"]
+
+_LABEL_CODE = {name: i for i, name in enumerate(CLASSES)}
+
+
+def _frame_rng(seed: int, frame: int, stream: int) -> np.random.Generator:
+    return np.random.default_rng([seed, frame, stream])
+
+
+def _defect_counts(spec, lattice: str, area_nm2: float, rng) -> dict[str, int]:
+    """Counts of each defect kind: ints are counts, floats are densities per nm² (Poisson)."""
+    spec = DEFAULT_DEFECTS[lattice] if spec is None else dict(spec)
+    known = DEFECT_KINDS[lattice]
+    unknown = [k for k in spec if k not in known]
+    if unknown:
+        raise ValueError(f"unknown defect kind(s) {unknown} for lattice {lattice!r}; known: {', '.join(known)}")
+    counts = {}
+    for kind, v in spec.items():
+        if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+            counts[kind] = int(v)
+        else:
+            if v < 0:
+                raise ValueError(f"defect density for {kind!r} is negative ({v}); give a density per nm² ≥ 0")
+            counts[kind] = int(rng.poisson(float(v) * area_nm2))
+    return counts
+
+
+@dataclass
+class SimulatedMovie:
+    """A simulated movie: ground-truth tables now, images and masks rendered on demand.
+
+    Attributes
+    ----------
+    atoms : DataFrame
+        Ground truth, one row per column or vacancy site in view per frame (``ATOM_COLUMNS``):
+        ``frame``; ``y``, ``x`` (px, where the column's blob is centred in that frame's image,
+        scan distortions included); ``y_nm``, ``x_nm``; ``element`` ('' for an empty site);
+        ``count`` (atoms in the column); ``label`` (``lattice``/``dopant``/``vacancy``);
+        ``site`` (lattice site id, -1 off-lattice); ``defect`` ('' if pristine, else e.g.
+        ``Si1C3``); ``defect_id``; ``particle`` (identity, kept as atoms and vacancies move).
+    events : DataFrame
+        Hops, coordination changes, appearances and disappearances of dopants and vacancies
+        (``EVENT_COLUMNS``); ``frame`` is the first frame showing the new state; positions in px.
+    drift : DataFrame
+        ``frame``, ``dy``, ``dx``: displacement (px) of the specimen in the image relative to
+        frame 0; subtract it to get drift-corrected positions.
+    imaging : Imaging
+        The microscope settings.
+    params : dict
+        Everything needed to make the movie again (JSON-serialisable).
+    """
+
+    atoms: pd.DataFrame
+    events: pd.DataFrame
+    drift: pd.DataFrame
+    imaging: Imaging
+    params: dict
+    shape: tuple[int, int]
+    _render: pd.DataFrame = field(repr=False)
+    _contamination: np.ndarray = field(repr=False)
+    _jitter: np.ndarray = field(repr=False)
+    _background: np.ndarray | None = field(repr=False)
+    _host_peak: float = field(repr=False)
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.params["frames"])
+
+    @property
+    def pixel_size(self) -> float:
+        """nm/px."""
+        return self.imaging.pixel_size
+
+    def expected(self, frame: int) -> np.ndarray:
+        """Noise-free expected counts of ``frame`` (scan drift and line jitter included)."""
+        im = self.imaging
+        h, w = self.shape
+        rows = self._render[self._render.frame == frame]
+        sig = im.sigma_px
+        sig_t = im.tail_fwhm / 2.3548200450309493 / im.pixel_A
+        pad = int(np.ceil(1.5 * np.sqrt(max(sig_t**2 - sig**2, 0.0)))) if im.tail_fraction else 0
+        yx = rows[["y", "x"]].to_numpy() + pad
+        wts = rows["weight"].to_numpy() * im.dose * im.cross_section
+        sigmas = np.full(len(rows), sig)
+        c = self._contamination
+        if len(c):
+            cyx = c[:, :2] / im.pixel_A + self.drift.loc[frame, ["dy", "dx"]].to_numpy() + pad
+            cyx = distort(cyx - pad, self.shape, im.scan_drift) + pad
+            yx = np.vstack([yx, cyx])
+            wts = np.concatenate([wts, c[:, 3] * im.dose * im.cross_section])
+            sigmas = np.concatenate([sigmas, c[:, 2] / im.pixel_A])
+        base = render(yx, wts, sigmas, (h + 2 * pad, w + 2 * pad))
+        if im.tail_fraction:
+            extra = np.sqrt(sig_t**2 - sig**2)
+            base = (1 - im.tail_fraction) * base + im.tail_fraction * ndimage.gaussian_filter(
+                base, extra, mode="reflect", truncate=3.0)
+        img = base[pad:pad + h, pad:pad + w]
+        if self._background is not None:
+            img = img + self._background * (im.background * self._host_peak)
+        jit = self._jitter[frame]
+        if np.any(jit):
+            img = apply_line_jitter(img, jit)
+        return np.ascontiguousarray(img, dtype=np.float32)
+
+    def frame(self, frame: int) -> tuple[np.ndarray, np.ndarray]:
+        """Image (float32 counts) and class mask (uint8, codes of ``CLASSES``) of one frame."""
+        if not 0 <= frame < self.n_frames:
+            raise IndexError(f"frame {frame} is outside 0..{self.n_frames - 1}")
+        im = self.imaging
+        lam = self.expected(frame)
+        if im.noise:
+            rng = _frame_rng(self.params["seed"], frame, 2)
+            img = rng.poisson(np.maximum(lam, 0)).astype(np.float32)
+            if im.read_noise:
+                img += rng.normal(0, im.read_noise, img.shape).astype(np.float32)
+            if im.line_offset:
+                img += rng.normal(0, im.line_offset, (img.shape[0], 1)).astype(np.float32)
+            if im.outliers:
+                n = rng.binomial(img.size, im.outliers)
+                idx = rng.integers(0, img.size, n)
+                img.flat[idx] += (self._host_peak * rng.uniform(3, 10, n)).astype(np.float32)
+        else:
+            img = lam
+        return img, self.mask(frame)
+
+    def mask(self, frame: int) -> np.ndarray:
+        """Class mask of ``frame``: disks of ``imaging.mask_radius`` Å at every true column/vacancy."""
+        t = self.atoms[self.atoms.frame == frame]
+        codes = t["label"].map(_LABEL_CODE).to_numpy(np.uint8)
+        radius = self.imaging.mask_radius / self.imaging.pixel_A
+        return class_mask(t[["y", "x"]].to_numpy(), codes, self.shape, radius)
+
+    def render(self, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Images and masks of frames ``start:stop`` as arrays of shape (n, y, x)."""
+        stop = self.n_frames if stop is None else stop
+        pairs = [self.frame(k) for k in range(start, stop)]
+        h, w = self.shape
+        if not pairs:
+            return np.empty((0, h, w), np.float32), np.empty((0, h, w), np.uint8)
+        return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+    @property
+    def images(self) -> np.ndarray:
+        """All frames, (frame, y, x) float32 counts. Renders the whole movie: use :meth:`render`
+        on ranges of frames for long movies."""
+        return self.render()[0]
+
+
+@dataclass
+class SimulatedImage:
+    """One simulated frame: ``image`` (float32 counts), ``mask`` (uint8 class codes of
+    :data:`CLASSES`), ``atoms`` (ground truth as in :class:`SimulatedMovie`, ``frame`` = 0),
+    ``expected`` (noise-free counts), ``imaging`` and ``params``."""
+
+    image: np.ndarray
+    mask: np.ndarray
+    atoms: pd.DataFrame
+    expected: np.ndarray
+    imaging: Imaging
+    params: dict
+
+    @property
+    def pixel_size(self) -> float:
+        """nm/px."""
+        return self.imaging.pixel_size
+
+
+def _make_imaging(imaging: Imaging | None, options: dict) -> Imaging:
+    names = Imaging.option_names()
+    unknown = [k for k in options if k not in names]
+    if unknown:
+        raise TypeError(f"unknown imaging option(s) {unknown}; known: {', '.join(names)}")
+    if imaging is None:
+        return Imaging(**options)
+    return dataclasses.replace(imaging, **options)
+
+
+def simulate_movie(lattice: str = "graphene", frames: int = 16, shape=(256, 256), *,
+                   defects=None, rates=None, drift=(0.0, 0.0), drift_jitter: float = 0.0,
+                   rotation: float | None = None, seed: int = 0, imaging: Imaging | None = None,
+                   **options) -> SimulatedMovie:
+    """Simulate a STEM movie whose defects move, with exact ground truth.
+
+    Parameters
+    ----------
+    lattice : {"graphene", "ws2", "mos2", "amorphous"}
+        Host lattice (``amorphous``: a random carbon network carrying heavy single atoms).
+    frames : int
+        Number of frames.
+    shape : int or (int, int)
+        Frame size (y, x), px.
+    defects : dict, optional
+        Defect kind → count (int) or density per nm² (float); see
+        :func:`stemflow.simulate.structure.defect_kinds`. Default :data:`DEFAULT_DEFECTS`.
+    rates : dict, optional
+        Per-frame move probabilities (``hop``, ``switch34``, ``switch43``, ``vacancy``); default
+        :data:`DEFAULT_RATES`. Pass ``{}`` for a still scene.
+    drift : (float, float)
+        Mean drift of the field, (dy, dx) px/frame.
+    drift_jitter : float
+        Random frame-to-frame variation of the drift, px RMS.
+    rotation : float, optional
+        Lattice orientation, degrees; random if None.
+    seed : int
+        Everything (structure, dynamics, noise) follows from it.
+    imaging : Imaging, optional
+        Microscope settings; keyword ``options`` (``pixel_size``, ``dose``, ``probe_fwhm``, ...)
+        override single fields.
+
+    Returns
+    -------
+    SimulatedMovie
+    """
+    if lattice not in LATTICES:
+        raise ValueError(f"unknown lattice {lattice!r}; known lattices: {', '.join(LATTICES)}")
+    if int(frames) < 1:
+        raise ValueError(f"frames={frames}: a movie needs at least 1 frame")
+    shape = (int(shape), int(shape)) if np.isscalar(shape) else tuple(int(s) for s in shape)
+    if len(shape) != 2 or min(shape) < 16:
+        raise ValueError(f"shape={shape}: frames must be 2-D and at least 16 px on a side")
+    im = _make_imaging(imaging, options)
+    rates = dict(DEFAULT_RATES if rates is None else rates)
+    frames = int(frames)
+    seed = int(seed)
+    rng = np.random.default_rng([seed, 0])
+    rotation = float(rng.uniform(0, 60) if rotation is None else rotation)
+    h, w = shape
+    pA = im.pixel_A
+
+    # Drift of the specimen in the image, px, relative to frame 0.
+    steps = np.tile(np.asarray(drift, float), (frames, 1)) + rng.normal(0, drift_jitter, (frames, 2))
+    steps[0] = 0.0
+    d = np.cumsum(steps, axis=0)
+
+    # Specimen region to build: the union of all views plus a margin for probe tails.
+    margin = 8.0 + im.tail_fwhm
+    y_lo, y_hi = (-d[:, 0]).min() * pA - margin, (h - d[:, 0]).max() * pA + margin
+    x_lo, x_hi = (-d[:, 1]).min() * pA - margin, (w - d[:, 1]).max() * pA + margin
+    lat = make_lattice(lattice, (y_lo, y_hi, x_lo, x_hi), rotation, rng)
+    struct = Structure(lat)
+
+    # Defects inside the region seen by every frame (else by frame 0), 3 Å from its edges.
+    cy0, cy1 = (-d[:, 0]).max() * pA + 3, (h - 1 - d[:, 0]).min() * pA - 3
+    cx0, cx1 = (-d[:, 1]).max() * pA + 3, (w - 1 - d[:, 1]).min() * pA - 3
+    if cy1 - cy0 < 10 or cx1 - cx0 < 10:
+        cy0, cy1, cx0, cx1 = 3, (h - 1) * pA - 3, 3, (w - 1) * pA - 3
+
+    def within(p):
+        return (p[:, 0] >= cy0) & (p[:, 0] <= cy1) & (p[:, 1] >= cx0) & (p[:, 1] <= cx1)
+
+    area_nm2 = (h * pA / 10) * (w * pA / 10)
+    counts = _defect_counts(defects, lattice, area_nm2, rng)
+    placed = struct.populate(counts, rng, within=within)
+
+    # Contamination: diffuse patches fixed to the specimen (y_A, x_A, sigma_A, weight).
+    n_c = rng.poisson(im.contamination * (y_hi - y_lo) * (x_hi - x_lo) / 100.0)
+    contamination = np.column_stack([
+        rng.uniform(y_lo, y_hi, n_c), rng.uniform(x_lo, x_hi, n_c),
+        rng.uniform(7.0, 24.0, n_c) / 2.3548200450309493,
+        rng.uniform(0.5, 3.0, n_c) * 14.0**im.gamma,
+    ]) if n_c else np.empty((0, 4))
+
+    # Dynamics pass.
+    tables, moves = [], []
+    for k in range(frames):
+        if k > 0:
+            moves += [dict(m, frame=k) for m in struct.step(rates, rng)]
+        t = struct.columns()
+        t.insert(0, "frame", k)
+        tables.append(t)
+    table = pd.concat(tables, ignore_index=True)
+
+    # Apparent positions (px) in each frame's image.
+    fr = table["frame"].to_numpy()
+    q = table[["y_A", "x_A"]].to_numpy() / pA + d[fr]
+    q = distort(q, shape, im.scan_drift)
+    table["y"], table["x"] = q[:, 0], q[:, 1]
+    table["weight"] = column_weight(table["element"].to_numpy(), table["count"].to_numpy(), im.gamma)
+    reach = 6 * im.sigma_px + 2
+    near = (q[:, 0] > -reach) & (q[:, 0] < h - 1 + reach) & (q[:, 1] > -reach) & (q[:, 1] < w - 1 + reach)
+    render_rows = table.loc[near & (table["weight"].to_numpy() > 0), ["frame", "y", "x", "weight"]]
+
+    jitter = np.zeros((frames, h))
+    if im.line_jitter:
+        for k in range(frames):
+            jitter[k] = _frame_rng(seed, k, 1).normal(0, im.line_jitter, h)
+        table["x"] = table["x"].to_numpy() + _per_frame_jitter_shift(table, jitter, im.sigma_px)
+
+    inview = (table["y"].between(-0.5, h - 0.5, inclusive="left")
+              & table["x"].between(-0.5, w - 0.5, inclusive="left"))
+    atoms = table.loc[inview].reset_index(drop=True)
+    atoms["y_nm"] = atoms["y"] * im.pixel_size
+    atoms["x_nm"] = atoms["x"] * im.pixel_size
+    atoms = _typed_atoms(atoms[ATOM_COLUMNS])
+
+    events = _events(atoms, moves, frames)
+    drift_df = pd.DataFrame({"frame": np.arange(frames), "dy": d[:, 0], "dx": d[:, 1]})
+
+    background = None
+    host_w = column_weight([LATTICES[lattice]["host"][0]], [1], im.gamma)[0]
+    host_peak = im.dose * im.cross_section * host_w / (2 * np.pi * im.sigma_px**2)
+    if im.background:
+        background = smooth_field(shape, _frame_rng(seed, 0, 3), scale=max(shape) / 3)
+
+    params = dict(lattice=lattice, frames=frames, shape=list(shape), seed=seed, rotation=rotation,
+                  defects_requested=counts, defects_placed=placed, rates=rates,
+                  drift=[float(v) for v in drift], drift_jitter=float(drift_jitter),
+                  imaging=im.to_dict(), classes=list(CLASSES))
+    return SimulatedMovie(atoms=atoms, events=events, drift=drift_df, imaging=im, params=params,
+                          shape=shape, _render=render_rows.reset_index(drop=True),
+                          _contamination=contamination, _jitter=jitter, _background=background,
+                          _host_peak=float(host_peak))
+
+
+def _per_frame_jitter_shift(table: pd.DataFrame, jitter: np.ndarray, sigma_px: float) -> np.ndarray:
+    shift = np.zeros(len(table))
+    fr = table["frame"].to_numpy()
+    yx = table[["y", "x"]].to_numpy()
+    for k in np.unique(fr):
+        sel = fr == k
+        shift[sel] = jitter_shift(yx[sel], jitter[k], sigma_px)
+    return shift
+
+
+def _typed_atoms(df: pd.DataFrame) -> pd.DataFrame:
+    df = df.copy()
+    df["frame"] = df["frame"].astype(np.int64)
+    for c in ("y", "x", "y_nm", "x_nm"):
+        df[c] = df[c].astype(np.float64)
+    df["element"] = df["element"].astype("category")
+    df["label"] = pd.Categorical(df["label"], categories=["lattice", "dopant", "vacancy"])
+    df["defect"] = df["defect"].astype("category")
+    df["count"] = df["count"].astype(np.int8)
+    for c in ("site", "defect_id", "particle"):
+        df[c] = df[c].astype(np.int64)
+    return df
+
+
+def _events(atoms: pd.DataFrame, moves: list[dict], frames: int) -> pd.DataFrame:
+    """Events table from the moves made and the truth positions (only what is in view)."""
+    tracked = atoms[atoms["label"] != "lattice"]
+    pos = {(int(f), int(p)): (y, x) for f, p, y, x in
+           tracked[["frame", "particle", "y", "x"]].itertuples(index=False)}
+    rows = []
+    for m in moves:
+        k, p = m["frame"], m["particle"]
+        a, b = pos.get((k - 1, p)), pos.get((k, p))
+        if a is None or b is None:
+            continue
+        rows.append(dict(particle=p, frame=k, kind=m["kind"], y0=a[0], x0=a[1], y1=b[0], x1=b[1],
+                         distance_nm=float(np.linalg.norm(m["p1"] - m["p0"])) / 10.0,
+                         state0=m["state0"], state1=m["state1"], site0=m["site0"], site1=m["site1"]))
+    seen = [set(tracked.loc[tracked.frame == k, "particle"]) for k in range(frames)]
+    state = {(int(f), int(p)): s for f, p, s in tracked[["frame", "particle", "defect"]].itertuples(index=False)}
+    site = {(int(f), int(p)): s for f, p, s in tracked[["frame", "particle", "site"]].itertuples(index=False)}
+    nan = float("nan")
+    for k in range(1, frames):
+        for p in sorted(seen[k] - seen[k - 1]):
+            y, x = pos[(k, p)]
+            rows.append(dict(particle=p, frame=k, kind="appear", y0=nan, x0=nan, y1=y, x1=x,
+                             distance_nm=nan, state0="", state1=state[(k, p)], site0=-1, site1=site[(k, p)]))
+        for p in sorted(seen[k - 1] - seen[k]):
+            y, x = pos[(k - 1, p)]
+            rows.append(dict(particle=p, frame=k, kind="vanish", y0=y, x0=x, y1=nan, x1=nan,
+                             distance_nm=nan, state0=state[(k - 1, p)], state1="", site0=site[(k - 1, p)], site1=-1))
+    ev = pd.DataFrame(rows, columns=EVENT_COLUMNS)
+    ev = ev.sort_values(["frame", "particle", "kind"], kind="stable").reset_index(drop=True)
+    ev = ev.astype({"particle": np.int64, "frame": np.int64, "site0": np.int64, "site1": np.int64,
+                    "y0": np.float64, "x0": np.float64, "y1": np.float64, "x1": np.float64,
+                    "distance_nm": np.float64})
+    ev["kind"] = pd.Categorical(ev["kind"], categories=["hop", "coordination_change", "appear", "vanish"])
+    for c in ("state0", "state1"):
+        ev[c] = ev[c].astype("category")
+    return ev
+
+
+def simulate_image(lattice: str = "graphene", shape=(256, 256), *, defects=None,
+                   rotation: float | None = None, seed: int = 0, imaging: Imaging | None = None,
+                   **options) -> SimulatedImage:
+    """Simulate one STEM image with exact ground truth.
+
+    Parameters are those of :func:`simulate_movie` (no dynamics, no frame-to-frame drift);
+    ``options`` set :class:`Imaging` fields, e.g. ``pixel_size=0.012`` (nm/px), ``dose=5e4``
+    (e⁻/Å²), ``probe_fwhm=1.0`` (Å), ``line_jitter=0.3`` (px).
+
+    Examples
+    --------
+    >>> from stemflow.simulate import simulate_image
+    >>> sim = simulate_image("graphene", 128, seed=1, defects={"Si1C3": 2})
+    >>> sim.image.shape, int((sim.atoms.label == "dopant").sum())
+    ((128, 128), 2)
+    """
+    mov = simulate_movie(lattice, 1, shape, defects=defects, rates={}, rotation=rotation, seed=seed,
+                         imaging=imaging, **options)
+    image, mask = mov.frame(0)
+    return SimulatedImage(image=image, mask=mask, atoms=mov.atoms, expected=mov.expected(0),
+                          imaging=mov.imaging, params=mov.params)

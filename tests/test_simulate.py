@@ -1,0 +1,320 @@
+"""Tests of the simulator against geometry and physics it must reproduce exactly."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import ndimage
+from scipy.spatial import cKDTree
+
+from stemflow.simulate import (CLASSES, DEFECT_KINDS, Imaging, simulate_4d, simulate_image,
+                               simulate_movie)
+from stemflow.simulate.fourd import Detector
+
+
+def _nn_distances_nm(t: pd.DataFrame, k: int = 1) -> np.ndarray:
+    xy = t[["y_nm", "x_nm"]].to_numpy()
+    d, _ = cKDTree(xy).query(xy, k + 1)
+    return d[:, 1:]
+
+
+def _neighbours(t, i, r_nm):
+    xy = t[["y_nm", "x_nm"]].to_numpy()
+    tree = cKDTree(xy)
+    return [j for j in tree.query_ball_point(xy[i], r_nm) if j != i]
+
+
+# ----------------------------------------------------------------- lattices
+
+
+@pytest.mark.parametrize("rotation", [0.0, 17.0, 41.5])
+def test_graphene_cc_bond_is_142_pm(rotation):
+    sim = simulate_image("graphene", 160, defects={}, rotation=rotation, seed=3, pixel_size=0.012)
+    d = _nn_distances_nm(sim.atoms, 3)
+    inner = sim.atoms[["y", "x"]].apply(lambda c: c.between(15, 145)).all(axis=1).to_numpy()
+    assert np.allclose(d[inner], 0.142, rtol=0.005)  # all three neighbours at 1.42 Å ± 0.5 %
+
+
+@pytest.mark.parametrize("lattice,a,metal", [("ws2", 0.318, "W"), ("mos2", 0.316, "Mo")])
+def test_mx2_projected_geometry(lattice, a, metal):
+    sim = simulate_image(lattice, 200, defects={}, seed=4, pixel_size=0.012)
+    t = sim.atoms
+    inner = (t.y.between(20, 180) & t.x.between(20, 180)).to_numpy()
+    m, x = t[t.element == metal], t[t.element == "S"]
+    assert (x["count"] == 2).all() and (m["count"] == 1).all()
+    # metal–chalcogen projected distance a/√3; each metal sees 3 chalcogen columns at that distance
+    d_mx, _ = cKDTree(x[["y_nm", "x_nm"]]).query(m[["y_nm", "x_nm"]], 3)
+    sel = inner[t.element == metal]
+    assert np.allclose(d_mx[sel], a / np.sqrt(3), rtol=0.005)
+    # chalcogen–chalcogen and metal–metal nearest distances are a
+    assert np.allclose(_nn_distances_nm(x)[inner[t.element == "S"]], a, rtol=0.005)
+    assert np.allclose(_nn_distances_nm(m)[sel], a, rtol=0.005)
+
+
+def test_amorphous_support_has_no_long_range_order_but_a_minimum_distance():
+    sim = simulate_image("amorphous", 200, seed=2, pixel_size=0.012, defects={"Pt1": 6})
+    c = sim.atoms[sim.atoms.element == "C"]
+    d = _nn_distances_nm(c)[:, 0]
+    assert d.min() > 0.125 and 0.13 < np.median(d) < 0.17
+    assert d.std() > 0.005  # not a crystal: distances spread
+    density = len(c) / (200 * 0.012) ** 2  # atoms per nm²
+    assert 25 < density < 40
+    assert (sim.atoms.element == "Pt").sum() == 6
+
+
+# ----------------------------------------------------------------- defects
+
+
+def test_every_graphene_defect_has_its_coordination():
+    kinds = {k: 2 for k in DEFECT_KINDS["graphene"]}
+    sim = simulate_image("graphene", 320, defects=kinds, seed=11, pixel_size=0.012, rotation=8)
+    t = sim.atoms.reset_index(drop=True)
+    assert sim.params["defects_placed"] == kinds
+    atoms = t[t.label != "vacancy"].reset_index(drop=True)
+
+    def c_and_si_neighbours(i, cutoff_nm):
+        nb = _neighbours(atoms, i, cutoff_nm)
+        el = atoms.element.to_numpy()[nb]
+        return int((el == "C").sum()), int((el == "Si").sum())
+
+    for i, row in atoms.iterrows():
+        if row.defect == "Si1C3":
+            assert c_and_si_neighbours(i, 0.21) == (3, 0)
+        elif row.defect == "Si1C4":
+            assert c_and_si_neighbours(i, 0.21) == (4, 0)
+        elif row.defect == "Si2C4":
+            assert c_and_si_neighbours(i, 0.21) == (2, 1)
+        elif row.defect == "Si3C6":
+            assert c_and_si_neighbours(i, 0.21)[0] == 2
+            assert c_and_si_neighbours(i, 0.25)[1] == 2  # the other two Si at 2.46 Å
+        elif row.defect == "SW":
+            nb = _neighbours(atoms, i, 0.175)
+            assert len(nb) == 3
+    # the rotated Stone–Wales bond is 1.32 Å
+    sw = atoms[atoms.defect == "SW"]
+    for _, grp in sw.groupby("defect_id"):
+        assert len(grp) == 2
+        assert np.hypot(*(grp[["y_nm", "x_nm"]].diff().iloc[1])) == pytest.approx(0.132, abs=1e-6)
+    # a single vacancy leaves three 2-fold C atoms around an empty site
+    for _, v in t[t.defect == "V1"].iterrows():
+        d = np.hypot(atoms.y_nm - v.y_nm, atoms.x_nm - v.x_nm)
+        assert (np.abs(d - 0.142) < 0.002).sum() == 3
+    # a divacancy is two adjacent empty sites
+    for _, grp in t[t.defect == "V2"].groupby("defect_id"):
+        assert (grp.label == "vacancy").all() and len(grp) == 2
+        assert np.hypot(*(grp[["y_nm", "x_nm"]].diff().iloc[1])) == pytest.approx(0.142, rel=0.005)
+
+
+def test_mx2_defects_sit_on_the_right_sublattice():
+    kinds = {k: 2 for k in DEFECT_KINDS["ws2"]}
+    sim = simulate_image("ws2", 320, defects=kinds, seed=5, pixel_size=0.012)
+    t = sim.atoms
+    assert sim.params["defects_placed"] == kinds
+    vs = t[t.defect == "V_S"]
+    assert (vs["count"] == 1).all() and (vs.element == "S").all() and (vs.label == "vacancy").all()
+    vs2 = t[t.defect == "V_S2"]
+    assert (vs2["count"] == 0).all() and (vs2.label == "vacancy").all()
+    mo = t[t.defect == "Mo_W"]
+    assert (mo.element == "Mo").all() and (mo.label == "dopant").all()
+    # a substituted metal keeps 3 chalcogen neighbours at a/√3, a chalcogen vacancy 3 metal ones
+    xs = t[t.element == "S"]
+    d, _ = cKDTree(xs[["y_nm", "x_nm"]]).query(mo[["y_nm", "x_nm"]], 3)
+    assert np.allclose(d, 0.318 / np.sqrt(3), rtol=0.005)
+    metals = t[t.element.isin(["W", "Mo"])]
+    d, _ = cKDTree(metals[["y_nm", "x_nm"]]).query(vs2[["y_nm", "x_nm"]], 3)
+    assert np.allclose(d, 0.318 / np.sqrt(3), rtol=0.005)
+
+
+def test_defect_densities_are_respected():
+    sim = simulate_image("graphene", 512, defects={"Si1C3": 0.3}, seed=7, pixel_size=0.012)
+    area = (512 * 0.012) ** 2
+    n = (sim.atoms.defect == "Si1C3").sum()
+    assert abs(n - 0.3 * area) < 4 * np.sqrt(0.3 * area)
+
+
+# ----------------------------------------------------------------- image formation
+
+
+def test_truth_positions_are_the_blob_centres_under_jitter_and_scan_drift():
+    """The tables say where atoms *appear*: blob centroids match them with distortions on."""
+    sim = simulate_image("amorphous", 256, seed=9, defects={"Pt1": 8}, pixel_size=0.02, noise=False,
+                         tail_fraction=0.0, line_jitter=0.6, scan_drift=(4.0, -3.0), probe_fwhm=1.0)
+    img = sim.expected
+    pt = sim.atoms[sim.atoms.element == "Pt"]
+    sig = sim.imaging.sigma_px
+    errors = []
+    for _, r in pt.iterrows():
+        cy, cx = int(round(r.y)), int(round(r.x))
+        k = int(np.ceil(2.5 * sig))
+        if not (k <= cy < 256 - k and k <= cx < 256 - k):
+            continue
+        win = img[cy - k:cy + k + 1, cx - k:cx + k + 1].astype(np.float64)
+        win = win - np.percentile(win, 20)
+        win[win < 0] = 0
+        yy, xx = np.mgrid[cy - k:cy + k + 1, cx - k:cx + k + 1]
+        errors.append(np.hypot((win * yy).sum() / win.sum() - r.y, (win * xx).sum() / win.sum() - r.x))
+    assert len(errors) >= 4
+    assert np.max(errors) < 0.1  # px
+
+
+def test_poisson_noise_and_dose_scaling():
+    a = simulate_image("graphene", 128, defects={}, seed=1, dose=2e5, read_noise=0.0)
+    b = simulate_image("graphene", 128, defects={}, seed=1, dose=1e5, read_noise=0.0)
+    assert a.expected.mean() == pytest.approx(2 * b.expected.mean(), rel=1e-5)
+    resid = a.image - a.expected
+    assert abs(resid.mean()) < 0.05 * np.sqrt(a.expected.mean())
+    assert resid.var() / a.expected.mean() == pytest.approx(1.0, rel=0.05)  # Poisson: var = mean
+    assert np.array_equal(a.image, np.round(a.image))  # counts
+
+
+def test_carbon_peak_counts_match_dim_60kV_frames():
+    """A C column peaks at a few to ~20 counts at 8–16 pm/px and 1e5 e⁻/Å² (REAL_DATA.md)."""
+    for px in (0.008, 0.016):
+        sim = simulate_image("graphene", 128, defects={}, seed=1, pixel_size=px, noise=False)
+        assert 2 < sim.expected.max() < 25
+
+
+def test_si_is_brighter_than_c_by_z_contrast():
+    sim = simulate_image("graphene", 256, defects={"Si1C3": 4}, seed=2, noise=False, tail_fraction=0)
+    t = sim.atoms
+    peak = sim.expected[np.rint(t.y).astype(int).clip(0, 255), np.rint(t.x).astype(int).clip(0, 255)]
+    si = peak[(t.element == "Si").to_numpy()].mean()
+    c = np.median(peak[(t.element == "C").to_numpy()])
+    assert si / c == pytest.approx((14 / 6) ** 1.7, rel=0.1)
+
+
+def test_masks_agree_with_tables():
+    sim = simulate_image("graphene", 256, seed=12, defects={"Si1C3": 3, "V1": 3, "Si1C4": 2})
+    t, mask = sim.atoms, sim.mask
+    code = {c: i for i, c in enumerate(CLASSES)}
+    yi, xi = np.rint(t.y).astype(int), np.rint(t.x).astype(int)
+    ok = (yi.between(0, 255) & xi.between(0, 255)).to_numpy()
+    assert np.array_equal(mask[yi[ok], xi[ok]], t.label[ok].map(code).to_numpy().astype(np.uint8))
+    for name in ("dopant", "vacancy"):
+        _, n = ndimage.label(mask == code[name])
+        assert n == (t.label == name).sum()
+    # disk area matches the radius: π r² px per column (interior columns)
+    r = sim.imaging.mask_radius / sim.imaging.pixel_A
+    frac = (mask > 0).mean()
+    assert frac == pytest.approx(len(t) * np.pi * r**2 / 256**2, rel=0.1)
+
+
+def test_contamination_and_background_add_signal_but_no_atoms():
+    clean = simulate_image("graphene", 192, seed=3, defects={})
+    dirty = simulate_image("graphene", 192, seed=3, defects={}, contamination=0.5, background=0.5)
+    assert len(clean.atoms) == len(dirty.atoms)
+    assert dirty.expected.mean() > 1.2 * clean.expected.mean()
+
+
+def test_same_seed_same_data_other_seed_other_data():
+    a = simulate_image("ws2", 96, seed=5)
+    b = simulate_image("ws2", 96, seed=5)
+    c = simulate_image("ws2", 96, seed=6)
+    assert np.array_equal(a.image, b.image) and a.atoms.equals(b.atoms)
+    assert not np.array_equal(a.image, c.image)
+
+
+# ----------------------------------------------------------------- movies
+
+
+@pytest.fixture(scope="module")
+def movie():
+    return simulate_movie("graphene", 40, 192, seed=21, drift=(0.6, -0.4), drift_jitter=0.1,
+                          defects={"Si1C3": 5, "V1": 3}, rates={"hop": 0.15, "switch34": 0.1,
+                                                                "switch43": 0.2, "vacancy": 0.15})
+
+
+def test_movie_events_agree_with_site_changes(movie):
+    t = movie.atoms[movie.atoms.label != "lattice"].sort_values(["particle", "frame"])
+    seen = []
+    for p, g in t.groupby("particle"):
+        g = g.reset_index(drop=True)
+        for i in range(1, len(g)):
+            if g.frame[i] != g.frame[i - 1] + 1:
+                continue
+            if g.site[i] != g.site[i - 1]:
+                seen.append((p, g.frame[i], "hop", g.site[i - 1], g.site[i]))
+            if g.defect[i] != g.defect[i - 1]:
+                seen.append((p, g.frame[i], "coordination_change", g.site[i - 1], g.site[i]))
+    ev = movie.events[movie.events.kind.isin(["hop", "coordination_change"])]
+    listed = list(ev[["particle", "frame", "kind", "site0", "site1"]].itertuples(index=False, name=None))
+    assert sorted(map(tuple, seen)) == sorted(listed)
+    assert (ev.kind == "hop").sum() >= 5 and (ev.kind == "coordination_change").sum() >= 2
+    hops = movie.events[movie.events.kind == "hop"]
+    assert np.allclose(hops.distance_nm, 0.246 / np.sqrt(3), rtol=1e-9)  # exchange with a nearest neighbour
+
+
+def test_coordination_changes_move_si_into_the_divacancy(movie):
+    cc = movie.events[movie.events.kind == "coordination_change"]
+    assert set(map(tuple, cc[["state0", "state1"]].astype(str).to_numpy())) <= {("Si1C3", "Si1C4"), ("Si1C4", "Si1C3")}
+    assert np.allclose(cc.distance_nm, 0.5 * 0.246 / np.sqrt(3), rtol=1e-9)
+
+
+def test_lattice_follows_the_drift_table(movie):
+    t = movie.atoms[movie.atoms.label == "lattice"]
+    a = t[t.frame == 0].set_index("particle")
+    b = t[t.frame == 30].set_index("particle")
+    common = a.index.intersection(b.index)
+    stayed = common[(a.loc[common, "site"] == b.loc[common, "site"]).to_numpy()]
+    assert len(stayed) > 0.8 * len(common)
+    # lattice atoms still on their site (not exchanged with a defect) moved exactly by the drift
+    shift = (b.loc[stayed, ["y", "x"]] - a.loc[stayed, ["y", "x"]]).to_numpy()
+    d = movie.drift.set_index("frame")
+    expected = d.loc[30, ["dy", "dx"]].to_numpy() - d.loc[0, ["dy", "dx"]].to_numpy()
+    assert np.abs(shift - expected).max() < 1e-9
+    assert abs(expected[0] - 0.6 * 30) < 5
+
+
+def test_frames_render_the_same_in_any_order(movie):
+    a, _ = movie.frame(7)
+    movie.render(0, 3)
+    b, _ = movie.frame(7)
+    assert np.array_equal(a, b)
+
+
+# ----------------------------------------------------------------- 4D-STEM
+
+
+def test_virtual_adf_of_4d_returns_the_image():
+    sim = simulate_4d("graphene", (40, 40), seed=3, dose=5e6, pixel_size=0.02)
+    assert sim.data.shape == (40, 40, 64, 64) and sim.data.dtype == np.uint16
+    virtual = (sim.data * sim.detector.adf_mask()).sum(axis=(2, 3))
+    assert np.corrcoef(virtual.ravel(), sim.image.ravel())[0, 1] > 0.99
+    electrons = 5e6 * 0.2**2
+    assert sim.data.sum(axis=(2, 3)).mean() == pytest.approx(electrons, rel=0.01)  # all electrons land
+
+
+def test_bright_field_is_dark_where_atoms_scatter():
+    sim = simulate_4d("graphene", (40, 40), seed=3, dose=2e7, pixel_size=0.02)
+    bf_mask = sim.detector.radius() <= sim.detector.convergence
+    bf = (sim.data * bf_mask).sum(axis=(2, 3))
+    assert np.corrcoef(bf.ravel(), sim.image.ravel())[0, 1] < -0.95
+
+
+# ----------------------------------------------------------------- bad input
+
+
+def test_unknown_lattice_lists_the_known_ones():
+    with pytest.raises(ValueError, match="graphene, ws2, mos2, amorphous"):
+        simulate_image("hBN", 64)
+
+
+def test_unknown_defect_lists_the_known_ones():
+    with pytest.raises(ValueError, match="known: V1, V2, Si1C3"):
+        simulate_image("graphene", 64, defects={"Si4": 1})
+
+
+def test_pixel_size_in_wrong_units_is_refused():
+    with pytest.raises(ValueError, match="nm"):
+        simulate_image("graphene", 64, pixel_size=10.0)  # pm given as nm
+
+
+def test_bad_detector_geometry_is_refused():
+    with pytest.raises(ValueError, match="detector edge"):
+        simulate_4d("graphene", (16, 16), detector=Detector(shape=(16, 16)))
+
+
+def test_unknown_imaging_option_is_named():
+    with pytest.raises(TypeError, match="dosage"):
+        simulate_image("graphene", 64, dosage=1e5)
+    with pytest.raises(ValueError, match="dose"):
+        Imaging(dose=-1)
