@@ -151,6 +151,10 @@ class SimulatedMovie:
 
     def frame(self, frame: int) -> tuple[np.ndarray, np.ndarray]:
         """Image (float32 counts) and class mask (uint8, codes of ``CLASSES``) of one frame."""
+        return self.image(frame), self.mask(frame)
+
+    def image(self, frame: int) -> np.ndarray:
+        """Image of ``frame``: float32 detector counts with noise (if ``imaging.noise``)."""
         if not 0 <= frame < self.n_frames:
             raise IndexError(f"frame {frame} is outside 0..{self.n_frames - 1}")
         im = self.imaging
@@ -168,7 +172,7 @@ class SimulatedMovie:
                 img.flat[idx] += (self._host_peak * rng.uniform(3, 10, n)).astype(np.float32)
         else:
             img = lam
-        return img, self.mask(frame)
+        return img
 
     def mask(self, frame: int) -> np.ndarray:
         """Class mask of ``frame``: disks of ``imaging.mask_radius`` Å at every true column/vacancy."""
@@ -179,18 +183,24 @@ class SimulatedMovie:
 
     def render(self, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Images and masks of frames ``start:stop`` as arrays of shape (n, y, x)."""
-        stop = self.n_frames if stop is None else stop
-        pairs = [self.frame(k) for k in range(start, stop)]
-        h, w = self.shape
-        if not pairs:
-            return np.empty((0, h, w), np.float32), np.empty((0, h, w), np.uint8)
-        return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+        return self.images(start, stop), self.masks(start, stop)
 
-    @property
-    def images(self) -> np.ndarray:
-        """All frames, (frame, y, x) float32 counts. Renders the whole movie: use :meth:`render`
-        on ranges of frames for long movies."""
-        return self.render()[0]
+    def images(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Images of frames ``start:stop``, (n, y, x) float32 counts. Render long movies in
+        ranges of frames rather than whole."""
+        stop = self.n_frames if stop is None else stop
+        out = np.empty((max(stop - start, 0), *self.shape), np.float32)
+        for i, k in enumerate(range(start, stop)):
+            out[i] = self.image(k)
+        return out
+
+    def masks(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Class masks of frames ``start:stop``, (n, y, x) uint8."""
+        stop = self.n_frames if stop is None else stop
+        out = np.empty((max(stop - start, 0), *self.shape), np.uint8)
+        for i, k in enumerate(range(start, stop)):
+            out[i] = self.mask(k)
+        return out
 
 
 @dataclass

@@ -1,0 +1,210 @@
+"""Write simulated movies and 4D-STEM scans to Zarr, with their truth tables beside them.
+
+``movie.zarr`` gets the ``image`` (frame, y, x; float32 counts) and ``mask`` (uint8 class codes)
+arrays in chunks of whole frames; ``movie.atoms.parquet``, ``movie.events.parquet`` and
+``movie.drift.parquet`` hold the ground truth. Frames are rendered chunk by chunk as the store is
+written (dask), so a movie larger than memory is fine. Output appears under its final name only
+once complete: a failed or interrupted write leaves no store that looks finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from .fourd import Detector, diffraction_patterns
+from .imaging import CLASSES
+from .movie import SimulatedMovie, simulate_image
+
+__all__ = ["write_movie", "write_4d", "truth_paths"]
+
+_FRAME_CHUNK_MB = 128
+
+
+def truth_paths(store) -> dict[str, Path]:
+    """Paths of the truth tables written beside ``store`` (``X.zarr`` → ``X.atoms.parquet``, ...)."""
+    store = Path(store)
+    stem = store.name[:-5] if store.name.endswith(".zarr") else store.name
+    return {name: store.with_name(f"{stem}.{name}.parquet") for name in ("atoms", "events", "drift")}
+
+
+def _coords(n: int, pixel_size: float) -> tuple[np.ndarray, dict]:
+    return np.arange(n) * pixel_size, {"units": "nm"}
+
+
+def _progress(enabled: bool, desc: str):
+    import contextlib
+
+    if not enabled:
+        return contextlib.nullcontext()
+    from tqdm.dask import TqdmCallback
+
+    return TqdmCallback(desc=desc, unit="chunk")
+
+
+def _commit(tmp: Path, final: Path, overwrite: bool):
+    if final.exists():
+        if not overwrite:
+            raise FileExistsError(f"{str(final)!r} already exists; pass overwrite=True (--overwrite) or choose another path")
+        shutil.rmtree(final) if final.is_dir() else final.unlink()
+    os.replace(tmp, final)
+
+
+def _check_target(final: Path, overwrite: bool):
+    if final.exists() and not overwrite:
+        raise FileExistsError(f"{str(final)!r} already exists; pass overwrite=True (--overwrite) or choose another path")
+
+
+def write_movie(movie: SimulatedMovie, store, *, overwrite: bool = False, progress: bool = True,
+                frame_chunk_mb: float = _FRAME_CHUNK_MB) -> dict[str, Path]:
+    """Render ``movie`` into a Zarr store and write its truth tables beside it.
+
+    Parameters
+    ----------
+    movie : SimulatedMovie
+    store : str or Path
+        Zarr directory to create (``.zarr`` suffix recommended).
+    overwrite : bool
+        Replace existing outputs.
+    progress : bool
+        Show a progress bar while frames are rendered.
+    frame_chunk_mb : float
+        Target Zarr chunk size, MB (whole frames per chunk).
+
+    Returns
+    -------
+    dict
+        ``{"store": ..., "atoms": ..., "events": ..., "drift": ...}`` paths.
+    """
+    import dask.array as da
+    import xarray as xr
+
+    from ..io import to_zarr
+
+    final = Path(store)
+    paths = truth_paths(final)
+    for p in (final, *paths.values()):
+        _check_target(p, overwrite)
+    n, (h, w) = movie.n_frames, movie.shape
+    per_chunk = int(max(1, min(n, frame_chunk_mb * 1e6 // (h * w * 4))))
+    index = da.arange(n, chunks=per_chunk)
+
+    def render_images(block):
+        return movie.images(int(block[0]), int(block[-1]) + 1)
+
+    def render_masks(block):
+        return movie.masks(int(block[0]), int(block[-1]) + 1)
+
+    chunks = (index.chunks[0], (h,), (w,))
+    images = da.map_blocks(render_images, index, new_axis=[1, 2], chunks=chunks, dtype=np.float32,
+                           meta=np.empty((0, 0, 0), np.float32))
+    masks = da.map_blocks(render_masks, index, new_axis=[1, 2], chunks=chunks, dtype=np.uint8,
+                          meta=np.empty((0, 0, 0), np.uint8))
+    ps = movie.pixel_size
+    y, yattrs = _coords(h, ps)
+    x, xattrs = _coords(w, ps)
+    attrs = {"pixel_size": ps, "pixel_size_units": "nm", "long_name": "simulated HAADF-STEM",
+             "units": "counts", "classes": list(CLASSES),
+             "simulation": json.dumps(movie.params), "truth": {k: p.name for k, p in paths.items()}}
+    ds = xr.Dataset(
+        {"image": (("frame", "y", "x"), images, attrs),
+         "mask": (("frame", "y", "x"), masks, {"classes": list(CLASSES), "pixel_size": ps,
+                                                  "pixel_size_units": "nm"})},
+        coords={"frame": ("frame", np.arange(n)), "y": ("y", y, yattrs), "x": ("x", x, xattrs)},
+        attrs=attrs)
+    tmp = final.with_name(f".{final.name}.partial-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        with _progress(progress, f"rendering {n} frames"):
+            to_zarr(ds, tmp, frame_chunk_mb=frame_chunk_mb)
+        tables = {"atoms": movie.atoms, "events": movie.events, "drift": movie.drift}
+        tmp_tables = {}
+        for k, df in tables.items():
+            t = paths[k].with_name(f".{paths[k].name}.partial-{os.getpid()}")
+            df.to_parquet(t, index=False)
+            tmp_tables[k] = t
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for t in locals().get("tmp_tables", {}).values():
+            t.unlink(missing_ok=True)
+        raise
+    for k, t in tmp_tables.items():
+        _commit(t, paths[k], overwrite)
+    _commit(tmp, final, overwrite)
+    return {"store": final, **paths}
+
+
+def write_4d(store, lattice: str = "graphene", scan_shape=(128, 128), *,
+             detector: Detector = Detector(), rows_per_chunk: int | None = None, seed: int = 0,
+             overwrite: bool = False, progress: bool = True, frame_chunk_mb: float = _FRAME_CHUNK_MB,
+             **options) -> dict[str, Path]:
+    """Simulate a 4D-STEM scan straight into Zarr, block of scan rows by block of scan rows.
+
+    The real-space frame (and its truth) is simulated first; diffraction patterns are generated
+    per block with a seed per block, so scans far larger than memory can be written. ``options``
+    go to :func:`~stemflow.simulate.simulate_image` (``pixel_size`` nm/px, ``dose`` e⁻/Å², ...).
+    Writes ``store`` with a ``data`` array (scan_y, scan_x, k_y, k_x; uint16 counts), the
+    expected ``adf`` image, and ``X.atoms.parquet`` beside it.
+    """
+    import dask.array as da
+    import xarray as xr
+
+    from ..io import to_zarr
+
+    final = Path(store)
+    atoms_path = truth_paths(final)["atoms"]
+    for p in (final, atoms_path):
+        _check_target(p, overwrite)
+    sim = simulate_image(lattice, scan_shape, seed=seed, **options)
+    im = sim.imaging
+    electrons = im.dose * im.pixel_A**2
+    sy, sx = sim.expected.shape
+    ky, kx = detector.shape
+    if rows_per_chunk is None:
+        rows_per_chunk = int(max(1, frame_chunk_mb * 1e6 // (sx * ky * kx * 2)))
+    adf = da.from_array(sim.expected, chunks=(rows_per_chunk, sx))
+
+    def block(expected, block_info=None):
+        loc = block_info[0]["chunk-location"][0]
+        rng = np.random.default_rng([seed, 5, loc])
+        return diffraction_patterns(expected, electrons, detector, rng=rng)
+
+    data = adf.map_blocks(block, new_axis=[2, 3], chunks=(adf.chunks[0], (sx,), (ky,), (kx,)),
+                          dtype=np.uint16, meta=np.empty((0, 0, 0, 0), np.uint16))
+    ps = im.pixel_size
+    sy_c, yattrs = _coords(sy, ps)
+    sx_c, xattrs = _coords(sx, ps)
+    kyc = (np.arange(ky) - (ky - 1) / 2) * detector.k_pixel_size
+    kxc = (np.arange(kx) - (kx - 1) / 2) * detector.k_pixel_size
+    attrs = {"pixel_size": ps, "pixel_size_units": "nm", "k_pixel_size": detector.k_pixel_size,
+             "k_pixel_size_units": "mrad", "units": "counts",
+             "detector": json.dumps({"shape": list(detector.shape), "k_pixel_size": detector.k_pixel_size,
+                                     "convergence": detector.convergence, "adf": list(detector.adf)}),
+             "simulation": json.dumps(sim.params)}
+    ds = xr.Dataset(
+        {"data": (("scan_y", "scan_x", "k_y", "k_x"), data, attrs),
+         "adf": (("scan_y", "scan_x"), sim.expected, {"long_name": "expected ADF counts", "pixel_size": ps,
+                                                      "pixel_size_units": "nm"})},
+        coords={"scan_y": ("scan_y", sy_c, yattrs), "scan_x": ("scan_x", sx_c, xattrs),
+                "k_y": ("k_y", kyc, {"units": "mrad"}), "k_x": ("k_x", kxc, {"units": "mrad"})},
+        attrs=attrs)
+    tmp = final.with_name(f".{final.name}.partial-{os.getpid()}")
+    tmp_atoms = atoms_path.with_name(f".{atoms_path.name}.partial-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        with _progress(progress, f"writing {sy}×{sx} diffraction patterns"):
+            to_zarr(ds, tmp, frame_chunk_mb=frame_chunk_mb)
+        sim.atoms.to_parquet(tmp_atoms, index=False)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp_atoms.unlink(missing_ok=True)
+        raise
+    _commit(tmp_atoms, atoms_path, overwrite)
+    _commit(tmp, final, overwrite)
+    return {"store": final, "atoms": atoms_path}
