@@ -196,8 +196,13 @@ def class_mask(yx: np.ndarray, classes: np.ndarray, shape: tuple[int, int], radi
     ok = (d2 <= r * r) & (py >= 0) & (py < h) & (px >= 0) & (px < w)
     idx = np.broadcast_to(np.arange(len(yx))[:, None, None], ok.shape)
     py, px, d2, idx = py[ok], px[ok], d2[ok], idx[ok]
-    order = np.argsort(-d2, kind="stable")  # nearest written last
-    mask[py[order], px[order]] = np.asarray(classes)[idx[order]]
+    flat = py * w + px
+    hits = np.bincount(flat, minlength=h * w)
+    shared = hits[flat] > 1
+    if shared.any():  # overlapping disks (rare): order those pixels so the nearest centre wins
+        order = np.concatenate([np.flatnonzero(~shared), np.flatnonzero(shared)[np.argsort(-d2[shared], kind="stable")]])
+        flat, idx = flat[order], idx[order]
+    mask.flat[flat] = np.asarray(classes)[idx]
     return mask
 
 
@@ -244,8 +249,13 @@ def jitter_shift(yx: np.ndarray, jitter: np.ndarray, sigma_px: float) -> np.ndar
 
 
 def apply_line_jitter(image: np.ndarray, jitter: np.ndarray) -> np.ndarray:
-    """Shift each row r of ``image`` by ``jitter[r]`` px along x (cubic spline)."""
+    """Shift each row r of ``image`` by ``jitter[r]`` px along x.
+
+    Linear interpolation: it keeps every blob's centroid exactly where the shift puts it.
+    """
     h, w = image.shape
-    rr, cc = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64), indexing="ij")
-    cc -= jitter[:, None]
-    return ndimage.map_coordinates(image, [rr, cc], order=3, mode="nearest").astype(np.float32)
+    src = np.arange(w)[None, :] - jitter[:, None]
+    i0 = np.clip(np.floor(src).astype(np.int64), 0, w - 2)
+    a = np.clip(src - i0, 0.0, 1.0).astype(np.float32)
+    rows = np.arange(h)[:, None]
+    return (image[rows, i0] * (1 - a) + image[rows, i0 + 1] * a).astype(np.float32)

@@ -50,6 +50,37 @@ EVENT_COLUMNS = ["particle", "frame", "kind", "y0", "x0", "y1", "x1", "distance_
 _LABEL_CODE = {name: i for i, name in enumerate(CLASSES)}
 
 
+_FWHM = 2.0 * np.sqrt(2.0 * np.log(2.0))
+
+
+def _render_smooth(yx, weight, sigma_px: float, shape) -> np.ndarray:
+    """Wide Gaussians (the probe tail) rendered exactly on a grid ``f`` times coarser, then
+    interpolated linearly: the tail is smooth on the scale of several px, so this costs little
+    and changes nothing visible."""
+    f = max(1, int(sigma_px // 3))
+    if f == 1:
+        return render(yx, weight, sigma_px, shape)
+    h, w = shape
+    coarse = render(yx / f, weight / (f * f), sigma_px / f, (-(-(h - 1) // f) + 2, -(-(w - 1) // f) + 2))
+    return _upsample(coarse, f, shape)
+
+
+def _upsample(coarse: np.ndarray, f: int, shape) -> np.ndarray:
+    """Linear interpolation of a grid sampled every ``f`` px back to the full ``shape``."""
+    h, w = shape
+    ry, rx = np.arange(h) / f, np.arange(w) / f
+
+    def weights(r, n):
+        i0 = np.minimum(np.floor(r).astype(int), n - 2)
+        a = r - i0
+        m = np.zeros((len(r), n), np.float32)
+        m[np.arange(len(r)), i0] = 1 - a
+        m[np.arange(len(r)), i0 + 1] = a
+        return m
+
+    return weights(ry, coarse.shape[0]) @ coarse @ weights(rx, coarse.shape[1]).T
+
+
 def _frame_rng(seed: int, frame: int, stream: int) -> np.random.Generator:
     return np.random.default_rng([seed, frame, stream])
 
@@ -123,27 +154,25 @@ class SimulatedMovie:
         im = self.imaging
         h, w = self.shape
         rows = self._render[self._render.frame == frame]
-        sig = im.sigma_px
-        sig_t = im.tail_fwhm / 2.3548200450309493 / im.pixel_A
-        pad = int(np.ceil(1.5 * np.sqrt(max(sig_t**2 - sig**2, 0.0)))) if im.tail_fraction else 0
-        yx = rows[["y", "x"]].to_numpy() + pad
-        wts = rows["weight"].to_numpy() * im.dose * im.cross_section
-        sigmas = np.full(len(rows), sig)
+        yx = rows[["y", "x"]].to_numpy()
+        wts = rows["weight"].to_numpy() * (im.dose * im.cross_section)
+        t = im.tail_fraction
+        sig = np.full(len(rows), im.sigma_px)
         c = self._contamination
         if len(c):
-            cyx = c[:, :2] / im.pixel_A + self.drift.loc[frame, ["dy", "dx"]].to_numpy() + pad
-            cyx = distort(cyx - pad, self.shape, im.scan_drift) + pad
-            yx = np.vstack([yx, cyx])
-            wts = np.concatenate([wts, c[:, 3] * im.dose * im.cross_section])
-            sigmas = np.concatenate([sigmas, c[:, 2] / im.pixel_A])
-        base = render(yx, wts, sigmas, (h + 2 * pad, w + 2 * pad))
-        if im.tail_fraction:
-            extra = np.sqrt(sig_t**2 - sig**2)
-            base = (1 - im.tail_fraction) * base + im.tail_fraction * ndimage.gaussian_filter(
-                base, extra, mode="reflect", truncate=3.0)
-        img = base[pad:pad + h, pad:pad + w]
+            cyx = c[:, :2] / im.pixel_A + self.drift.loc[frame, ["dy", "dx"]].to_numpy()
+            yx = np.vstack([yx, distort(cyx, self.shape, im.scan_drift)])
+            wts = np.concatenate([(1 - t) * wts, c[:, 3] * (im.dose * im.cross_section)])
+            sig = np.concatenate([sig, c[:, 2] / im.pixel_A])
+        else:
+            wts = (1 - t) * wts
+        img = render(yx, wts, sig, (h, w))
+        if t:
+            img += _render_smooth(rows[["y", "x"]].to_numpy(),
+                                  rows["weight"].to_numpy() * (t * im.dose * im.cross_section),
+                                  im.tail_fwhm / _FWHM / im.pixel_A, (h, w))
         if self._background is not None:
-            img = img + self._background * (im.background * self._host_peak)
+            img += self._background * (im.background * self._host_peak)
         jit = self._jitter[frame]
         if np.any(jit):
             img = apply_line_jitter(img, jit)
@@ -333,7 +362,7 @@ def simulate_movie(lattice: str = "graphene", frames: int = 16, shape=(256, 256)
     q = distort(q, shape, im.scan_drift)
     table["y"], table["x"] = q[:, 0], q[:, 1]
     table["weight"] = column_weight(table["element"].to_numpy(), table["count"].to_numpy(), im.gamma)
-    reach = 6 * im.sigma_px + 2
+    reach = 5 * max(im.sigma_px, im.tail_fwhm / _FWHM / pA if im.tail_fraction else 0.0) + 2
     near = (q[:, 0] > -reach) & (q[:, 0] < h - 1 + reach) & (q[:, 1] > -reach) & (q[:, 1] < w - 1 + reach)
     render_rows = table.loc[near & (table["weight"].to_numpy() > 0), ["frame", "y", "x", "weight"]]
 
@@ -426,8 +455,9 @@ def _events(atoms: pd.DataFrame, moves: list[dict], frames: int) -> pd.DataFrame
                     "y0": np.float64, "x0": np.float64, "y1": np.float64, "x1": np.float64,
                     "distance_nm": np.float64})
     ev["kind"] = pd.Categorical(ev["kind"], categories=["hop", "coordination_change", "appear", "vanish"])
+    states = sorted({""}.union(*DEFECT_KINDS.values()))
     for c in ("state0", "state1"):
-        ev[c] = ev[c].astype("category")
+        ev[c] = pd.Categorical(ev[c], categories=states)
     return ev
 
 

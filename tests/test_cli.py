@@ -1,0 +1,55 @@
+"""The stemflow command, run as a user would."""
+
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from stemflow.cli import main
+
+
+def test_simulate_then_info(tmp_path, capsys):
+    out = tmp_path / "movie.zarr"
+    rc = main(["simulate", "--lattice", "ws2", "--frames", "3", "--size", "160", "--pixel-size", "0.012",
+               "--dose", "2e5", "--seed", "4", "--defects", "Mo_W=2,V_S=1", "--out", str(out), "--quiet"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "movie.atoms.parquet" in text and "movie.events.parquet" in text
+    atoms = pd.read_parquet(tmp_path / "movie.atoms.parquet")
+    assert sorted(atoms.frame.unique()) == [0, 1, 2]
+    assert (atoms.defect == "Mo_W").sum() == 2 * 3
+    assert main(["info", str(out)]) == 0
+    info = capsys.readouterr().out
+    assert "(3, 160, 160)" in info and "0.012" in info and "float32" in info
+
+
+def test_simulate_4d(tmp_path, capsys):
+    out = tmp_path / "scan.zarr"
+    assert main(["simulate", "--4d", "--size", "16", "--detector-size", "32", "--out", str(out), "--quiet"]) == 0
+    assert main(["info", str(out)]) == 0
+    assert "(16, 16, 32, 32)" in capsys.readouterr().out
+
+
+def test_existing_output_is_an_error_naming_overwrite(tmp_path, capsys):
+    args = ["simulate", "--frames", "1", "--size", "32", "--out", str(tmp_path / "a.zarr"), "--quiet"]
+    assert main(args) == 0
+    assert main(args) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(args + ["--overwrite"]) == 0
+
+
+def test_bad_defect_spec_is_explained(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["simulate", "--defects", "Si1C3", "--out", str(tmp_path / "a.zarr")])
+    assert "KIND=VALUE" in capsys.readouterr().err
+    assert main(["simulate", "--defects", "Si9=1", "--size", "32", "--out", str(tmp_path / "b.zarr"), "--quiet"]) == 2
+    assert "known: V1, V2" in capsys.readouterr().err
+
+
+def test_demo_writes_and_reports_truth(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "stemflow.cli", "demo", "--out", str(tmp_path), "--frames", "4",
+                        "--size", "96", "--quiet"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "ground-truth events" in r.stdout and "movie.zarr" in r.stdout
+    assert (tmp_path / "movie.zarr").is_dir() and (tmp_path / "movie.events.parquet").is_file()
