@@ -6,7 +6,8 @@ knows what to change without opening the source.
 
 from __future__ import annotations
 
-__all__ = ["StemflowError", "InputError", "FormatError", "MissingDependencyError", "StemflowWarning"]
+__all__ = ["StemflowError", "InputError", "InputNotFoundError", "FormatError", "MissingDependencyError",
+           "StemflowWarning"]
 
 
 class StemflowError(Exception):
@@ -15,6 +16,10 @@ class StemflowError(Exception):
 
 class InputError(StemflowError, ValueError):
     """The data handed to stemflow cannot be used as it is (wrong dims, dtype, NaN, empty, ...)."""
+
+
+class InputNotFoundError(InputError, FileNotFoundError):
+    """The path handed to stemflow does not exist."""
 
 
 class FormatError(StemflowError, ValueError):

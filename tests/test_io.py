@@ -442,6 +442,10 @@ def test_xarray_backend_opens_with_engine_stemflow(tmp_path, movie):
     assert isinstance(ds["image"].data, da.Array)
     assert list(xr.open_dataset(tmp_path / "m.npy", engine="stemflow", pixel_size=PS,
                                 drop_variables=["image"]).data_vars) == []
+    to_zarr(open_stem(movie, pixel_size=PS), tmp_path / "m.zarr")
+    ds = xr.open_dataset(tmp_path / "m.zarr", engine="stemflow")
+    assert list(ds.data_vars) == ["image"]
+    assert_calibrated(ds["image"], movie)
     be = StemflowBackendEntrypoint()
     assert be.guess_can_open("a.tiff") and be.guess_can_open("b.dm4") and not be.guess_can_open("c.nc")
 

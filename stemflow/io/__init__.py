@@ -1,0 +1,33 @@
+"""Open, validate and write STEM data as dask-backed :class:`xarray.DataArray`.
+
+Every reader ends in the same normalisation, so whatever the source the result has
+
+* dims ``("y", "x")``, ``("frame", "y", "x")``, ``("scan_y", "scan_x", "k_y", "k_x")`` or
+  ``("frame", "scan_y", "scan_x", "k_y", "k_x")``;
+* real-space coords (``y``, ``x`` or ``scan_y``, ``scan_x``) equal to index × pixel size in nm
+  (coord attrs ``{"units": "nm"}``), or the pixel index (``{"units": "px"}``) when the pixel size
+  is unknown; ``k_y``, ``k_x`` in mrad when ``attrs["k_pixel_size"]`` (mrad/px) is known, else in
+  px; ``frame`` = integer frame index;
+* ``attrs["pixel_size"]`` (float, nm/px) and ``attrs["pixel_size_units"] = "nm"`` when known;
+* dask chunks of whole frames (whole diffraction patterns for 4D-STEM), ~128 MB each.
+
+Sizes are in MB = 10**6 bytes throughout.
+"""
+
+from ._backend import StemflowBackendEntrypoint
+from ._common import CANONICAL_DIMS, DIM_ALIASES, MB, SUPPORTED_EXTENSIONS
+from ._open import check_finite, describe, find_nonfinite_frames, open_stem
+from ._write import to_zarr
+
+__all__ = [
+    "open_stem",
+    "to_zarr",
+    "describe",
+    "find_nonfinite_frames",
+    "check_finite",
+    "StemflowBackendEntrypoint",
+    "CANONICAL_DIMS",
+    "DIM_ALIASES",
+    "SUPPORTED_EXTENSIONS",
+    "MB",
+]

@@ -1,0 +1,118 @@
+"""Constants and small helpers shared by the io modules (units, dims, extensions)."""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import re
+import unicodedata
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError, MissingDependencyError
+
+MB = 1_000_000
+TARGET_CHUNK_MB = 128
+MAX_CHUNK_MB = 256
+AUTO_CHECK_FINITE_BYTES = 1_000_000_000
+
+#: Canonical dims by number of dimensions.
+CANONICAL_DIMS = {
+    2: ("y", "x"),
+    3: ("frame", "y", "x"),
+    4: ("scan_y", "scan_x", "k_y", "k_x"),
+    5: ("frame", "scan_y", "scan_x", "k_y", "k_x"),
+}
+_FRAME = ("frame", "frames", "time", "t", "slice", "stack", "n")
+#: Accepted dim names (case-insensitive) → canonical name; ``[0]`` for images/movies, ``[1]`` 4D.
+DIM_ALIASES = (
+    {
+        "frame": _FRAME,
+        "y": ("y", "row", "rows", "height", "scan_y", "ry", "sy"),
+        "x": ("x", "col", "cols", "column", "columns", "width", "scan_x", "rx", "sx"),
+    },
+    {
+        "frame": _FRAME,
+        "scan_y": ("scan_y", "y", "ry", "sy", "real_y", "probe_y", "row", "rows"),
+        "scan_x": ("scan_x", "x", "rx", "sx", "real_x", "probe_x", "col", "cols"),
+        "k_y": ("k_y", "ky", "qy", "q_y", "det_y", "detector_y"),
+        "k_x": ("k_x", "kx", "qx", "q_x", "det_x", "detector_x"),
+    },
+)
+_GENERIC_DIM = re.compile(r"^((phony_)?dim|axis)_?\d+$|^<undefined>$|^$")
+
+_ZARR_EXT = (".zarr",)
+_NPY_EXT = (".npy",)
+_TIFF_EXT = (".tif", ".tiff")
+_H5_EXT = (".h5", ".hdf5", ".hdf")
+_DM_EXT = (".dm3", ".dm4")
+_EMD_EXT = (".emd",)
+SUPPORTED_EXTENSIONS = _ZARR_EXT + _NPY_EXT + _TIFF_EXT + _H5_EXT + _DM_EXT + _EMD_EXT
+_PREFERRED_NAMES = ("image", "data", "signal")
+
+_NM_PER = {"nm": 1.0, "nanometer": 1.0, "nanometre": 1.0, "å": 0.1, "a": 0.1, "angstrom": 0.1,
+           "pm": 1e-3, "μm": 1e3, "um": 1e3, "micron": 1e3, "micrometer": 1e3, "mm": 1e6, "m": 1e9}
+_MRAD_PER = {"mrad": 1.0, "rad": 1e3, "μrad": 1e-3, "urad": 1e-3}
+_IO_EXTRA = 'pip install "stemflow[io]"'
+
+
+def _unit_factor(units, table):
+    """Factor from ``units`` to the table's unit, or None when not a known unit of that kind."""
+    if units is None:
+        return None
+    key = unicodedata.normalize("NFKC", str(units)).strip().lower()
+    return table.get(key.rstrip("s") if key.endswith(("meters", "metres")) else key)
+
+
+def _require(module, what):
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise MissingDependencyError(
+            f"reading {what} needs the optional package {module.split('.')[0]!r}, which is not "
+            f"installed; install it with: {_IO_EXTRA}"
+        ) from err
+
+
+def _plain(value):
+    """An HDF5/zarr attribute value as a plain Python value."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return _plain(value[()]) if value.ndim == 0 else value.tolist()
+    return value
+
+
+def _fmt_bytes(n):
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{int(n)} B"
+
+
+def _nbytes_on_disk(path):
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum((Path(root) / f).stat().st_size for root, _, files in os.walk(path) for f in files)
+
+
+def _is_zarr_dir(path):
+    return path.is_dir() and (
+        path.suffix.lower() == ".zarr"
+        or any((path / m).exists() for m in ("zarr.json", ".zgroup", ".zarray"))
+    )
+
+
+def _positive(value, what, unit):
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise InputError(f"{what} must be a positive number in {unit}; got {value!r}")
+    return value

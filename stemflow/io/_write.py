@@ -1,0 +1,136 @@
+"""to_zarr: whole-frame chunks, optional sharding, streamed from dask."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import xarray as xr
+
+from ..errors import InputError
+from ._common import MB, TARGET_CHUNK_MB, _is_zarr_dir, _positive
+from ._open import _chunk_plan
+
+
+# ----------------------------------------------------------------------------- writing
+def _write_plan(var, frame_chunk_mb):
+    """Chunks by dim for the main variable: last two dims (y, x / k_y, k_x) whole."""
+    inner = [d for d in var.dims if d in ("y", "x", "k_y", "k_x")]
+    if len(inner) != 2 or list(var.dims[-2:]) != inner:
+        inner = list(var.dims[-2:])
+    order = [d for d in var.dims if d not in inner] + inner
+    shape = [var.sizes[d] for d in order]
+    return _chunk_plan(shape, order, var.dtype.itemsize, frame_chunk_mb * MB)
+
+
+def _shard_plan(shards, plan, dims):
+    if shards is None:
+        return None
+    lead = [d for d in dims[:-2]]
+    if isinstance(shards, bool) or not isinstance(shards, (int, dict)):
+        raise InputError(f"shards= must be an int (frames per shard) or a dict by dim; got {shards!r}")
+    if isinstance(shards, int):
+        if not lead:
+            raise InputError(f"shards={shards} counts frames, but the data {dims} has no frame dim; "
+                             "pass a dict such as {'y': 4096, 'x': 4096}")
+        shards = {lead[0]: shards}
+    unknown = [k for k in shards if k not in plan]
+    if unknown:
+        raise InputError(f"shards= names dims {unknown} that the data does not have; its dims are {dims}")
+    out = {**plan, **shards}
+    bad = {d: (out[d], plan[d]) for d in shards if out[d] < 1 or out[d] % plan[d]}
+    if bad:
+        d, (s, c) = next(iter(bad.items()))
+        raise InputError(f"shards= {s} along {d!r} is not a whole number of chunks ({c} per chunk); "
+                         f"pass a multiple of {c}, e.g. shards={{{d!r}: {c * max(1, s // c)}}}, or "
+                         "change frame_chunk_mb=")
+    return out
+
+
+def to_zarr(data, store, *, frame_chunk_mb=TARGET_CHUNK_MB, shards=None, overwrite=False,
+            zarr_format=3, compressors=None, name=None, compute=True):
+    """Write a DataArray or Dataset to Zarr in chunks of whole frames, streaming from dask.
+
+    Parameters
+    ----------
+    data : xarray.DataArray or xarray.Dataset
+        What to write; several variables (e.g. ``image`` and ``mask`` sharing dims) share the
+        frame chunking of the largest one. Coords and attrs are written too.
+    store : str, os.PathLike or zarr store
+        Where to write.
+    frame_chunk_mb : float
+        Target chunk size in MB (10**6 bytes); chunks hold whole frames (whole diffraction
+        patterns), as many as fit (at least one).
+    shards : int or dict, optional
+        Zarr v3 sharding: frames per shard (a multiple of the frames per chunk), or shard shape
+        by dim. Each dask task then writes whole shards.
+    overwrite : bool
+        Replace an existing store. Without it an existing path raises :class:`InputError`.
+        A non-empty directory that is not a Zarr store is never replaced.
+    zarr_format : {3, 2}
+    compressors : optional
+        Zarr compressors (``encoding["compressors"]``); default zarr's own.
+    name : str, optional
+        Variable name for a DataArray (default its name, else ``"image"``).
+    compute : bool
+        False returns a :class:`dask.delayed.Delayed` that writes the data when computed
+        (metadata is written at once).
+
+    Returns
+    -------
+    str or dask.delayed.Delayed
+        The store path (or the store), or the delayed write when ``compute=False``.
+
+    Notes
+    -----
+    Lazy (dask) data is written chunk by chunk and never held whole in memory. Do not write to
+    the store that the data is being read from. Read it back with :func:`open_stem`; values,
+    dtype, coords and attrs round-trip exactly.
+    """
+    if isinstance(data, xr.DataArray):
+        ds = data.to_dataset(name=name or (data.name if data.name is not None else "image"))
+    elif isinstance(data, xr.Dataset):
+        ds = data
+    else:
+        raise InputError(f"to_zarr writes an xarray.DataArray or Dataset; got {type(data).__name__}; "
+                         "wrap arrays with stemflow.open_stem(array) first")
+    if zarr_format not in (2, 3):
+        raise InputError(f"zarr_format must be 2 or 3; got {zarr_format!r}")
+    if shards is not None and zarr_format == 2:
+        raise InputError("shards= needs zarr_format=3 (Zarr v2 has no sharding)")
+    frame_chunk_mb = _positive(frame_chunk_mb, "frame_chunk_mb", "MB")
+    if not ds.data_vars:
+        raise InputError("the Dataset has no data variables to write")
+    if isinstance(store, (str, os.PathLike)) and "://" not in os.fspath(store):
+        path = Path(store).expanduser()
+        if path.exists() and (path.is_file() or any(path.iterdir())):
+            if not overwrite:
+                raise InputError(f"{str(path)!r} already exists; pass overwrite=True to replace it "
+                                 "(its contents are deleted), or choose another path")
+            if not _is_zarr_dir(path):
+                raise InputError(f"{str(path)!r} exists and is not a Zarr store; refusing to delete it "
+                                 "even with overwrite=True; choose another path")
+        store = str(path)
+    main = max((v for v in ds.data_vars.values() if v.ndim >= 2), key=lambda v: v.nbytes, default=None)
+    plan = _write_plan(main, frame_chunk_mb) if main is not None else {}
+    shard = _shard_plan(shards, plan, main.dims if main is not None else ()) if plan else None
+    ds = ds.copy(deep=False)
+    for var in ds.variables.values():
+        var.encoding = {}
+    encoding = {}
+    for key, var in list(ds.data_vars.items()):
+        chunks = tuple(min(plan.get(d, n), n) for d, n in zip(var.dims, var.shape))
+        enc = {"chunks": chunks, "_FillValue": None}
+        write = chunks
+        if shard:
+            enc["shards"] = write = tuple(shard.get(d, n) if d in plan else n for d, n in zip(var.dims, var.shape))
+        if compressors is not None:
+            enc["compressors"] = compressors
+        encoding[key] = enc
+        ds[key] = var.chunk(dict(zip(var.dims, write))) if var.ndim else var
+    with warnings.catch_warnings():  # consolidated metadata is xarray's default, v3 included
+        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        out = ds.to_zarr(store, mode="w" if overwrite else "w-", zarr_format=zarr_format,
+                         consolidated=True, encoding=encoding, compute=compute)
+    return out if not compute else store
