@@ -46,6 +46,26 @@ def _progress(enabled: bool, desc: str):
     return TqdmCallback(desc=desc, unit="chunk")
 
 
+def _write_store(ds, tmp: Path, frame_chunk_mb: float, progress: bool, desc: str):
+    """Write ``ds`` to ``tmp`` on a thread pool of our own, so that after a failure every task that
+    was still running has finished before the partial store is removed."""
+    import dask
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..io import to_zarr
+
+    pool = ThreadPoolExecutor(max(1, os.cpu_count() or 1))
+    try:
+        with dask.config.set(scheduler="threads", pool=pool), _progress(progress, desc):
+            to_zarr(ds, tmp, frame_chunk_mb=frame_chunk_mb)
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        pool.shutdown(wait=True)
+
+
 def _commit(tmp: Path, final: Path, overwrite: bool):
     if final.exists():
         if not overwrite:
@@ -83,8 +103,6 @@ def write_movie(movie: SimulatedMovie, store, *, overwrite: bool = False, progre
     import dask.array as da
     import xarray as xr
 
-    from ..io import to_zarr
-
     final = Path(store)
     paths = truth_paths(final)
     for p in (final, *paths.values()):
@@ -120,8 +138,7 @@ def write_movie(movie: SimulatedMovie, store, *, overwrite: bool = False, progre
     if tmp.exists():
         shutil.rmtree(tmp)
     try:
-        with _progress(progress, f"rendering {n} frames"):
-            to_zarr(ds, tmp, frame_chunk_mb=frame_chunk_mb)
+        _write_store(ds, tmp, frame_chunk_mb, progress, f"rendering {n} frames")
         tables = {"atoms": movie.atoms, "events": movie.events, "drift": movie.drift}
         tmp_tables = {}
         for k, df in tables.items():
@@ -153,8 +170,6 @@ def write_4d(store, lattice: str = "graphene", scan_shape=(128, 128), *,
     """
     import dask.array as da
     import xarray as xr
-
-    from ..io import to_zarr
 
     final = Path(store)
     atoms_path = truth_paths(final)["atoms"]
@@ -198,8 +213,7 @@ def write_4d(store, lattice: str = "graphene", scan_shape=(128, 128), *,
     if tmp.exists():
         shutil.rmtree(tmp)
     try:
-        with _progress(progress, f"writing {sy}×{sx} diffraction patterns"):
-            to_zarr(ds, tmp, frame_chunk_mb=frame_chunk_mb)
+        _write_store(ds, tmp, frame_chunk_mb, progress, f"writing {sy}×{sx} diffraction patterns")
         sim.atoms.to_parquet(tmp_atoms, index=False)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
