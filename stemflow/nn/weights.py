@@ -1,0 +1,207 @@
+"""Saving and loading trained networks: a weights file plus a JSON card, loaded safely.
+
+A model is two files side by side: ``NAME.pt`` (a ``state_dict`` of tensors, read with
+``torch.load(..., weights_only=True)`` so no code is ever unpickled) and ``NAME.json`` (the card:
+classes, the sampling the network works at, its architecture, how it was trained, what it
+measured, and the SHA-256 of the weights file, checked on load). Bundled models live in
+``stemflow/weights/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import InputError, StemflowError
+from .model import AtomNet
+
+__all__ = ["Model", "load_model", "save_model", "bundled_models", "WEIGHTS_DIR"]
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+
+
+class WeightsError(StemflowError):
+    """A weights file or its card is missing, corrupt, or not a stemflow model."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def bundled_models() -> list[str]:
+    """Names of the models shipped in the package."""
+    return sorted(p.stem for p in WEIGHTS_DIR.glob("*.json") if (WEIGHTS_DIR / f"{p.stem}.pt").exists())
+
+
+@dataclass
+class Model:
+    """A trained network with its card, ready to turn images into class probabilities.
+
+    Attributes
+    ----------
+    net : AtomNet
+    card : dict
+        ``classes``, ``pixel_size`` (nm/px the network works at), ``architecture``, ``training``,
+        ``metrics``, ``sha256``.
+    device : torch.device
+    """
+
+    net: AtomNet
+    card: dict
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(self.card["classes"])
+
+    @property
+    def pixel_size(self) -> float:
+        """Sampling the network works at, nm/px."""
+        return float(self.card["pixel_size"])
+
+    @property
+    def receptive_field(self) -> int:
+        """px on the network's grid."""
+        return self.net.receptive_field
+
+    @property
+    def name(self) -> str:
+        return str(self.card.get("name", "unnamed"))
+
+    def to(self, device) -> "Model":
+        """Move to ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``); channels-last on GPUs."""
+        self.device = torch.device(device)
+        self.net.to(self.device)
+        if self.device.type == "cuda":
+            self.net.to(memory_format=torch.channels_last)
+        return self
+
+    def probabilities(self, images, tile: int = 1024, batch_size: int = 4) -> np.ndarray:
+        """Per-pixel class probabilities of normalised images on the network's grid.
+
+        See :func:`stemflow.nn.infer.predict`.
+        """
+        from .infer import predict
+
+        return predict(self, images, tile=tile, batch_size=batch_size)
+
+
+def save_model(net: AtomNet, card: dict, path) -> Path:
+    """Write ``NAME.pt`` and ``NAME.json`` (the card gets the weights' SHA-256); return the .pt path."""
+    path = Path(path)
+    if path.suffix != ".pt":
+        path = path.with_suffix(".pt")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    torch.save(state, path)
+    card = dict(card)
+    card["architecture"] = net.config
+    card["name"] = card.get("name", path.stem)
+    card["sha256"] = _sha256(path)
+    card["format"] = "stemflow-atomnet-1"
+    path.with_suffix(".json").write_text(json.dumps(card, indent=2, default=_json_default))
+    return path
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
+
+
+def _resolve(name_or_path) -> Path:
+    p = Path(name_or_path)
+    candidates = [p, p.with_suffix(".pt")] if p.suffix in ("", ".json", ".pt") else [p]
+    if p.suffix == ".json":
+        candidates = [p.with_suffix(".pt")]
+    for c in candidates:
+        if c.is_file() and c.suffix == ".pt":
+            return c
+    if isinstance(name_or_path, str) and "/" not in name_or_path and (WEIGHTS_DIR / f"{name_or_path}.pt").exists():
+        return WEIGHTS_DIR / f"{name_or_path}.pt"
+    raise WeightsError(f"no model {str(name_or_path)!r}: give a bundled name ({', '.join(bundled_models()) or 'none installed'}) "
+                       "or the path of a NAME.pt written by `stemflow train` (with NAME.json beside it)")
+
+
+def load_model(name_or_path="default", device=None) -> Model:
+    """Load a trained model safely.
+
+    Parameters
+    ----------
+    name_or_path : str or Path
+        A bundled model's name (see :func:`bundled_models`; ``"default"`` covers graphene, WS2,
+        MoS2 and amorphous supports) or the path of a ``NAME.pt`` with ``NAME.json`` beside it.
+    device : str, optional
+        ``"cpu"``, ``"cuda"``...; default: CUDA when available, else CPU.
+
+    Raises
+    ------
+    WeightsError
+        Missing files, a card that is not a stemflow model card, weights whose checksum differs
+        from the card's (corrupt or replaced), or tensors that do not fit the architecture.
+    """
+    pt = _resolve(name_or_path)
+    card_path = pt.with_suffix(".json")
+    if not card_path.exists():
+        raise WeightsError(f"{str(pt)!r} has no card {card_path.name!r} beside it; stemflow models are a .pt and "
+                           "a .json written together by `stemflow train`")
+    try:
+        card = json.loads(card_path.read_text())
+    except (OSError, ValueError) as e:
+        raise WeightsError(f"the model card {str(card_path)!r} is not valid JSON ({e}); re-train or reinstall") from None
+    if not isinstance(card, dict) or card.get("format") != "stemflow-atomnet-1":
+        raise WeightsError(f"{str(card_path)!r} is not a stemflow model card (no format 'stemflow-atomnet-1')")
+    digest = _sha256(pt)
+    if card.get("sha256") and digest != card["sha256"]:
+        raise WeightsError(f"weights {str(pt)!r} do not match their card (SHA-256 {digest[:12]}… ≠ "
+                           f"{card['sha256'][:12]}…): the file is corrupt or was replaced; re-train or reinstall stemflow")
+    try:
+        state = torch.load(pt, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for bad files
+        raise WeightsError(f"could not read weights {str(pt)!r} ({type(e).__name__}: {e}); the file is corrupt or "
+                           "not a torch state_dict") from None
+    arch = card.get("architecture", {})
+    try:
+        net = AtomNet(**arch)
+        net.load_state_dict(state, strict=True)
+    except (TypeError, RuntimeError, AttributeError) as e:
+        raise WeightsError(f"weights {str(pt)!r} do not fit the architecture in their card ({e}); "
+                           "they belong to another network") from None
+    net.eval()
+    if not card.get("classes") or len(card["classes"]) != arch.get("n_classes", 4):
+        raise WeightsError(f"the card {str(card_path)!r} lists classes {card.get('classes')} that do not match "
+                           f"the network's {arch.get('n_classes')} outputs")
+    if not card.get("pixel_size"):
+        raise WeightsError(f"the card {str(card_path)!r} does not say the sampling (pixel_size, nm/px) the "
+                           "network was trained at")
+    model = Model(net=net, card=card)
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return model.to(device)
+
+
+def check_images(images) -> np.ndarray:
+    """Images as a float32 (n, y, x) array, refusing what the network cannot use."""
+    arr = np.asarray(images)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3:
+        raise InputError(f"expected a 2-D image or a (frame, y, x) stack; got shape {arr.shape}")
+    if arr.size == 0:
+        raise InputError(f"empty image of shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+        raise InputError(f"image dtype {arr.dtype} is not real numbers; convert (e.g. np.abs for complex)")
+    return arr.astype(np.float32, copy=False)

@@ -1,0 +1,126 @@
+"""The network container: safe loading, clear errors, tiling that equals a whole-frame pass."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from stemflow.nn import AtomNet, load_model, predict, save_model
+from stemflow.nn.infer import tiles
+from stemflow.nn.weights import WeightsError
+
+CARD = {"classes": ["background", "lattice", "dopant", "vacancy"], "pixel_size": 0.02}
+
+
+@pytest.fixture
+def saved(tmp_path):
+    torch.manual_seed(0)
+    net = AtomNet()
+    # give BatchNorm non-trivial statistics so eval mode differs from identity
+    net.train()
+    with torch.no_grad():
+        for _ in range(3):
+            net(torch.randn(2, 1, 64, 64))
+    net.eval()
+    return net, save_model(net, {**CARD, "name": "t"}, tmp_path / "t.pt")
+
+
+def test_saved_model_loads_to_the_same_outputs(saved):
+    net, path = saved
+    model = load_model(path, device="cpu")
+    x = np.random.default_rng(0).normal(size=(70, 90)).astype(np.float32)
+    with torch.no_grad():
+        ref = torch.softmax(net(torch.from_numpy(x)[None, None]), 1)[0].numpy()
+    assert np.allclose(model.probabilities(x), ref, atol=1e-6)
+    assert model.pixel_size == 0.02 and model.classes[0] == "background"
+
+
+@pytest.mark.parametrize("shape", [(33, 47), (64, 64), (129, 100)])
+def test_any_image_size_gives_same_size_probabilities(saved, shape):
+    model = load_model(saved[1], device="cpu")
+    p = model.probabilities(np.zeros(shape, np.float32))
+    assert p.shape == (4, *shape)
+    assert np.allclose(p.sum(0), 1, atol=1e-5)
+
+
+def test_tiles_equal_the_whole_frame(saved):
+    model = load_model(saved[1], device="cpu")
+    x = np.random.default_rng(1).normal(size=(2, 300, 280)).astype(np.float32)
+    whole = model.probabilities(x, tile=4096)
+    tiled = model.probabilities(x, tile=160)
+    assert len(tiles(300, 160, model.receptive_field // 2 + 1)) > 1
+    assert np.abs(whole - tiled).max() < 1e-5
+
+
+def test_corrupt_weights_are_refused(saved):
+    _, path = saved
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(WeightsError, match="corrupt"):
+        load_model(path)
+
+
+def test_weights_of_another_network_are_refused(saved, tmp_path):
+    _, path = saved
+    other = AtomNet(widths=(4, 8, 16, 24))
+    torch.save(other.state_dict(), path)
+    card = json.loads(path.with_suffix(".json").read_text())
+    card.pop("sha256")
+    path.with_suffix(".json").write_text(json.dumps(card))
+    with pytest.raises(WeightsError, match="do not fit"):
+        load_model(path)
+
+
+def test_pickled_code_is_never_executed(saved, tmp_path):
+    _, path = saved
+
+    class Evil:
+        def __reduce__(self):
+            return (exec, ("raise SystemExit('unpickled code ran')",))
+
+    torch.save({"x": Evil()}, path)
+    card = json.loads(path.with_suffix(".json").read_text())
+    card.pop("sha256")
+    path.with_suffix(".json").write_text(json.dumps(card))
+    with pytest.raises(WeightsError, match="could not read weights"):
+        load_model(path)
+
+
+def test_missing_or_foreign_card(saved, tmp_path):
+    _, path = saved
+    path.with_suffix(".json").write_text("{not json")
+    with pytest.raises(WeightsError, match="not valid JSON"):
+        load_model(path)
+    path.with_suffix(".json").write_text(json.dumps({"hello": 1}))
+    with pytest.raises(WeightsError, match="not a stemflow model card"):
+        load_model(path)
+    path.with_suffix(".json").unlink()
+    with pytest.raises(WeightsError, match="no card"):
+        load_model(path)
+
+
+def test_unknown_model_name_lists_the_bundled_ones():
+    with pytest.raises(WeightsError, match="bundled name"):
+        load_model("no-such-model")
+
+
+def test_bad_images_are_refused(saved):
+    model = load_model(saved[1], device="cpu")
+    with pytest.raises(ValueError, match="2-D image"):
+        predict(model, np.zeros((2, 3, 4, 5)))
+    with pytest.raises(ValueError, match="empty"):
+        predict(model, np.zeros((0, 10)))
+
+
+def test_training_is_deterministic_for_a_seed(tmp_path):
+    from stemflow.nn.train import train
+
+    kw = dict(steps=2, batch_size=2, workers=0, validate_every=2, progress=False, patch=64, reuse=1,
+              lattices=("graphene",), widths=(4, 8, 8, 8))
+    a = load_model(train(tmp_path / "a.pt", seed=3, **kw), device="cpu")
+    b = load_model(train(tmp_path / "b.pt", seed=3, **kw), device="cpu")
+    for (k, va), vb in zip(a.net.state_dict().items(), b.net.state_dict().values()):
+        assert torch.equal(va, vb), k
+    card = a.card
+    assert card["training"]["seed"] == 3 and card["validation"][-1]["step"] == 2
