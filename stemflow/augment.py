@@ -22,7 +22,7 @@ from .preprocess import normalize, resample, to_model_coords
 from .simulate import DEFAULT_DEFECTS, simulate_image
 from .simulate.imaging import CLASSES, class_mask
 
-__all__ = ["SampleSpec", "training_sample", "training_batches", "degrade", "normalize"]
+__all__ = ["SampleSpec", "training_sample", "training_batches", "targets", "degrade", "normalize"]
 
 _CODE = {c: i for i, c in enumerate(CLASSES)}
 
@@ -122,39 +122,67 @@ def degrade(expected: np.ndarray, rng: np.random.Generator, *, dose_factor: floa
     return img.astype(np.float32)
 
 
+def _transform(yx: np.ndarray, p: int, flip_y: bool, flip_x: bool, k: int) -> np.ndarray:
+    """Where points go under the flips and ``np.rot90(·, k)`` applied to a (p, p) array."""
+    y, x = yx[:, 0].copy(), yx[:, 1].copy()
+    if flip_y:
+        y = p - 1 - y
+    if flip_x:
+        x = p - 1 - x
+    for _ in range(k % 4):  # np.rot90 (counter-clockwise): new[i, j] = old[j, p-1-i]
+        y, x = p - 1 - x, y
+    return np.column_stack([y, x])
+
+
+def targets(yx: np.ndarray, codes: np.ndarray, shape, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Class mask (uint8) and sub-pixel offsets (2, H, W) float32 from each disk pixel to its
+    column's exact centre (px; 0 on background)."""
+    mask, index = class_mask(yx, codes, shape, radius, return_index=True)
+    off = np.zeros((2, *shape), np.float32)
+    on = index >= 0
+    rr, cc = np.nonzero(on)
+    idx = index[on]
+    off[0][on] = yx[idx, 0] - rr
+    off[1][on] = yx[idx, 1] - cc
+    return mask, off
+
+
 def _variants(sim, factor: float, rng: np.random.Generator, spec: SampleSpec):
     expected = sim.expected
     model_radius = spec.mask_radius / (10 * spec.model_pixel_size)
     t = sim.atoms
     yx = to_model_coords(t[["y", "x"]].to_numpy(), factor)
     codes = t["label"].map(_CODE).to_numpy(np.uint8)
+    p = spec.patch
     for _ in range(spec.reuse):
         noise_free = rng.random() < spec.p_noise_free
         dose = _loguniform(rng, *spec.dose_range)
         img = degrade(expected, rng, dose_factor=dose / sim.imaging.dose, noise=not noise_free)
         small = normalize(resample(img, factor))
         h, w = small.shape
-        p = spec.patch
         y0 = int(rng.integers(0, h - p + 1))
         x0 = int(rng.integers(0, w - p + 1))
         x = small[y0:y0 + p, x0:x0 + p]
-        y = class_mask(yx - [y0, x0], codes, (p, p), model_radius)
-        if rng.random() < 0.5:
-            x, y = x[::-1], y[::-1]
-        if rng.random() < 0.5:
-            x, y = x[:, ::-1], y[:, ::-1]
-        k = int(rng.integers(4))
-        yield np.ascontiguousarray(np.rot90(x, k)), np.ascontiguousarray(np.rot90(y, k))
+        fy, fx, k = rng.random() < 0.5, rng.random() < 0.5, int(rng.integers(4))
+        if fy:
+            x = x[::-1]
+        if fx:
+            x = x[:, ::-1]
+        x = np.ascontiguousarray(np.rot90(x, k))
+        mask, off = targets(_transform(yx - [y0, x0], p, fy, fx, k), codes, (p, p), model_radius)
+        yield x, mask, off
 
 
 def training_sample(rng: np.random.Generator, spec: SampleSpec = SampleSpec()):
-    """One (image, mask) pair: float32 normalised image and uint8 class codes, both (patch, patch)."""
+    """One sample: float32 normalised image (P, P), uint8 class codes (P, P) and float32 sub-pixel
+    offsets to the column centres (2, P, P)."""
     sim, factor = _simulate(rng, spec)
     return next(_variants(sim, factor, rng, spec))
 
 
 def training_batches(seed: int, batch_size: int, spec: SampleSpec = SampleSpec(), shuffle_buffer: int = 64):
-    """Endless stream of (images (B, 1, P, P) float32, masks (B, P, P) int64) numpy batches.
+    """Endless stream of numpy batches: images (B, 1, P, P) float32, masks (B, P, P) int64 and
+    offsets (B, 2, P, P) float32.
 
     Deterministic for a seed. Variants of one simulated frame are spread by a shuffle buffer so a
     batch rarely holds two of them.
@@ -171,4 +199,5 @@ def training_batches(seed: int, batch_size: int, spec: SampleSpec = SampleSpec()
             buffer.pop(i)
         xs = np.stack([c[0] for c in chosen])[:, None]
         ys = np.stack([c[1] for c in chosen]).astype(np.int64)
-        yield xs, ys
+        offs = np.stack([c[2] for c in chosen])
+        yield xs, ys, offs

@@ -2,6 +2,9 @@
 
 ``stemflow info PATH``      what a dataset holds (dims, shape, dtype, chunks, pixel size, size)
 ``stemflow simulate ...``   a simulated movie or 4D-STEM scan with its ground truth
+``stemflow find ...``       atoms, dopants and vacancies in an image or stack → Parquet
+``stemflow train ...``      train a network on streamed simulated data
+``stemflow evaluate ...``   a model's precision / recall / F1 on the held-out simulated test set
 ``stemflow demo``           the guided tour: simulate, write, inspect (grows with the pipeline)
 """
 
@@ -90,7 +93,87 @@ def _cmd_demo(args) -> int:
           ", ".join(f"{k} {v}" for k, v in ev.kind.value_counts().items()))
     with pd.option_context("display.width", 120, "display.max_columns", 12, "display.precision", 2):
         print(ev[ev.kind.isin(["hop", "coordination_change"])].head(8).to_string(index=False))
+    _demo_find(paths["store"], movie, n_frames=min(4, movie.n_frames))
     print(f"\nopen it:  stemflow.open_stem('{paths['store']}')   or   stemflow info {paths['store']}")
+    return 0
+
+
+def _demo_find(store, movie, n_frames: int):
+    """Find atoms in the first frames with the bundled network and score them against the truth."""
+    import time
+
+    from .find import find_atoms
+    from .io import open_stem
+    from .metrics import score
+
+    da = open_stem(store).isel(frame=slice(0, n_frames))
+    t0 = time.perf_counter()
+    atoms = find_atoms(da, lattice="graphene")
+    dt = time.perf_counter() - t0
+    truth = movie.atoms[movie.atoms.frame < n_frames]
+    h, w = movie.shape
+    b = 15  # px: columns cut by the frame edge have no well-defined centre
+
+    def inner(t):
+        return t[t.y.between(b, h - 1 - b) & t.x.between(b, w - 1 - b)]
+
+    s = score(inner(atoms), inner(truth), pixel_size=movie.pixel_size)
+    print(f"\nfind_atoms on frames 0–{n_frames - 1} with the bundled network: {len(atoms)} atoms "
+          f"in {dt:.1f} s ({n_frames / dt:.1f} frames/s)")
+    print("  class     truth  found  precision  recall     F1   RMSE (px)")
+    for cls in ("lattice", "dopant", "vacancy"):
+        r = s.loc[cls]
+        print(f"  {cls:8s} {int(r.tp + r.fn):6d} {int(r.tp + r.fp):6d}   {r.precision:8.4f} {r.recall:7.4f} "
+              f"{r.f1:7.4f}   {r.rmse_px:6.3f}")
+
+
+def _cmd_find(args) -> int:
+    from .find import find_atoms
+    from .io import open_stem
+
+    da = open_stem(args.input, pixel_size=args.pixel_size, dataset=args.dataset)
+    if da.ndim not in (2, 3):
+        raise ValueError(f"{args.input} has dims {da.dims}; `stemflow find` takes images (y, x) or movies "
+                         "(frame, y, x); for 4D-STEM make a virtual image first")
+    if args.frames:
+        a, _, b = args.frames.partition(":")
+        da = da.isel(frame=slice(int(a) if a else None, int(b) if b else None))
+    atoms = find_atoms(da, lattice=args.lattice, model=args.model, threshold=args.threshold, refine=args.refine)
+    out = Path(args.out)
+    tmp = out.with_name(f".{out.name}.partial")
+    atoms.to_parquet(tmp, index=False)
+    tmp.replace(out)
+    counts = ", ".join(f"{k} {v}" for k, v in atoms.label.value_counts().items())
+    print(f"wrote {out}: {len(atoms)} rows ({counts})")
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from .nn.train import train
+
+    lattices = [s.strip() for s in args.lattice.split(",") if s.strip()]
+    path = train(args.out, lattices=lattices, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                 seed=args.seed, threads=args.threads, workers=args.workers, progress=not args.quiet)
+    print(f"wrote {path} and {path.with_suffix('.json')}")
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from .evaluate import evaluate, plot_f1_vs_dose, summarise, test_set
+
+    cases = test_set(lattices=[s.strip() for s in args.lattice.split(",")], repeats=args.repeats)
+    results = evaluate(args.model, cases, progress=not args.quiet)
+    summary = summarise(results)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results.to_csv(out / "evaluation_cases.csv", index=False)
+    summary.to_csv(out / "evaluation.csv", index=False)
+    plot_f1_vs_dose(summary, out / "f1_vs_dose.png", title=f"model {args.model or 'default'}")
+    import pandas as pd
+
+    with pd.option_context("display.width", 140, "display.max_rows", 200, "display.precision", 4):
+        print(summary.to_string(index=False))
+    print(f"\nwrote {out / 'evaluation.csv'}, {out / 'evaluation_cases.csv'}, {out / 'f1_vs_dose.png'}")
     return 0
 
 
@@ -123,6 +206,38 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_simulate)
+
+    s = sub.add_parser("find", help="find atoms, dopants and vacancies in an image or movie")
+    s.add_argument("input")
+    s.add_argument("--pixel-size", type=float, default=None, help="nm/px (default: from the file)")
+    s.add_argument("--lattice", default="graphene", choices=["graphene", "ws2", "mos2", "amorphous"])
+    s.add_argument("--model", default=None, help="bundled model name or NAME.pt path (default: default)")
+    s.add_argument("--dataset", default=None, help="array inside the file (HDF5 path, Zarr array name)")
+    s.add_argument("--frames", default=None, help="A:B, a range of frames")
+    s.add_argument("--threshold", type=float, default=0.5)
+    s.add_argument("--refine", action="store_true", help="refine centres on the image (low-noise data)")
+    s.add_argument("--out", required=True, help="atoms table to write (.parquet)")
+    s.set_defaults(func=_cmd_find)
+
+    s = sub.add_parser("train", help="train a network on streamed simulated data")
+    s.add_argument("--lattice", default="graphene,ws2,mos2,amorphous", help="comma-separated lattices")
+    s.add_argument("--steps", type=int, default=6000)
+    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--lr", type=float, default=3e-3)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--threads", type=int, default=1, help="torch threads of the training step")
+    s.add_argument("--workers", type=int, default=1, help="processes simulating training data")
+    s.add_argument("--out", required=True, help="NAME.pt to write (NAME.json beside it)")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=_cmd_train)
+
+    s = sub.add_parser("evaluate", help="score a model on the held-out simulated test set")
+    s.add_argument("--model", default=None)
+    s.add_argument("--lattice", default="graphene,ws2")
+    s.add_argument("--repeats", type=int, default=2, help="frames per lattice × dose × pixel size")
+    s.add_argument("--out", default="docs/evaluation")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=_cmd_evaluate)
 
     s = sub.add_parser("demo", help="run the tour on simulated data (no input needed)")
     s.add_argument("--out", default="demo_out")

@@ -127,9 +127,10 @@ def find_atoms(image, pixel_size: float | None = None, lattice: str = "graphene"
     for i0 in range(0, len(smalls), batch_size):
         block = smalls[i0:i0 + batch_size]
         norm = np.stack([normalize(s) for s in block])
-        probs = net.probabilities(norm, batch_size=batch_size)
+        probs, offsets = net.maps(norm, batch_size=batch_size)
         for j, (small, p) in enumerate(zip(block, probs)):
-            t = locate(p, small, classes=net.classes, threshold=threshold, refine=refine)
+            t = locate(p, small, classes=net.classes, threshold=threshold, refine=refine,
+                       offsets=None if offsets is None else offsets[j])
             t["y"] = to_input_coords(t["y"].to_numpy(), factor)
             t["x"] = to_input_coords(t["x"].to_numpy(), factor)
             if stack:

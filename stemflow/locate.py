@@ -74,6 +74,10 @@ def locate(probs, image=None, *, classes=CLASSES, threshold: float = 0.5,
     window : float, optional
         Standard deviation (px) of the Gaussian window of the refinement. Default ``r / 2``
         (at least 0.75 px).
+    offsets : array_like, shape (2, H, W), optional
+        The network's sub-pixel offsets (dy, dx), px, from each pixel to the centre of the atom
+        it belongs to. When given, each blob's centre is the foreground-probability-weighted
+        mean of ``pixel + offset`` over its pixels instead of its centre of mass.
 
     Returns
     -------
@@ -195,6 +199,12 @@ def locate(probs, image=None, *, classes=CLASSES, threshold: float = 0.5,
     wfg = fg.ravel()[on].astype(np.float64)
     rr, cc = np.divmod(on, w)
     mass = np.bincount(lab, weights=wfg, minlength=n)
+    if offsets is not None:
+        offsets = np.asarray(offsets, dtype=np.float64)
+        if offsets.shape != (2, h, w) or not np.isfinite(offsets).all():
+            raise InputError(f"offsets must be a finite (2, {h}, {w}) array of (dy, dx) px; got shape {offsets.shape}")
+        rr = rr + offsets[0].ravel()[on]
+        cc = cc + offsets[1].ravel()[on]
     y = np.bincount(lab, weights=wfg * rr, minlength=n) / mass
     x = np.bincount(lab, weights=wfg * cc, minlength=n) / mass
 

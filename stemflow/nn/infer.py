@@ -44,11 +44,14 @@ def _run(model: Model, batch: np.ndarray) -> np.ndarray:
         logits = logits.float()
     else:
         logits = model.net(x)
-    return torch.softmax(logits, dim=1).cpu().numpy()
+    c = model.net.n_classes
+    out = logits.clone()
+    out[:, :c] = torch.softmax(logits[:, :c], dim=1)
+    return out.cpu().numpy()
 
 
 def predict(model: Model, images, tile: int = 1024, batch_size: int = 4) -> np.ndarray:
-    """Class probabilities of normalised images on the network's grid.
+    """Class probabilities (and sub-pixel offsets) of normalised images on the network's grid.
 
     Parameters
     ----------
@@ -63,12 +66,14 @@ def predict(model: Model, images, tile: int = 1024, batch_size: int = 4) -> np.n
 
     Returns
     -------
-    ndarray of float32, (n_classes, y, x) or (n, n_classes, y, x)
+    ndarray of float32, (channels, y, x) or (n, channels, y, x)
+        The ``n_classes`` class probabilities, then (for models with offsets) the offsets
+        ``dy``, ``dx`` in px.
     """
     arr = check_images(images)
     single = np.asarray(images).ndim == 2
     n, h, w = arr.shape
-    c = len(model.classes)
+    c = model.net.head.out_channels
     out = np.empty((n, c, h, w), np.float32)
     halo = model.receptive_field // 2 + 1
     ty, tx = tiles(h, tile, halo), tiles(w, tile, halo)

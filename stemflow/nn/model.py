@@ -24,12 +24,18 @@ def _conv(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequent
 
 
 class AtomNet(nn.Module):
-    """Encoder–decoder FCN: (B, 1, H, W) normalised image → (B, n_classes, H, W) logits.
+    """Encoder–decoder FCN: (B, 1, H, W) normalised image → (B, n_classes [+ 2], H, W).
+
+    The first ``n_classes`` output channels are class logits; with ``offsets`` two more give, at
+    every pixel of an atom's blob, the sub-pixel vector (dy, dx) from the pixel to the column's
+    centre (px). Trained on exact truth, they make positions far finer than the pixel grid.
 
     Parameters
     ----------
     n_classes : int
         Output classes (background, lattice, dopant, vacancy by default).
+    offsets : bool
+        Add the two offset channels.
     widths : tuple of 4 ints
         Channels at scales 1, 1/2, 1/4 and 1/8.
     dilations : tuple of int
@@ -41,10 +47,12 @@ class AtomNet(nn.Module):
     back. The receptive field is :attr:`receptive_field` px (on the network's grid).
     """
 
-    def __init__(self, n_classes: int = 4, widths=(8, 16, 32, 48), dilations=(2, 4)):
+    def __init__(self, n_classes: int = 4, widths=(8, 16, 32, 48), dilations=(2, 4), offsets: bool = True):
         super().__init__()
         a, b, c, d = (int(w) for w in widths)
-        self.config = {"n_classes": int(n_classes), "widths": [a, b, c, d], "dilations": [int(x) for x in dilations]}
+        self.config = {"n_classes": int(n_classes), "widths": [a, b, c, d], "dilations": [int(x) for x in dilations],
+                       "offsets": bool(offsets)}
+        self.n_classes = int(n_classes)
         self.enc1 = _conv(1, a)
         self.enc2 = nn.Sequential(_conv(a, b, stride=2), _conv(b, b))
         self.enc3 = nn.Sequential(_conv(b, c, stride=2), _conv(c, c))
@@ -52,7 +60,7 @@ class AtomNet(nn.Module):
         self.dec3 = _conv(d + c, c)
         self.dec2 = _conv(c + b, b)
         self.dec1 = _conv(b + a, a)
-        self.head = nn.Conv2d(a, n_classes, 1)
+        self.head = nn.Conv2d(a, n_classes + (2 if offsets else 0), 1)
 
     @property
     def receptive_field(self) -> int:

@@ -31,27 +31,41 @@ class _Stream(IterableDataset):
         self.seed, self.batch_size, self.spec = seed, batch_size, spec
 
     def __iter__(self):
+        from threadpoolctl import threadpool_limits
+
         torch.set_num_threads(1)
-        for xs, ys in training_batches(self.seed, self.batch_size, self.spec):
-            yield torch.from_numpy(xs), torch.from_numpy(ys)
+        info = torch.utils.data.get_worker_info()
+        seed = self.seed if info is None else self.seed * 1000 + info.id
+        with threadpool_limits(1):  # one core per worker: BLAS threads would fight the trainer
+            for xs, ys, offs in training_batches(seed, self.batch_size, self.spec):
+                yield torch.from_numpy(xs), torch.from_numpy(ys), torch.from_numpy(offs)
 
 
 def validation_set(spec: SampleSpec, n: int = 48, seed: int = 10_000):
     """A fixed set of ``n`` samples from a stream no training seed reaches."""
     gen = training_batches(seed, n, spec, shuffle_buffer=n)
-    xs, ys = next(gen)
-    return torch.from_numpy(xs), torch.from_numpy(ys)
+    xs, ys, offs = next(gen)
+    return torch.from_numpy(xs), torch.from_numpy(ys), torch.from_numpy(offs)
 
 
-def pixel_scores(net: AtomNet, xs: torch.Tensor, ys: torch.Tensor, batch: int = 16) -> dict:
-    """Per-class intersection over union of the argmax prediction (pixels)."""
+def pixel_scores(net: AtomNet, xs: torch.Tensor, ys: torch.Tensor, offs: torch.Tensor | None = None,
+                 batch: int = 16) -> dict:
+    """Per-class intersection over union of the argmax prediction (pixels), and the RMS error of
+    the predicted offsets on atom pixels (px)."""
     net.eval()
-    preds = []
+    preds, offsets = [], []
+    c = net.n_classes
     with torch.inference_mode():
         for i in range(0, len(xs), batch):
-            preds.append(net(xs[i:i + batch]).argmax(1))
+            o = net(xs[i:i + batch])
+            preds.append(o[:, :c].argmax(1))
+            offsets.append(o[:, c:])
     pred = torch.cat(preds)
     out = {}
+    if offs is not None and net.config.get("offsets"):
+        on = (ys > 0).unsqueeze(1).expand_as(offs)
+        err = (torch.cat(offsets) - offs)[on]
+        out["offset_rmse_px"] = float(torch.sqrt((err**2).mean() * 2)) if err.numel() else float("nan")
     for k, name in enumerate(CLASSES):
         inter = ((pred == k) & (ys == k)).sum().item()
         union = ((pred == k) | (ys == k)).sum().item()
@@ -59,21 +73,28 @@ def pixel_scores(net: AtomNet, xs: torch.Tensor, ys: torch.Tensor, batch: int = 
     return out
 
 
-def _loss(logits, target, weights):
+def _loss(output, target, weights, offsets=None, offset_weight: float = 1.0):
+    c = len(weights)
+    logits = output[:, :c]
     ce = F.cross_entropy(logits, target, weight=weights)
     prob = torch.softmax(logits, 1)
     onehot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2).to(prob.dtype)
     inter = (prob * onehot).sum((0, 2, 3))
     denom = prob.sum((0, 2, 3)) + onehot.sum((0, 2, 3))
     dice = 1 - (2 * inter + 1) / (denom + 1)
-    return ce + dice[1:].mean()
+    loss = ce + dice[1:].mean()
+    if offsets is not None and output.shape[1] > c:
+        on = (target > 0).unsqueeze(1).expand_as(offsets)
+        if on.any():
+            loss = loss + offset_weight * F.smooth_l1_loss(output[:, c:][on], offsets[on], beta=0.5)
+    return loss
 
 
 def train(out, *, lattices=("graphene", "ws2", "mos2", "amorphous"), steps: int = 6000,
           batch_size: int = 16, lr: float = 3e-3, seed: int = 0, widths=(8, 16, 32, 48),
           dilations=(2, 4), threads: int = 1, workers: int = 1, validate_every: int = 500,
           class_weights=(1.0, 1.5, 6.0, 6.0), progress: bool = True, name: str | None = None,
-          **spec_options) -> Path:
+          net: torch.nn.Module | None = None, **spec_options) -> Path:
     """Train an :class:`AtomNet` on streamed simulated data and save it with its card.
 
     Parameters
@@ -92,6 +113,10 @@ def train(out, *, lattices=("graphene", "ws2", "mos2", "amorphous"), steps: int 
         Torch threads for the training step, and data-simulating worker processes (0 = inline).
     validate_every : int
         Steps between scores on the fixed validation set.
+    net : torch.nn.Module, optional
+        Train this network instead of a new :class:`AtomNet` (for comparisons; it must output
+        class logits then two offset channels and have ``n_classes`` and ``config``). Its weights
+        are saved as a plain ``state_dict`` with the card.
     spec_options :
         Fields of :class:`~stemflow.augment.SampleSpec` (``patch``, ``model_pixel_size``,
         ``dose_range``, ...).
@@ -103,13 +128,14 @@ def train(out, *, lattices=("graphene", "ws2", "mos2", "amorphous"), steps: int 
     spec = dataclasses.replace(SampleSpec(), lattices=tuple(lattices), **spec_options)
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
-    net = AtomNet(len(CLASSES), widths, dilations).to(memory_format=torch.channels_last)
+    custom = net is not None
+    net = (net if custom else AtomNet(len(CLASSES), widths, dilations)).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
     weights = torch.tensor(class_weights, dtype=torch.float32)
     loader = DataLoader(_Stream(seed, batch_size, spec), batch_size=None, num_workers=workers,
                         prefetch_factor=4 if workers else None, persistent_workers=False)
-    val_x, val_y = validation_set(spec)
+    val_x, val_y, val_o = validation_set(spec)
     history = []
     bar = None
     if progress:
@@ -120,10 +146,10 @@ def train(out, *, lattices=("graphene", "ws2", "mos2", "amorphous"), steps: int 
     running = None
     it = iter(loader)
     for step in range(1, steps + 1):
-        xs, ys = next(it)
+        xs, ys, offs = next(it)
         xs = xs.to(memory_format=torch.channels_last)
         net.train()
-        loss = _loss(net(xs), ys, weights)
+        loss = _loss(net(xs), ys, weights, offs)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -133,11 +159,11 @@ def train(out, *, lattices=("graphene", "ws2", "mos2", "amorphous"), steps: int 
             bar.update(1)
             bar.set_postfix(loss=f"{running:.3f}")
         if step % validate_every == 0 or step == steps:
-            scores = pixel_scores(net, val_x, val_y)
+            scores = pixel_scores(net, val_x, val_y, val_o)
             history.append({"step": step, "loss": running, "seconds": time.perf_counter() - t0, **scores})
             if bar is not None:
-                bar.write(f"step {step}: loss {running:.3f}, IoU " +
-                          ", ".join(f"{k[4:]} {v:.3f}" for k, v in scores.items()))
+                bar.write(f"step {step}: loss {running:.3f}, " +
+                          ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
     if bar is not None:
         bar.close()
     del it, loader
@@ -155,4 +181,13 @@ def train(out, *, lattices=("graphene", "ws2", "mos2", "amorphous"), steps: int 
         "validation": history,
         "metrics": {},
     }
+    if custom:
+        import json
+
+        out = Path(out).with_suffix(".pt")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(net.state_dict(), out)
+        card["architecture"] = dict(getattr(net, "config", {}))
+        out.with_suffix(".json").write_text(json.dumps(card, indent=2, default=str))
+        return out
     return save_model(net, card, out)

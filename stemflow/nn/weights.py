@@ -86,13 +86,17 @@ class Model:
         return self
 
     def probabilities(self, images, tile: int = 1024, batch_size: int = 4) -> np.ndarray:
-        """Per-pixel class probabilities of normalised images on the network's grid.
+        """Per-pixel class probabilities of normalised images on the network's grid:
+        (n_classes, y, x) or (n, n_classes, y, x). See :func:`stemflow.nn.infer.predict`."""
+        return self.maps(images, tile=tile, batch_size=batch_size)[0]
 
-        See :func:`stemflow.nn.infer.predict`.
-        """
+    def maps(self, images, tile: int = 1024, batch_size: int = 4) -> tuple[np.ndarray, np.ndarray | None]:
+        """Class probabilities and sub-pixel offsets (None for a model without them)."""
         from .infer import predict
 
-        return predict(self, images, tile=tile, batch_size=batch_size)
+        out = predict(self, images, tile=tile, batch_size=batch_size)
+        c = self.net.n_classes
+        return out[..., :c, :, :], (out[..., c:, :, :] if out.shape[-3] > c else None)
 
 
 def save_model(net: AtomNet, card: dict, path) -> Path:

@@ -175,15 +175,18 @@ def render(yx: np.ndarray, weight: np.ndarray, sigma: np.ndarray | float, shape:
     return out
 
 
-def class_mask(yx: np.ndarray, classes: np.ndarray, shape: tuple[int, int], radius: float) -> np.ndarray:
+def class_mask(yx: np.ndarray, classes: np.ndarray, shape: tuple[int, int], radius: float,
+               return_index: bool = False):
     """Per-pixel class codes: disks of ``radius`` px around each centre, 0 elsewhere.
 
-    Where two disks overlap the nearer centre wins.
+    Where two disks overlap the nearer centre wins. With ``return_index`` also the row of ``yx``
+    each pixel belongs to (-1 for background).
     """
     h, w = shape
     mask = np.zeros(shape, np.uint8)
+    index = np.full(shape, -1, np.int64)
     if len(yx) == 0:
-        return mask
+        return (mask, index) if return_index else mask
     r = max(float(radius), 1.0)
     k = int(np.ceil(r))
     off = np.arange(-k, k + 1)
@@ -203,6 +206,9 @@ def class_mask(yx: np.ndarray, classes: np.ndarray, shape: tuple[int, int], radi
         order = np.concatenate([np.flatnonzero(~shared), np.flatnonzero(shared)[np.argsort(-d2[shared], kind="stable")]])
         flat, idx = flat[order], idx[order]
     mask.flat[flat] = np.asarray(classes)[idx]
+    if return_index:
+        index.flat[flat] = idx
+        return mask, index
     return mask
 
 

@@ -1,0 +1,71 @@
+"""find_atoms with the bundled weights: a real check of the shipped model, and its errors."""
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from stemflow import find_atoms, score
+from stemflow.augment import TEST_SEED_START
+from stemflow.errors import InputError
+from stemflow.evaluate import DEMO_DOSE
+from stemflow.simulate import simulate_image
+
+
+def _inner(t, n, b):
+    return t[t.y.between(b, n - 1 - b) & t.x.between(b, n - 1 - b)].reset_index(drop=True)
+
+
+@pytest.mark.parametrize("lattice,defects,px", [
+    ("graphene", {"Si1C3": 10, "Si1C4": 3, "V1": 4, "V2": 2}, 0.012),
+    ("ws2", {"Mo_W": 10, "V_S": 6, "V_S2": 3, "V_W": 2}, 0.012),
+])
+def test_bundled_model_meets_the_thresholds_on_a_fresh_image(lattice, defects, px):
+    n = 448
+    sim = simulate_image(lattice, n, defects=defects, seed=TEST_SEED_START + 424242, pixel_size=px,
+                         dose=DEMO_DOSE, line_jitter=0.15, background=0.3, contamination=0.02)
+    atoms = find_atoms(sim.image, pixel_size=px, lattice=lattice)
+    b = 0.15 / px
+    s = score(_inner(atoms, n, b), _inner(sim.atoms, n, b), pixel_size=px)
+    assert s.loc["lattice", "f1"] >= 0.995, s
+    assert s.loc["dopant", "f1"] >= 0.99, s
+    assert s.loc["vacancy", "f1"] >= 0.95, s
+
+
+def test_stacks_and_dataarrays():
+    sims = [simulate_image("graphene", 160, seed=s, pixel_size=0.016, defects={"Si1C3": 2}) for s in (1, 2)]
+    stack = np.stack([s.image for s in sims])
+    da = xr.DataArray(stack, dims=("frame", "y", "x"), attrs={"pixel_size": 0.016})
+    atoms = find_atoms(da)
+    assert list(atoms.columns[:3]) == ["frame", "y", "x"]
+    assert set(atoms.frame) == {0, 1}
+    one = find_atoms(sims[1].image, pixel_size=0.016)
+    assert "frame" not in one.columns
+    assert np.allclose(one.x_nm, one.x * 0.016)
+    assert len(one) == (atoms.frame == 1).sum()
+    assert atoms.attrs["pixel_size"] == 0.016 and atoms.attrs["lattice"] == "graphene"
+
+
+def test_positions_come_back_in_input_pixels():
+    sim = simulate_image("ws2", 256, seed=3, pixel_size=0.008, dose=1e6, defects={})
+    atoms = find_atoms(sim.image, pixel_size=0.008, lattice="ws2")
+    s = score(_inner(atoms, 256, 20), _inner(sim.atoms, 256, 20), pixel_size=0.008)
+    assert s.loc["lattice", "recall"] > 0.99
+    assert s.loc["lattice", "rmse_pm"] < 5.0
+
+
+def test_bad_input_gets_clear_errors():
+    img = simulate_image("graphene", 96, seed=1).image
+    with pytest.raises(InputError, match="pixel size is unknown"):
+        find_atoms(img)
+    with pytest.raises(InputError, match="too small"):
+        find_atoms(img[:20, :20], pixel_size=0.01)
+    with pytest.raises(InputError, match="constant"):
+        find_atoms(np.ones((96, 96)), pixel_size=0.01)
+    bad = img.copy()
+    bad[3, 3] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        find_atoms(bad, pixel_size=0.01)
+    with pytest.raises(InputError, match="known lattices"):
+        find_atoms(img, pixel_size=0.01, lattice="hBN")
+    with pytest.raises(InputError, match="2-D image"):
+        find_atoms(np.ones((2, 2, 8, 8)), pixel_size=0.01)
