@@ -37,7 +37,7 @@ _FOOTPRINT8 = ndimage.generate_binary_structure(2, 2)
 
 def locate(probs, image=None, *, classes=CLASSES, threshold: float = 0.5,
            min_area: int | None = None, split_touching: bool = True, refine: bool = False,
-           border: float = 0.0, window: float | None = None) -> pd.DataFrame:
+           border: float = 0.0, window: float | None = None, offsets=None) -> pd.DataFrame:
     """Find atoms and vacancies in the per-pixel class probabilities of one frame.
 
     Parameters
