@@ -45,6 +45,21 @@ def fetch_mos2() -> Path:
     return target
 
 
+def fft_spacing(img: np.ndarray, pixel_size: float, r_min: int = 20) -> float:
+    """Lattice-plane spacing (nm) from the strongest ring of spots in the windowed FFT: an
+    estimate independent of any atom finding."""
+    n = min(img.shape)
+    a = img[:n, :n].astype(np.float64)
+    a -= a.mean()
+    win = np.outer(np.hanning(n), np.hanning(n))
+    f = np.abs(np.fft.fftshift(np.fft.fft2(a * win)))
+    ky, kx = np.indices(f.shape) - n // 2
+    r = np.hypot(ky, kx)
+    f[r < r_min] = 0
+    top = np.argsort(f.ravel())[-12:]  # the six first-order spots and their mirrors
+    return float(n / np.median(r.ravel()[top]) * pixel_size)
+
+
 def mos2_checks(atoms, pixel_size: float, shape) -> dict:
     """Physics of 2H-MoS2 measured on a detected atoms table (columns = non-vacancy rows)."""
     cols = atoms[atoms.label != "vacancy"]
@@ -68,6 +83,7 @@ def mos2_checks(atoms, pixel_size: float, shape) -> dict:
     close = d[:, 1:4] < 0.25  # nm: first-shell neighbours
     mixed = bright[idx_inner][:, None] != bright[first]
     return {
+        "first_shell_mean_nm": float(np.median(d[:, 1:4].mean(axis=1))),
         "columns": int(len(cols)),
         "columns_per_nm2": float(len(inner) / area_nm2),
         "nn_median_nm": float(np.median(nn)),
@@ -91,6 +107,10 @@ def main():
     atoms = find_atoms(img, px, "mos2")
     dt = time.perf_counter() - t0
     res = mos2_checks(atoms, px, img.shape)
+    d100 = fft_spacing(img, px)
+    res["fft_d100_nm"] = d100
+    res["scale_from_fft"] = d100 / (0.316 * np.sqrt(3) / 2)  # 1 if the file's calibration matches MoS2
+    res["first_shell_vs_fft"] = res["first_shell_mean_nm"] / (d100 * 2 / 3)  # a/√3 = d100 · 2/3
     res.update(pixel_size_nm=px, shape=list(img.shape), seconds=dt,
                labels={k: int(v) for k, v in atoms.label.value_counts().items()})
     OUT.mkdir(exist_ok=True)
@@ -103,6 +123,10 @@ def main():
              f"| columns per nm² (inner region) | {res['columns_per_nm2']:.2f} | 23.1 |",
              f"| nearest-neighbour distance, median (IQR) | {res['nn_median_nm']:.4f} nm ({res['nn_iqr_nm']:.4f}) | 0.182 nm |",
              f"| share of NN distances within 10 % of 0.182 nm | {res['share_nn_within_10pct_of_0.182']:.3f} | 1 |",
+             f"| mean first-shell distance | {res['first_shell_mean_nm']:.4f} nm | 0.182 nm × file-calibration factor |",
+             f"| {{100}} spacing from the FFT of the image (no atom finding) | {res['fft_d100_nm']:.4f} nm "
+             f"(= {res['scale_from_fft']:.3f} × 0.2737) | 0.2737 nm |",
+             f"| first-shell distance / (⅔ · FFT spacing) | {res['first_shell_vs_fft']:.4f} | 1: finder and FFT agree |",
              f"| first-shell pairs joining a bright to a dim column | {res['share_first_shell_pairs_bright_dim']:.3f} | 1 |",
              f"| bright (Mo) share of columns; bright/dim intensity | {res['bright_share']:.3f}; {res['bright_to_dim_intensity']:.2f} | 0.5; Mo/S2 ≈ 1.3–2.6 |",
              f"| labels | {res['labels']} | mostly lattice; Se substitutes S |",

@@ -20,7 +20,7 @@ def test_batches_are_deterministic_for_a_seed():
 def test_targets_sit_on_the_atoms():
     """In a noise-free sample every lattice disk of the target lies on a bright column."""
     spec = SampleSpec(patch=96, lattices=("ws2",), p_noise_free=1.0, reuse=1)
-    x, y = training_sample(np.random.default_rng(3), spec)
+    x, y, off = training_sample(np.random.default_rng(3), spec)
     lab, n = ndimage.label(y == 1)
     assert n > 20
     centres = np.array(ndimage.center_of_mass(np.ones_like(y), lab, range(1, n + 1)))
@@ -30,6 +30,17 @@ def test_targets_sit_on_the_atoms():
     on_peak = np.abs(x[r, c] - local_max[r, c]) <= 0.25 * (x.max() - x.min())
     assert on_peak.mean() > 0.9
     assert x[y == 1].mean() > x[y == 0].mean() + 0.1
+    # offsets point every pixel of a disk at one common centre, the blob's own centre of mass
+    rr, cc = np.indices(y.shape)
+    ty, tx = rr + off[0], cc + off[1]
+    for k in range(1, n + 1):
+        sel = lab == k
+        r, c = np.nonzero(sel)
+        if r.min() == 0 or c.min() == 0 or r.max() == y.shape[0] - 1 or c.max() == y.shape[1] - 1:
+            continue  # disks cut by the patch edge
+        assert ty[sel].std() < 1e-4 and tx[sel].std() < 1e-4
+        assert abs(ty[sel][0] - centres[k - 1][0]) < 0.3 and abs(tx[sel][0] - centres[k - 1][1]) < 0.3
+    assert np.all(off[:, y == 0] == 0)
 
 
 def test_degrade_is_poisson_at_the_dose():
