@@ -110,7 +110,16 @@ def main():
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     ours = load_model("default", device=a.device)
-    base = load_baseline(CACHE / "unet16.pt").to(a.device)
+    trained = (CACHE / "unet16.pt").exists()
+    if trained:
+        base = load_baseline(CACHE / "unet16.pt").to(a.device)
+    else:  # speed only: an untrained baseline runs exactly as fast
+        from baseline_unet import UNet16
+
+        from stemflow.nn.weights import Model
+
+        base = Model(net=UNet16().eval(), card={"classes": list(ours.classes), "pixel_size": ours.pixel_size,
+                                                "name": "unet16-untrained"}).to(a.device)
     px = ours.pixel_size
     rows = []
     for size in map(int, a.sizes.split(",")):
@@ -123,7 +132,8 @@ def main():
             t_find = timed(lambda: [find_atoms(s.image, px, lat, model) for lat, s in data], repeat=2)
             sc = pd.concat([f1s(find_atoms(s.image, px, lat, model), s.atoms, px, size) for lat, s in data],
                            keys=range(n)).groupby(level=1).sum()
-            rows.append(dict(method=name, size=size, frames=n, net_fps=n / t_net, find_fps=n / t_find, **_f1(sc)))
+            f1 = _f1(sc) if (name == "stemflow" or trained) else {k: float("nan") for k in _f1(sc)}
+            rows.append(dict(method=name, size=size, frames=n, net_fps=n / t_net, find_fps=n / t_find, **f1))
             print(rows[-1])
         t_tp = timed(lambda: [trackpy_atoms(s.image, px) for _, s in data], repeat=2)
         sc = pd.concat([f1s(trackpy_atoms(s.image, px), s.atoms, px, size) for _, s in data],
