@@ -128,12 +128,9 @@ def _json_default(o):
 
 def _resolve(name_or_path) -> Path:
     p = Path(name_or_path)
-    candidates = [p, p.with_suffix(".pt")] if p.suffix in ("", ".json", ".pt") else [p]
-    if p.suffix == ".json":
-        candidates = [p.with_suffix(".pt")]
-    for c in candidates:
-        if c.is_file() and c.suffix == ".pt":
-            return c
+    pt = p.with_suffix(".pt") if p.suffix in ("", ".json") else p
+    if pt.is_file() and pt.suffix == ".pt":
+        return pt
     if isinstance(name_or_path, str) and "/" not in name_or_path and (WEIGHTS_DIR / f"{name_or_path}.pt").exists():
         return WEIGHTS_DIR / f"{name_or_path}.pt"
     raise WeightsError(f"no model {str(name_or_path)!r}: give a bundled name ({', '.join(bundled_models()) or 'none installed'}) "
