@@ -12,6 +12,7 @@ import functools
 
 import numpy as np
 import pandas as pd
+import xarray as xr
 
 from .errors import InputError
 from .locate import locate
@@ -40,11 +41,7 @@ def _get_model(model) -> Model:
 
 def _frames_and_calibration(image, pixel_size):
     """(n, y, x) float32 array, pixel size (nm/px), whether the input was a stack."""
-    try:
-        import xarray as xr
-    except ImportError:  # pragma: no cover - xarray is a dependency
-        xr = None
-    if xr is not None and isinstance(image, xr.DataArray):
+    if isinstance(image, xr.DataArray):
         if pixel_size is None:
             pixel_size = image.attrs.get("pixel_size")
         dims = image.dims

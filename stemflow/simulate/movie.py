@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from .imaging import (CLASSES, Imaging, apply_line_jitter, class_mask, column_weight, distort,
+from .imaging import (_FWHM, CLASSES, Imaging, apply_line_jitter, class_mask, column_weight, distort,
                       jitter_shift, render, smooth_field)
 from .lattice import LATTICES, make_lattice
 from .structure import DEFECT_KINDS, Structure
@@ -48,9 +48,6 @@ EVENT_COLUMNS = ["particle", "frame", "kind", "y0", "x0", "y1", "x1", "distance_
                  "state1", "site0", "site1"]
 
 _LABEL_CODE = {name: i for i, name in enumerate(CLASSES)}
-
-
-_FWHM = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
 
 def _render_smooth(yx, weight, sigma_px: float, shape) -> np.ndarray:
@@ -342,7 +339,7 @@ def simulate_movie(lattice: str = "graphene", frames: int = 16, shape=(256, 256)
     n_c = rng.poisson(im.contamination * (y_hi - y_lo) * (x_hi - x_lo) / 100.0)
     contamination = np.column_stack([
         rng.uniform(y_lo, y_hi, n_c), rng.uniform(x_lo, x_hi, n_c),
-        rng.uniform(7.0, 24.0, n_c) / 2.3548200450309493,
+        rng.uniform(7.0, 24.0, n_c) / _FWHM,
         rng.uniform(0.5, 3.0, n_c) * 14.0**im.gamma,
     ]) if n_c else np.empty((0, 4))
 
