@@ -65,17 +65,9 @@ def _render_smooth(yx, weight, sigma_px: float, shape) -> np.ndarray:
 def _upsample(coarse: np.ndarray, f: int, shape) -> np.ndarray:
     """Linear interpolation of a grid sampled every ``f`` px back to the full ``shape``."""
     h, w = shape
-    ry, rx = np.arange(h) / f, np.arange(w) / f
-
-    def weights(r, n):
-        i0 = np.minimum(np.floor(r).astype(int), n - 2)
-        a = r - i0
-        m = np.zeros((len(r), n), np.float32)
-        m[np.arange(len(r)), i0] = 1 - a
-        m[np.arange(len(r)), i0 + 1] = a
-        return m
-
-    return weights(ry, coarse.shape[0]) @ coarse @ weights(rx, coarse.shape[1]).T
+    rr, cc = np.meshgrid(np.arange(h) / f, np.arange(w) / f, indexing="ij", sparse=True)
+    rr, cc = np.broadcast_arrays(rr, cc)
+    return ndimage.map_coordinates(coarse, [rr, cc], order=1, mode="nearest").astype(np.float32)
 
 
 def _frame_rng(seed: int, frame: int, stream: int) -> np.random.Generator:
