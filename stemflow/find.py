@@ -18,9 +18,17 @@ from .errors import InputError
 from .locate import locate
 from .nn.weights import Model, load_model
 from .preprocess import normalize, resample, to_input_coords
+from .refine import refine_atoms
 from .simulate.lattice import LATTICES
 
 __all__ = ["find_atoms", "ATOMS_COLUMNS"]
+
+#: Starting width (standard deviation, nm) of a column for the refinement: a 1.1 Å FWHM probe.
+_PROBE_SIGMA_NM = 0.045
+#: The network's localisation error per axis, ``(floor in model px, slope, inflation)``:
+#: σ_net² = floor² + (slope σ_fit)², and the fit's stated error inflated by ``inflation``;
+#: chosen on calibration frames by ``benchmarks/localisation.py``.
+_NET_ERROR = (0.075, 0.5, 2.0)
 
 #: Columns of the atoms table ``find_atoms`` returns (``frame`` first for stacks).
 ATOMS_COLUMNS = ["y", "x", "y_nm", "x_nm", "label", "prob", "intensity"]
@@ -87,7 +95,10 @@ def find_atoms(image, pixel_size: float | None = None, lattice: str = "graphene"
     threshold : float
         Foreground probability above which a pixel belongs to a blob.
     refine : bool
-        Refine centres on the image (helps on low-noise images; see :func:`stemflow.locate`).
+        Refine centres by fitting Gaussians to the image at its own sampling, weighed against
+        the network's centres (:func:`stemflow.refine.refine_atoms`). Better from about
+        3·10⁵ e⁻/Å² (graphene) or 10⁵ e⁻/Å² (WS2) up; at lower dose the network alone is better
+        (measured in ``docs/finder.md``). Costs about 0.5 s per 1000 atoms.
     border : float
         Drop atoms whose centre lies within this many input px of the frame edge.
     batch_size : int
@@ -126,10 +137,14 @@ def find_atoms(image, pixel_size: float | None = None, lattice: str = "graphene"
         norm = np.stack([normalize(s) for s in block])
         probs, offsets = net.maps(norm, batch_size=batch_size)
         for j, (small, p) in enumerate(zip(block, probs)):
-            t = locate(p, small, classes=net.classes, threshold=threshold, refine=refine,
+            t = locate(p, small, classes=net.classes, threshold=threshold,
                        offsets=None if offsets is None else offsets[j])
             t["y"] = to_input_coords(t["y"].to_numpy(), factor)
             t["x"] = to_input_coords(t["x"].to_numpy(), factor)
+            if refine:
+                floor, slope, inflation = _NET_ERROR
+                t = refine_atoms(frames[i0 + j], t, _PROBE_SIGMA_NM / pixel_size,
+                                 net_error=(floor * net.pixel_size / pixel_size, slope, inflation))
             if stack:
                 t.insert(0, "frame", np.int64(i0 + j))
             tables.append(t)
