@@ -49,8 +49,19 @@ def test_tiles_equal_the_whole_frame(saved):
     x = np.random.default_rng(1).normal(size=(2, 300, 280)).astype(np.float32)
     whole = model.probabilities(x, tile=4096)
     tiled = model.probabilities(x, tile=256)
-    assert len(tiles(300, 256, model.receptive_field // 2 + 1)) == 3
+    assert len(tiles(300, 256, model.receptive_field // 2 + 1)) == 4
     assert np.abs(whole - tiled).max() < 1e-5
+
+
+def test_tiles_of_the_bundled_model_equal_the_whole_frame():
+    from stemflow.preprocess import normalize
+    from stemflow.simulate import simulate_image
+
+    model = load_model("default", device="cpu")
+    x = normalize(simulate_image("graphene", 600, pixel_size=0.02, seed=1).image)[None]
+    whole = model.probabilities(x, tile=4096)
+    tiled = model.probabilities(x, tile=256)
+    assert np.abs(whole - tiled).max() < 1e-4
 
 
 def _replace_weights(path, state):

@@ -72,9 +72,10 @@ class AtomNet(nn.Module):
         for k, s, dil in layers:
             rf += (k - 1) * dil * jump
             jump *= s
-        # decoder convolutions at 1/4, 1/2, 1
+        # decoder: a bilinear ×2 upsampling (reaching one coarse pixel each side) then a 3 × 3
+        # convolution, at 1/4, 1/2 and 1
         for j in (4, 2, 1):
-            rf += 2 * j
+            rf += 2 * (2 * j) + 2 * j
         return rf
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
