@@ -1,0 +1,27 @@
+"""Chemical identification: elements, bonds, coordination, lattice sites, defect complexes, rings
+and unsupervised defect classes, from an atoms table (``y``, ``x`` px, ``label``).
+
+Every function takes the atoms table of :func:`stemflow.find_atoms` and returns a copy with
+more columns (or a table of its own: bonds, rings, empty sites, defects), so the steps chain::
+
+    from stemflow.chem import identify, defect_table
+    atoms = identify(find_atoms(image, pixel_size=0.012, lattice="graphene"))
+    defect_table(atoms)
+
+The pixel size (nm/px) and lattice come from ``atoms.attrs`` when not given. Pure
+numpy / scipy / pandas / scikit-learn: no Dask.
+"""
+
+from .bonds import BOND_CUTOFFS, coordination, find_bonds
+from .classes import class_mean_patches, classify_defects, cluster_descriptors, defect_descriptors, defect_patches
+from .defects import DEFECT_COLUMNS, defect_table, find_defects, ring_defect_name
+from .elements import ELEMENT_MAPS, assign_elements, guess_element, measure_intensity
+from .identify import IDENTIFY_COLUMNS, identify
+from .rings import find_rings
+from .sites import assign_sites, empty_sites, fit_lattice, site_cells, site_id
+
+__all__ = ["identify", "assign_sites", "empty_sites", "fit_lattice", "site_id", "site_cells",
+           "assign_elements", "guess_element", "measure_intensity", "find_bonds", "coordination",
+           "find_rings", "find_defects", "defect_table", "ring_defect_name", "classify_defects",
+           "defect_descriptors", "cluster_descriptors", "defect_patches", "class_mean_patches",
+           "BOND_CUTOFFS", "ELEMENT_MAPS", "DEFECT_COLUMNS", "IDENTIFY_COLUMNS"]

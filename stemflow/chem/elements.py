@@ -1,0 +1,267 @@
+"""Elements from the network's classes, the sublattice and the column intensity.
+
+Graphene: ``lattice`` → C, ``dopant`` → Si, ``vacancy`` → empty. 2H-MX2: ``lattice`` columns are
+the metal on sublattice 0 and a chalcogen pair on sublattice 1; a ``dopant`` metal is named by its
+intensity (Z-contrast: a column of atomic number Z is ∝ Z**γ as bright); a ``vacancy`` on the
+chalcogen sublattice keeps one chalcogen atom when, above the local background, it is more than
+0.33 times as bright as the pristine pairs around it (``V_S``), else it is empty (``V_S2``). The
+local background follows from the metal and chalcogen columns nearby and the Z-contrast law. Any of it can be changed with
+``element_map``.
+
+Units: intensities in the image's own units (only their ratios are used); radii in px.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+from scipy.spatial import cKDTree
+
+from ..errors import InputError, StemflowWarning
+from ._common import ATOMIC_NUMBER, LATTICE_PARAMS, frame_groups, is_mx2, labels_of, resolve, with_attrs
+
+__all__ = ["ELEMENT_MAPS", "assign_elements", "measure_intensity", "guess_element"]
+
+#: Default element map of each lattice. ``lattice``: the host element (graphene, amorphous) or
+#: ``(metal, chalcogen)`` (MX2); ``dopant``: one element or candidates named by intensity;
+#: ``chalcogen_dopant``: element of a dopant column on the chalcogen sublattice (MX2);
+#: ``half_vacancy``: fraction of a pristine chalcogen pair's intensity (above the background)
+#: above which a chalcogen vacancy still holds one atom.
+ELEMENT_MAPS = {
+    "graphene": {"lattice": "C", "dopant": "Si"},
+    "amorphous": {"lattice": "C", "dopant": "Pt"},
+    "ws2": {"lattice": ("W", "S"), "dopant": ("Cr", "Mo"), "chalcogen_dopant": "Se", "half_vacancy": 0.33},
+    "mos2": {"lattice": ("Mo", "S"), "dopant": ("Cr", "W"), "chalcogen_dopant": "Se", "half_vacancy": 0.33},
+}
+
+
+def guess_element(ratio, host: str, candidates, gamma: float = 1.7) -> np.ndarray:
+    """The candidate whose Z-contrast best explains an intensity ratio to the host column.
+
+    Parameters
+    ----------
+    ratio : array_like
+        Column intensity divided by that of a pristine ``host`` column (same number of atoms).
+    host : str
+        Element symbol of the host column.
+    candidates : sequence of str
+        Element symbols to choose from.
+    gamma : float
+        Z-contrast exponent: intensity ∝ Z**gamma (1.6–2 for HAADF).
+
+    Returns
+    -------
+    ndarray of str
+        The candidate of nearest ``log Z`` to ``log Z_host + log(ratio) / gamma`` per entry
+        (the first candidate where the ratio is not a positive number).
+
+    Examples
+    --------
+    >>> guess_element([0.38, 1.0], "W", ["Cr", "Mo", "W"]).tolist()
+    ['Mo', 'W']
+    """
+    cands = [str(c) for c in ([candidates] if isinstance(candidates, str) else candidates)]
+    unknown = [c for c in cands + [host] if c not in ATOMIC_NUMBER]
+    if unknown:
+        raise InputError(f"unknown element(s) {unknown}; known: {', '.join(ATOMIC_NUMBER)}")
+    ratio = np.asarray(ratio, np.float64)
+    z = np.log(ATOMIC_NUMBER[host]) + np.log(np.where(ratio > 0, ratio, np.nan)) / gamma
+    zc = np.log([ATOMIC_NUMBER[c] for c in cands])
+    pick = np.argmin(np.abs(np.nan_to_num(z, nan=zc[0])[..., None] - zc), axis=-1)
+    return np.asarray(cands, dtype=object)[pick]
+
+
+def measure_intensity(atoms: pd.DataFrame, image, radius: float) -> np.ndarray:
+    """Mean image value in a disk of ``radius`` px around each row's ``y``, ``x``.
+
+    Parameters
+    ----------
+    atoms : DataFrame
+        ``y``, ``x`` (px) and, for a stack, ``frame`` (its index into ``image``).
+    image : ndarray
+        (y, x) image or (frame, y, x) stack.
+    radius : float
+        Disk radius, px.
+
+    Returns
+    -------
+    ndarray of float64
+        One value per row (image units); pixels outside the image are left out.
+    """
+    img = np.asarray(image, np.float64)
+    if img.ndim == 2:
+        img = img[None]
+    if img.ndim != 3:
+        raise InputError(f"image must be (y, x) or (frame, y, x); got shape {img.shape}")
+    r = max(float(radius), 0.5)
+    k = int(np.ceil(r))
+    dy, dx = np.mgrid[-k:k + 1, -k:k + 1]
+    disk = dy ** 2 + dx ** 2 <= r * r
+    dy, dx = dy[disk], dx[disk]
+    out = np.full(len(atoms), np.nan)
+    if len(atoms) == 0:
+        return out
+    if "frame" in atoms.columns and len(img) > 1:
+        fr = atoms["frame"].to_numpy(np.int64)
+    else:
+        fr = np.zeros(len(atoms), np.int64)
+    if fr.min() < 0 or fr.max() >= len(img):
+        raise InputError(f"frames {fr.min()}..{fr.max()} of the table are outside the image stack of "
+                         f"{len(img)} frame(s)")
+    yy = np.rint(atoms["y"].to_numpy(np.float64))[:, None].astype(np.int64) + dy
+    xx = np.rint(atoms["x"].to_numpy(np.float64))[:, None].astype(np.int64) + dx
+    ok = (yy >= 0) & (yy < img.shape[1]) & (xx >= 0) & (xx < img.shape[2])
+    vals = img[np.broadcast_to(fr[:, None], yy.shape), np.clip(yy, 0, img.shape[1] - 1),
+               np.clip(xx, 0, img.shape[2] - 1)]
+    n = ok.sum(axis=1)
+    s = np.where(ok, vals, 0.0).sum(axis=1)
+    out[n > 0] = s[n > 0] / n[n > 0]
+    return out
+
+
+def _local_levels(pos, inten, metal_mask, chalc_mask, at, metal, chalc, gamma, reach, values=None):
+    """Local background, metal level and (for ``values``) fraction of a chalcogen pair at ``at``.
+
+    Around each query point the median intensities of the pristine metal columns (``I_M``) and
+    chalcogen pairs (``I_X``) within ``reach`` px give, with Z-contrast ``I = B + k·Σ Z**gamma``,
+    the background ``B = I_X − 2 Z_X**γ (I_M − I_X) / (Z_M**γ − 2 Z_X**γ)``; the fraction of a
+    pair in a column of intensity ``I`` is ``(I − B) / (I_X − B)``.
+    """
+    at = np.asarray(at, np.float64).reshape(-1, 2)
+    k = len(at)
+    base, i_m, frac = np.zeros(k), np.ones(k), np.full(k, np.nan)
+    if k == 0:
+        return base, i_m, frac
+    ok_m = metal_mask & np.isfinite(inten)
+    ok_x = chalc_mask & np.isfinite(inten)
+    gm = np.nanmedian(inten[ok_m]) if ok_m.any() else np.nan
+    gx = np.nanmedian(inten[ok_x]) if ok_x.any() else np.nan
+
+    def local(mask, g):
+        if not mask.any():
+            return np.full(k, g)
+        idx = cKDTree(pos[mask]).query_ball_point(at, reach)
+        vals = inten[mask]
+        return np.array([np.median(vals[i]) if len(i) >= 3 else g for i in idx])
+
+    im, ix = local(ok_m, gm), local(ok_x, gx)
+    zm, zx = ATOMIC_NUMBER[metal] ** gamma, 2 * ATOMIC_NUMBER[chalc] ** gamma
+    b = ix - zx * (im - ix) / (zm - zx)
+    good = np.isfinite(b)
+    base[good], i_m[good] = b[good], im[good]
+    if values is not None:
+        frac = (np.asarray(values, np.float64) - b) / (ix - b)
+    return base, i_m, frac
+
+
+def _map_for(lattice: str, element_map) -> dict:
+    m = dict(ELEMENT_MAPS[lattice])
+    if element_map:
+        if not isinstance(element_map, dict):
+            raise InputError(f"element_map must be a dict like {ELEMENT_MAPS[lattice]}; got {element_map!r}")
+        m.update(element_map)
+    return m
+
+
+def assign_elements(atoms: pd.DataFrame, pixel_size: float | None = None, lattice: str | None = None, *,
+                    element_map: dict | None = None, gamma: float = 1.7) -> pd.DataFrame:
+    """Name the element of every column and count the atoms in it.
+
+    Parameters
+    ----------
+    atoms : DataFrame
+        Atoms table: ``y``, ``x`` (px), ``label``; ``intensity`` names dopants by Z-contrast and
+        tells a half-empty chalcogen column from an empty one (MX2); ``sublattice`` (from
+        :func:`~stemflow.chem.sites.assign_sites`, computed here when missing) tells metal from
+        chalcogen sites (MX2).
+    pixel_size : float, optional
+        nm/px; default ``atoms.attrs["pixel_size"]``.
+    lattice : str, optional
+        Default ``atoms.attrs["lattice"]``.
+    element_map : dict, optional
+        Entries replacing those of :data:`ELEMENT_MAPS` for the lattice, e.g.
+        ``{"dopant": ("P", "Si")}`` to choose the dopant of graphene by intensity.
+    gamma : float
+        Z-contrast exponent (intensity ∝ Z**gamma) used to name dopants from candidates.
+
+    Returns
+    -------
+    DataFrame
+        A copy of ``atoms`` with ``element`` (category; ``""`` for an empty site) and ``count``
+        (int8: atoms in the column, 2 for a chalcogen pair, 0 for an empty site), plus the site
+        columns when they had to be computed.
+
+    Notes
+    -----
+    Intensity ratios are taken per frame against the median of the pristine (``lattice``)
+    columns of the same sublattice, so they do not depend on dose or detector gain.
+    """
+    atoms, pixel_size, lattice = resolve(atoms, pixel_size, lattice)
+    emap = _map_for(lattice, element_map)
+    out = atoms.copy()
+    if is_mx2(lattice) and "sublattice" not in out.columns:
+        from .sites import assign_sites
+        out = assign_sites(out, pixel_size, lattice)
+    labels = labels_of(out)
+    n = len(out)
+    element = np.full(n, "", dtype=object)
+    count = np.zeros(n, np.int8)
+    inten = out["intensity"].to_numpy(np.float64) if "intensity" in out.columns else np.full(n, np.nan)
+    dopant_cands = emap["dopant"]
+    many = not isinstance(dopant_cands, str) and len(dopant_cands) > 1
+    if not isinstance(dopant_cands, str):
+        dopant_cands = tuple(dopant_cands)
+
+    if not is_mx2(lattice):
+        host = emap["lattice"]
+        element[labels == "lattice"], count[labels == "lattice"] = host, 1
+        dop = labels == "dopant"
+        count[dop] = 1
+        if many:
+            for _, rows in frame_groups(out):
+                ref = np.nanmedian(inten[rows][labels[rows] == "lattice"]) if (labels[rows] == "lattice").any() else np.nan
+                d = rows[dop[rows]]
+                element[d] = guess_element(inten[d] / ref, host, dopant_cands, gamma)
+        else:
+            element[dop] = dopant_cands if isinstance(dopant_cands, str) else dopant_cands[0]
+    else:
+        metal, chalc = emap["lattice"]
+        sub = out["sublattice"].to_numpy(np.int64)
+        if (sub < 0).any() and n:
+            warnings.warn(f"{int((sub < 0).sum())} row(s) have no lattice site (no lattice could be fitted "
+                          "in their frame); they are treated as metal sites", StemflowWarning, stacklevel=2)
+        chal_site = sub == 1
+        lat = labels == "lattice"
+        element[lat & ~chal_site], count[lat & ~chal_site] = metal, 1
+        element[lat & chal_site], count[lat & chal_site] = chalc, 2
+        dop = labels == "dopant"
+        element[dop & chal_site], count[dop & chal_site] = emap.get("chalcogen_dopant", "Se"), 1
+        vac_ch = (labels == "vacancy") & chal_site
+        if vac_ch.any() and not np.isfinite(inten[vac_ch]).any():
+            warnings.warn("no intensity for the chalcogen vacancies: every one is taken as empty (V_X2); "
+                          "pass image= or use a table with an 'intensity' column to tell V_X from V_X2",
+                          StemflowWarning, stacklevel=2)
+        pos = out[["y", "x"]].to_numpy(np.float64)
+        reach = 2.5 * LATTICE_PARAMS[lattice]["a"] / pixel_size
+        for _, rows in frame_groups(out):
+            lr, sr = labels[rows], chal_site[rows]
+            d = rows[dop[rows] & ~sr]
+            v = rows[vac_ch[rows]]
+            base, i_m, _ = _local_levels(pos[rows], inten[rows], (lr == "lattice") & ~sr, (lr == "lattice") & sr,
+                                         pos[np.concatenate([d, v])], metal, chalc, gamma, reach)
+            nd = len(d)
+            if many:
+                element[d] = guess_element((inten[d] - base[:nd]) / (i_m[:nd] - base[:nd]), metal, dopant_cands, gamma)
+            else:
+                element[d] = dopant_cands if isinstance(dopant_cands, str) else dopant_cands[0]
+            count[d] = 1
+            _, _, frac = _local_levels(pos[rows], inten[rows], (lr == "lattice") & ~sr, (lr == "lattice") & sr,
+                                       pos[v], metal, chalc, gamma, reach, values=inten[v])
+            half = frac > float(emap.get("half_vacancy", 0.33))
+            element[v[half]], count[v[half]] = chalc, 1
+    cats = sorted(set(element.tolist()) | {""})
+    out["element"] = pd.Categorical(element.astype(str), categories=cats)
+    out["count"] = count
+    return with_attrs(out, atoms, pixel_size, lattice)

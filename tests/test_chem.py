@@ -1,0 +1,204 @@
+"""stemflow.chem against the simulator's ground truth: sites, elements, coordination, defect
+complexes, rings, empty sites, unsupervised classes, and bad input."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+from stemflow import find_atoms, match
+from stemflow.chem import (IDENTIFY_COLUMNS, assign_sites, classify_defects, coordination, defect_table,
+                           empty_sites, find_rings, guess_element, identify)
+from stemflow.chem.classes import cluster_descriptors, defect_descriptors
+from stemflow.chem.defects import _analyse
+from stemflow.errors import InputError
+from stemflow.simulate import simulate_image
+
+PX = 0.012
+BOND_PX = 0.142 / PX
+ALL_GRAPHENE = {k: 2 for k in ("V1", "V2", "Si1C3", "Si1C4", "Si2C4", "Si3C6", "SW")}
+TRUE_COORDINATION = {"Si1C3": 3, "Si1C4": 4, "Si2C4": 3, "Si3C6": 4}
+
+
+def _truth_input(sim, lattice):
+    t = sim.atoms[["y", "x", "label"]].copy()
+    t.attrs.update(pixel_size=sim.pixel_size, lattice=lattice)
+    return t
+
+
+def _truth_complexes(atoms):
+    d = atoms[atoms["defect"].astype(str) != ""]
+    g = d.groupby("defect_id")
+    return pd.DataFrame({"defect": g["defect"].first().astype(str), "y": g["y"].mean(), "x": g["x"].mean()})
+
+
+def _paired_names(found, truth, bond_px):
+    m = match(found[["y", "x"]], truth[["y", "x"]], bond_px)
+    return truth["defect"].iloc[m.truth].to_numpy(), found["defect"].iloc[m.pred].to_numpy(), len(truth)
+
+
+@pytest.fixture(scope="module")
+def graphene_sim():
+    return simulate_image("graphene", 384, pixel_size=PX, seed=11, defects=ALL_GRAPHENE)
+
+
+@pytest.fixture(scope="module")
+def ws2_sim():
+    return simulate_image("ws2", 320, pixel_size=PX, seed=12, defects={"V_S": 2, "V_S2": 2, "V_W": 2, "Mo_W": 2})
+
+
+def test_dopant_coordination_from_truth_positions_matches_each_kind(graphene_sim):
+    out = coordination(_truth_input(graphene_sim, "graphene"))
+    truth = graphene_sim.atoms
+    dop = truth["label"].astype(str) == "dopant"
+    assert dop.sum() >= 6
+    want = truth.loc[dop, "defect"].astype(str).map(TRUE_COORDINATION).to_numpy()
+    assert (out.loc[dop.to_numpy(), "coordination"].to_numpy() == want).all()
+    # pristine C in the bulk is 3-fold
+    inner = ~dop & (truth["defect"].astype(str) == "") & truth.y.between(30, 350) & truth.x.between(30, 350)
+    assert (out.loc[inner.to_numpy(), "coordination"] >= 2).all()
+    assert (out.loc[inner.to_numpy(), "coordination"] == 3).mean() > 0.9
+
+
+def test_every_graphene_defect_kind_is_named_from_truth_positions(graphene_sim):
+    found = defect_table(_truth_input(graphene_sim, "graphene"))
+    truth = _truth_complexes(graphene_sim.atoms)
+    assert set(truth.defect) == set(ALL_GRAPHENE)
+    t, f, n = _paired_names(found, truth, BOND_PX)
+    assert len(t) == n, "every true complex is paired with a found one"
+    assert (t == f).all(), list(zip(t, f))
+    assert len(found) == n, "nothing spurious"
+
+
+def test_ws2_vacancies_and_dopant_are_told_apart_by_sublattice_and_intensity(ws2_sim):
+    out = identify(_truth_input(ws2_sim, "ws2"), image=ws2_sim.image, classes=False)
+    truth = ws2_sim.atoms
+    bad = truth["defect"].astype(str) != ""
+    assert (out.loc[bad.to_numpy(), "defect"].astype(str).to_numpy() == truth.loc[bad, "defect"].astype(str).to_numpy()).all()
+    # elements and atom counts of every column, as in the truth
+    assert (out["element"].astype(str).to_numpy() == truth["element"].astype(str).to_numpy()).all()
+    assert (out["count"].to_numpy() == truth["count"].to_numpy()).all()
+
+
+def test_sites_are_one_to_one_with_the_true_lattice_sites(ws2_sim):
+    t = _truth_input(ws2_sim, "ws2")
+    t["intensity"] = identify(t, image=ws2_sim.image, classes=False)["intensity"].to_numpy()
+    s = assign_sites(t)
+    truth_site = ws2_sim.atoms["site"].to_numpy()
+    pairs = pd.DataFrame({"mine": s["site"], "true": truth_site}).drop_duplicates()
+    assert pairs["mine"].is_unique and pairs["true"].is_unique
+    # sublattice 0 is the metal: W, Mo and metal vacancies
+    metal = ws2_sim.atoms["defect"].astype(str).isin(["V_W", "Mo_W"]) | (ws2_sim.atoms["element"].astype(str) == "W")
+    assert (s.loc[metal.to_numpy(), "sublattice"] == 0).all()
+    assert (s.loc[~metal.to_numpy(), "sublattice"] == 1).all()
+    # ideal sites lie on the atoms (pristine columns within 0.1 bond)
+    d = np.hypot(s.y - s.site_y, s.x - s.site_x)[(ws2_sim.atoms["defect"].astype(str) == "").to_numpy()]
+    assert d.max() < 0.1 * 0.1836 / PX
+
+
+def test_rings_of_five_and_seven_sit_at_each_stone_wales_defect():
+    sim = simulate_image("graphene", 256, pixel_size=PX, seed=3, defects={"SW": 2})
+    rings = find_rings(_truth_input(sim, "graphene"))
+    sw = _truth_complexes(sim.atoms)
+    assert len(sw) == 2
+    odd = rings[rings["size"] != 6]
+    assert sorted(odd["size"]) == [5, 5, 5, 5, 7, 7, 7, 7]
+    for _, d in sw.iterrows():
+        near = odd[np.hypot(odd.y - d.y, odd.x - d.x) < 2.5 * BOND_PX]
+        assert sorted(near["size"]) == [5, 5, 7, 7]
+
+
+def test_empty_sites_find_vacancies_that_the_table_lacks():
+    sim = simulate_image("graphene", 256, pixel_size=PX, seed=5, defects={"V1": 2, "V2": 1})
+    truth = sim.atoms
+    vac = truth["label"].astype(str) == "vacancy"
+    t = _truth_input(sim, "graphene")[~vac.to_numpy()]
+    e = empty_sites(t)
+    assert len(e) == int(vac.sum()) == 4
+    m = match(e, truth[vac], 0.3 * BOND_PX)
+    assert len(m) == 4
+    assert not e["detected"].any()
+
+
+def test_identify_on_network_detections_names_dopants_and_vacancies():
+    sim = simulate_image("graphene", 256, pixel_size=PX, seed=21, defects={"Si1C3": 2, "Si1C4": 2, "V2": 1})
+    atoms = identify(find_atoms(sim.image, pixel_size=PX, lattice="graphene"))
+    assert [c for c in IDENTIFY_COLUMNS if c not in atoms.columns] == []
+    truth = sim.atoms
+    m = match(atoms, truth, 0.5 * BOND_PX)
+    tr, pr = truth.iloc[m.truth], atoms.iloc[m.pred]
+    dop = (tr["label"].astype(str) == "dopant").to_numpy()
+    assert dop.sum() == 4
+    assert (pr["coordination"].to_numpy()[dop] == tr["defect"].astype(str).map(TRUE_COORDINATION).to_numpy()[dop]).all()
+    assert (pr["element"].astype(str).to_numpy()[dop] == "Si").all()
+    assert (pr["defect"].astype(str).to_numpy() == tr["defect"].astype(str).to_numpy())[dop].all()
+    t, f, n = _paired_names(defect_table(atoms), _truth_complexes(truth), BOND_PX)
+    assert sorted(t) == sorted(f) and len(t) == n == 5
+
+
+def test_unsupervised_classes_recover_the_true_kinds_without_being_told_how_many():
+    Xs, labels = [], []
+    for seed in (31, 32, 33):
+        sim = simulate_image("graphene", 384, pixel_size=PX, seed=seed,
+                             defects={"V1": 3, "Si1C3": 3, "Si2C4": 3, "V2": 3})
+        t = _truth_input(sim, "graphene")
+        atoms, table = _analyse(t, PX, "graphene")
+        Xs.append(defect_descriptors(atoms, table))
+        truth = _truth_complexes(sim.atoms)
+        m = match(table, truth, BOND_PX)
+        lab = np.full(len(table), "", dtype=object)
+        lab[m.pred] = truth["defect"].iloc[m.truth].to_numpy()
+        labels.append(lab)
+    X, lab = np.vstack(Xs), np.concatenate(labels)
+    assert (lab != "").all() and len(set(lab)) == 4
+    cl, info = cluster_descriptors(X)
+    assert adjusted_rand_score(lab, cl) >= 0.8, (info, pd.crosstab(lab, cl))
+
+
+def test_classify_defects_gives_one_class_per_complex(graphene_sim):
+    out = classify_defects(_truth_input(graphene_sim, "graphene"))
+    members = out[out["defect_id"] >= 0]
+    assert (members["cluster"] >= 0).all()
+    assert (out.loc[out["defect_id"] < 0, "cluster"] == -1).all()
+    assert members.groupby("defect_id")["cluster"].nunique().max() == 1
+    assert out.attrs["classes"]["n_classes"] >= 1
+
+
+def test_dopant_metal_is_named_by_intensity():
+    assert guess_element([0.382, 2.62], "W", ["Cr", "Mo", "Re"]).tolist() == ["Mo", "Re"]
+
+
+def test_empty_table_gives_empty_result_with_all_columns():
+    t = pd.DataFrame({"y": pd.Series(dtype=float), "x": pd.Series(dtype=float), "label": pd.Series(dtype=str)})
+    out = identify(t, pixel_size=PX, lattice="graphene")
+    assert len(out) == 0
+    assert [c for c in IDENTIFY_COLUMNS if c not in out.columns] == []
+    assert len(defect_table(t, PX, "graphene")) == 0
+    assert len(empty_sites(t, PX, "graphene")) == 0
+
+
+def test_missing_pixel_size_is_a_clear_error():
+    t = pd.DataFrame({"y": [0.0], "x": [0.0], "label": ["lattice"]})
+    with pytest.raises(InputError, match="pixel_size"):
+        identify(t, lattice="graphene")
+
+
+def test_unknown_lattice_error_lists_the_known_ones():
+    t = pd.DataFrame({"y": [0.0], "x": [0.0], "label": ["lattice"]})
+    with pytest.raises(InputError, match="graphene, ws2, mos2, amorphous"):
+        identify(t, pixel_size=PX, lattice="hbn")
+
+
+def test_missing_columns_and_nan_positions_are_clear_errors():
+    with pytest.raises(InputError, match=r"lacks column\(s\) \['label'\]"):
+        identify(pd.DataFrame({"y": [0.0], "x": [0.0]}), pixel_size=PX, lattice="graphene")
+    with pytest.raises(InputError, match="NaN"):
+        identify(pd.DataFrame({"y": [np.nan], "x": [0.0], "label": ["lattice"]}), pixel_size=PX, lattice="graphene")
+
+
+def test_settings_come_from_the_tables_attrs():
+    t = pd.DataFrame({"y": [0.0, 0.0], "x": [0.0, 14.2], "label": ["dopant", "lattice"]})
+    t.attrs.update(pixel_size=0.01, lattice="graphene")
+    out = identify(t)
+    assert out.attrs["pixel_size"] == 0.01 and out.attrs["lattice"] == "graphene"
+    assert out["coordination"].tolist() == [1, 1]
