@@ -1,0 +1,325 @@
+"""``track``: atoms table of a movie in; trajectories, events and drift out.
+
+One pass over the frames: each frame's lattice atoms update the drift estimate
+(:class:`~stemflow.track.alignment.DriftEstimator`), its rows are drift-corrected, the dopants and
+vacancies get their host-atom neighbourhood (coordination, on-site flag) and are handed to
+trackpy's streaming linker. Only the tracked rows are kept, so a movie may be given as an iterator
+of per-frame tables (e.g. Parquet row groups) and memory stays bounded by the trajectories, not
+the atoms. Sites and events follow on the trajectories.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+import trackpy
+
+from ..errors import InputError, StemflowWarning
+from ._validate import check_finite, pixel_size_of, require_columns, require_frame
+from .alignment import DRIFT_COLUMNS, DriftEstimator, _finish, lattice_spacing
+from .linking import DEFAULT_LABELS, _quiet_trackpy
+from .sites import NEW_SITE, SAME_SITE, assign_sites, host_neighbours
+from .transitions import events, state_column
+
+__all__ = ["track", "TrackResult", "TRAJECTORY_COLUMNS"]
+
+#: Columns ``track`` adds to the atoms rows it keeps.
+TRAJECTORY_COLUMNS = ["particle", "y_corr", "x_corr", "site", "state", "coordination", "on_site"]
+
+
+class TrackResult(NamedTuple):
+    """What :func:`track` returns; unpack it as ``traj, ev, dr = track(...)``."""
+
+    trajectories: pd.DataFrame
+    events: pd.DataFrame
+    drift: pd.DataFrame
+
+
+def _chunks(atoms) -> tuple[Iterable[pd.DataFrame], pd.DataFrame | None]:
+    """Tables of whole frames in frame order, from a DataFrame or an iterable of tables."""
+    if isinstance(atoms, pd.DataFrame):
+        require_frame(atoms)
+        require_columns(atoms, ["y", "x"])
+        return iter([atoms.sort_values("frame", kind="stable")] if len(atoms) else []), atoms
+    if isinstance(atoms, (str, bytes)) or not isinstance(atoms, Iterable):
+        raise InputError(f"track takes an atoms table (DataFrame) or an iterable of per-frame tables; got "
+                         f"{type(atoms).__name__}. Read Parquet with pandas.read_parquet first")
+
+    def gen():
+        last = None
+        for chunk in atoms:
+            if not isinstance(chunk, pd.DataFrame):
+                raise InputError(f"each item of the iterable must be a DataFrame; got {type(chunk).__name__}")
+            require_frame(chunk)
+            require_columns(chunk, ["y", "x"])
+            if len(chunk) == 0:
+                continue
+            chunk = chunk.sort_values("frame", kind="stable")
+            f0 = int(chunk["frame"].iloc[0])
+            if last is not None and f0 <= last:
+                raise InputError(f"frames must come in increasing order, each frame in one table; frame {f0} "
+                                 f"came after {last}")
+            last = int(chunk["frame"].iloc[-1])
+            yield chunk
+    return gen(), None
+
+
+def _steady_coordination(traj: pd.DataFrame, still: float) -> pd.DataFrame:
+    """Clean the coordination counted from host atoms, per trajectory.
+
+    A coordination change moves the atom (a 4-fold Si sits half a bond from its 3-fold site), so
+    within a *stay* — consecutive observations less than ``still`` px apart — the coordination is
+    one number: the stay's most common count (the larger on a tie, since a missed host atom lowers
+    the count more often than a false one raises it). Counts left unknown at the frame edge (-1)
+    take the particle's nearest known value.
+    """
+    traj = traj.sort_values(["particle", "frame"], kind="stable").reset_index(drop=True)
+    part = traj["particle"].to_numpy()
+    q = traj[["y_corr", "x_corr"]].to_numpy(np.float64)
+    step = np.r_[np.inf, np.hypot(*(q[1:] - q[:-1]).T)]
+    stay = np.cumsum((np.r_[True, part[1:] != part[:-1]]) | (step > still))
+    c = traj["coordination"].to_numpy(np.int64)
+    known = c >= 0
+    if known.any():
+        votes = pd.DataFrame({"stay": stay[known], "c": c[known]}).value_counts().rename("n").reset_index()
+        best = votes.sort_values(["stay", "n", "c"]).groupby("stay")["c"].last()
+        c = np.where(np.isin(stay, best.index), pd.Series(stay).map(best).to_numpy(), c)
+    cs = pd.Series(np.where(c >= 0, c, np.nan))
+    cs = cs.groupby(part).ffill().groupby(part).bfill()
+    traj["coordination"] = cs.fillna(-1).to_numpy()
+    return traj
+
+
+def _empty_result(whole: pd.DataFrame | None) -> TrackResult:
+    base = {c: whole[c].iloc[:0] for c in whole.columns} if whole is not None else \
+        {"frame": pd.Series(dtype=np.int64), "y": pd.Series(dtype=np.float64), "x": pd.Series(dtype=np.float64)}
+    traj = pd.DataFrame(base)
+    traj = traj.assign(particle=pd.Series(dtype=np.int64), y_corr=pd.Series(dtype=np.float64),
+                       x_corr=pd.Series(dtype=np.float64), site=pd.Series(dtype=np.int64),
+                       state=pd.Series(dtype=str), coordination=pd.Series(dtype=np.int8),
+                       on_site=pd.Series(dtype=bool))
+    traj = traj[[c for c in traj.columns if c not in TRAJECTORY_COLUMNS] + TRAJECTORY_COLUMNS]
+    ev = events(traj.assign(y=traj["y"]), pixel_size=1.0)
+    dr = pd.DataFrame({"frame": pd.Series(dtype=np.int64), "dy": pd.Series(dtype=np.float64),
+                       "dx": pd.Series(dtype=np.float64), "matched": pd.Series(dtype=np.int64)})
+    return TrackResult(traj, ev, dr)
+
+
+def track(atoms, pixel_size: float | None = None, *, labels=DEFAULT_LABELS, search_range: float | None = None,
+          memory: int = 3, drift=True, spacing: float | None = None, max_step: float | None = None,
+          images=None, first_particle: int = 0, adaptive_stop: float | None = None,
+          same_site: float = SAME_SITE, new_site: float = NEW_SITE, given_sites: bool = False) -> TrackResult:
+    """Drift-correct, link and find the events of a movie's atoms table.
+
+    Parameters
+    ----------
+    atoms : DataFrame or iterable of DataFrame
+        Atoms table of a movie (DESIGN.md): ``frame``, ``y``, ``x`` (px), ``label`` and, when known,
+        ``coordination`` and ``defect`` (from :mod:`stemflow.chem`) and ``site``. An iterable of
+        tables (one or more whole frames each, in frame order) is processed as a stream.
+    pixel_size : float, optional
+        nm/px; default ``atoms.attrs['pixel_size']`` (``find_atoms`` records it) or ``y_nm / y``.
+    labels : sequence of str or None
+        Rows to track (default dopants and vacancies); None tracks every row.
+    search_range : float, optional
+        Largest move between observations, nm. Default twice the host lattice's nearest-neighbour
+        distance (0.28 nm in graphene, 0.37 nm in WS2): a hop plus slack.
+    memory : int
+        Frames a tracked atom may go undetected and keep its id.
+    drift : bool or DataFrame
+        True: measure it from the lattice atoms (:func:`stemflow.track.drift`); a table with
+        ``frame``, ``dy``, ``dx`` (px) to use one already known; False: no correction.
+    spacing : float, optional
+        Host nearest-neighbour distance, nm (measured on the first frame with lattice atoms when
+        None; required when the table has no lattice rows).
+    max_step : float, optional
+        Largest change of the drift step between frames, px (see :func:`stemflow.track.drift`).
+    images : array-like (frame, y, x), optional
+        The frames, for a coarse image cross-correlation before the atoms refine the drift.
+    first_particle : int
+        First particle id; give disjoint ranges to runs whose tables will be concatenated.
+    adaptive_stop : float, optional
+        Smallest search range trackpy's adaptive search may shrink to, nm (default 0.2 ×
+        ``search_range``).
+    same_site, new_site : float
+        Site thresholds in units of the spacing (:func:`stemflow.track.assign_sites`).
+    given_sites : bool
+        Use the table's own ``site`` column (ids that name the same physical site in every frame)
+        instead of assigning sites; by default sites are assigned and an input ``site`` column is
+        kept as ``site_input``.
+
+    Returns
+    -------
+    TrackResult
+        ``trajectories``: the tracked atoms rows plus ``particle`` (int64), ``y_corr``, ``x_corr``
+        (drift-corrected px, coordinates of the first frame), ``site`` (int64),
+        ``state`` (str: defect, else label-coordination), ``coordination`` (int8: host atoms within
+        1.5 spacings, unless given; within 1.2 spacings of the edge of the frame's lattice atoms
+        the particle's nearest known value, -1 if none) and ``on_site`` (bool); sorted by frame, particle.
+        ``events``: :data:`~stemflow.track.EVENT_COLUMNS` (see :func:`stemflow.track.events`).
+        ``drift``: :data:`~stemflow.track.DRIFT_COLUMNS`, one row per frame. Each table's
+        ``attrs`` hold ``pixel_size`` (nm/px) and ``spacing_nm``.
+
+    Raises
+    ------
+    InputError
+        No ``frame`` column, missing ``y``/``x``/``label``, NaN positions, unknown pixel size, no
+        lattice atoms to measure the spacing from and no ``spacing``.
+
+    Warns
+    -----
+    StemflowWarning
+        The movie has a single frame, or no rows at all: the tables are then empty, with their
+        columns.
+
+    Notes
+    -----
+    Units: positions px, distances nm, time in frames. Streaming keeps at most ``memory`` + 1
+    frames in the linker and two frames in the drift estimator; the tracked rows are kept.
+
+    Examples
+    --------
+    >>> from stemflow.simulate import simulate_movie
+    >>> mov = simulate_movie("graphene", 16, 256, drift=(1.0, -0.5), seed=3,
+    ...                      defects={"Si1C3": 3}, rates={"hop": 0.2})
+    >>> atoms = mov.atoms[["frame", "y", "x", "label"]]
+    >>> traj, ev, dr = track(atoms, pixel_size=mov.pixel_size)
+    >>> ev.query("kind == 'hop'")[["particle", "frame", "distance_nm"]]   # doctest: +SKIP
+    """
+    chunks, whole = _chunks(atoms)
+    if isinstance(drift, pd.DataFrame):
+        require_columns(drift, ["frame", "dy", "dx"], "drift", "pass the table stemflow.track.drift returns")
+        known = drift.set_index("frame")[["dy", "dx"]]
+    elif not isinstance(drift, (bool, np.bool_)):
+        raise InputError(f"drift must be True, False or a drift table (frame, dy, dx); got {type(drift).__name__}")
+    wanted = None if labels is None else [str(v) for v in labels]
+    st = dict(px=pixel_size, spacing=spacing, first=None, last=None, n=0, attrs={}, derived=False)
+    pieces, rows_drift = [], []
+    estimator = None
+
+    def coords():
+        """(frame, drift-corrected positions of the tracked rows) for trackpy, frame by frame."""
+        nonlocal estimator
+        for chunk in chunks:
+            if st["first"] is None:
+                st["attrs"] = dict((whole if whole is not None else chunk).attrs)
+                st["px"] = pixel_size_of(whole if whole is not None else chunk, pixel_size)
+                if "label" not in chunk.columns and labels is not None:
+                    raise InputError("the atoms table has no 'label' column; track needs it to choose the "
+                                     "rows to follow (pass labels=None to follow every row)")
+            check_finite(chunk, ["y", "x"])
+            fr = chunk["frame"].to_numpy(np.int64)
+            yx = chunk[["y", "x"]].to_numpy(np.float64)
+            lab = chunk["label"].astype(str).to_numpy() if "label" in chunk.columns else None
+            host_m = lab == "lattice" if lab is not None else np.zeros(len(fr), bool)
+            keep_m = np.isin(lab, wanted) if wanted is not None else np.ones(len(fr), bool)
+            has_coord = "coordination" in chunk.columns
+            bounds = np.flatnonzero(np.r_[True, fr[1:] != fr[:-1], True])
+            idx_all, corr_all, coord_all, on_all = [], [], [], []
+            for a, b in zip(bounds[:-1], bounds[1:]):
+                f = int(fr[a])
+                if st["first"] is None:
+                    st["first"] = f
+                st["last"] = f
+                st["n"] += 1
+                hp = yx[a:b][host_m[a:b]]
+                if st["spacing"] is None and len(hp) >= 3:
+                    st["spacing"] = lattice_spacing(hp) * st["px"]
+                sp_px = None if st["spacing"] is None else st["spacing"] / st["px"]
+                if drift is True:
+                    if estimator is None:
+                        estimator = DriftEstimator(spacing=sp_px, max_step=max_step)
+                    img = None if images is None else np.asarray(images[st["n"] - 1])
+                    dy, dx, m = estimator.update(f, hp if len(hp) >= 3 else yx[a:b], img)
+                    rows_drift.append((f, dy, dx, m))
+                    d = np.array([dy, dx]) if np.isfinite(dy) else np.zeros(2)
+                elif drift is False:
+                    rows_drift.append((f, 0.0, 0.0, 0))
+                    d = np.zeros(2)
+                else:
+                    if f not in known.index:
+                        raise InputError(f"the drift table has no row for frame {f}; pass the drift of every "
+                                         "frame (stemflow.track.drift(atoms))")
+                    d = known.loc[f].to_numpy(np.float64)
+                    rows_drift.append((f, float(d[0]), float(d[1]), 0))
+                idx = a + np.flatnonzero(keep_m[a:b])
+                q = yx[idx]
+                if sp_px is not None and len(idx):
+                    coord, on_site = host_neighbours(q, hp, sp_px)
+                    if not has_coord and len(hp):   # host shell cut by the frame edge: filled in later
+                        edge = (np.minimum(q - hp.min(axis=0), hp.max(axis=0) - q) < 1.2 * sp_px).any(axis=1)
+                        coord = np.where(edge, -1, coord).astype(np.int8)
+                else:
+                    coord, on_site = np.full(len(idx), -1, np.int8), np.ones(len(idx), bool)
+                idx_all.append(idx)
+                corr_all.append(q - d)
+                coord_all.append(coord)
+                on_all.append(on_site)
+                yield f, q - d
+            idx = np.concatenate(idx_all) if idx_all else np.empty(0, np.int64)
+            piece = chunk.iloc[idx].copy()
+            corr = np.vstack(corr_all) if corr_all else np.empty((0, 2))
+            piece["y_corr"], piece["x_corr"] = corr[:, 0], corr[:, 1]
+            if not has_coord:
+                piece["coordination"] = np.concatenate(coord_all) if coord_all else np.empty(0, np.int8)
+                st["derived"] = True
+            piece["on_site"] = np.concatenate(on_all) if on_all else np.empty(0, bool)
+            pieces.append(piece)
+
+    stream = coords()
+    first = next(stream, None)
+    if first is None:
+        warnings.warn("the atoms table is empty: there are no frames to track, so the trajectories, events "
+                      "and drift are empty. Find atoms first (stemflow.find_atoms on a (frame, y, x) stack)",
+                      StemflowWarning, stacklevel=2)
+        return _empty_result(whole)
+    if st["spacing"] is None:
+        raise InputError("the host lattice spacing is unknown: the first frame has no 'lattice' atoms. Pass "
+                         "spacing= (nm, e.g. 0.142 for graphene) or include the lattice atoms in the table")
+    px, sp = st["px"], st["spacing"]
+    sr = (2.0 * sp if search_range is None else float(search_range)) / px
+    stop = 0.2 * sr if adaptive_stop is None else adaptive_stop / px
+
+    def chain():
+        yield first
+        yield from stream
+
+    with _quiet_trackpy():
+        ids = [np.asarray(i, np.int64) for _, i in
+               trackpy.linking.link_iter(chain(), sr, memory=int(memory), adaptive_stop=stop)]
+    traj = pd.concat(pieces, ignore_index=True) if pieces else pd.DataFrame()
+    traj["particle"] = (np.concatenate(ids) if ids else np.empty(0, np.int64)) + np.int64(first_particle)
+    if drift is True and estimator is not None:
+        dr = _finish(rows_drift, st["first"], st["last"])
+    else:
+        dr = pd.DataFrame(rows_drift, columns=DRIFT_COLUMNS).astype(
+            {"frame": np.int64, "dy": np.float64, "dx": np.float64, "matched": np.int64})
+    state = st
+
+    if state["n"] < 2:
+        warnings.warn("the movie has a single frame: there is nothing to link, so the trajectories and "
+                      "events are empty. Pass the atoms of two or more frames", StemflowWarning, stacklevel=2)
+        traj = traj.iloc[:0]
+    if not given_sites or "site" not in traj.columns or traj["site"].isna().any():
+        if "site" in traj.columns:
+            traj = traj.rename(columns={"site": "site_input"})
+        traj = assign_sites(traj, sp / px, same=same_site, new=new_site)
+    if state.get("derived") and len(traj):
+        traj = _steady_coordination(traj, same_site * sp / px)
+    traj["coordination"] = traj["coordination"].astype(np.int8)
+    traj["on_site"] = traj["on_site"].astype(bool)
+    traj["state"] = state_column(traj).astype(str).to_numpy() if len(traj) else pd.Series(dtype=str)
+    traj["particle"] = traj["particle"].astype(np.int64)
+    traj = traj.sort_values(["frame", "particle"], kind="stable").reset_index(drop=True)
+    traj = traj[[c for c in traj.columns if c not in TRAJECTORY_COLUMNS]
+                + [c for c in TRAJECTORY_COLUMNS if c in traj.columns]]
+    meta = dict(state["attrs"], pixel_size=px, spacing_nm=sp)
+    traj.attrs.update(meta)
+    ev = events(traj, pixel_size=px, first_frame=state["first"], last_frame=state["last"])
+    ev.attrs.update(meta)
+    dr.attrs.update(meta)
+    return TrackResult(traj, ev, dr)

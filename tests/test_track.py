@@ -1,0 +1,193 @@
+"""stemflow.track against the simulator's ground truth: drift, trajectories, hops, coordination
+changes, rates, dwell times, diffusion, and bad input."""
+
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stemflow import find_atoms
+from stemflow.errors import InputError, StemflowWarning
+from stemflow.simulate import simulate_movie
+from stemflow.track import (EVENT_COLUMNS, diffusion, drift, dwell_times, event_rates, link, track,
+                            transition_matrix)
+from stemflow.track.scoring import drift_error, score_events, trajectory_purity
+
+RATES = {"hop": 0.15, "switch34": 0.1, "switch43": 0.15, "vacancy": 0.15}
+PX = 0.01
+
+
+def _noisy(atoms, seed=0, sigma=0.3, keep=0.98):
+    """Truth positions with localisation noise (px) and a fraction ``1 - keep`` of the lattice atoms
+    missed (the finder misses host atoms more often than dopants); ids and truth columns dropped."""
+    rng = np.random.default_rng(seed)
+    a = atoms[["frame", "y", "x", "label"]]
+    a = a[(a.label != "lattice") | (rng.random(len(a)) < keep)].sort_values("frame", kind="stable")
+    a["y"] += rng.normal(0, sigma, len(a))
+    a["x"] += rng.normal(0, sigma, len(a))
+    return a.reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def movie():
+    # 2 px/frame of drift: 57 px over the movie, more than two lattice periods.
+    return simulate_movie("graphene", 30, 288, drift=(1.4, -1.4), drift_jitter=0.3, seed=11, pixel_size=PX,
+                          defects={"Si1C3": 4, "Si1C4": 1, "V1": 1}, rates=RATES)
+
+
+@pytest.fixture(scope="module")
+def tracked(movie):
+    return track(_noisy(movie.atoms), pixel_size=PX)
+
+
+def _tol(result):
+    return 0.3 * result.trajectories.attrs["spacing_nm"] / PX
+
+
+def test_drift_is_recovered_to_a_tenth_of_a_pixel_without_aliasing(movie, tracked):
+    total = np.hypot(*movie.drift[["dy", "dx"]].iloc[-1])
+    assert total > 2 * 0.246 / PX            # more than two lattice periods
+    assert drift_error(tracked.drift, movie.drift) <= 0.1
+    alone = drift(_noisy(movie.atoms, seed=1))
+    assert drift_error(alone, movie.drift) <= 0.1
+    assert list(alone.columns) == ["frame", "dy", "dx", "matched"]
+
+
+def test_hops_are_found_in_the_right_frame(movie, tracked):
+    s = score_events(tracked.events, movie.events, tracked.trajectories, movie.atoms, _tol(tracked))
+    assert s.loc["hop", "true"] >= 5, s
+    assert s.loc["hop", "precision"] >= 0.95 and s.loc["hop", "recall"] >= 0.95, s
+
+
+def test_coordination_changes_come_from_host_atoms_without_chem_columns(movie, tracked):
+    s = score_events(tracked.events, movie.events, tracked.trajectories, movie.atoms, _tol(tracked))
+    assert s.loc["coordination_change", "true"] >= 3, s
+    assert s.loc["coordination_change", "recall"] >= 0.95, s
+    assert s.loc["coordination_change", "precision"] >= 0.95, s
+    cc = tracked.events[tracked.events.kind == "coordination_change"]
+    assert set(cc.state0.astype(str)) | set(cc.state1.astype(str)) == {"dopant-3", "dopant-4"}
+
+
+def test_defect_column_gives_the_states_of_events(movie):
+    # With a defect column (as chem adds), states are the defect names.
+    r = track(movie.atoms[["frame", "y", "x", "label", "defect"]], pixel_size=PX)
+    cc = r.events[r.events.kind == "coordination_change"]
+    true_cc = movie.events[movie.events.kind == "coordination_change"]
+    assert set(zip(cc.state0.astype(str), cc.state1.astype(str))) == \
+        set(zip(true_cc.state0.astype(str), true_cc.state1.astype(str)))
+    assert sorted(cc.frame) == sorted(true_cc.frame)
+
+
+def test_trajectories_are_pure_and_ids_unique(movie, tracked):
+    traj = tracked.trajectories
+    assert trajectory_purity(traj, movie.atoms, _tol(tracked)) >= 0.99
+    assert not traj.duplicated(["frame", "particle"]).any()
+    assert traj.particle.dtype == np.int64
+    assert list(tracked.events.columns) == EVENT_COLUMNS
+
+
+def test_network_detections_give_the_true_hops():
+    mov = simulate_movie("graphene", 12, 256, drift=(1.0, 1.8), seed=4, pixel_size=PX,
+                         defects={"Si1C3": 3, "V1": 1}, rates={"hop": 0.25, "vacancy": 0.25})
+    atoms = find_atoms(mov.images(), pixel_size=PX)
+    r = track(atoms)                                     # pixel size from atoms.attrs
+    assert drift_error(r.drift, mov.drift) <= 0.1
+    s = score_events(r.events, mov.events, r.trajectories, mov.atoms, _tol(r), kinds=("hop",))
+    assert s.loc["hop", "true"] >= 3
+    assert s.loc["hop", "precision"] >= 0.95 and s.loc["hop", "recall"] >= 0.95, s
+
+
+def test_vacancy_migration_in_ws2_is_tracked():
+    mov = simulate_movie("ws2", 20, 256, drift=(-1.2, 0.7), seed=2, pixel_size=PX,
+                         defects={"V_S2": 2, "Mo_W": 2}, rates={"vacancy": 0.3, "hop": 0.2})
+    r = track(_noisy(mov.atoms, sigma=0.2), pixel_size=PX)
+    s = score_events(r.events, mov.events, r.trajectories, mov.atoms, _tol(r), kinds=("hop",))
+    assert s.loc["hop", "true"] >= 4, s
+    assert s.loc["hop", "precision"] >= 0.95 and s.loc["hop", "recall"] >= 0.95, s
+
+
+def test_streamed_frames_find_the_same_true_hops_with_offset_ids(movie):
+    a = _noisy(movie.atoms)
+    r = track((g for _, g in a.groupby("frame")), pixel_size=PX, first_particle=1000)
+    assert r.trajectories.particle.min() >= 1000
+    s = score_events(r.events, movie.events, r.trajectories, movie.atoms, _tol(r), kinds=("hop",))
+    assert s.loc["hop", "recall"] >= 0.95 and s.loc["hop", "precision"] >= 0.95
+
+
+def test_link_alone_keeps_each_true_dopant_in_one_trajectory(movie):
+    t = link(movie.atoms[["frame", "y", "x", "label"]], 0.3, pixel_size=PX, labels=["dopant"])
+    true_n = movie.atoms.loc[movie.atoms.label == "dopant", "particle"].nunique()
+    assert t.particle.nunique() == true_n
+
+
+def test_rates_and_dwell_times_on_a_long_movie_match_the_simulated_ones():
+    rates = {"hop": 0.0, "switch34": 0.08, "switch43": 0.12}
+    mov = simulate_movie("graphene", 600, 224, seed=7, pixel_size=PX, defects={"Si1C3": 3}, rates=rates)
+    r = track(mov.atoms[["frame", "y", "x", "label"]], pixel_size=PX, drift=False)
+    tm = transition_matrix(r.trajectories).set_index(["state0", "state1"])
+    for (s0, s1), p in {("dopant-3", "dopant-4"): 0.08, ("dopant-4", "dopant-3"): 0.12}.items():
+        row = tm.loc[(s0, s1)]
+        assert abs(row["rate"] - p) < 3.5 * np.sqrt(p * (1 - p) / row["exposure"]), tm
+    d = dwell_times(r.trajectories)
+    four = d[(d.state == "dopant-4") & ~d.censored]
+    assert len(four) > 30
+    se = np.sqrt(1 - 0.12) / 0.12 / np.sqrt(len(four))      # geometric lifetime, mean 1/p frames
+    assert abs(four.frames.mean() - 1 / 0.12) < 3.5 * se
+    er = event_rates(r.events, r.trajectories, dose=1e5)
+    row = er[(er.kind == "coordination_change") & (er.state0 == "dopant-3")].iloc[0]
+    assert row["rate_per_dose"] == pytest.approx(row["rate"] / 1e5)
+
+
+def test_diffusion_of_hopping_vacancies_follows_rate_times_bond_squared():
+    mov = simulate_movie("graphene", 300, 224, seed=5, pixel_size=PX, defects={"V1": 3},
+                         rates={"vacancy": 0.2})
+    r = track(mov.atoms[["frame", "y", "x", "label"]], pixel_size=PX)
+    hops = mov.events[mov.events.kind == "hop"]
+    truth_tracked = mov.atoms[mov.atoms.label == "vacancy"]
+    per_frame = len(hops) / (len(truth_tracked) - truth_tracked.particle.nunique())
+    expected = per_frame * 0.142**2 / 4                      # D = k b² / 4, nm²/frame
+    d = diffusion(r.trajectories, max_lag=1, by=None)
+    assert d.loc[0, "D"] == pytest.approx(expected, rel=0.1)
+
+
+def test_missing_frame_column_is_a_clear_error(movie):
+    with pytest.raises(InputError, match="no 'frame' column"):
+        track(movie.atoms[["y", "x", "label"]], pixel_size=PX)
+    with pytest.raises(InputError, match="no 'frame' column"):
+        drift(movie.atoms[["y", "x"]])
+
+
+def test_one_frame_gives_empty_trajectories_with_their_columns_and_a_warning(movie):
+    a = movie.atoms[movie.atoms.frame == 0][["frame", "y", "x", "label"]]
+    with pytest.warns(StemflowWarning, match="single frame"):
+        r = track(a, pixel_size=PX)
+    assert len(r.trajectories) == 0 and len(r.events) == 0
+    for c in ("particle", "y_corr", "x_corr", "site", "state"):
+        assert c in r.trajectories.columns
+    assert list(r.events.columns) == EVENT_COLUMNS
+
+
+def test_empty_table_returns_empty_tables():
+    empty = pd.DataFrame({"frame": pd.Series(dtype=np.int64), "y": [], "x": [], "label": []})
+    with pytest.warns(StemflowWarning, match="empty"):
+        r = track(empty, pixel_size=PX)
+    assert [len(t) for t in r] == [0, 0, 0]
+    assert list(r.drift.columns) == ["frame", "dy", "dx", "matched"]
+
+
+def test_bad_input_names_the_problem_and_the_fix(movie):
+    a = movie.atoms[["frame", "y", "x", "label"]]
+    with pytest.raises(InputError, match="pixel size .* unknown"):
+        track(a)
+    bad = a.copy()
+    bad.loc[3, "x"] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        track(bad, pixel_size=PX)
+    with pytest.raises(InputError, match="spacing"):
+        track(a[a.label != "lattice"], pixel_size=PX)
+    with pytest.raises(InputError, match="label"):
+        track(a.drop(columns="label"), pixel_size=PX)
+    with pytest.raises(InputError, match="search_range"):
+        link(a, pixel_size=PX)
+    with pytest.raises(InputError, match="increasing order"):
+        track([a[a.frame == 1], a[a.frame == 0]], pixel_size=PX)
