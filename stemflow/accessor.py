@@ -36,3 +36,36 @@ class StemAccessor:
         """Text summary: dims, shape, dtype, chunks (shape, MB per chunk, count), pixel size
         (nm/px) and size in memory; the same as :func:`stemflow.io.describe`."""
         return io.describe(self._da)
+
+    def virtual_image(self, detector="haadf", *, inner=None, outer=None, center=None, k_pixel_size=None):
+        """Virtual-detector image of 4D-STEM data, computed lazily chunk by chunk.
+
+        Calls :func:`stemflow.parallel.virtual_image` on this DataArray: ``detector`` is a name
+        (``bf``, ``abf``, ``adf``, ``maadf``, ``haadf``), ``"annular"`` with ``inner``/``outer``
+        (mrad when ``attrs["k_pixel_size"]`` is known, else detector px) or a (k_y, k_x) mask;
+        ``center`` in detector px. Returns a dask-backed (y, x) or (frame, y, x) DataArray with
+        ``attrs["pixel_size"]`` (nm/px).
+        """
+        from .parallel.virtual import virtual_image
+
+        return virtual_image(self._da, detector, inner=inner, outer=outer, center=center, k_pixel_size=k_pixel_size)
+
+    def find_atoms(self, lattice: str = "graphene", model=None, **options):
+        """Atoms, dopants and vacancies of this image or movie: :func:`stemflow.find_atoms` with the
+        DataArray's pixel size (``attrs["pixel_size"]``, nm/px). Returns the atoms table (px, nm)."""
+        from .find import find_atoms
+
+        return find_atoms(self._da, pixel_size=self.pixel_size, lattice=lattice, model=model, **options)
+
+    def track(self, lattice: str = "graphene", model=None, *, find_options=None, **track_options):
+        """Trajectories, events and drift of this movie (frame, y, x): :func:`stemflow.find_atoms`
+        then :func:`stemflow.track.track`. Returns ``TrackResult(trajectories, events, drift)``.
+
+        For movies larger than memory use ``stemflow run`` (:func:`stemflow.parallel.run`), which
+        does the same chunk by chunk on a Dask cluster."""
+        from .track import track
+
+        if "frame" not in self._da.dims:
+            raise ValueError(f"track needs a movie with a 'frame' dimension; this DataArray has dims {self._da.dims}")
+        atoms = self.find_atoms(lattice=lattice, model=model, **(find_options or {}))
+        return track(atoms, pixel_size=self.pixel_size, **track_options)

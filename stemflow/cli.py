@@ -5,7 +5,11 @@
 ``stemflow find ...``       atoms, dopants and vacancies in an image or stack → Parquet
 ``stemflow train ...``      train a network on streamed simulated data
 ``stemflow evaluate ...``   a model's precision / recall / F1 on the held-out simulated test set
-``stemflow demo``           the guided tour: simulate, write, inspect (grows with the pipeline)
+``stemflow run ...``        the whole input on a Dask cluster → OUT/atoms.parquet (+ trajectories,
+                           events, drift, report for movies), resumable
+``stemflow track ...``      atoms table → trajectories, events, drift, report
+``stemflow report DIR``     DIR/report.html from a run's tables
+``stemflow demo``           the whole pipeline on a simulated movie, scored against its truth
 """
 
 from __future__ import annotations
@@ -62,69 +66,11 @@ def _cmd_simulate(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    import pandas as pd
+    from .demo import run_demo
 
-    from .io import describe
-    from .simulate import simulate_movie
-    from .simulate.write import write_movie
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    print(f"stemflow demo: a simulated graphene + Si movie ({args.frames} frames of {args.size}² px, "
-          f"10 pm/px, {args.dose:.0e} e⁻/Å² per frame, drift 0.4 px/frame)\n")
-    movie = simulate_movie(
-        "graphene", args.frames, (args.size, args.size), seed=args.seed, drift=(0.4, -0.25),
-        drift_jitter=0.05, defects={"Si1C3": 0.15, "Si1C4": 0.04, "V1": 0.06, "V2": 0.02, "SW": 0.02},
-        rates={"hop": 0.06, "switch34": 0.04, "switch43": 0.08, "vacancy": 0.06},
-        pixel_size=0.01, dose=args.dose, line_jitter=0.15, background=0.3, contamination=0.02)
-    paths = write_movie(movie, out / "movie.zarr", overwrite=True, progress=not args.quiet)
-    print()
-    for name, p in paths.items():
-        print(f"wrote {name:7s} {p}")
-    print("\n" + describe(paths["store"]))
-    atoms = movie.atoms
-    first = atoms[atoms.frame == 0]
-    print("\nground truth, frame 0:")
-    print("  columns by label :", ", ".join(f"{k} {v}" for k, v in first.label.value_counts().items()))
-    defects = first.loc[first.defect != "", ["defect", "defect_id"]].drop_duplicates()
-    print("  defects          :", ", ".join(f"{k} {v}" for k, v in defects.defect.value_counts().items() if v))
-    ev = movie.events
-    print(f"\nground-truth events over {movie.n_frames} frames:",
-          ", ".join(f"{k} {v}" for k, v in ev.kind.value_counts().items()))
-    with pd.option_context("display.width", 120, "display.max_columns", 12, "display.precision", 2):
-        print(ev[ev.kind.isin(["hop", "coordination_change"])].head(8).to_string(index=False))
-    _demo_find(paths["store"], movie, n_frames=min(4, movie.n_frames))
-    print(f"\nopen it:  stemflow.open_stem('{paths['store']}')   or   stemflow info {paths['store']}")
+    run_demo(args.out, frames=args.frames, size=args.size, dose=args.dose, seed=args.seed, workers=args.workers,
+             progress=not args.quiet)
     return 0
-
-
-def _demo_find(store, movie, n_frames: int):
-    """Find atoms in the first frames with the bundled network and score them against the truth."""
-    import time
-
-    from .find import find_atoms
-    from .io import open_stem
-    from .metrics import score
-
-    da = open_stem(store).isel(frame=slice(0, n_frames))
-    t0 = time.perf_counter()
-    atoms = find_atoms(da, lattice="graphene")
-    dt = time.perf_counter() - t0
-    truth = movie.atoms[movie.atoms.frame < n_frames]
-    h, w = movie.shape
-    b = 15  # px: columns cut by the frame edge have no well-defined centre
-
-    def inner(t):
-        return t[t.y.between(b, h - 1 - b) & t.x.between(b, w - 1 - b)]
-
-    s = score(inner(atoms), inner(truth), pixel_size=movie.pixel_size)
-    print(f"\nfind_atoms on frames 0–{n_frames - 1} with the bundled network: {len(atoms)} atoms "
-          f"in {dt:.1f} s ({n_frames / dt:.1f} frames/s)")
-    print("  class     truth  found  precision  recall     F1   RMSE (px)")
-    for cls in ("lattice", "dopant", "vacancy"):
-        r = s.loc[cls]
-        print(f"  {cls:8s} {int(r.tp + r.fn):6d} {int(r.tp + r.fp):6d}   {r.precision:8.4f} {r.recall:7.4f} "
-              f"{r.f1:7.4f}   {r.rmse_px:6.3f}")
 
 
 def _cmd_find(args) -> int:
@@ -174,6 +120,44 @@ def _cmd_evaluate(args) -> int:
     with pd.option_context("display.width", 140, "display.max_rows", 200, "display.precision", 4):
         print(summary.to_string(index=False))
     print(f"\nwrote {out / 'evaluation.csv'}, {out / 'evaluation_cases.csv'}, {out / 'f1_vs_dose.png'}")
+    return 0
+
+
+def _cmd_track(args) -> int:
+    from .parallel.dynamics import track_run
+
+    opts = {}
+    if args.labels:
+        opts["labels"] = tuple(x.strip() for x in args.labels.split(",") if x.strip())
+    if args.search_range is not None:
+        opts["search_range"] = args.search_range
+    if args.memory is not None:
+        opts["memory"] = args.memory
+    traj, ev, dr = track_run(args.out, atoms=args.input, pixel_size=args.pixel_size, dose=args.dose,
+                             frame_time=args.frame_time, report=not args.no_report, **opts)
+    kinds = ", ".join(f"{v} {k}" for k, v in ev["kind"].astype(str).value_counts().items()) or "no events"
+    print(f"{traj['particle'].nunique() if len(traj) else 0} trajectories, {kinds}; wrote "
+          f"{', '.join(str(Path(args.out) / n) for n in ('trajectories.parquet', 'events.parquet', 'drift.parquet'))}"
+          + ("" if args.no_report else f", {Path(args.out) / 'report.html'}"))
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from .report import write_report
+
+    print(f"wrote {write_report(args.directory, dose=args.dose, frame_time=args.frame_time)}")
+    return 0
+
+
+def _cmd_run(args) -> int:
+    from .parallel import run
+
+    summary = run(args.input, args.out, model=args.model, scheduler=args.scheduler, frames=args.frames,
+                  detector=args.detector, save_probabilities=args.save_probabilities, overwrite=args.overwrite,
+                  progress=not args.quiet, lattice=args.lattice, threshold=args.threshold, refine=args.refine,
+                  pixel_size=args.pixel_size, dataset=args.dataset, frames_per_part=args.frames_per_part,
+                  tile=args.tile, batch_size=args.batch_size, n_workers=args.workers, embed_model=args.embed_model)
+    print(f"wrote {summary}")
     return 0
 
 
@@ -239,12 +223,56 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_evaluate)
 
+    s = sub.add_parser("run", help="find atoms in a whole dataset on a Dask cluster → OUT/atoms.parquet (resumable)")
+    s.add_argument("input", help="movie (frame, y, x), image, 4D-STEM scan or 5-D movie of scans")
+    s.add_argument("--out", required=True, help="output directory (atoms.parquet/, manifest.json)")
+    s.add_argument("--model", default=None, help="bundled model name or NAME.pt path (default: default)")
+    s.add_argument("--scheduler", default=None,
+                   help="address of a running Dask scheduler (default: $DASK_SCHEDULER_ADDRESS, else a local cluster)")
+    s.add_argument("--frames", default=None, help="A:B, a range of frames (global indices kept)")
+    s.add_argument("--detector", default=None,
+                   help="4D-STEM virtual detector: haadf (default), adf, maadf, abf, bf, or NAME:INNER:OUTER in mrad "
+                        "(detector px when uncalibrated)")
+    s.add_argument("--save-probabilities", action="store_true", help="also write class maps to OUT/probabilities.zarr")
+    s.add_argument("--overwrite", action="store_true", help="recompute when OUT holds a run with other settings")
+    s.add_argument("--lattice", default="graphene", choices=["graphene", "ws2", "mos2", "amorphous"])
+    s.add_argument("--pixel-size", type=float, default=None, help="nm/px (default: from the file)")
+    s.add_argument("--dataset", default=None, help="array inside the file (HDF5 path, Zarr array name)")
+    s.add_argument("--threshold", type=float, default=0.5)
+    s.add_argument("--refine", action="store_true", help="refine centres on the image (low-noise data)")
+    s.add_argument("--frames-per-part", type=int, default=None, help="frames per task (default: one input chunk)")
+    s.add_argument("--tile", type=int, default=1024, help="largest network pass, px on the network's grid")
+    s.add_argument("--batch-size", type=int, default=4, help="frames per network pass")
+    s.add_argument("--workers", type=int, default=None, help="local cluster: worker processes (default: one per core)")
+    s.add_argument("--embed-model", action="store_true", help="send the weights to the workers instead of their path")
+    s.add_argument("--quiet", action="store_true", help="no dashboard link or progress bar")
+    s.set_defaults(func=_cmd_run)
+
+    s = sub.add_parser("track", help="link dopants and vacancies of an atoms table → trajectories, events, drift, report")
+    s.add_argument("input", help="atoms table: a Parquet file or a folder of parts (e.g. RUN/atoms.parquet)")
+    s.add_argument("--out", required=True, help="output directory")
+    s.add_argument("--pixel-size", type=float, default=None, help="nm/px (default: from the table)")
+    s.add_argument("--labels", default=None, help="labels to track, comma-separated (default: dopant,vacancy)")
+    s.add_argument("--search-range", type=float, default=None, help="largest move between frames, nm")
+    s.add_argument("--memory", type=int, default=None, help="frames a particle may be missed")
+    s.add_argument("--dose", type=float, default=None, help="e⁻/Å² per frame, for rates per dose")
+    s.add_argument("--frame-time", type=float, default=None, help="s per frame, for rates per second")
+    s.add_argument("--no-report", action="store_true", help="do not write report.html")
+    s.set_defaults(func=_cmd_track)
+
+    s = sub.add_parser("report", help="write DIR/report.html from the tables in a run directory")
+    s.add_argument("directory")
+    s.add_argument("--dose", type=float, default=None, help="e⁻/Å² per frame")
+    s.add_argument("--frame-time", type=float, default=None, help="s per frame")
+    s.set_defaults(func=_cmd_report)
+
     s = sub.add_parser("demo", help="run the tour on simulated data (no input needed)")
     s.add_argument("--out", default="demo_out")
-    s.add_argument("--frames", type=int, default=32)
-    s.add_argument("--size", type=int, default=512)
-    s.add_argument("--dose", type=float, default=1e5)
+    s.add_argument("--frames", type=int, default=64)
+    s.add_argument("--size", type=int, default=512, help="frame side, px (10 pm/px)")
+    s.add_argument("--dose", type=float, default=1e5, help="e⁻/Å² per frame")
     s.add_argument("--seed", type=int, default=7)
+    s.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_demo)
     return p

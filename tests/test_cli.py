@@ -47,9 +47,39 @@ def test_bad_defect_spec_is_explained(tmp_path, capsys):
     assert "known: V1, V2" in capsys.readouterr().err
 
 
-def test_demo_writes_and_reports_truth(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "stemflow.cli", "demo", "--out", str(tmp_path), "--frames", "4",
-                        "--size", "96", "--quiet"], capture_output=True, text=True, timeout=300)
+def test_demo_runs_the_pipeline_and_scores_it_against_the_truth(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "stemflow.cli", "demo", "--out", str(tmp_path), "--frames", "12",
+                        "--size", "192", "--workers", "1", "--quiet"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert "ground-truth events" in r.stdout and "movie.zarr" in r.stdout
+    assert "dashboard: http" in r.stderr
     assert (tmp_path / "movie.zarr").is_dir() and (tmp_path / "movie.events.parquet").is_file()
+    run = tmp_path / "run"
+    for name in ("trajectories.parquet", "events.parquet", "drift.parquet", "report.html"):
+        assert (run / name).is_file(), name
+    lattice = next(line for line in r.stdout.splitlines() if line.strip().startswith("lattice"))
+    assert float(lattice.split()[5]) > 0.98                      # F1 of the lattice atoms
+    assert "purity" in r.stdout and "hop" in r.stdout
+    truth = pd.read_parquet(tmp_path / "movie.events.parquet")
+    found = pd.read_parquet(run / "events.parquet")
+    hops_true = set(truth.loc[truth.kind == "hop", "frame"])
+    hops_found = set(found.loc[found.kind.astype(str) == "hop", "frame"])
+    assert hops_true == hops_found
+
+
+def test_track_and_report_commands_write_the_tables(tmp_path):
+    from stemflow import find_atoms
+    from stemflow.simulate import simulate_movie
+
+    mov = simulate_movie("graphene", 8, 160, seed=3, pixel_size=0.012, drift=(0.5, 0.3),
+                         defects={"Si1C3": 0.4, "V1": 0.2}, rates={"hop": 0.3})
+    atoms = find_atoms(mov.images(), pixel_size=0.012)
+    atoms.to_parquet(tmp_path / "atoms.parquet")
+    assert main(["track", str(tmp_path / "atoms.parquet"), "--out", str(tmp_path / "t")]) == 0
+    ev = pd.read_parquet(tmp_path / "t" / "events.parquet")
+    truth = mov.events[mov.events.kind == "hop"]
+    assert set(ev.loc[ev.kind.astype(str) == "hop", "frame"]) == set(truth.frame)
+    assert (tmp_path / "t" / "report.html").stat().st_size > 10_000
+    (tmp_path / "t" / "report.html").unlink()
+    assert main(["report", str(tmp_path / "t")]) == 0
+    assert (tmp_path / "t" / "report.html").is_file()
+    assert main(["track", str(tmp_path / "missing.parquet"), "--out", str(tmp_path / "u")]) == 2

@@ -126,7 +126,8 @@ def write_movie(movie: SimulatedMovie, store, *, overwrite: bool = False, progre
     y, yattrs = _coords(h, ps)
     x, xattrs = _coords(w, ps)
     attrs = {"pixel_size": ps, "pixel_size_units": "nm", "long_name": "simulated HAADF-STEM",
-             "units": "counts", "classes": list(CLASSES),
+             "units": "counts", "classes": list(CLASSES), "dose": float(movie.imaging.dose),
+             "dose_units": "e/Å² per frame",
              "simulation": json.dumps(movie.params), "truth": {k: p.name for k, p in paths.items()}}
     ds = xr.Dataset(
         {"image": (("frame", "y", "x"), images, attrs),

@@ -1,0 +1,142 @@
+"""Where a run executes: a local cluster, an existing scheduler, or one worker per GPU.
+
+:func:`connect` gives a :class:`distributed.Client`:
+
+* ``scheduler`` (or the ``DASK_SCHEDULER_ADDRESS`` environment variable) → connect to that
+  scheduler (dask-jobqueue on SLURM, dask-kubernetes, ``dask scheduler`` by hand, ...); a
+  scheduler that does not answer within ``timeout`` seconds is a :class:`ClusterError`;
+* otherwise, with dask-cuda installed and GPUs visible → ``LocalCUDACluster``, one worker per GPU,
+  each advertising the resource ``GPU=1``;
+* otherwise → ``LocalCluster`` of processes, one thread each, as many as CPU cores.
+
+The dashboard link is printed so the run can be watched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+
+from ..errors import MissingDependencyError, StemflowError
+
+__all__ = ["connect", "ClusterError", "gpu_count", "task_resources", "SCHEDULER_ENV"]
+
+#: Environment variable naming a scheduler to connect to (same name as the Dask convention).
+SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
+
+
+class ClusterError(StemflowError, ConnectionError):
+    """No Dask scheduler could be reached or started."""
+
+
+def gpu_count() -> int:
+    """GPUs that a ``LocalCUDACluster`` would use: 0 unless dask-cuda is installed and sees some."""
+    try:
+        from dask_cuda.utils import get_n_gpus
+    except ImportError:
+        return 0
+    try:
+        return int(get_n_gpus())
+    except Exception:  # no driver, no NVML: no GPUs
+        return 0
+
+
+def task_resources(client) -> dict | None:
+    """``{"GPU": 1}`` when the cluster's workers advertise GPUs (so each task holds one), else None."""
+    info = client.scheduler_info(n_workers=-1) if _takes_n_workers(client) else client.scheduler_info()
+    workers = info.get("workers", {}).values()
+    return {"GPU": 1} if any(w.get("resources", {}).get("GPU", 0) > 0 for w in workers) else None
+
+
+def _takes_n_workers(client) -> bool:
+    import inspect
+
+    return "n_workers" in inspect.signature(client.scheduler_info).parameters
+
+
+def _cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def connect(scheduler: str | None = None, *, n_workers: int | None = None, threads_per_worker: int = 1,
+            gpu: bool | None = None, timeout: float = 5.0, dashboard: bool = True, quiet: bool = False,
+            **cluster_kwargs):
+    """A Dask client for a run; a local cluster it starts is closed on exit.
+
+    Parameters
+    ----------
+    scheduler : str, optional
+        Address of a running scheduler (``tcp://host:8786``). Default: the environment variable
+        ``DASK_SCHEDULER_ADDRESS``, else a local cluster.
+    n_workers : int, optional
+        Local cluster only: worker processes (default: one per CPU core, or one per GPU).
+    threads_per_worker : int
+        Local cluster only: threads per worker process (the network uses as many torch threads).
+    gpu : bool, optional
+        Local cluster only: ``True`` insists on ``LocalCUDACluster`` (error without dask-cuda or
+        GPUs), ``False`` never uses it; default: use it when dask-cuda is installed and GPUs exist.
+    timeout : float
+        Seconds to wait for an existing scheduler to answer.
+    dashboard : bool
+        Serve (local) and print the dashboard link.
+    quiet : bool
+        Print nothing.
+    **cluster_kwargs
+        Passed to ``LocalCluster`` / ``LocalCUDACluster`` (e.g. ``memory_limit``).
+
+    Yields
+    ------
+    distributed.Client
+
+    Raises
+    ------
+    ClusterError
+        The scheduler did not answer within ``timeout`` s.
+    """
+    from distributed import Client, LocalCluster
+
+    address = scheduler or os.environ.get(SCHEDULER_ENV) or None
+    say = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr))
+    if address:
+        try:
+            client = Client(address, timeout=timeout, set_as_default=False)
+        except (OSError, TimeoutError) as e:
+            src = "--scheduler" if scheduler else f"${SCHEDULER_ENV}"
+            raise ClusterError(
+                f"no Dask scheduler answered at {address!r} (from {src}) within {timeout:g} s ({type(e).__name__}); "
+                "check the address (tcp://HOST:8786) and that the scheduler is running and reachable, or leave "
+                f"--scheduler out (and unset {SCHEDULER_ENV}) to start a local cluster") from None
+        try:
+            if dashboard:
+                say(f"Dask scheduler {address}; dashboard: {client.dashboard_link}")
+            yield client
+        finally:
+            client.close()
+        return
+    n_gpu = 0 if gpu is False else gpu_count()
+    if gpu and not n_gpu:
+        raise MissingDependencyError("gpu=True needs dask-cuda and a visible GPU: pip install \"stemflow[gpu]\" "
+                                     "on a machine with CUDA GPUs, or leave gpu unset to run on CPU workers")
+    dash = ":0" if dashboard else None
+    if n_gpu:
+        from dask_cuda import LocalCUDACluster
+
+        cluster = LocalCUDACluster(threads_per_worker=threads_per_worker, dashboard_address=dash,
+                                   resources={"GPU": 1}, **cluster_kwargs)
+    else:
+        cluster = LocalCluster(n_workers=n_workers or _cores(), threads_per_worker=threads_per_worker,
+                               processes=True, dashboard_address=dash, **cluster_kwargs)
+    client = Client(cluster, set_as_default=False)
+    try:
+        if dashboard:
+            what = f"{n_gpu} GPU worker(s)" if n_gpu else f"{len(cluster.workers)} worker process(es) × {threads_per_worker} thread(s)"
+            say(f"local Dask cluster, {what}; dashboard: {client.dashboard_link}")
+        yield client
+    finally:
+        client.close()
+        cluster.close()

@@ -1,0 +1,265 @@
+"""The output directory of a run: a Parquet dataset written part by part, and its manifest.
+
+::
+
+    OUT/
+      manifest.json            what produced the parts: input identity, model hash, parameters, plan
+      atoms.parquet/           a Parquet dataset, one file per part (chunk of whole frames)
+        part-000000.parquet
+        part-000001.parquet
+      probabilities.zarr       class maps (frame, class, y, x), only with save_probabilities
+
+Each part is written to a hidden temporary file and renamed into place, so a part file exists only
+once it is complete; a rerun skips the parts already there. The manifest is compared first: a
+rerun with another input, model or parameters is refused unless ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError, StemflowError
+
+__all__ = ["OutputMismatchError", "ATOMS_DIR", "MANIFEST", "PROBABILITIES", "LABELS", "part_path",
+           "write_part", "complete_parts", "prepare", "finish", "read_atoms", "empty_atoms"]
+
+ATOMS_DIR = "atoms.parquet"
+MANIFEST = "manifest.json"
+PROBABILITIES = "probabilities.zarr"
+#: Categories of ``label`` in every part (so that parts concatenate to one categorical).
+LABELS = ["lattice", "dopant", "vacancy"]
+#: The atoms table's columns and dtypes as the pipeline writes them.
+COLUMNS = {"frame": "int64", "y": "float64", "x": "float64", "y_nm": "float64", "x_nm": "float64",
+           "label": pd.CategoricalDtype(LABELS), "prob": "float32", "intensity": "float32"}
+_COMPARED = ("format", "input", "model", "parameters", "parts")
+
+
+class OutputMismatchError(StemflowError, FileExistsError):
+    """The output directory holds a run made with other settings (or something else entirely)."""
+
+
+def empty_atoms() -> pd.DataFrame:
+    """An atoms table with no rows and the pipeline's columns and dtypes."""
+    return pd.DataFrame({c: pd.Series([], dtype=t) for c, t in COLUMNS.items()})
+
+
+def _conform(df: pd.DataFrame) -> pd.DataFrame:
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise InputError(f"an atoms part lacks columns {missing}; it needs {list(COLUMNS)}")
+    out = df[list(COLUMNS) + [c for c in df.columns if c not in COLUMNS]].copy()
+    label = out["label"].astype(str)
+    extra = sorted(set(label) - set(LABELS))
+    out["label"] = pd.Categorical(label, categories=LABELS + extra)
+    for c, t in COLUMNS.items():
+        if c != "label":
+            out[c] = out[c].astype(t)
+    return out.reset_index(drop=True)
+
+
+def part_path(out, index: int) -> Path:
+    """``OUT/atoms.parquet/part-NNNNNN.parquet``."""
+    return Path(out) / ATOMS_DIR / f"part-{int(index):06d}.parquet"
+
+
+def write_part(out, index: int, df: pd.DataFrame) -> Path:
+    """Write one part atomically: a hidden temporary file in the same directory, then a rename.
+
+    Parameters
+    ----------
+    out : str or Path
+        The run's output directory.
+    index : int
+        Part number (position in the manifest's ``parts`` plan).
+    df : DataFrame
+        Atoms rows of the part, with the columns of :data:`COLUMNS` (``frame`` global).
+
+    Returns
+    -------
+    Path
+        The part's final path.
+    """
+    final = part_path(out, index)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        table = _conform(df)
+        table.attrs = {}
+        table.to_parquet(tmp, index=False)
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return final
+
+
+def complete_parts(out) -> set[int]:
+    """Indices of the parts whose files are in place (temporary files do not count)."""
+    folder = Path(out) / ATOMS_DIR
+    if not folder.is_dir():
+        return set()
+    done = set()
+    for p in folder.glob("part-*.parquet"):
+        try:
+            done.add(int(p.stem.split("-", 1)[1]))
+        except ValueError:
+            continue
+    return done
+
+
+def _clear(out: Path):
+    shutil.rmtree(out / ATOMS_DIR, ignore_errors=True)
+    shutil.rmtree(out / PROBABILITIES, ignore_errors=True)
+    (out / MANIFEST).unlink(missing_ok=True)
+
+
+def _differences(old: dict, new: dict) -> list[str]:
+    diffs = []
+    for key in _COMPARED:
+        a, b = old.get(key), new.get(key)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b)):
+                if a.get(k) != b.get(k):
+                    diffs.append(f"{key}.{k}: {_short(a.get(k))} → {_short(b.get(k))}")
+        else:
+            diffs.append(f"{key}: {_short(a)} → {_short(b)}")
+    return diffs
+
+
+def _short(v) -> str:
+    s = json.dumps(v, default=str)
+    return s if len(s) <= 60 else s[:57] + "…"
+
+
+def _write_json(path: Path, obj: dict):
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=_json_default))
+    os.replace(tmp, path)
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer, np.floating)):
+        return o.item()
+    if isinstance(o, (np.ndarray, tuple)):
+        return list(np.asarray(o).tolist())
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
+
+
+def _normal(manifest: dict) -> dict:
+    """The manifest as it reads back from JSON (tuples → lists ...), for comparison."""
+    return json.loads(json.dumps(manifest, default=_json_default))
+
+
+def prepare(out, manifest: dict, overwrite: bool = False) -> set[int]:
+    """Make ``out`` ready for a run described by ``manifest``; return the parts already complete.
+
+    Parameters
+    ----------
+    out : str or Path
+        Output directory (created if missing).
+    manifest : dict
+        ``format``, ``input`` (identity), ``model`` (name, sha256), ``parameters``, ``parts``
+        (list of ``[first_frame, end_frame]``) and anything else to record.
+    overwrite : bool
+        Remove a previous run's parts and manifest whatever they hold.
+
+    Returns
+    -------
+    set of int
+        Parts whose files are complete and can be skipped (empty after ``overwrite``).
+
+    Raises
+    ------
+    OutputMismatchError
+        ``out`` holds a run with a different input, model, parameters or part plan, or is a
+        non-empty directory (or a file) that is not a stemflow run; the message lists what differs.
+    """
+    out = Path(out)
+    new = _normal(manifest)
+    if out.exists() and not out.is_dir():
+        if not overwrite:
+            raise OutputMismatchError(f"{str(out)!r} is a file, not a run directory; choose another --out or "
+                                      "pass overwrite=True (--overwrite) to replace it")
+        out.unlink()
+    mpath = out / MANIFEST
+    if overwrite and out.is_dir():
+        _clear(out)
+    elif mpath.exists():
+        try:
+            old = json.loads(mpath.read_text())
+        except ValueError:
+            old = {}
+        diffs = _differences(old, new)
+        if diffs:
+            raise OutputMismatchError(
+                f"{str(out)!r} holds a run with different settings ({'; '.join(diffs[:6])}"
+                f"{'; …' if len(diffs) > 6 else ''}); resuming would mix them. Pass overwrite=True (--overwrite) "
+                "to recompute from scratch, or choose another --out")
+    elif out.is_dir() and any(out.iterdir()):
+        raise OutputMismatchError(f"{str(out)!r} is not empty and holds no stemflow run ({MANIFEST} missing); "
+                                  "choose another --out, or pass overwrite=True (--overwrite) to write into it")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / ATOMS_DIR).mkdir(exist_ok=True)
+    for stale in (out / ATOMS_DIR).glob(".*.tmp"):  # left by a worker that died mid-write
+        stale.unlink(missing_ok=True)
+    if not mpath.exists():
+        _write_json(mpath, {**new, "complete": False})
+    n = len(new.get("parts", []))
+    return {i for i in complete_parts(out) if i < n}
+
+
+def finish(out, **fields) -> dict:
+    """Mark the run in ``out`` complete and record ``fields`` (rows, timings) in its manifest."""
+    mpath = Path(out) / MANIFEST
+    manifest = json.loads(mpath.read_text())
+    manifest.update(fields, complete=True)
+    _write_json(mpath, manifest)
+    return manifest
+
+
+def read_atoms(out, lazy: bool = False):
+    """The atoms table of a run (``OUT`` or ``OUT/atoms.parquet``), parts in frame order.
+
+    Parameters
+    ----------
+    out : str or Path
+        A run's output directory, or its ``atoms.parquet`` dataset.
+    lazy : bool
+        Return a ``dask.dataframe.DataFrame`` (one partition per part) instead of pandas.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``frame`` (global frame index), ``y``, ``x`` (px), ``y_nm``, ``x_nm`` (nm),
+        ``label`` (category), ``prob``, ``intensity``; ``attrs`` from the manifest
+        (``pixel_size``, ``lattice``, ``model``).
+    """
+    path = Path(out)
+    folder = path if path.name == ATOMS_DIR or path.suffix == ".parquet" else path / ATOMS_DIR
+    if not folder.exists():
+        raise InputError(f"no atoms table at {str(folder)!r}; run `stemflow run INPUT --out {path}` first")
+    files = sorted(folder.glob("part-*.parquet"))
+    if lazy:
+        import dask.dataframe as dd
+
+        return dd.read_parquet([str(f) for f in files]) if files else dd.from_pandas(empty_atoms(), npartitions=1)
+    df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True) if files else empty_atoms()
+    if len(files) and not isinstance(df["label"].dtype, pd.CategoricalDtype):
+        df["label"] = pd.Categorical(df["label"], categories=LABELS)
+    mpath = folder.parent / MANIFEST
+    if mpath.exists():
+        m = json.loads(mpath.read_text())
+        p = m.get("parameters", {})
+        df.attrs.update(pixel_size=m.get("input", {}).get("pixel_size"), lattice=p.get("lattice"),
+                        model=m.get("model", {}).get("name"))
+    return df

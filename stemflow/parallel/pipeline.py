@@ -1,0 +1,442 @@
+"""``run``: an input (movie, image, 4D-STEM scan or 5-D movie of scans) → a Parquet atoms table,
+in parallel on a Dask cluster, resumably.
+
+The unit of work is a *part*: a run of whole frames, by default one chunk of the input as
+:func:`stemflow.open_stem` chunks it (~128 MB), so a task reads one chunk where the worker runs,
+passes it through the network in batches and writes a small table. A 4D scan (one frame) is
+first reduced to its virtual-detector image chunk by chunk on the cluster; a 5-D movie of scans
+is reduced inside each part's task. Only a few numbers per part come back to the client.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from ..errors import InputError
+from . import output
+from .cluster import connect, task_resources
+from .worker import ModelPlugin, ModelRef, model_ref, process_part
+
+__all__ = ["run", "RunSummary", "plan_parts"]
+
+FORMAT = "stemflow-run-1"
+
+
+@dataclass
+class RunSummary:
+    """What a run did.
+
+    Attributes
+    ----------
+    out : Path
+        Output directory; the table is ``out / "atoms.parquet"``.
+    parts : int
+        Parts in the plan.
+    computed, skipped : int
+        Parts computed by this call, and parts already complete (from an earlier, interrupted run).
+    frames : int
+        Frames in the plan.
+    rows : int
+        Rows of the whole table.
+    labels : dict
+        Rows per label over the parts computed now.
+    seconds : float
+        Wall time of the call, s.
+    frames_per_second : float
+        Frames computed now / wall time of the compute phase.
+    workers : int
+        Worker processes used (0 when nothing was left to compute).
+    dashboard : str or None
+        The Dask dashboard link.
+    events : int or None
+        Events found by the tracking step (None when it did not run).
+    """
+
+    out: Path
+    parts: int
+    computed: int
+    skipped: int
+    frames: int
+    rows: int
+    labels: dict = field(default_factory=dict)
+    seconds: float = 0.0
+    frames_per_second: float = float("nan")
+    workers: int = 0
+    dashboard: str | None = None
+    events: int | None = None
+
+    @property
+    def atoms_path(self) -> Path:
+        return Path(self.out) / output.ATOMS_DIR
+
+    def __str__(self) -> str:
+        labels = ", ".join(f"{k} {v}" for k, v in sorted(self.labels.items())) or "none new"
+        return (f"{self.atoms_path}: {self.rows} rows from {self.frames} frames in {self.parts} parts "
+                f"({self.computed} computed, {self.skipped} already complete; {labels}); "
+                f"{self.seconds:.1f} s, {self.frames_per_second:.2f} frames/s on {self.workers} worker(s)")
+
+
+def _frame_range(frames, n: int) -> tuple[int, int]:
+    if frames is None:
+        return 0, n
+    if isinstance(frames, str):
+        a, sep, b = frames.partition(":")
+        try:
+            if not sep:
+                a = b = int(a)
+                b += 1
+            a = int(a) if a != "" else 0
+            b = int(b) if b != "" else n
+        except ValueError:
+            raise InputError(f"frames must look like A:B (e.g. 0:100, :50, 10:); got {frames!r}") from None
+        frames = slice(a, b)
+    if isinstance(frames, (tuple, list)) and len(frames) == 2:
+        frames = slice(*frames)
+    if not isinstance(frames, slice) or frames.step not in (None, 1):
+        raise InputError(f"frames must be 'A:B', (A, B) or slice(A, B) with step 1; got {frames!r}")
+    a, b, _ = frames.indices(n)
+    if b <= a:
+        raise InputError(f"frames {frames.start}:{frames.stop} select nothing of the {n} frames; give A < B <= {n}")
+    return a, b
+
+
+def plan_parts(chunks, start: int, stop: int, frames_per_part: int | None = None) -> list[tuple[int, int]]:
+    """Frame ranges ``[a, b)`` of the parts: chunk boundaries of the input clipped to
+    ``[start, stop)``, each cut further to at most ``frames_per_part`` frames."""
+    bounds = np.concatenate([[0], np.cumsum(chunks)]).astype(int)
+    parts = []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        a, b = max(a, start), min(b, stop)
+        if b <= a:
+            continue
+        step = b - a if not frames_per_part else int(frames_per_part)
+        parts += [(int(i), int(min(b, i + step))) for i in range(a, b, step)]
+    return parts
+
+
+def _open_input(input, pixel_size, dataset):
+    from ..io import open_stem
+
+    if isinstance(input, (str, os.PathLike)):
+        da = open_stem(input, pixel_size=pixel_size, dataset=dataset, check_finite=False)
+        return da, {"path": str(Path(input).resolve()), "dataset": dataset, "pixel_size": pixel_size}
+    if isinstance(input, (np.ndarray, xr.DataArray)) or hasattr(input, "dask"):
+        return open_stem(input, pixel_size=pixel_size, check_finite=False), None
+    raise InputError(f"run takes a path (Zarr, HDF5, TIFF, .npy, ...), a DataArray or an array; got "
+                     f"{type(input).__name__}")
+
+
+def _fingerprint(path: str) -> str:
+    """SHA-256 of a store's metadata files (names, sizes, contents) or of a file's size and mtime."""
+    p = Path(path)
+    h = hashlib.sha256()
+    if p.is_dir():
+        for f in sorted(p.rglob("*")):
+            if f.is_file() and (f.name in (".zarray", ".zattrs", ".zgroup", "zarr.json", ".zmetadata")):
+                h.update(str(f.relative_to(p)).encode())
+                h.update(f.read_bytes())
+    elif p.exists():
+        st = p.stat()
+        h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
+def _identity(da, source) -> dict:
+    ident = {"dims": list(da.dims), "shape": list(da.shape), "dtype": str(da.dtype),
+             "pixel_size": da.attrs.get("pixel_size"), "k_pixel_size": da.attrs.get("k_pixel_size")}
+    if source:
+        ident.update(path=source["path"], dataset=source["dataset"], fingerprint=_fingerprint(source["path"]))
+    else:
+        from dask.base import tokenize
+
+        ident["token"] = tokenize(da.data)
+    return ident
+
+
+def _detector_kwargs(detector, da) -> dict | None:
+    """Keywords of ``virtual_image`` from ``detector`` (name, ``name:inner:outer``, dict or mask)."""
+    if da.ndim < 4:
+        if detector is not None:
+            raise InputError(f"detector={detector!r} applies to 4D-STEM data only; this input has dims {da.dims}")
+        return None
+    if detector is None:
+        if not da.attrs.get("k_pixel_size"):
+            raise InputError("4D-STEM input without k_pixel_size (mrad/px): name the virtual detector with its angles "
+                             "in detector px, e.g. detector='annular:20:30' (--detector annular:20:30)")
+        detector = "haadf"
+    if isinstance(detector, dict):
+        return dict(detector)
+    if isinstance(detector, str):
+        name, *angles = detector.split(":")
+        if len(angles) not in (0, 2):
+            raise InputError(f"detector must be NAME or NAME:INNER:OUTER (e.g. haadf, adf:60:120); got {detector!r}")
+        try:
+            kw = {"detector": name, **({"inner": float(angles[0]), "outer": float(angles[1])} if angles else {})}
+        except ValueError:
+            raise InputError(f"detector angles must be numbers (mrad, or px when uncalibrated); got {detector!r}") from None
+        return kw
+    return {"detector": np.asarray(detector)}
+
+
+def _json_detector(kw):
+    if kw is None:
+        return None
+    out = dict(kw)
+    if isinstance(out.get("detector"), np.ndarray):
+        out["detector"] = "mask:" + hashlib.sha256(np.ascontiguousarray(out["detector"]).tobytes()).hexdigest()[:16]
+    return out
+
+
+def _card_of(ref: ModelRef) -> dict:
+    import json
+
+    if ref.card is not None:
+        return ref.card
+    return json.loads(Path(ref.path).with_suffix(".json").read_text())
+
+
+def _prepare_probabilities(out: Path, n_frames: int, frame_shape, pixel_size: float, card: dict):
+    import zarr
+
+    factor = pixel_size / float(card["pixel_size"])
+    # the grid stemflow.preprocess.resample makes: floor(n · factor) px a side (n when factor is 1)
+    shape = tuple(n if abs(factor - 1) < 1e-9 else max(1, int(np.floor(n * factor + 1e-9))) for n in frame_shape)
+    classes = list(card["classes"])
+    path = out / output.PROBABILITIES
+    if path.exists():
+        arr = zarr.open_array(str(path), mode="r")
+        if arr.shape == (n_frames, len(classes), *shape):
+            return
+    arr = zarr.create_array(str(path), shape=(n_frames, len(classes), *shape), chunks=(1, len(classes), *shape),
+                            dtype="float16", fill_value=np.nan, overwrite=True,
+                            dimension_names=["frame", "class", "y", "x"])
+    arr.attrs.update(classes=classes, pixel_size=float(card["pixel_size"]), pixel_size_units="nm",
+                     note="class probabilities on the network's grid (pixel_size nm/px); frames not computed are NaN")
+
+
+def _part_rows(out: Path, index: int) -> int:
+    import pyarrow.parquet as pq
+
+    return int(pq.read_metadata(output.part_path(out, index)).num_rows)
+
+
+def run(input, out, model=None, scheduler=None, frames=None, detector=None, save_probabilities=False,
+        overwrite=False, progress=True, *, lattice="graphene", threshold=0.5, refine=False, pixel_size=None,
+        dataset=None, frames_per_part=None, tile=1024, batch_size=4, client=None, n_workers=None,
+        embed_model=False, on_part=None, track=True, track_options=None) -> RunSummary:
+    """Find atoms in every frame of an input on a Dask cluster; write ``OUT/atoms.parquet``.
+
+    Parameters
+    ----------
+    input : str, Path, xarray.DataArray or array
+        A movie ``(frame, y, x)``, an image ``(y, x)``, a 4D-STEM scan ``(scan_y, scan_x, k_y, k_x)``
+        or a 5-D ``(frame, scan_y, scan_x, k_y, k_x)``: anything :func:`stemflow.open_stem` opens.
+        Paths are read by the workers themselves (chunk by chunk); in-memory data go through the
+        scheduler.
+    out : str or Path
+        Output directory: ``atoms.parquet/`` (one file per part), ``manifest.json`` and, with
+        ``save_probabilities``, ``probabilities.zarr``.
+    model : str, Path or Model, optional
+        Bundled name or ``NAME.pt`` path (default ``"default"``), or a loaded model (then sent as
+        bytes). Loaded once per worker process, on its GPU when it has one.
+    scheduler : str, optional
+        Address of a running Dask scheduler; default ``$DASK_SCHEDULER_ADDRESS``, else a local
+        cluster (one single-threaded worker process per core, or one worker per GPU).
+    frames : str, slice or (int, int), optional
+        ``"A:B"``: only frames A to B-1 (global indices are kept in ``frame``).
+    detector : str, dict or ndarray, optional
+        4D/5-D inputs: the virtual detector giving the image, ``"haadf"`` (default), ``"adf"``,
+        ``"bf"``, ``"abf"``, ``"maadf"``, ``"NAME:INNER:OUTER"`` (mrad, or detector px when
+        uncalibrated), a dict of :func:`~stemflow.parallel.virtual.virtual_image` keywords, or a mask.
+    save_probabilities : bool
+        Also write the class maps to ``probabilities.zarr`` (frame, class, y, x; float16, on the
+        network's grid) in the same pass.
+    overwrite : bool
+        Recompute from scratch when ``out`` holds another run (or anything else).
+    progress : bool
+        Print the dashboard link and a progress bar (stderr).
+    lattice, threshold, refine, batch_size
+        As in :func:`stemflow.find_atoms`.
+    pixel_size : float, optional
+        nm/px; overrides the input's calibration (required when it has none).
+    dataset : str, optional
+        Array inside the file (see :func:`stemflow.open_stem`).
+    frames_per_part : int, optional
+        Cut the input's chunks into parts of at most this many frames (default: one part per chunk).
+    tile : int
+        Largest side of one network pass, px on the network's grid; larger frames are tiled with a
+        halo of half the receptive field, stitched to equal a whole-frame pass.
+    client : distributed.Client, optional
+        Use this client (its cluster is left running); overrides ``scheduler``.
+    n_workers : int, optional
+        Workers of the local cluster (default one per core).
+    embed_model : bool
+        Send the weights' bytes to the workers (once each) instead of their path, for workers that
+        do not share the file system.
+    on_part : callable, optional
+        Called with each completed part's statistics (dict: ``part``, ``frames``, ``rows``,
+        ``seconds``, ``pid``, ``device``), on the client, as parts finish.
+    track : bool
+        For movies of more than one frame, then link the dopants and vacancies and write
+        ``trajectories.parquet``, ``events.parquet``, ``drift.parquet``, ``mean_frame.npy`` and
+        ``report.html`` (:func:`stemflow.parallel.dynamics.track_run`, on the client).
+    track_options : dict, optional
+        Keywords of :func:`stemflow.track.track`.
+
+    Returns
+    -------
+    RunSummary
+        Parts computed and skipped, rows, frames/s. Read the table with
+        :func:`stemflow.parallel.read_atoms` (columns: ``frame``, ``y``, ``x`` in px, ``y_nm``,
+        ``x_nm`` in nm, ``label``, ``prob``, ``intensity``).
+
+    Raises
+    ------
+    InputError
+        Unopenable input, no pixel size, unknown lattice, bad ``frames`` or ``detector``, NaN or
+        Inf in a frame (named).
+    OutputMismatchError
+        ``out`` holds a run with other settings, or other files (without ``overwrite``).
+    ClusterError
+        The scheduler does not answer.
+
+    Notes
+    -----
+    Resumable: parts are written atomically, so rerunning the same call after an interruption
+    computes only the missing parts. A worker that dies mid-run has its tasks rerun elsewhere; the
+    table is the same as an undisturbed run's. Positions are px of the input and nm; ``frame`` is
+    the input's frame index (0 for a single image or 4D scan).
+    """
+    from ..simulate.lattice import LATTICES
+
+    t_start = time.perf_counter()
+    if lattice not in LATTICES:
+        raise InputError(f"unknown lattice {lattice!r}; known lattices: {', '.join(LATTICES)}")
+    if not 0 < float(threshold) < 1:
+        raise InputError(f"threshold must lie between 0 and 1; got {threshold}")
+    if int(tile) < 64:
+        raise InputError(f"tile must be at least 64 px (network grid); got {tile}")
+    da, source = _open_input(input, pixel_size, dataset)
+    ps = da.attrs.get("pixel_size")
+    if ps is None:
+        raise InputError("the input has no pixel size: pass pixel_size= in nm/px (--pixel-size), e.g. 0.01 for "
+                         "10 pm/px; the network needs it to see atoms at the sampling it was trained at")
+    det = _detector_kwargs(detector, da)
+    if da.ndim in (3, 5):
+        start, stop = _frame_range(frames, da.sizes["frame"])
+        parts = plan_parts(da.chunks[0], start, stop, frames_per_part)
+        n_total = da.sizes["frame"]
+    else:
+        if frames is not None and _frame_range(frames, 1) != (0, 1):
+            raise InputError(f"frames={frames!r}: this input is a single frame (dims {da.dims})")
+        start, stop, parts, n_total = 0, 1, [(0, 1)], 1
+    ref = model_ref(model, embed=embed_model)
+    card = _card_of(ref)
+    params = {"pixel_size": float(ps), "lattice": lattice, "threshold": float(threshold), "refine": bool(refine),
+              "tile": int(tile), "batch_size": int(batch_size), "save_probabilities": bool(save_probabilities)}
+    manifest = {"format": FORMAT, "input": _identity(da, source), "model": {"name": ref.name, "sha256": ref.sha256},
+                "parameters": {**{k: v for k, v in params.items() if k != "batch_size"},
+                               "frames": [start, stop], "detector": _json_detector(det)},
+                "parts": [list(p) for p in parts]}
+    out = Path(out)
+    done = output.prepare(out, manifest, overwrite=overwrite)
+    frame_shape = tuple(da.shape[-2:]) if da.ndim <= 3 else (da.sizes["scan_y"], da.sizes["scan_x"])
+    if save_probabilities:
+        _prepare_probabilities(out, n_total, frame_shape, float(ps), card)
+    todo = [i for i in range(len(parts)) if i not in done]
+    stats, dashboard, n_workers_used, t_compute = [], None, 0, 0.0
+    if todo:
+        from contextlib import nullcontext
+
+        ctx = nullcontext(client) if client is not None else connect(scheduler, n_workers=n_workers, quiet=not progress)
+        with ctx as cl:
+            dashboard = cl.dashboard_link
+            n_workers_used = len(cl.nthreads())
+            t0 = time.perf_counter()
+            stats = _compute(cl, da, source, det, parts, todo, ref, params, out, progress, on_part)
+            t_compute = time.perf_counter() - t0
+    rows = sum(s["rows"] for s in stats) + sum(_part_rows(out, i) for i in done)
+    labels: dict = {}
+    for s in stats:
+        for k, v in s["labels"].items():
+            labels[k] = labels.get(k, 0) + v
+    n_frames = sum(b - a for a, b in parts)
+    computed_frames = sum(parts[i][1] - parts[i][0] for i in todo)
+    summary = RunSummary(out=out, parts=len(parts), computed=len(todo), skipped=len(done), frames=n_frames,
+                         rows=rows, labels=labels, seconds=time.perf_counter() - t_start,
+                         frames_per_second=computed_frames / t_compute if t_compute > 0 else float("nan"),
+                         workers=n_workers_used, dashboard=dashboard)
+    output.finish(out, rows=rows, frames=n_frames, seconds_last_call=summary.seconds,
+                  model_card={k: card.get(k) for k in ("name", "pixel_size", "classes")},
+                  execution={"batch_size": int(batch_size), "workers": n_workers_used})
+    if track and da.ndim == 3 and n_frames > 1:
+        from .dynamics import track_run
+
+        result = track_run(out, pixel_size=float(ps), images=da, dose=da.attrs.get("dose"),
+                           frame_time=da.attrs.get("frame_time"), **(track_options or {}))
+        summary.events = len(result.events)
+        summary.seconds = time.perf_counter() - t_start
+    return summary
+
+
+def _compute(client, da, source, det, parts, todo, ref, params, out, progress, on_part):
+    """Submit the missing parts as futures; collect their statistics as they finish."""
+    from distributed import as_completed
+
+    from .virtual import virtual_image
+
+    light = ref.without_data()
+    client.register_plugin(ModelPlugin(ref), name=f"stemflow-model-{ref.sha256[:16]}")
+    resources = task_resources(client)
+    run_id = uuid.uuid4().hex[:8]
+    futures = []
+    if da.ndim == 4:  # one scan → its image, reduced chunk by chunk on the cluster
+        image = virtual_image(da, **det).data[None]
+        srcs = {0: client.compute(image)}
+    elif source is not None:
+        srcs = {i: dict(source, detector=det) for i in todo}
+    else:
+        data = da.data
+        if da.ndim == 5:
+            data = virtual_image(da, **det).data
+        elif da.ndim == 2:
+            data = data[None]
+        srcs = {i: client.compute(data[parts[i][0]:parts[i][1]]) for i in todo}
+    for i in todo:
+        a, b = parts[i]
+        futures.append(client.submit(process_part, i, a, b, srcs[i], light, params, str(out),
+                                     key=f"stemflow-part-{run_id}-{i:06d}", resources=resources, pure=False))
+    stats = []
+    bar = _bar(progress, len(futures), sum(parts[i][1] - parts[i][0] for i in todo))
+    try:
+        for fut in as_completed(futures, loop=client.loop):
+            s = fut.result()
+            stats.append(s)
+            if bar is not None:
+                bar.update(s["frames"])
+            if on_part is not None:
+                on_part(s)
+    except BaseException:
+        client.cancel(futures + [f for f in srcs.values() if hasattr(f, "key")])
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    return sorted(stats, key=lambda s: s["part"])
+
+
+def _bar(progress, n_parts, n_frames):
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=n_frames, unit="frame", desc=f"finding atoms ({n_parts} parts)", file=sys.stderr)

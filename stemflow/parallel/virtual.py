@@ -1,0 +1,271 @@
+"""Virtual detectors: 4D-STEM diffraction patterns → images, chunk by chunk.
+
+A virtual detector is a weight per detector pixel (a mask); the image is, at every probe
+position, the sum of the pattern times the weights. The sums run over each Dask chunk of whole
+patterns with :func:`dask.array.blockwise`, so the 4D data are read once, a chunk at a time, and
+never held whole in memory; the result is the small (scan_y, scan_x) image (or a stack of them for
+5-D data). Angles are in mrad when the data carry ``attrs["k_pixel_size"]`` (mrad/px), else in
+detector pixels.
+"""
+
+from __future__ import annotations
+
+import dask.array as dsa
+import numpy as np
+import xarray as xr
+
+from ..errors import InputError
+
+__all__ = ["DETECTORS", "detector_mask", "virtual_image", "center_of_mass", "reduce_patterns"]
+
+#: Named annular detectors: (inner, outer) collection angles in mrad.
+DETECTORS = {
+    "bf": (0.0, 15.0),
+    "abf": (15.0, 30.0),
+    "adf": (40.0, 120.0),
+    "maadf": (40.0, 80.0),
+    "haadf": (80.0, 200.0),
+}
+
+#: Patterns converted to float64 at a time inside one chunk (keeps the buffer in cache).
+_BATCH = 256
+
+
+def _radius(shape, k_pixel_size, center):
+    """Distance of each detector pixel from ``center`` (px), in mrad or px."""
+    ky, kx = (int(n) for n in shape)
+    cy, cx = ((ky - 1) / 2, (kx - 1) / 2) if center is None else (float(center[0]), float(center[1]))
+    r = np.hypot(np.arange(ky)[:, None] - cy, np.arange(kx)[None, :] - cx)
+    return r * k_pixel_size if k_pixel_size else r
+
+
+def detector_mask(shape, detector="haadf", *, inner=None, outer=None, k_pixel_size=None, center=None) -> np.ndarray:
+    """Boolean mask of an annular virtual detector.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Detector pixels (k_y, k_x).
+    detector : str
+        ``"bf"``, ``"abf"``, ``"adf"``, ``"maadf"``, ``"haadf"`` (angles in :data:`DETECTORS`,
+        mrad) or ``"annular"`` (give ``inner`` and ``outer``).
+    inner, outer : float, optional
+        Collection angles that override the named detector's: mrad when ``k_pixel_size`` is
+        given, else detector px. A pixel is in the detector when ``inner <= r <= outer``.
+    k_pixel_size : float, optional
+        mrad per detector px. Without it the named detectors cannot be placed, and ``inner`` /
+        ``outer`` are taken as px.
+    center : (float, float), optional
+        Centre of the pattern (the unscattered beam), detector px; default the middle of the
+        detector, ``((k_y - 1) / 2, (k_x - 1) / 2)``.
+
+    Returns
+    -------
+    ndarray of bool, shape (k_y, k_x)
+
+    Raises
+    ------
+    InputError
+        Unknown detector name, a named detector on an uncalibrated detector without ``inner`` /
+        ``outer``, angles that are not ``0 <= inner < outer``, or an annulus that holds no pixel.
+    """
+    name = str(detector).lower()
+    if name not in DETECTORS and name != "annular":
+        raise InputError(f"unknown detector {detector!r}; use one of {', '.join(DETECTORS)}, 'annular' "
+                         "(with inner= and outer=), or pass a mask array")
+    if k_pixel_size is not None and not (np.isfinite(k_pixel_size) and k_pixel_size > 0):
+        raise InputError(f"k_pixel_size must be a positive number of mrad/px; got {k_pixel_size}")
+    if (inner is None or outer is None) and (name == "annular" or not k_pixel_size):
+        why = ("an 'annular' detector needs both angles" if name == "annular" else
+               "the detector is not calibrated (no k_pixel_size, mrad/px)")
+        raise InputError(f"{why}: give inner= and outer= ({'mrad' if k_pixel_size else 'detector px'}), or "
+                         "open the data with its k_pixel_size (attrs['k_pixel_size'] in mrad/px)")
+    lo, hi = DETECTORS.get(name, (None, None))
+    lo = float(lo if inner is None else inner)
+    hi = float(hi if outer is None else outer)
+    if not (np.isfinite(lo) and np.isfinite(hi) and 0 <= lo < hi):
+        raise InputError(f"detector angles must satisfy 0 <= inner < outer; got inner={lo}, outer={hi}")
+    r = _radius(shape, k_pixel_size, center)
+    mask = (r >= lo) & (r <= hi)
+    if not mask.any():
+        unit = "mrad" if k_pixel_size else "px"
+        raise InputError(f"the {name} detector ({lo:g}–{hi:g} {unit}) holds no detector pixel (the detector "
+                         f"reaches {r.max():.3g} {unit}); choose angles inside it with inner=/outer=")
+    return mask
+
+
+def reduce_patterns(block: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weighted sums of the diffraction patterns of one in-memory block.
+
+    Parameters
+    ----------
+    block : ndarray, shape (..., k_y, k_x)
+        Whole diffraction patterns (any real dtype).
+    weights : ndarray, shape (k_y, k_x, m)
+        One weight map per output channel.
+
+    Returns
+    -------
+    ndarray of float64, shape (..., m)
+        ``sum over (k_y, k_x) of block * weights[..., j]``. Patterns are converted to float64 a
+        few hundred at a time and multiplied with the weights (BLAS); for integer data and 0/1
+        masks every product and partial sum is an integer below 2**53, so the result is exact
+        whatever the summation order.
+    """
+    lead = block.shape[:-2]
+    k = block.shape[-2] * block.shape[-1]
+    w = np.ascontiguousarray(weights, dtype=np.float64).reshape(k, -1)
+    flat = np.asarray(block).reshape(-1, k)
+    out = np.empty((flat.shape[0], w.shape[1]), np.float64)
+    buf = np.empty((min(_BATCH, max(1, flat.shape[0])), k), np.float64)
+    for i in range(0, flat.shape[0], _BATCH):
+        part = flat[i:i + _BATCH]
+        n = part.shape[0]
+        np.copyto(buf[:n], part, casting="unsafe")
+        np.matmul(buf[:n], w, out=out[i:i + n])
+    return out.reshape(*lead, w.shape[1])
+
+
+def _as_4d(data):
+    """(DataArray with canonical dims, k_pixel_size) from what the virtual detector accepts."""
+    if not isinstance(data, xr.DataArray):
+        from ..io import open_stem
+
+        arr = np.asarray(data) if not isinstance(data, dsa.Array) else data
+        if arr.ndim not in (4, 5):
+            raise InputError(f"a virtual detector needs 4D-STEM data (scan_y, scan_x, k_y, k_x) or 5-D with a "
+                             f"frame axis first; got shape {arr.shape}")
+        import warnings
+
+        from ..errors import StemflowWarning
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", StemflowWarning)
+            data = open_stem(arr, check_finite=False)
+    dims = tuple(data.dims)
+    if dims not in (("scan_y", "scan_x", "k_y", "k_x"), ("frame", "scan_y", "scan_x", "k_y", "k_x")):
+        raise InputError(f"a virtual detector needs dims (scan_y, scan_x, k_y, k_x) or (frame, scan_y, scan_x, "
+                         f"k_y, k_x); got {dims}. Open the data with stemflow.open_stem, which names them")
+    if np.dtype(data.dtype).kind not in "iuf":
+        raise InputError(f"4D-STEM data of dtype {data.dtype} cannot be summed; convert to a real type first")
+    return data
+
+
+def _weights(data, detector, inner, outer, center, k_pixel_size):
+    shape = (data.sizes["k_y"], data.sizes["k_x"])
+    kps = k_pixel_size if k_pixel_size is not None else data.attrs.get("k_pixel_size")
+    if isinstance(detector, (np.ndarray, list, tuple)) and not isinstance(detector, str):
+        mask = np.asarray(detector)
+        if mask.shape != shape:
+            raise InputError(f"the detector mask has shape {mask.shape} but the patterns are {shape} (k_y, k_x)")
+        if not np.isfinite(mask.astype(np.float64)).all():
+            raise InputError("the detector mask holds NaN or Inf weights; use 0/1 or finite weights")
+        return mask, "mask"
+    return detector_mask(shape, detector, inner=inner, outer=outer, k_pixel_size=kps, center=center), str(detector)
+
+
+def _contract(x: dsa.Array, weights: np.ndarray) -> dsa.Array:
+    """Blockwise sums over the last two axes of ``x`` with ``weights`` (k_y, k_x, m)."""
+    nd = x.ndim
+    if len(x.chunks[-2]) > 1 or len(x.chunks[-1]) > 1:
+        x = x.rechunk({nd - 2: -1, nd - 1: -1})
+    w = dsa.from_array(weights.astype(np.float64), chunks=-1, name=False)
+    lead = "abc"[:nd - 2]
+    return dsa.blockwise(reduce_patterns, lead + "m", x, lead + "kl", w, "klm", concatenate=True,
+                         dtype=np.float64, meta=np.empty((0,) * (nd - 1), np.float64))
+
+
+def _image_coords(data):
+    coords = {}
+    for old, new in (("scan_y", "y"), ("scan_x", "x"), ("frame", "frame")):
+        if old in data.coords:
+            c = data.coords[old]
+            coords[new] = xr.Variable(new, c.values, c.attrs)
+    return coords
+
+
+def virtual_image(data, detector="haadf", *, inner=None, outer=None, center=None, k_pixel_size=None) -> xr.DataArray:
+    """Image of a virtual detector over 4D-STEM data, computed lazily chunk by chunk.
+
+    Parameters
+    ----------
+    data : xarray.DataArray, dask or numpy array
+        4D-STEM ``(scan_y, scan_x, k_y, k_x)`` or ``(frame, scan_y, scan_x, k_y, k_x)``, as
+        :func:`stemflow.open_stem` gives it; arrays are opened with it first.
+    detector : str or ndarray
+        A named annular detector (:data:`DETECTORS`: ``bf``, ``abf``, ``adf``, ``maadf``,
+        ``haadf``), ``"annular"`` with ``inner``/``outer``, or a (k_y, k_x) weight mask.
+    inner, outer : float, optional
+        Collection angles, mrad when calibrated (``attrs["k_pixel_size"]``), else detector px.
+    center : (float, float), optional
+        Pattern centre, detector px (default: the middle of the detector).
+    k_pixel_size : float, optional
+        mrad/px; overrides ``attrs["k_pixel_size"]``.
+
+    Returns
+    -------
+    xarray.DataArray of float64
+        Dims ``(y, x)`` or ``(frame, y, x)``, dask-backed (call ``.compute()``), coords and
+        ``attrs["pixel_size"]`` (nm/px) carried over from the scan, ``attrs["detector"]`` and
+        ``attrs["detector_mask_px"]`` (pixels in the mask). Ready for :func:`stemflow.find_atoms`.
+
+    Examples
+    --------
+    >>> da = stemflow.open_stem("scan.zarr")                           # doctest: +SKIP
+    >>> img = stemflow.parallel.virtual_image(da, "adf", inner=60, outer=120).compute()  # doctest: +SKIP
+    """
+    data = _as_4d(data)
+    mask, name = _weights(data, detector, inner, outer, center, k_pixel_size)
+    x = data.data if isinstance(data.data, dsa.Array) else dsa.from_array(data.data, chunks="auto")
+    out = _contract(x, np.asarray(mask, np.float64)[..., None])[..., 0]
+    dims = ("frame", "y", "x") if data.ndim == 5 else ("y", "x")
+    attrs = {k: v for k, v in data.attrs.items() if k in ("pixel_size", "pixel_size_units")}
+    attrs.update(detector=name, units="counts", detector_mask_px=int(np.count_nonzero(mask)))
+    if inner is not None or outer is not None or name in DETECTORS:
+        lo, hi = DETECTORS.get(name, (inner, outer))
+        attrs["detector_angles"] = [float(inner if inner is not None else lo), float(outer if outer is not None else hi)]
+    return xr.DataArray(out, dims=dims, coords=_image_coords(data), attrs=attrs, name=name)
+
+
+def center_of_mass(data, *, mask=None, center=None, k_pixel_size=None) -> xr.DataArray:
+    """Centre of mass of each diffraction pattern relative to the pattern centre.
+
+    Parameters
+    ----------
+    data : xarray.DataArray, dask or numpy array
+        4D-STEM data as for :func:`virtual_image`.
+    mask : ndarray of bool, optional
+        Detector pixels to include (k_y, k_x); default all.
+    center : (float, float), optional
+        Pattern centre, detector px (default the middle of the detector).
+    k_pixel_size : float, optional
+        mrad/px; overrides ``attrs["k_pixel_size"]``.
+
+    Returns
+    -------
+    xarray.DataArray of float64
+        Dims ``(component, y, x)`` (or ``(component, frame, y, x)``) with ``component`` =
+        ``com_y``, ``com_x``: the shift in mrad when calibrated, else in detector px
+        (``attrs["units"]``). NaN where a pattern has no counts inside the mask.
+    """
+    data = _as_4d(data)
+    ky, kx = data.sizes["k_y"], data.sizes["k_x"]
+    kps = k_pixel_size if k_pixel_size is not None else data.attrs.get("k_pixel_size")
+    cy, cx = ((ky - 1) / 2, (kx - 1) / 2) if center is None else center
+    m = np.ones((ky, kx)) if mask is None else np.asarray(mask, np.float64)
+    if m.shape != (ky, kx):
+        raise InputError(f"mask has shape {m.shape} but the patterns are {(ky, kx)} (k_y, k_x)")
+    scale = float(kps) if kps else 1.0
+    gy = (np.arange(ky)[:, None] - cy) * scale * np.ones((1, kx))
+    gx = (np.arange(kx)[None, :] - cx) * scale * np.ones((ky, 1))
+    w = np.stack([m, m * gy, m * gx], axis=-1)
+    x = data.data if isinstance(data.data, dsa.Array) else dsa.from_array(data.data, chunks="auto")
+    s = _contract(x, w)
+    total = s[..., 0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        com = dsa.stack([s[..., 1] / total, s[..., 2] / total])
+    dims = ("component", "frame", "y", "x") if data.ndim == 5 else ("component", "y", "x")
+    coords = {"component": ["com_y", "com_x"], **_image_coords(data)}
+    attrs = {k: v for k, v in data.attrs.items() if k in ("pixel_size", "pixel_size_units")}
+    attrs["units"] = "mrad" if kps else "px"
+    return xr.DataArray(com, dims=dims, coords=coords, attrs=attrs, name="center_of_mass")

@@ -1,0 +1,332 @@
+"""What runs on a worker: the model, loaded once per process, and one part of frames → atoms.
+
+Tasks carry a :class:`ModelRef` (a path or the weights' bytes, with their SHA-256), never a
+pickled network; :func:`get_model` loads it once per worker process onto the worker's GPU when it
+has one (``LocalCUDACluster`` gives each worker its own), else the CPU, and caches it by hash.
+:class:`ModelPlugin` does that when a worker starts, before any task arrives. A task
+(:func:`process_part`) reads its frames where the data are, runs :func:`stemflow.find_atoms`
+on them, writes the part atomically and returns only a few numbers.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import tempfile
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError, StemflowWarning
+from ..nn.weights import WEIGHTS_DIR, Model, bundled_models, load_model
+
+__all__ = ["ModelRef", "model_ref", "get_model", "worker_device", "ModelPlugin", "TiledModel",
+           "find_frames", "load_frames", "process_part"]
+
+_MODELS: dict[str, Model] = {}
+_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """How a worker finds the model: a weights path, or the weights' bytes and card.
+
+    Attributes
+    ----------
+    sha256 : str
+        SHA-256 of the ``.pt`` file: the cache key, and checked on load.
+    name : str
+    path : str, optional
+        ``NAME.pt`` readable by the workers (shared file system), ``NAME.json`` beside it.
+    data : bytes, optional
+        The ``.pt`` file's bytes, for workers that cannot see the file.
+    card : dict, optional
+        The model card, with ``data``.
+    """
+
+    sha256: str
+    name: str
+    path: str | None = None
+    data: bytes | None = field(default=None, repr=False)
+    card: dict | None = field(default=None, repr=False)
+
+    def without_data(self) -> "ModelRef":
+        """A light copy (hash and name only) for tasks: the bytes went to the workers once."""
+        return ModelRef(self.sha256, self.name, self.path)
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def model_ref(model=None, embed: bool = False) -> ModelRef:
+    """A :class:`ModelRef` for a bundled name, a ``NAME.pt`` path or a loaded :class:`Model`.
+
+    Parameters
+    ----------
+    model : str, Path or Model, optional
+        Default ``"default"`` (the bundled model).
+    embed : bool
+        Carry the weights' bytes (for workers without the file). A loaded ``Model`` is always
+        embedded (its state is saved to bytes).
+    """
+    import io
+
+    import torch
+
+    if isinstance(model, Model):
+        buf = io.BytesIO()
+        torch.save({k: v.detach().cpu().contiguous() for k, v in model.net.state_dict().items()}, buf)
+        data = buf.getvalue()
+        card = dict(model.card, sha256=hashlib.sha256(data).hexdigest(), format="stemflow-atomnet-1",
+                    architecture=model.net.config)
+        return ModelRef(card["sha256"], model.name, None, data, card)
+    name = "default" if model is None else model
+    if isinstance(name, str) and "/" not in name and name in bundled_models():
+        pt = WEIGHTS_DIR / f"{name}.pt"
+    else:
+        pt = Path(name)
+        pt = pt.with_suffix(".pt") if pt.suffix in ("", ".json") else pt
+        if not pt.is_file():
+            load_model(name)  # raises the loader's error naming the fix
+    pt = pt.resolve()
+    card = json.loads(pt.with_suffix(".json").read_text())
+    digest = _sha256_file(pt)
+    if embed:
+        return ModelRef(digest, str(card.get("name", pt.stem)), str(pt), pt.read_bytes(), card)
+    return ModelRef(digest, str(card.get("name", pt.stem)), str(pt))
+
+
+def worker_device() -> str:
+    """``"cuda"`` when this process sees a GPU (its own under ``LocalCUDACluster``), else ``"cpu"``."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def get_model(ref: ModelRef, device: str | None = None) -> Model:
+    """The model of ``ref``, loaded once per process (cache keyed by SHA-256) on ``device``.
+
+    Raises
+    ------
+    InputError
+        The weights are unknown here (a light ref whose model was never sent to this process and
+        whose path is missing) or their hash differs from the ref's.
+    """
+    with _LOCK:
+        model = _MODELS.get(ref.sha256)
+        if model is not None:
+            return model
+        device = device or worker_device()
+        if ref.data is not None:
+            folder = Path(tempfile.gettempdir()) / f"stemflow-models-{os.getuid() if hasattr(os, 'getuid') else 0}"
+            folder.mkdir(exist_ok=True)
+            pt = folder / f"{ref.sha256}.pt"
+            if not pt.exists() or _sha256_file(pt) != ref.sha256:
+                tmp = pt.with_name(f".{pt.name}.{os.getpid()}.tmp")
+                tmp.write_bytes(ref.data)
+                os.replace(tmp, pt)
+            card = dict(ref.card or {}, sha256=ref.sha256)
+            pt.with_suffix(".json").write_text(json.dumps(card))
+            model = load_model(pt, device=device)
+        elif ref.path is not None and Path(ref.path).is_file():
+            if _sha256_file(Path(ref.path)) != ref.sha256:
+                raise InputError(f"the weights at {ref.path!r} changed since the run started (SHA-256 differs); "
+                                 "rerun so that every worker uses the same model")
+            model = load_model(ref.path, device=device)
+        else:
+            raise InputError(f"model {ref.name!r} ({ref.sha256[:12]}…) is not on this worker and its path "
+                             f"{ref.path!r} is not readable here; run with the model embedded (bytes) or put the "
+                             "weights on a file system the workers share")
+        _MODELS[ref.sha256] = model
+        return model
+
+
+try:
+    from distributed.diagnostics.plugin import WorkerPlugin
+except ImportError:  # pragma: no cover - distributed is a dependency
+    WorkerPlugin = object
+
+
+class ModelPlugin(WorkerPlugin):
+    """Load the model on each worker as it starts (and on workers that join later).
+
+    Parameters
+    ----------
+    ref : ModelRef
+        Sent once per worker (with its bytes when embedded); tasks then carry only the hash.
+    """
+
+    name = "stemflow-model"
+
+    def __init__(self, ref: ModelRef):
+        self.ref = ref
+
+    def setup(self, worker):
+        import torch
+
+        torch.set_num_threads(max(1, int(getattr(worker.state, "nthreads", 1) or 1)))
+        get_model(self.ref)
+
+
+@dataclass
+class TiledModel(Model):
+    """A :class:`Model` whose network passes use a given ``tile`` (px on the network's grid) and
+    that keeps the class maps it computes when ``keep`` is a list.
+
+    Shares the network (and device) of the model it was made from; see :meth:`of`.
+    """
+
+    tile: int = 1024
+    keep: list | None = None
+
+    @classmethod
+    def of(cls, model: Model, tile: int = 1024, keep: list | None = None) -> "TiledModel":
+        return cls(net=model.net, card=model.card, device=model.device, tile=int(tile), keep=keep)
+
+    def maps(self, images, tile=None, batch_size=4):
+        probs, offsets = Model.maps(self, images, tile=self.tile if tile is None else tile, batch_size=batch_size)
+        if self.keep is not None:
+            self.keep.append(probs)
+        return probs, offsets
+
+
+def find_frames(frames: np.ndarray, first_frame: int, model: Model, pixel_size: float, *, lattice="graphene",
+                threshold=0.5, refine=False, batch_size=4, tile=1024, keep_maps=False):
+    """Atoms in a block of frames, with global frame numbers.
+
+    Parameters
+    ----------
+    frames : ndarray, (n, y, x)
+        Images (counts).
+    first_frame : int
+        Global index of ``frames[0]``; ``frame`` in the result counts from it.
+    model : Model
+    pixel_size : float
+        nm/px of the frames.
+    lattice, threshold, refine, batch_size
+        As in :func:`stemflow.find_atoms`.
+    tile : int
+        Largest side of one network pass, px on the network's grid; larger frames are cut into
+        tiles with a halo (half the receptive field) whose stitched maps equal a whole-frame pass.
+    keep_maps : bool
+        Also return the class probabilities, (n, classes, y', x') on the network's grid.
+
+    Returns
+    -------
+    DataFrame or (DataFrame, ndarray)
+        The atoms table of :func:`stemflow.find_atoms` with ``frame`` = ``first_frame + i``.
+    """
+    from ..find import find_atoms
+
+    keep = [] if keep_maps else None
+    net = TiledModel.of(model, tile=tile, keep=keep)
+    df = find_atoms(np.asarray(frames), pixel_size=pixel_size, lattice=lattice, model=net, threshold=threshold,
+                    refine=refine, batch_size=batch_size)
+    if "frame" not in df.columns:
+        df.insert(0, "frame", np.int64(0))
+    df["frame"] = df["frame"].astype(np.int64) + int(first_frame)
+    if keep_maps:
+        return df, np.concatenate(keep) if keep else None
+    return df
+
+
+@functools.lru_cache(maxsize=8)
+def _open(path: str, dataset, pixel_size):
+    from ..io import open_stem
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StemflowWarning)
+        return open_stem(path, dataset=dataset, pixel_size=pixel_size, check_finite=False)
+
+
+def load_frames(source: dict, start: int, stop: int) -> np.ndarray:
+    """Frames ``start:stop`` of an input as (n, y, x) float arrays, read where the task runs.
+
+    Parameters
+    ----------
+    source : dict
+        ``path`` (what :func:`stemflow.open_stem` opens), ``dataset``, ``pixel_size`` (nm/px
+        override or None) and, for 5-D 4D-STEM movies, ``detector`` (keywords of
+        :func:`~stemflow.parallel.virtual.virtual_image`).
+    start, stop : int
+        Global frame range.
+
+    """
+    da = _open(source["path"], source.get("dataset"), source.get("pixel_size"))
+    if da.ndim == 2:
+        block = da.values[None]
+    elif da.ndim == 3:
+        block = da.isel(frame=slice(start, stop)).data.compute(scheduler="sync")
+    elif da.ndim == 5:
+        from .virtual import virtual_image
+
+        block = virtual_image(da.isel(frame=slice(start, stop)), **source["detector"]).data.compute(scheduler="sync")
+    else:
+        raise InputError(f"{source['path']!r} has dims {da.dims}; 4D scans are reduced to one image before the "
+                         "parts are made")
+    return block
+
+
+def process_part(index: int, start: int, stop: int, source, ref: ModelRef, params: dict, out: str) -> dict:
+    """One task: frames ``start:stop`` → atoms → ``OUT/atoms.parquet/part-INDEX.parquet``.
+
+    Parameters
+    ----------
+    index : int
+        Part number.
+    start, stop : int
+        Global frame range of the part.
+    source : dict or ndarray
+        Where the frames are (see :func:`load_frames`), or the frames themselves (n, y, x).
+    ref : ModelRef
+        The model (loaded once per worker process).
+    params : dict
+        ``pixel_size`` (nm/px), ``lattice``, ``threshold``, ``refine``, ``batch_size``, ``tile``,
+        ``save_probabilities``.
+    out : str
+        The run's output directory.
+
+    Returns
+    -------
+    dict
+        ``part``, ``frames``, ``rows``, ``labels`` (counts), ``seconds``, ``pid``, ``device``.
+
+    Raises
+    ------
+    InputError
+        NaN or Inf in the frames (named by global frame index).
+    """
+    from .output import PROBABILITIES, write_part
+
+    t0 = time.perf_counter()
+    from ..io import check_finite
+
+    frames = load_frames(source, start, stop) if isinstance(source, dict) else np.asarray(source)
+    check_finite(frames, start)
+    model = get_model(ref)
+    save = bool(params.get("save_probabilities"))
+    res = find_frames(frames, start, model, params["pixel_size"], lattice=params["lattice"],
+                      threshold=params["threshold"], refine=params["refine"], batch_size=params["batch_size"],
+                      tile=params["tile"], keep_maps=save)
+    df, maps = res if save else (res, None)
+    if save:
+        import zarr
+
+        arr = zarr.open_array(str(Path(out) / PROBABILITIES), mode="r+")
+        arr[start:stop] = maps.astype(arr.dtype)
+    write_part(out, index, df)
+    return {"part": int(index), "frames": int(stop - start), "rows": int(len(df)),
+            "labels": {str(k): int(v) for k, v in pd.Series(df["label"]).value_counts().items()},
+            "seconds": time.perf_counter() - t0, "pid": os.getpid(), "device": str(model.device)}

@@ -1,0 +1,313 @@
+"""The Dask pipeline with real worker processes, scored against the simulator's ground truth."""
+
+import json
+import os
+import signal
+import socket
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+import zarr
+
+import stemflow
+from stemflow.errors import InputError, StemflowWarning
+from stemflow.parallel import (ClusterError, OutputMismatchError, center_of_mass, connect, detector_mask, read_atoms,
+                               run, virtual_image)
+from stemflow.parallel.output import complete_parts, part_path
+from stemflow.nn.infer import tiles
+from stemflow.parallel.pipeline import plan_parts
+from stemflow.simulate import simulate_movie
+from stemflow.simulate.fourd import Detector
+from stemflow.simulate.write import write_4d, write_movie
+
+distributed = pytest.importorskip("distributed")
+
+PX = 0.02  # nm/px: the bundled network's own sampling, so no resampling
+EDGE = 0.15 / PX  # px: columns cut by the frame edge have no well-defined centre
+
+
+@pytest.fixture(scope="module")
+def client():
+    """Two single-threaded worker processes; they advertise a GPU resource so that the tasks'
+    resource annotation is exercised (the device is still the CPU here)."""
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                  resources={"GPU": 1}) as cluster, distributed.Client(cluster) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def movie(tmp_path_factory):
+    """12 frames of Si-doped graphene with vacancies, 128² px, stored in chunks of 2 frames."""
+    mov = simulate_movie("graphene", 12, 128, seed=3, pixel_size=PX, drift=(0.3, -0.2),
+                         defects={"Si1C3": 0.4, "V1": 0.2})
+    store = tmp_path_factory.mktemp("movie") / "movie.zarr"
+    write_movie(mov, store, progress=False, frame_chunk_mb=2 * 128 * 128 * 4 / 1e6)
+    return mov, store
+
+
+@pytest.fixture(scope="module")
+def reference(client, movie, tmp_path_factory):
+    """An undisturbed run over the movie, one frame per part."""
+    _, store = movie
+    out = tmp_path_factory.mktemp("runs") / "reference"
+    summary = run(store, out, client=client, frames_per_part=1, progress=False)
+    return summary, read_atoms(out)
+
+
+def _inner(t, shape):
+    h, w = shape
+    return t[t.y.between(EDGE, h - 1 - EDGE) & t.x.between(EDGE, w - 1 - EDGE)].reset_index(drop=True)
+
+
+def test_run_finds_the_simulated_atoms_in_every_frame(movie, reference):
+    mov, _ = movie
+    summary, atoms = reference
+    assert (summary.parts, summary.computed, summary.skipped, summary.frames) == (12, 12, 0, 12)
+    assert summary.rows == len(atoms)
+    assert sorted(atoms.frame.unique()) == list(range(12))
+    for f in (0, 11):
+        s = stemflow.score(_inner(atoms[atoms.frame == f], mov.shape),
+                           _inner(mov.atoms[mov.atoms.frame == f], mov.shape), pixel_size=PX)
+        assert s.loc["lattice", "f1"] > 0.98
+        assert s.loc["lattice", "rmse_px"] < 0.3
+        assert s.loc["dopant", "recall"] >= 0.9
+
+
+def test_parts_carry_the_gpu_resource_annotation(client, movie, tmp_path):
+    _, store = movie
+    seen = []
+
+    def restrictions(part):
+        seen.append(client.run_on_scheduler(lambda dask_scheduler: [
+            ts.resource_restrictions for key, ts in dask_scheduler.tasks.items() if "stemflow-part" in str(key)]))
+
+    run(store, tmp_path / "out", client=client, frames="0:4", frames_per_part=2, progress=False, on_part=restrictions)
+    flat = [r for rs in seen for r in rs]
+    assert flat and all(r == {"GPU": 1} for r in flat)
+
+
+def test_worker_killed_mid_run_gives_the_same_table(client, movie, reference, tmp_path):
+    _, store = movie
+    killed = []
+
+    def kill_a_busy_worker(part):
+        if killed:
+            return
+        busy = [w for w, keys in client.processing().items() if keys]
+        assert busy, "no worker was busy when the first part finished"
+        pid = client.run(os.getpid, workers=[busy[0]])[busy[0]]
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+
+    summary = run(store, tmp_path / "out", client=client, frames_per_part=1, progress=False,
+                  on_part=kill_a_busy_worker)
+    assert killed and summary.computed == 12
+    pd.testing.assert_frame_equal(read_atoms(tmp_path / "out"), reference[1])
+    client.wait_for_workers(2, timeout=60)
+    assert killed[0] not in client.run(os.getpid).values()
+
+
+def _idle(client, timeout=30):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if not any(client.run(lambda dask_worker: len(dask_worker.state.executing)).values()):
+            return
+        time.sleep(0.05)
+
+
+def test_interrupted_run_resumes_computing_only_the_missing_parts(client, movie, reference, tmp_path):
+    _, store = movie
+    out = tmp_path / "out"
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_three(part, count=[]):
+        count.append(part)
+        if len(count) == 3:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        run(store, out, client=client, frames_per_part=1, progress=False, on_part=stop_after_three)
+    _idle(client)  # tasks already running when the run stopped still finish their parts
+    before = complete_parts(out)
+    assert 3 <= len(before) < 12
+    computed = []
+    summary = run(store, out, client=client, frames_per_part=1, progress=False, on_part=lambda s: computed.append(s["part"]))
+    assert (summary.skipped, summary.computed) == (len(before), 12 - len(before))
+    assert sorted(computed) == sorted(set(range(12)) - before)
+    pd.testing.assert_frame_equal(read_atoms(out), reference[1])
+    again = run(store, out, client=client, frames_per_part=1, progress=False)
+    assert (again.computed, again.skipped, again.rows) == (0, 12, len(reference[1]))
+
+
+def test_a_resume_with_other_settings_is_refused_unless_overwrite(client, movie, reference, tmp_path):
+    _, store = movie
+    out = reference[0].out
+    with pytest.raises(OutputMismatchError, match=r"parameters\.lattice.*--overwrite"):
+        run(store, out, client=client, frames_per_part=1, lattice="ws2", progress=False)
+    with pytest.raises(OutputMismatchError, match="parameters.threshold"):
+        run(store, out, client=client, frames_per_part=1, threshold=0.6, progress=False)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("not a run")
+    with pytest.raises(OutputMismatchError, match="holds no stemflow run"):
+        run(store, tmp_path / "other", client=client, frames="0:1", progress=False)
+    s = run(store, tmp_path / "other", client=client, frames="0:1", overwrite=True, progress=False)
+    assert s.computed == 1 and json.loads((tmp_path / "other" / "manifest.json").read_text())["complete"]
+
+
+def test_tiles_equal_whole_frames(client, tmp_path):
+    mov = simulate_movie("graphene", 1, 256, seed=8, pixel_size=PX, defects={"Si1C3": 0.3, "V1": 0.2})
+    img = xr.DataArray(mov.images(), dims=("frame", "y", "x"), attrs={"pixel_size": PX})
+    model = stemflow.load_model("default", device="cpu")
+    assert len(tiles(256, 224, model.receptive_field // 2 + 1)) == 6  # 6 × 6 tiles with halos
+    whole = run(img, tmp_path / "whole", client=client, tile=1024, progress=False)
+    tiled = run(img, tmp_path / "tiled", client=client, tile=224, progress=False)
+    a, b = read_atoms(whole.out), read_atoms(tiled.out)
+    assert len(a) == len(b) and (a.label == b.label).all()
+    np.testing.assert_allclose(b[["y", "x"]], a[["y", "x"]], atol=1e-3)
+    s = stemflow.score(_inner(b, mov.shape), _inner(mov.atoms, mov.shape), pixel_size=PX)
+    assert s.loc["lattice", "f1"] > 0.98 and s.loc["vacancy", "recall"] >= 0.8
+    norm = stemflow.preprocess.normalize(mov.images()[0])
+    p_whole, _ = model.maps(norm, tile=1024)
+    p_tiled, _ = model.maps(norm, tile=224)
+    np.testing.assert_allclose(p_tiled, p_whole, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def scan(tmp_path_factory):
+    det = Detector(shape=(32, 32), k_pixel_size=8.0)
+    store = tmp_path_factory.mktemp("scan") / "scan.zarr"
+    write_4d(store, "graphene", (96, 96), detector=det, rows_per_chunk=10, seed=2, pixel_size=PX, progress=False,
+             defects={"Si1C3": 1})
+    return store, det
+
+
+def test_virtual_image_equals_the_numpy_reduction_exactly(scan):
+    store, det = scan
+    da = stemflow.open_stem(store, dataset="data", chunks={"scan_y": 10})
+    assert da.attrs["k_pixel_size"] == 8.0 and len(da.chunks[0]) > 1
+    data = np.asarray(zarr.open_array(str(store / "data")))
+    for name, inner, outer in (("adf", 60.0, 120.0), ("bf", None, None), ("haadf", None, None)):
+        img = virtual_image(da, name, inner=inner, outer=outer)
+        assert img.dims == ("y", "x") and img.attrs["pixel_size"] == PX
+        mask = detector_mask((32, 32), name, inner=inner, outer=outer, k_pixel_size=8.0)
+        np.testing.assert_array_equal(img.values, (data * mask).sum(axis=(2, 3)))
+    # the simulator's own ADF annulus gives back the image it was made from, up to shot noise
+    adf = virtual_image(da, det.adf_mask()).values
+    expected = np.asarray(zarr.open_array(str(store / "adf")))
+    z = (adf - expected) / np.sqrt(expected)  # Poisson: mean 0, standard deviation 1
+    assert abs(z.mean()) < 0.05 and 0.9 < z.std() < 1.1
+    # 5-D: a frame axis in front gives one image per frame, the same numbers
+    part = data[:24, :24]
+    five = stemflow.open_stem(np.stack([part, part[::-1]]), pixel_size=PX, check_finite=False)
+    got = virtual_image(five, "annular", inner=5, outer=12).values
+    mask = detector_mask((32, 32), "annular", inner=5, outer=12)
+    np.testing.assert_array_equal(got[1], (part[::-1] * mask).sum(axis=(2, 3)))
+    np.testing.assert_array_equal(da.stem.virtual_image("adf", inner=60, outer=120).values,
+                                  virtual_image(da, "adf", inner=60, outer=120).values)
+
+
+def test_center_of_mass_finds_a_shifted_disk():
+    ky = kx = 33
+    yy, xx = np.mgrid[:ky, :kx]
+    shifts = [(0.0, 0.0), (2.0, -3.0), (-4.0, 1.0)]
+    pats = np.stack([(np.hypot(yy - 16 - dy, xx - 16 - dx) <= 5).astype(np.uint16) * 100 for dy, dx in shifts])
+    data = stemflow.open_stem(pats.reshape(1, 3, ky, kx), pixel_size=PX, check_finite=False)
+    com = center_of_mass(data, k_pixel_size=2.0).values
+    np.testing.assert_allclose(com[:, 0].T, np.array(shifts) * 2.0, atol=1e-9)
+
+
+def test_run_on_a_4d_scan_finds_the_atoms_of_its_virtual_image(client, scan, tmp_path):
+    store, _ = scan
+    s = run(store, tmp_path / "out", client=client, dataset="data", detector="adf:60:120", progress=False)
+    atoms = read_atoms(s.out)
+    truth = pd.read_parquet(store.with_name("scan.atoms.parquet"))
+    sc = stemflow.score(_inner(atoms, (96, 96)), _inner(truth, (96, 96)), pixel_size=PX)
+    assert s.parts == 1 and (atoms.frame == 0).all()
+    assert sc.loc["lattice", "f1"] > 0.95
+    m = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert m["parameters"]["detector"] == {"detector": "adf", "inner": 60.0, "outer": 120.0}
+
+
+def test_save_probabilities_writes_class_maps_in_the_same_pass(client, movie, tmp_path):
+    mov, store = movie
+    run(store, tmp_path / "out", client=client, frames="4:6", save_probabilities=True, progress=False)
+    probs = zarr.open_array(str(tmp_path / "out" / "probabilities.zarr"))
+    assert probs.shape == (12, 4, 128, 128) and np.isnan(probs[0]).all()
+    p = probs[4].astype(np.float32)
+    np.testing.assert_allclose(p.sum(axis=0), 1.0, atol=0.01)
+    truth = mov.masks(4, 5)[0]
+    assert (p.argmax(axis=0) == truth).mean() > 0.9
+    atoms = read_atoms(tmp_path / "out")
+    assert sorted(atoms.frame.unique()) == [4, 5]
+
+
+def test_bad_inputs_get_errors_naming_the_fix(client, movie, tmp_path):
+    _, store = movie
+    with pytest.raises(InputError, match="pixel_size"), pytest.warns(StemflowWarning, match="no pixel size"):
+        run(np.ones((2, 64, 64), np.float32), tmp_path / "a", client=client, progress=False)
+    with pytest.raises(InputError, match="unknown lattice"):
+        run(store, tmp_path / "b", client=client, lattice="diamond", progress=False)
+    with pytest.raises(InputError, match="select nothing"):
+        run(store, tmp_path / "c", client=client, frames="8:3", progress=False)
+    with pytest.raises(InputError, match="4D-STEM data only"):
+        run(store, tmp_path / "d", client=client, detector="haadf", progress=False)
+    with pytest.raises(InputError, match="not calibrated"):
+        virtual_image(np.ones((4, 4, 16, 16), np.uint16), "haadf")
+    with pytest.raises(InputError, match="holds no detector pixel"):
+        detector_mask((16, 16), "annular", inner=50, outer=60)
+    bad = np.random.default_rng(0).random((4, 64, 64)).astype(np.float32)
+    bad[2, 5, 5] = np.nan
+    with pytest.raises(InputError, match="frames 2 contain NaN"):
+        run(xr.DataArray(bad, dims=("frame", "y", "x"), attrs={"pixel_size": PX}), tmp_path / "e", client=client,
+            frames_per_part=1, progress=False)
+
+
+def test_chunks_that_split_frames_are_rechunked_with_a_warning(client, movie, tmp_path):
+    mov, _ = movie
+    store = tmp_path / "split.zarr"
+    arr = zarr.create_array(str(store), shape=(2, 128, 128), chunks=(1, 64, 64), dtype="float32")
+    arr[:] = mov.images(0, 2)
+    with pytest.warns(StemflowWarning, match="splits each frame"):
+        s = run(store, tmp_path / "out", client=client, pixel_size=PX, progress=False)
+    atoms = read_atoms(s.out)
+    sc = stemflow.score(_inner(atoms[atoms.frame == 1], mov.shape),
+                        _inner(mov.atoms[mov.atoms.frame == 1], mov.shape), pixel_size=PX)
+    assert sc.loc["lattice", "f1"] > 0.98
+
+
+def test_a_scheduler_that_does_not_answer_is_an_error_within_seconds():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.monotonic()
+    with pytest.raises(ClusterError, match="no Dask scheduler answered.*--scheduler"):
+        with connect(f"tcp://127.0.0.1:{port}", timeout=1, quiet=True):
+            pass
+    assert time.monotonic() - t0 < 10
+
+
+def test_parts_follow_the_input_chunks():
+    assert plan_parts((4, 4, 2), 0, 10) == [(0, 4), (4, 8), (8, 10)]
+    assert plan_parts((4, 4, 2), 3, 9) == [(3, 4), (4, 8), (8, 9)]
+    assert plan_parts((4, 4), 0, 8, frames_per_part=3) == [(0, 3), (3, 4), (4, 7), (7, 8)]
+
+
+def test_cli_run_writes_the_table_and_refuses_a_different_run(client, movie, tmp_path, capsys):
+    from stemflow.cli import main
+
+    mov, store = movie
+    out = tmp_path / "cli"
+    args = ["run", str(store), "--out", str(out), "--frames", "2:4", "--scheduler", client.scheduler.address, "--quiet"]
+    assert main(args) == 0
+    assert "2 frames" in capsys.readouterr().out
+    atoms = pd.read_parquet(out / "atoms.parquet")
+    assert sorted(atoms.frame.unique()) == [2, 3]
+    assert part_path(out, 0).exists()
+    assert main(args + ["--threshold", "0.7"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(args + ["--threshold", "0.7", "--overwrite"]) == 0
