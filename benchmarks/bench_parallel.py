@@ -123,16 +123,14 @@ class RSSMonitor:
 
 
 def pipeline(store: Path, n_frames: int, workers: int, out: Path, chunk_frames: int, monitor=False):
-    """frames/s of ``run`` on a fresh LocalCluster; peak RSS per worker (MB) when ``monitor``.
+    """frames/s of ``run`` on a fresh local cluster (the one ``stemflow run`` starts:
+    :func:`stemflow.parallel.connect`); peak RSS per worker (MB) when ``monitor``.
 
     The workers are warmed up first (imports, model loaded: a one-frame run elsewhere), as the bare
     loop's process is."""
-    from distributed import Client, LocalCluster
+    from stemflow.parallel import connect, run
 
-    from stemflow.parallel import run
-
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0") as cl, \
-            Client(cl) as client:
+    with connect(n_workers=workers, quiet=True) as client:
         pids = list(client.run(os.getpid).values())
         run(store, out.with_name(out.name + "-warm-up"), client=client, frames="0:1", overwrite=True, progress=False)
         base = {pid: 0 for pid in pids}

@@ -55,6 +55,22 @@ def _takes_n_workers(client) -> bool:
     return "n_workers" in inspect.signature(client.scheduler_info).parameters
 
 
+#: glibc's mmap threshold for worker processes, bytes (its largest adaptive value, 32 MB).
+MMAP_THRESHOLD = 32 * 1024 * 1024
+
+
+def _local_cluster(n_gpu, n_workers, threads_per_worker, dash, cluster_kwargs):
+    from distributed import LocalCluster
+
+    if n_gpu:
+        from dask_cuda import LocalCUDACluster
+
+        return LocalCUDACluster(threads_per_worker=threads_per_worker, dashboard_address=dash,
+                                resources={"GPU": 1}, **cluster_kwargs)
+    return LocalCluster(n_workers=n_workers or _cores(), threads_per_worker=threads_per_worker,
+                        processes=True, dashboard_address=dash, **cluster_kwargs)
+
+
 def _cores() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -123,14 +139,16 @@ def connect(scheduler: str | None = None, *, n_workers: int | None = None, threa
         raise MissingDependencyError("gpu=True needs dask-cuda and a visible GPU: pip install \"stemflow[gpu]\" "
                                      "on a machine with CUDA GPUs, or leave gpu unset to run on CPU workers")
     dash = ":0" if dashboard else None
-    if n_gpu:
-        from dask_cuda import LocalCUDACluster
+    # distributed starts workers with MALLOC_TRIM_THRESHOLD_ set, which also switches off glibc's
+    # adaptive mmap threshold: every array over 128 kB is then mmap'ed and unmapped afresh, and
+    # the network's passes run ~25 % slower (measured: 3.2 vs 4.3 frames/s of 512²). Raising the
+    # mmap threshold back keeps both the fast allocation and the memory trimming.
+    import dask
 
-        cluster = LocalCUDACluster(threads_per_worker=threads_per_worker, dashboard_address=dash,
-                                   resources={"GPU": 1}, **cluster_kwargs)
-    else:
-        cluster = LocalCluster(n_workers=n_workers or _cores(), threads_per_worker=threads_per_worker,
-                               processes=True, dashboard_address=dash, **cluster_kwargs)
+    environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
+    environ.setdefault("MALLOC_MMAP_THRESHOLD_", MMAP_THRESHOLD)
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+        cluster = _local_cluster(n_gpu, n_workers, threads_per_worker, dash, cluster_kwargs)
     client = Client(cluster, set_as_default=False)
     try:
         if dashboard:
