@@ -84,7 +84,8 @@ def _cmd_find(args) -> int:
     if args.frames:
         a, _, b = args.frames.partition(":")
         da = da.isel(frame=slice(int(a) if a else None, int(b) if b else None))
-    atoms = find_atoms(da, lattice=args.lattice, model=args.model, threshold=args.threshold, refine=args.refine)
+    atoms = find_atoms(da, lattice=args.lattice, model=args.model, threshold=args.threshold, refine=args.refine,
+                       identify=False if args.no_identify else None)
     out = Path(args.out)
     tmp = out.with_name(f".{out.name}.partial")
     atoms.to_parquet(tmp, index=False)
@@ -156,7 +157,8 @@ def _cmd_run(args) -> int:
                   detector=args.detector, save_probabilities=args.save_probabilities, overwrite=args.overwrite,
                   progress=not args.quiet, lattice=args.lattice, threshold=args.threshold, refine=args.refine,
                   pixel_size=args.pixel_size, dataset=args.dataset, frames_per_part=args.frames_per_part,
-                  tile=args.tile, batch_size=args.batch_size, n_workers=args.workers, embed_model=args.embed_model)
+                  tile=args.tile, batch_size=args.batch_size, n_workers=args.workers, embed_model=args.embed_model,
+                  identify=False if args.no_identify else None)
     print(f"wrote {summary}")
     return 0
 
@@ -199,8 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dataset", default=None, help="array inside the file (HDF5 path, Zarr array name)")
     s.add_argument("--frames", default=None, help="A:B, a range of frames")
     s.add_argument("--threshold", type=float, default=0.5)
-    s.add_argument("--refine", action="store_true", help="refine centres on the image (low-noise data)")
+    s.add_argument("--refine", action="store_true",
+                   help="refine centres by a Gaussian fit on the image (better from ~1e5-3e5 e/Å² up; slower)")
     s.add_argument("--out", required=True, help="atoms table to write (.parquet)")
+    s.add_argument("--no-identify", action="store_true",
+                   help="skip the chemical identification (elements, coordination, defect complexes)")
     s.set_defaults(func=_cmd_find)
 
     s = sub.add_parser("train", help="train a network on streamed simulated data")
@@ -239,12 +244,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pixel-size", type=float, default=None, help="nm/px (default: from the file)")
     s.add_argument("--dataset", default=None, help="array inside the file (HDF5 path, Zarr array name)")
     s.add_argument("--threshold", type=float, default=0.5)
-    s.add_argument("--refine", action="store_true", help="refine centres on the image (low-noise data)")
+    s.add_argument("--refine", action="store_true",
+                   help="refine centres by a Gaussian fit on the image (better from ~1e5-3e5 e/Å² up; slower)")
     s.add_argument("--frames-per-part", type=int, default=None, help="frames per task (default: one input chunk)")
     s.add_argument("--tile", type=int, default=1024, help="largest network pass, px on the network's grid")
     s.add_argument("--batch-size", type=int, default=4, help="frames per network pass")
     s.add_argument("--workers", type=int, default=None, help="local cluster: worker processes (default: one per core)")
     s.add_argument("--embed-model", action="store_true", help="send the weights to the workers instead of their path")
+    s.add_argument("--no-identify", action="store_true",
+                   help="skip the chemical identification (elements, coordination, defect complexes)")
     s.add_argument("--quiet", action="store_true", help="no dashboard link or progress bar")
     s.set_defaults(func=_cmd_run)
 

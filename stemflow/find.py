@@ -29,6 +29,8 @@ _PROBE_SIGMA_NM = 0.045
 #: σ_net² = floor² + (slope σ_fit)², and the fit's stated error inflated by ``inflation``;
 #: chosen on calibration frames by ``benchmarks/localisation.py``.
 _NET_ERROR = (0.075, 0.5, 2.0)
+#: Atoms closer than this to the frame edge (nm) get coordination -1: their neighbourhood is cut.
+_EDGE_NM = 0.15
 
 #: Columns of the atoms table ``find_atoms`` returns (``frame`` first for stacks).
 ATOMS_COLUMNS = ["y", "x", "y_nm", "x_nm", "label", "prob", "intensity"]
@@ -77,7 +79,8 @@ def _frames_and_calibration(image, pixel_size):
 
 def find_atoms(image, pixel_size: float | None = None, lattice: str = "graphene", model=None, *,
                threshold: float = 0.5, refine: bool = False, border: float = 0.0,
-               batch_size: int = 4) -> pd.DataFrame:
+               batch_size: int = 4, identify: bool | None = None,
+               identify_options: dict | None = None) -> pd.DataFrame:
     """Find atoms, dopants and vacancies in STEM images with the fully convolutional network.
 
     Parameters
@@ -103,6 +106,14 @@ def find_atoms(image, pixel_size: float | None = None, lattice: str = "graphene"
         Drop atoms whose centre lies within this many input px of the frame edge.
     batch_size : int
         Frames per network pass.
+    identify : bool, optional
+        Add the chemical identification of :func:`stemflow.chem.identify` (``element``,
+        ``count``, ``coordination``, ``site``, ``sublattice``, ``site_y``, ``site_x``,
+        ``defect``, ``defect_id``, ``cluster``). Default: on for crystalline lattices
+        (graphene, ws2, mos2), off for ``amorphous``. ``coordination`` is -1 within 0.15 nm of
+        the frame edge, where neighbours may lie outside the frame.
+    identify_options : dict, optional
+        Keywords of :func:`stemflow.chem.identify` (e.g. ``classes=False``, ``cutoffs``).
 
     Returns
     -------
@@ -158,4 +169,16 @@ def find_atoms(image, pixel_size: float | None = None, lattice: str = "graphene"
     cols = (["frame"] if stack else []) + ATOMS_COLUMNS
     out = out[cols]
     out.attrs.update(pixel_size=pixel_size, lattice=lattice, model=net.name)
+    if identify is None:
+        identify = lattice != "amorphous"
+    if identify:
+        from .chem import identify as chem_identify
+
+        out = chem_identify(out, pixel_size, lattice, image=frames if stack else frames[0],
+                            **(identify_options or {}))
+        # Neighbours beyond the frame edge are not seen: there the coordination is unknown (-1).
+        reach = _EDGE_NM / pixel_size
+        cut = ~(out.y.between(reach, h - 1 - reach) & out.x.between(reach, w - 1 - reach))
+        out.loc[cut, "coordination"] = np.int8(-1)
+        out.attrs.update(pixel_size=pixel_size, lattice=lattice, model=net.name)
     return out

@@ -232,7 +232,7 @@ def _part_rows(out: Path, index: int) -> int:
 def run(input, out, model=None, scheduler=None, frames=None, detector=None, save_probabilities=False,
         overwrite=False, progress=True, *, lattice="graphene", threshold=0.5, refine=False, pixel_size=None,
         dataset=None, frames_per_part=None, tile=1024, batch_size=4, client=None, n_workers=None,
-        embed_model=False, on_part=None, track=True, track_options=None) -> RunSummary:
+        embed_model=False, on_part=None, track=True, track_options=None, identify=None) -> RunSummary:
     """Find atoms in every frame of an input on a Dask cluster; write ``OUT/atoms.parquet``.
 
     Parameters
@@ -291,6 +291,10 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
         ``report.html`` (:func:`stemflow.parallel.dynamics.track_run`, on the client).
     track_options : dict, optional
         Keywords of :func:`stemflow.track.track`.
+    identify : bool, optional
+        Chemical identification on the workers (:func:`stemflow.chem.identify`: elements,
+        coordination, sites, defect complexes; the unsupervised classes are left out, ``cluster``
+        is -1). Default: on for crystalline lattices, off for ``amorphous``.
 
     Returns
     -------
@@ -341,7 +345,9 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
         start, stop, parts, n_total = 0, 1, [(0, 1)], 1
     ref = model_ref(model, embed=embed_model)
     card = _card_of(ref)
+    identify = (lattice != "amorphous") if identify is None else bool(identify)
     params = {"pixel_size": float(ps), "lattice": lattice, "threshold": float(threshold), "refine": bool(refine),
+              "identify": identify,
               "tile": int(tile), "batch_size": int(batch_size), "save_probabilities": bool(save_probabilities)}
     manifest = {"format": FORMAT, "input": _identity(da, source), "model": {"name": ref.name, "sha256": ref.sha256},
                 "parameters": {**{k: v for k, v in params.items() if k != "batch_size"},

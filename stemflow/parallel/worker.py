@@ -203,7 +203,7 @@ class TiledModel(Model):
 
 
 def find_frames(frames: np.ndarray, first_frame: int, model: Model, pixel_size: float, *, lattice="graphene",
-                threshold=0.5, refine=False, batch_size=4, tile=1024, keep_maps=False):
+                threshold=0.5, refine=False, batch_size=4, tile=1024, keep_maps=False, identify=False):
     """Atoms in a block of frames, with global frame numbers.
 
     Parameters
@@ -222,6 +222,9 @@ def find_frames(frames: np.ndarray, first_frame: int, model: Model, pixel_size: 
         tiles with a halo (half the receptive field) whose stitched maps equal a whole-frame pass.
     keep_maps : bool
         Also return the class probabilities, (n, classes, y', x') on the network's grid.
+    identify : bool
+        Add the chemical identification (:func:`stemflow.chem.identify`) without the
+        unsupervised classes, which need all the complexes of a dataset at once.
 
     Returns
     -------
@@ -233,7 +236,8 @@ def find_frames(frames: np.ndarray, first_frame: int, model: Model, pixel_size: 
     keep = [] if keep_maps else None
     net = TiledModel.of(model, tile=tile, keep=keep)
     df = find_atoms(np.asarray(frames), pixel_size=pixel_size, lattice=lattice, model=net, threshold=threshold,
-                    refine=refine, batch_size=batch_size)
+                    refine=refine, batch_size=batch_size, identify=bool(identify),
+                    identify_options={"classes": False})
     if "frame" not in df.columns:
         df.insert(0, "frame", np.int64(0))
     df["frame"] = df["frame"].astype(np.int64) + int(first_frame)
@@ -319,7 +323,7 @@ def process_part(index: int, start: int, stop: int, source, ref: ModelRef, param
     save = bool(params.get("save_probabilities"))
     res = find_frames(frames, start, model, params["pixel_size"], lattice=params["lattice"],
                       threshold=params["threshold"], refine=params["refine"], batch_size=params["batch_size"],
-                      tile=params["tile"], keep_maps=save)
+                      tile=params["tile"], keep_maps=save, identify=params.get("identify", False))
     df, maps = res if save else (res, None)
     if save:
         import zarr

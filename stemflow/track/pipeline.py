@@ -69,7 +69,7 @@ def _chunks(atoms) -> tuple[Iterable[pd.DataFrame], pd.DataFrame | None]:
 
 
 def _steady_coordination(traj: pd.DataFrame, still: float) -> pd.DataFrame:
-    """Clean the coordination counted from host atoms, per trajectory.
+    """Clean the coordination (counted from host atoms, or given), per trajectory.
 
     A coordination change moves the atom (a 4-fold Si sits half a bond from its 3-fold site), so
     within a *stay* — consecutive observations less than ``still`` px apart — the coordination is
@@ -308,7 +308,9 @@ def track(atoms, pixel_size: float | None = None, *, labels=DEFAULT_LABELS, sear
         if "site" in traj.columns:
             traj = traj.rename(columns={"site": "site_input"})
         traj = assign_sites(traj, sp / px, same=same_site, new=new_site)
-    if state.get("derived") and len(traj):
+    if len(traj):
+        # Counted here or given by chem, a coordination flickering without the atom moving is
+        # noise: a real change moves it (see _steady_coordination).
         traj = _steady_coordination(traj, same_site * sp / px)
     traj["coordination"] = traj["coordination"].astype(np.int8)
     traj["on_site"] = traj["on_site"].astype(bool)
