@@ -40,7 +40,8 @@ OUT = Path(__file__).parent / "results"
 PX = 0.02  # nm/px: the bundled network's sampling (no resampling)
 
 
-def write_movie_store(path: Path, n_frames: int, size: int, chunk_frames: int, seed: int = 0, distinct: int = 16) -> float:
+def write_movie_store(path: Path, n_frames: int, size: int, chunk_frames: int, seed: int = 0, distinct: int = 16,
+                      px: float = PX) -> float:
     """Write ``n_frames`` frames (``distinct`` simulated ones, repeated) to Zarr chunk by chunk, in
     chunks of ``chunk_frames`` frames; return GB."""
     import dask.array as dsa
@@ -48,7 +49,7 @@ def write_movie_store(path: Path, n_frames: int, size: int, chunk_frames: int, s
     import stemflow
     from stemflow.simulate import simulate_movie
 
-    base = simulate_movie("graphene", min(distinct, n_frames), size, seed=seed, pixel_size=PX,
+    base = simulate_movie("graphene", min(distinct, n_frames), size, seed=seed, pixel_size=px,
                           defects={"Si1C3": 0.2, "V1": 0.1}).images().astype(np.float32)
     per = chunk_frames
     chunks = [per] * (n_frames // per) + ([n_frames % per] if n_frames % per else [])
@@ -61,7 +62,7 @@ def write_movie_store(path: Path, n_frames: int, size: int, chunk_frames: int, s
                          meta=np.empty((0, 0, 0), np.float32))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        da = stemflow.open_stem(arr, pixel_size=PX, check_finite=False)
+        da = stemflow.open_stem(arr, pixel_size=px, check_finite=False)
     shutil.rmtree(path, ignore_errors=True)
     import dask
 
@@ -167,6 +168,11 @@ def main():
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--tmp", default=tempfile.gettempdir())
     ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--memory-size", type=int, default=None, help="frame side of the memory test's inputs, px")
+    ap.add_argument("--memory-pixel-size", type=float, default=PX,
+                    help="nm/px of the memory test's inputs; finer than the network's 0.02 means each frame is "
+                         "resampled down before the network, so many GB go through the pipeline quickly")
     a = ap.parse_args()
     size = a.size or (512 if a.full else 256)
     n_thr = a.frames or (128 if a.full else 16)
@@ -181,32 +187,47 @@ def main():
     res = {"meta": {"machine": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "workers": a.workers, "size": size, "python": platform.python_version(),
                     "load_avg_at_start": os.getloadavg(), "args": sys.argv[1:]}}
+    # Keep the other phase's figures when one is skipped.
+    prev = OUT / "parallel.json"
+    if prev.exists():
+        old = json.loads(prev.read_text())
+        for key in ("throughput", "memory", "meta_throughput", "meta_memory"):
+            if key in old:
+                res[key] = old[key]
     try:
-        store = tmp / "throughput.zarr"
-        cf = a.part_frames or max(1, n_thr // (4 * a.workers))
-        write_movie_store(store, n_thr, size, cf)
-        bare1 = bare_loop(store, n_thr, 1, cf)
-        bareN = bare_loop(store, n_thr, a.workers, cf)
-        run1 = pipeline(store, n_thr, 1, tmp / "out1", cf)
-        runN = pipeline(store, n_thr, a.workers, tmp / "outN", cf)
-        res["throughput"] = {"frames": n_thr, "frames_per_part": cf, "bare_1_thread": bare1, f"bare_{a.workers}_threads": bareN,
-                             "run_1_worker": run1["fps"], f"run_{a.workers}_workers": runN["fps"],
-                             "run_1_worker_wall": run1["fps_wall"], f"run_{a.workers}_workers_wall": runN["fps_wall"]}
-        print(res["throughput"])
-        shutil.rmtree(store)
+        if not a.skip_throughput:
+            store = tmp / "throughput.zarr"
+            cf = a.part_frames or max(1, n_thr // (4 * a.workers))
+            write_movie_store(store, n_thr, size, cf)
+            bare1 = bare_loop(store, n_thr, 1, cf)
+            bareN = bare_loop(store, n_thr, a.workers, cf)
+            run1 = pipeline(store, n_thr, 1, tmp / "out1", cf)
+            runN = pipeline(store, n_thr, a.workers, tmp / "outN", cf)
+            res["throughput"] = {"frames": n_thr, "frames_per_part": cf, "bare_1_thread": bare1,
+                                 f"bare_{a.workers}_threads": bareN, "run_1_worker": run1["fps"],
+                                 f"run_{a.workers}_workers": runN["fps"], "run_1_worker_wall": run1["fps_wall"],
+                                 f"run_{a.workers}_workers_wall": runN["fps_wall"], "size": size,
+                                 "workers": a.workers}
+            res["meta_throughput"] = dict(res["meta"], load_avg_at_end=os.getloadavg())
+            print(res["throughput"])
+            shutil.rmtree(store)
         if not a.skip_memory:
             res["memory"] = {}
-            cf = a.part_frames or max(1, int((128e6 if a.full else 8e6) // (size * size * 4)))
+            msize = a.memory_size or size
+            mpx = a.memory_pixel_size
+            cf = a.part_frames or max(1, int((128e6 if a.full else 8e6) // (msize * msize * 4)))
             for label, gb in (("small", small_gb), ("big", big_gb)):
-                n = max(1, int(gb * 1e9 / (size * size * 4)))
+                n = max(1, int(gb * 1e9 / (msize * msize * 4)))
                 store = tmp / f"{label}.zarr"
                 t0 = time.perf_counter()
-                real_gb = write_movie_store(store, n, size, cf)
+                real_gb = write_movie_store(store, n, msize, cf, px=mpx)
                 t_write = time.perf_counter() - t0
                 r = pipeline(store, n, a.workers, tmp / f"out-{label}", cf, monitor=True)
-                res["memory"][label] = {"gb": real_gb, "frames": n, "frames_per_part": cf, "write_s": t_write, **r}
+                res["memory"][label] = {"gb": real_gb, "frames": n, "frames_per_part": cf, "write_s": t_write,
+                                        "size": msize, "pixel_size": mpx, **r}
                 print(label, res["memory"][label])
                 shutil.rmtree(store)
+            res["meta_memory"] = dict(res["meta"], load_avg_at_end=os.getloadavg())
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     res["meta"]["load_avg_at_end"] = os.getloadavg()
@@ -216,24 +237,36 @@ def main():
 def write_results(res, a):
     OUT.mkdir(exist_ok=True)
     (OUT / "parallel.json").write_text(json.dumps(res, indent=2, default=str))
-    m, t, w = res["meta"], res["throughput"], res["meta"]["workers"]
-    cmd = " ".join(["python benchmarks/bench_parallel.py", *m.get("args", [])])
-    lines = [f"# Dask pipeline: throughput and memory ({m['cores']} cores, {m['size']}² frames)", "",
-             f"`{cmd}`; simulated graphene at the network's 20 pm/px, float32 Zarr in chunks of whole frames "
-             f"(one chunk per part). Load average at start {m['load_avg_at_start'][0]:.1f}, at end {m['load_avg_at_end'][0]:.1f} "
-             "(a busy machine makes every number lower and the ratios noisier).", "",
-             f"## Throughput ({t['frames']} frames, {t['frames_per_part']} frames per part)", "",
-             "| what | frames/s | ratio |", "|---|---|---|",
-             f"| bare loop, 1 torch thread | {t['bare_1_thread']:.2f} | 1.00 |",
-             f"| `run`, 1 worker × 1 thread | {t['run_1_worker']:.2f} | {t['run_1_worker'] / t['bare_1_thread']:.2f}× bare (1 thread) |",
-             f"| bare loop, {w} torch threads | {t[f'bare_{w}_threads']:.2f} | {t[f'bare_{w}_threads'] / t['bare_1_thread']:.2f}× bare (1 thread) |",
-             f"| `run`, {w} workers × 1 thread | {t[f'run_{w}_workers']:.2f} | {t[f'run_{w}_workers'] / t['run_1_worker']:.2f}× `run` (1 worker); "
-             f"{t[f'run_{w}_workers'] / t[f'bare_{w}_threads']:.2f}× bare ({w} threads) |", "",
-             "`run` frames/s are over its compute phase, on workers warmed up by a one-frame run (imports and model "
-             f"loaded, as in the bare loop's process; cluster start-up excluded); with the submission and the final manifest: {t['run_1_worker_wall']:.2f} (1 worker), "
-             f"{t[f'run_{w}_workers_wall']:.2f} ({w} workers).", ""]
+    lines = [f"# Dask pipeline: throughput and memory ({res['meta']['cores']} cores)", "",
+             "Simulated graphene in float32 Zarr, chunks of whole frames; every part runs the whole per-frame "
+             "work (read, resample, network, locate, chemical identification, Parquet write). A busy machine makes "
+             "every number lower and the ratios noisier: the load average is given.", ""]
+    if "throughput" in res:
+        t = res["throughput"]
+        m = res.get("meta_throughput", res["meta"])
+        w = t.get("workers", m["workers"])
+        cmd = " ".join(["python benchmarks/bench_parallel.py", *m.get("args", [])])
+        lines += [f"## Throughput ({t['frames']} frames of {t.get('size', m['size'])}² at the network's 20 pm/px, "
+                  f"{t['frames_per_part']} frames per part)", "",
+                  f"`{cmd}`; load average {m['load_avg_at_start'][0]:.1f} at start, {m['load_avg_at_end'][0]:.1f} at end.", "",
+                  "| what | frames/s | ratio |", "|---|---|---|",
+                  f"| bare loop, 1 torch thread | {t['bare_1_thread']:.2f} | 1.00 |",
+                  f"| `run`, 1 worker × 1 thread | {t['run_1_worker']:.2f} | {t['run_1_worker'] / t['bare_1_thread']:.2f}× bare (1 thread) |",
+                  f"| bare loop, {w} torch threads | {t[f'bare_{w}_threads']:.2f} | {t[f'bare_{w}_threads'] / t['bare_1_thread']:.2f}× bare (1 thread) |",
+                  f"| `run`, {w} workers × 1 thread | {t[f'run_{w}_workers']:.2f} | {t[f'run_{w}_workers'] / t['run_1_worker']:.2f}× `run` (1 worker); "
+                  f"{t[f'run_{w}_workers'] / t[f'bare_{w}_threads']:.2f}× bare ({w} threads) |", "",
+                  "`run` frames/s are over its compute phase, on workers warmed up by a one-frame run (imports and model "
+                  "loaded, as in the bare loop's process; cluster start-up excluded); with the submission and the final "
+                  f"manifest: {t['run_1_worker_wall']:.2f} (1 worker), {t[f'run_{w}_workers_wall']:.2f} ({w} workers).", ""]
     if "memory" in res:
+        m = res.get("meta_memory", res["meta"])
+        cmd = " ".join(["python benchmarks/bench_parallel.py", *m.get("args", [])])
+        s0 = res["memory"]["small"]
         lines += ["## Peak RSS per worker", "",
+                  f"`{cmd}`; frames of {s0.get('size', m['size'])}² at {s0.get('pixel_size', PX)} nm/px (resampled to "
+                  f"the network's 0.02 nm/px inside each task), written lazily chunk by chunk; psutil samples every "
+                  f"worker's RSS every 0.1 s. Load average {m['load_avg_at_start'][0]:.1f} at start, "
+                  f"{m['load_avg_at_end'][0]:.1f} at end.", "",
                   "| input | GB | frames | parts | frames/s | idle RSS per worker (MB) | peak RSS per worker (MB) |",
                   "|---|---|---|---|---|---|---|"]
         for label, r in res["memory"].items():

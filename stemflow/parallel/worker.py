@@ -283,6 +283,20 @@ def load_frames(source: dict, start: int, stop: int) -> np.ndarray:
     return block
 
 
+def _trim_heap():
+    """Give the heap's free pages back to the system after a part (glibc ``malloc_trim``): many
+    parts of large arrays would otherwise fragment the heap and let a worker's RSS creep up."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def process_part(index: int, start: int, stop: int, source, ref: ModelRef, params: dict, out: str) -> dict:
     """One task: frames ``start:stop`` → atoms → ``OUT/atoms.parquet/part-INDEX.parquet``.
 
@@ -331,6 +345,9 @@ def process_part(index: int, start: int, stop: int, source, ref: ModelRef, param
         arr = zarr.open_array(str(Path(out) / PROBABILITIES), mode="r+")
         arr[start:stop] = maps.astype(arr.dtype)
     write_part(out, index, df)
-    return {"part": int(index), "frames": int(stop - start), "rows": int(len(df)),
-            "labels": {str(k): int(v) for k, v in pd.Series(df["label"]).value_counts().items()},
-            "seconds": time.perf_counter() - t0, "pid": os.getpid(), "device": str(model.device)}
+    stats = {"part": int(index), "frames": int(stop - start), "rows": int(len(df)),
+             "labels": {str(k): int(v) for k, v in pd.Series(df["label"]).value_counts().items()},
+             "seconds": time.perf_counter() - t0, "pid": os.getpid(), "device": str(model.device)}
+    del frames, res, df, maps
+    _trim_heap()
+    return stats
