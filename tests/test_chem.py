@@ -122,7 +122,7 @@ def test_empty_sites_find_vacancies_that_the_table_lacks():
 
 def test_identify_on_network_detections_names_dopants_and_vacancies():
     sim = simulate_image("graphene", 256, pixel_size=PX, seed=21, defects={"Si1C3": 2, "Si1C4": 2, "V2": 1})
-    atoms = identify(find_atoms(sim.image, pixel_size=PX, lattice="graphene"))
+    atoms = identify(find_atoms(sim.image, pixel_size=PX, lattice="graphene", identify=False), image=sim.image)
     assert [c for c in IDENTIFY_COLUMNS if c not in atoms.columns] == []
     truth = sim.atoms
     m = match(atoms, truth, 0.5 * BOND_PX)
@@ -202,3 +202,95 @@ def test_settings_come_from_the_tables_attrs():
     out = identify(t)
     assert out.attrs["pixel_size"] == 0.01 and out.attrs["lattice"] == "graphene"
     assert out["coordination"].tolist() == [1, 1]
+
+
+# --- occupancy, the network-vacancy veto, vacancies the network missed, Stone–Wales on the lattice
+
+
+@pytest.fixture(scope="module")
+def ws2_dirty():
+    """WS2 with a strong, uneven background and contamination: the case that moved V_S to V_S2."""
+    return simulate_image("ws2", 320, pixel_size=PX, seed=14, dose=3e4, background=0.3, contamination=0.04,
+                          defects={"V_S": 3, "V_S2": 3, "V_W": 2})
+
+
+def test_column_occupancy_is_one_half_and_zero_for_pair_single_atom_and_empty(ws2_dirty):
+    from stemflow.chem import column_occupancy
+    occ = column_occupancy(_truth_input(ws2_dirty, "ws2"), ws2_dirty.image)["occupancy"].to_numpy()
+    truth = ws2_dirty.atoms
+    kind = truth["defect"].astype(str).to_numpy()
+    inner = (truth.y.between(20, 300) & truth.x.between(20, 300)).to_numpy()
+    pair = (truth["element"].astype(str) == "S").to_numpy() & (truth["count"] == 2).to_numpy() & inner
+    assert abs(np.median(occ[pair]) - 1.0) < 0.05
+    # one atom left: between the thresholds 0.25 and 0.75 that identify uses, about one half
+    assert ((occ[kind == "V_S"] > 0.25) & (occ[kind == "V_S"] < 0.75)).all(), occ[kind == "V_S"]
+    assert abs(np.median(occ[kind == "V_S"]) - 0.5) < 0.1
+    assert (np.abs(occ[kind == "V_S2"]) < 0.25).all(), occ[kind == "V_S2"]
+    assert (np.abs(occ[kind == "V_W"]) < 0.25).all(), occ[kind == "V_W"]
+
+
+def test_single_and_double_chalcogen_vacancies_are_told_apart_under_background_and_contamination(ws2_dirty):
+    found = defect_table(identify(_truth_input(ws2_dirty, "ws2"), image=ws2_dirty.image, classes=False),
+                         image=ws2_dirty.image)
+    t, f, n = _paired_names(found, _truth_complexes(ws2_dirty.atoms), 0.1836 / PX)
+    assert n == 8 and len(t) == n
+    assert (t == f).all(), list(zip(t, f))
+
+
+def test_network_vacancies_on_intact_columns_are_vetoed_by_the_image(ws2_dirty):
+    t = _truth_input(ws2_dirty, "ws2")
+    truth = ws2_dirty.atoms
+    inner = (truth.y.between(40, 280) & truth.x.between(40, 280)).to_numpy()
+    clean = (truth["defect"].astype(str) == "").to_numpy() & inner
+    # the network's false vacancies: three intact S2 columns and one W column called "vacancy",
+    # in pristine areas (3 bonds or more from every real defect)
+    d = truth[truth["defect"].astype(str) != ""]
+    gap = np.hypot(truth.y.to_numpy()[:, None] - d.y.to_numpy(), truth.x.to_numpy()[:, None] - d.x.to_numpy()).min(axis=1)
+    ok = clean & (gap > 3 * 0.1836 / PX)
+    s2 = np.flatnonzero(ok & (truth["element"].astype(str) == "S").to_numpy())
+    w = np.flatnonzero(ok & (truth["element"].astype(str) == "W").to_numpy())
+    fake = np.concatenate([s2[[0, len(s2) // 2, -1]], w[[len(w) // 2]]])
+    t.loc[t.index[fake], "label"] = "vacancy"
+    out = identify(t, image=ws2_dirty.image, classes=False)
+    assert (out["defect"].astype(str).to_numpy()[fake] == "").all()
+    want_count = truth["count"].to_numpy()[fake]
+    assert (out["count"].to_numpy()[fake] == want_count).all()
+    found = defect_table(out, image=ws2_dirty.image)
+    tt, f, n = _paired_names(found, _truth_complexes(truth), 0.1836 / PX)
+    assert len(found) == n == len(tt), "no spurious complex from the false vacancies"
+    assert (tt == f).all()
+
+
+def test_vacancies_the_network_missed_are_found_on_the_lattice_and_missed_atoms_are_not(ws2_dirty):
+    truth = ws2_dirty.atoms
+    t = _truth_input(ws2_dirty, "ws2")
+    vac = (truth["label"].astype(str) == "vacancy").to_numpy()
+    # the network missed every V_S2 and V_W (no row at all) and one intact S2 column
+    gone = vac & truth["defect"].astype(str).isin(["V_S2", "V_W"]).to_numpy()
+    inner = (truth.y.between(60, 260) & truth.x.between(60, 260)).to_numpy()
+    lost = np.flatnonzero((truth["defect"].astype(str) == "").to_numpy() & inner
+                          & (truth["element"].astype(str) == "S").to_numpy())[30]
+    drop = gone.copy()
+    drop[lost] = True
+    found = defect_table(identify(t[~drop], image=ws2_dirty.image, classes=False), image=ws2_dirty.image)
+    tc = _truth_complexes(truth)
+    tt, f, n = _paired_names(found, tc, 0.1836 / PX)
+    assert len(tt) == n == 8 and (tt == f).all(), list(zip(tt, f))
+    assert len(found) == n, "the missed S2 column makes no vacancy"
+
+
+def test_stone_wales_is_found_on_the_lattice_when_the_rotated_pair_is_one_detection():
+    sim = simulate_image("graphene", 256, pixel_size=PX, seed=3, defects={"SW": 2})
+    truth = sim.atoms
+    t = _truth_input(sim, "graphene")
+    sw = truth["defect"].astype(str) == "SW"
+    assert sw.sum() == 4
+    # the network merges each rotated pair into one blob at its midpoint
+    merged = truth[sw].groupby("defect_id")[["y", "x"]].mean().assign(label="lattice")
+    t = pd.concat([t[~sw.to_numpy()], merged], ignore_index=True)
+    t.attrs.update(pixel_size=PX, lattice="graphene")
+    assert (find_rings(t)["size"] != 6).sum() == 0, "no 5/7 rings left to find"
+    found = defect_table(t)
+    assert sorted(found["defect"]) == ["SW", "SW"]
+    m = match(found, merged, 0.3 * BOND_PX)
+    assert len(m) == 2

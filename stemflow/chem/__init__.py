@@ -1,7 +1,9 @@
 """Chemical identification: elements, bonds, coordination, lattice sites, defect complexes, rings
 and unsupervised defect classes, from an atoms table (``y``, ``x`` px, ``label``).
 
-Every function takes the atoms table of :func:`stemflow.find_atoms` and returns a copy with
+Column occupancies (how full each column is, from the image against its own neighbourhood) tell
+a half-empty chalcogen column from an empty one and check the network's vacancies. Every
+function takes the atoms table of :func:`stemflow.find_atoms` and returns a copy with
 more columns (or a table of its own: bonds, rings, empty sites, defects), so the steps chain::
 
     from stemflow.chem import identify, defect_table
@@ -17,11 +19,12 @@ from .classes import class_mean_patches, classify_defects, cluster_descriptors, 
 from .defects import DEFECT_COLUMNS, defect_table, find_defects, ring_defect_name
 from .elements import ELEMENT_MAPS, assign_elements, guess_element, measure_intensity
 from .identify import IDENTIFY_COLUMNS, identify
+from .occupancy import column_occupancy
 from .rings import find_rings
 from .sites import assign_sites, empty_sites, fit_lattice, site_cells, site_id
 
 __all__ = ["identify", "assign_sites", "empty_sites", "fit_lattice", "site_id", "site_cells",
-           "assign_elements", "guess_element", "measure_intensity", "find_bonds", "coordination",
+           "assign_elements", "guess_element", "measure_intensity", "column_occupancy", "find_bonds", "coordination",
            "find_rings", "find_defects", "defect_table", "ring_defect_name", "classify_defects",
            "defect_descriptors", "cluster_descriptors", "defect_patches", "class_mean_patches",
            "BOND_CUTOFFS", "ELEMENT_MAPS", "DEFECT_COLUMNS", "IDENTIFY_COLUMNS"]

@@ -1,11 +1,17 @@
 """Defect complexes: dopant groups with their first shell, vacancy complexes and ring defects.
 
 Per frame, the *nodes* of defects are the network's ``dopant`` rows, its ``vacancy`` rows (kept
-when no atom sits on the same site: the cross-check of the class against the geometry) and the
-empty sites of the fitted lattice that the network did not mark (:func:`~stemflow.chem.sites.
-empty_sites`). Dopants bonded to each other, and vacancies or empty sites within 1.2 bond of a
-dopant, a vacancy or another empty site, form one complex. A complex needs at least one node the
-network saw (a dopant or a vacancy): empty sites alone are missed atoms more often than vacancies.
+when no atom sits on the same site and the image does not show an intact column there: the
+cross-checks of the class against the geometry and the occupancy) and the empty sites of the
+fitted lattice that the network did not mark (:func:`~stemflow.chem.sites.empty_sites`); with the
+image, an empty site whose occupancy is that of an intact column is an atom the network missed
+and is dropped, and in MX2 one whose occupancy is that of an empty or half-empty column is a
+vacancy the network missed. Dopants bonded to each other, and vacancies or empty sites within 1.2
+bond of a dopant, a vacancy or another empty site, form one complex. A complex needs at least one
+node that was seen (a dopant, a vacancy row, an empty site confirmed by the image): unconfirmed
+empty sites alone are missed atoms more often than vacancies. Stone–Wales defects are also found
+on the fitted lattice (one or two atoms across the midpoint of two empty neighbouring sites), so
+they are named even when a misplaced or merged atom breaks their 5/7 rings.
 Non-hexagonal rings (4, 5, 7, 8 members) that share atoms form ring clusters; a cluster touching
 no other complex is a defect of its own (pentagons and heptagons only, at most four rings:
 ``SW``, Stone–Wales 55-77, also when a missed bond leaves 5-7-7 or 5-5-7; 5-8-5: ``585``, a
@@ -33,7 +39,7 @@ from ._common import (ATOMIC_NUMBER, LATTICE_PARAMS, frame_groups, is_mx2, label
                       with_attrs)
 from .bonds import coordination, find_bonds
 from .rings import find_rings
-from .sites import _frame_empty, _frame_fit, assign_sites
+from .sites import _NB as _NB_CELLS, _frame_empty, _frame_fit, assign_sites
 
 __all__ = ["find_defects", "defect_table", "DEFECT_COLUMNS", "ring_defect_name"]
 
@@ -75,19 +81,19 @@ def _prepare(atoms, pixel_size, lattice, cutoffs, element_map, gamma):
     return out
 
 
-def _name(lattice, kinds, rows, sub, element, count, shell_n):
-    """Name of one complex from its nodes."""
+def _name(lattice, kinds, rows, sub, element, ncount, shell_n):
+    """Name of one complex from its nodes (``ncount``: atoms left in each vacancy node's column)."""
     host = LATTICE_PARAMS[lattice]["host"]
     dop = [r for k, r in zip(kinds, rows) if k == "dopant"]
     if is_mx2(lattice):
         metal, chalc = host
         sym = []
-        for k, r, s in zip(kinds, rows, sub):
+        for k, r, s, nc in zip(kinds, rows, sub, ncount):
             site_el = chalc if s == 1 else metal
             if k == "dopant":
                 sym.append(f"{element[r]}_{site_el}")
             elif s == 1:
-                sym.append(f"V_{chalc}" if (r >= 0 and count[r] > 0) else f"V_{chalc}2")
+                sym.append(f"V_{chalc}" if nc > 0 else f"V_{chalc}2")
             else:
                 sym.append(f"V_{metal}")
         c = Counter(sym)
@@ -110,8 +116,96 @@ def _principal_angle(p: np.ndarray, fallback: float) -> float:
     return fallback
 
 
-def _analyse(atoms, pixel_size, lattice, cutoffs=None, element_map=None, gamma=1.7):
+def _intact_count(lattice, sub):
+    """Atoms in an intact column of each sublattice (2 for an MX2 chalcogen pair, else 1)."""
+    sub = np.asarray(sub, np.int64)
+    return np.where(is_mx2(lattice) & (sub == 1), 2, 1)
+
+
+def _empty_nodes(lattice, emap, occ, sub):
+    """Kind and atom count of each empty site (not marked by the network) from its occupancy.
+
+    ``"site"``: a vacancy confirmed by the image (counts as seen); ``"empty"``: no image
+    evidence either way (joins complexes but makes none); ``""``: an intact column the network
+    missed (dropped).
+    """
+    kinds = np.full(len(occ), "empty", dtype=object)
+    counts = np.zeros(len(occ), np.int64)
+    have = np.isfinite(occ)
+    metal_cut = float(emap.get("intact_metal", np.inf))
+    if is_mx2(lattice):
+        ch = have & (sub == 1)
+        half, full = float(emap.get("half_vacancy", 0.25)), float(emap.get("intact", 0.75))
+        kinds[ch] = "site"
+        counts[ch & (occ > half)] = 1
+        kinds[ch & (occ >= full)] = ""
+        me = have & (sub != 1)
+        kinds[me] = np.where(occ[me] >= metal_cut, "", "site")
+    else:
+        kinds[have & (occ >= metal_cut)] = ""
+    return kinds, counts
+
+
+def _geometric_sw(fit, lp, ll, bond_px):
+    """Stone–Wales defects seen on the fitted lattice: the core rows of each one found.
+
+    A Stone–Wales defect turns one bond by 90°: the bond's two sites A, B are left empty and its
+    two atoms sit across the bond's midpoint, 0.68 bond from A and B, where no atom of the
+    perfect lattice lies (the nearest others are 1.32 bond from the midpoint). So: one or two
+    ``lattice`` atoms within 0.8 bond of the midpoint of two neighbouring sites, each more than
+    0.3 bond from both sites, and no other atom within 0.55 bond of either site, make a
+    Stone–Wales defect, whatever the rings look like (one atom when the network merges the
+    rotated pair into one blob at the midpoint, or misses one of them).
+    """
+    out = []
+    if fit is None or len(lp) == 0:
+        return out
+    atom = ll != "vacancy"
+    apos = lp[atom]
+    arow = np.flatnonzero(atom)
+    if len(apos) == 0:
+        return out
+    c, s, p = fit.snap(apos)
+    off = np.hypot(*(apos - p).T)
+    cand = np.flatnonzero((off > 0.3 * bond_px) & (ll[arow] == "lattice"))
+    if len(cand) == 0:
+        return out
+    tree = cKDTree(apos)
+    seen = set()
+    for k in cand:
+        nb_cells = c[k] + _NB_CELLS[int(s[k])]
+        nb_pos = fit.position(nb_cells, np.full(3, 1 - int(s[k])))
+        mids = 0.5 * (p[k] + nb_pos)
+        b = int(np.argmin(np.hypot(*(mids - apos[k]).T)))
+        mid = mids[b]
+        if np.hypot(*(mid - apos[k])) > 0.55 * bond_px:
+            continue
+        key = tuple(sorted([(int(c[k][0]), int(c[k][1]), int(s[k])),
+                            (int(nb_cells[b][0]), int(nb_cells[b][1]), 1 - int(s[k]))]))
+        if key in seen:
+            continue
+        seen.add(key)
+        core = np.asarray(tree.query_ball_point(mid, 0.8 * bond_px), np.int64)
+        if not 1 <= len(core) <= 2 or (ll[arow[core]] != "lattice").any():
+            continue
+        ends = np.vstack([p[k], nb_pos[b]])
+        if (np.hypot(*(apos[core][:, None, :] - ends[None]).transpose(2, 0, 1)) <= 0.3 * bond_px).any():
+            continue
+        on_ends = set()
+        for e in ends:
+            on_ends.update(tree.query_ball_point(e, 0.55 * bond_px))
+        if not on_ends <= set(core.tolist()):
+            continue
+        out.append(np.sort(arow[core]))
+    return out
+
+
+def _analyse(atoms, pixel_size, lattice, cutoffs=None, element_map=None, gamma=1.7, image=None):
     """(atoms with defect, defect_id; defects table)."""
+    from .elements import _map_for
+    from .occupancy import OCCUPANCY_RADIUS, _frame_of, frame_occupancy
+
+    emap = _map_for(lattice, element_map)
     full = _prepare(atoms, pixel_size, lattice, cutoffs, element_map, gamma)
     n = len(full)
     labels = labels_of(full)
@@ -136,15 +230,19 @@ def _analyse(atoms, pixel_size, lattice, cutoffs=None, element_map=None, gamma=1
         local = np.full(n, -1, np.int64)
         local[rows] = np.arange(len(rows))
         # ---- nodes: dopants, vacancy rows (cross-checked), empty sites
-        kinds, nrow, npos, nsub = [], [], [], []
+        kinds, nrow, npos, nsub, ncnt = [], [], [], [], []
         atom_rows = np.flatnonzero(ll != "vacancy")
         tree_atoms = cKDTree(lp[atom_rows]) if len(atom_rows) else None
+        lsub, lcount, lel = sub_all[rows], count[rows], element[rows]
+        intact = _intact_count(lattice, lsub)
         for r in np.flatnonzero(ll == "dopant"):
-            kinds.append("dopant"), nrow.append(r), npos.append(lp[r]), nsub.append(sub_all[rows][r])
+            kinds.append("dopant"), nrow.append(r), npos.append(lp[r]), nsub.append(lsub[r]), ncnt.append(1)
         for r in np.flatnonzero(ll == "vacancy"):
             if tree_atoms is not None and tree_atoms.query(lp[r])[0] < _SAME_SITE * bond_px:
                 continue
-            kinds.append("vacancy"), nrow.append(r), npos.append(lp[r]), nsub.append(sub_all[rows][r])
+            if lel[r] != "" and lcount[r] >= intact[r]:
+                continue   # vetoed: the image shows an intact column there
+            kinds.append("vacancy"), nrow.append(r), npos.append(lp[r]), nsub.append(lsub[r]), ncnt.append(lcount[r])
         fit = None
         if has_lattice:
             fit = _frame_fit(lp, ll, bond_px, None if inten is None else inten[rows], mx2=is_mx2(lattice))
@@ -152,8 +250,15 @@ def _analyse(atoms, pixel_size, lattice, cutoffs=None, element_map=None, gamma=1
                 got = _frame_empty(fit, lp, ll, bond_px)
                 if got is not None:
                     cp, _, cs, _, det = got
-                    for p, s in zip(cp[~det], cs[~det]):
-                        kinds.append("empty"), nrow.append(-1), npos.append(p), nsub.append(int(s))
+                    ep, es = cp[~det], cs[~det].astype(np.int64)
+                    occ = np.full(len(ep), np.nan)
+                    if image is not None and len(ep):
+                        occ = frame_occupancy(fit, _frame_of(image, fr), lp, lsub, ep, es, ll == "lattice",
+                                              OCCUPANCY_RADIUS * bond_px)
+                    ek, ec = _empty_nodes(lattice, emap, occ, es)
+                    for p, s_, k_, c_ in zip(ep, es, ek, ec):
+                        if k_:
+                            kinds.append(k_), nrow.append(-1), npos.append(p), nsub.append(int(s_)), ncnt.append(int(c_))
         theta = 0.0
         if fit is not None:
             theta = float(np.degrees(np.arctan2(fit.M[0, 0], fit.M[1, 0])) % 60.0)
@@ -161,6 +266,7 @@ def _analyse(atoms, pixel_size, lattice, cutoffs=None, element_map=None, gamma=1
         nrow_a = np.asarray(nrow, np.int64)
         npos_a = np.asarray(npos, np.float64).reshape(-1, 2)
         nsub_a = np.asarray(nsub, np.int64)
+        ncnt_a = np.asarray(ncnt, np.int64)
         m = len(kinds_a)
         # Bonds of this frame, in local row numbers.
         fsel = (local[bi] >= 0) & (local[bj] >= 0)
@@ -170,7 +276,7 @@ def _analyse(atoms, pixel_size, lattice, cutoffs=None, element_map=None, gamma=1
             nbrs[a].append(b)
             nbrs[b].append(a)
         lo, hi = (lp.min(axis=0), lp.max(axis=0)) if len(lp) else (np.zeros(2), np.zeros(2))
-        complexes = []   # (kinds, rows, positions, subs, core rows)
+        complexes = []   # dicts: kinds, rows, pos, sub, ncount (atoms left per node), core rows[, name]
         if m:
             # ---- links
             ei, ej = [], []
@@ -189,10 +295,21 @@ def _analyse(atoms, pixel_size, lattice, cutoffs=None, element_map=None, gamma=1
             _, comp = connected_components(g, directed=False)
             for c in np.unique(comp):
                 idx = np.flatnonzero(comp == c)
-                if not np.isin(kinds_a[idx], ["dopant", "vacancy"]).any():
+                if not np.isin(kinds_a[idx], ["dopant", "vacancy", "site"]).any():
                     continue
                 core = nrow_a[idx][nrow_a[idx] >= 0]
-                complexes.append((kinds_a[idx].tolist(), nrow_a[idx].tolist(), npos_a[idx], nsub_a[idx].tolist(), core))
+                complexes.append(dict(kinds=kinds_a[idx].tolist(), rows=nrow_a[idx].tolist(), pos=npos_a[idx],
+                                      sub=nsub_a[idx].tolist(), ncount=ncnt_a[idx].tolist(), core=core))
+        # ---- Stone–Wales defects seen on the fitted lattice (graphene)
+        taken = np.zeros(len(rows), bool)
+        if lattice == "graphene":
+            near_nodes = cKDTree(np.vstack([c["pos"] for c in complexes])) if complexes else None
+            for core in _geometric_sw(fit, lp, ll, bond_px):
+                if near_nodes is not None and (near_nodes.query(lp[core])[0] < _LINK * bond_px).any():
+                    continue
+                taken[core] = True
+                complexes.append(dict(kinds=["ring"] * len(core), rows=core.tolist(), pos=lp[core],
+                                      sub=lsub[core].tolist(), ncount=[1] * len(core), core=core, name="SW"))
         # ---- ring clusters not touching a complex
         if len(rings):
             rsel = (ring_frame == fr) if ring_frame is not None else np.ones(len(rings), bool)
@@ -207,8 +324,7 @@ def _analyse(atoms, pixel_size, lattice, cutoffs=None, element_map=None, gamma=1
                 inc = sparse.coo_array((np.ones(len(ri)), (ri, ra)), shape=(k, len(rows))).tocsr()
                 share = (inc @ inc.T).tocoo()
                 _, rcomp = connected_components(share, directed=False)
-                taken = np.zeros(len(rows), bool)
-                near_nodes = cKDTree(np.vstack([c[2] for c in complexes])) if complexes else None
+                near_nodes = cKDTree(np.vstack([c["pos"] for c in complexes])) if complexes else None
                 for c in np.unique(rcomp):
                     ridx = np.flatnonzero(rcomp == c)
                     at = np.concatenate([members[q] for q in ridx])
@@ -219,19 +335,20 @@ def _analyse(atoms, pixel_size, lattice, cutoffs=None, element_map=None, gamma=1
                         continue
                     core = uniq[times == times.max()]
                     taken[uniq] = True
-                    complexes.append((["ring"] * len(core), core.tolist(), lp[core],
-                                      sub_all[rows][core].tolist(), core, ring_defect_name(sizes[ridx])))
+                    complexes.append(dict(kinds=["ring"] * len(core), rows=core.tolist(), pos=lp[core],
+                                          sub=lsub[core].tolist(), ncount=[1] * len(core), core=core,
+                                          name=ring_defect_name(sizes[ridx])))
         # ---- names and rows
         for cx in complexes:
-            kinds_c, rows_c, pos_c, sub_c, core = cx[:5]
+            kinds_c, rows_c, pos_c, sub_c, core = cx["kinds"], cx["rows"], cx["pos"], cx["sub"], cx["core"]
             shell = set()
             for r in rows_c:
                 if r >= 0 and kinds_c[rows_c.index(r)] == "dopant":
                     shell.update(b for b in nbrs[r] if ll[b] == "lattice")
-            if len(cx) > 5:
-                name = cx[5]
+            if "name" in cx:
+                name = cx["name"]
             else:
-                name = _name(lattice, kinds_c, rows_c, sub_c, element[rows], count[rows], len(shell))
+                name = _name(lattice, kinds_c, rows_c, sub_c, lel, cx["ncount"], len(shell))
             shell_pos = lp[sorted(shell)] if shell else np.empty((0, 2))
             centre = pos_c.mean(axis=0)
             angle = _principal_angle(np.vstack([pos_c, shell_pos]), theta)
@@ -242,7 +359,7 @@ def _analyse(atoms, pixel_size, lattice, cutoffs=None, element_map=None, gamma=1
             rec = {"defect_id": next_id, "frame": fr, "defect": name, "y": centre[0], "x": centre[1],
                    "y_nm": centre[0] * pixel_size, "x_nm": centre[1] * pixel_size, "angle": angle,
                    "n_dopant": kinds_c.count("dopant"), "n_vacancy": kinds_c.count("vacancy"),
-                   "n_empty": kinds_c.count("empty"), "n_shell": len(shell), "at_edge": edge,
+                   "n_empty": kinds_c.count("empty") + kinds_c.count("site"), "n_shell": len(shell), "at_edge": edge,
                    "rows": tuple(int(r) for r in g_rows)}
             table.append(rec)
             next_id += 1
@@ -263,7 +380,8 @@ def _analyse(atoms, pixel_size, lattice, cutoffs=None, element_map=None, gamma=1
 
 
 def find_defects(atoms: pd.DataFrame, pixel_size: float | None = None, lattice: str | None = None, *,
-                 cutoffs: dict | None = None, element_map: dict | None = None, gamma: float = 1.7) -> pd.DataFrame:
+                 cutoffs: dict | None = None, element_map: dict | None = None, gamma: float = 1.7,
+                 image=None) -> pd.DataFrame:
     """Mark the rows that belong to defect complexes and name the complexes.
 
     Parameters
@@ -281,6 +399,10 @@ def find_defects(atoms: pd.DataFrame, pixel_size: float | None = None, lattice: 
         See :func:`~stemflow.chem.elements.assign_elements`.
     gamma : float
         Z-contrast exponent used to name dopants by intensity.
+    image : ndarray, optional
+        The image (y, x) or stack (frame, y, x): the occupancy of the empty sites the network did
+        not mark tells a vacancy it missed (joins or makes a complex; in MX2 ``V_S`` from ``V_S2``)
+        from an atom it missed (left out).
 
     Returns
     -------
@@ -296,16 +418,17 @@ def find_defects(atoms: pd.DataFrame, pixel_size: float | None = None, lattice: 
     defect_table : one row per complex.
     """
     atoms, pixel_size, lattice = resolve(atoms, pixel_size, lattice)
-    return _analyse(atoms, pixel_size, lattice, cutoffs, element_map, gamma)[0]
+    return _analyse(atoms, pixel_size, lattice, cutoffs, element_map, gamma, image)[0]
 
 
 def defect_table(atoms: pd.DataFrame, pixel_size: float | None = None, lattice: str | None = None, *,
-                 cutoffs: dict | None = None, element_map: dict | None = None, gamma: float = 1.7) -> pd.DataFrame:
+                 cutoffs: dict | None = None, element_map: dict | None = None, gamma: float = 1.7,
+                 image=None) -> pd.DataFrame:
     """One row per defect complex.
 
     Parameters
     ----------
-    atoms, pixel_size, lattice, cutoffs, element_map, gamma
+    atoms, pixel_size, lattice, cutoffs, element_map, gamma, image
         As for :func:`find_defects`.
 
     Returns
@@ -320,4 +443,4 @@ def defect_table(atoms: pd.DataFrame, pixel_size: float | None = None, lattice: 
         may be cut) and ``rows`` (tuple of member row positions in ``atoms``).
     """
     atoms, pixel_size, lattice = resolve(atoms, pixel_size, lattice)
-    return _analyse(atoms, pixel_size, lattice, cutoffs, element_map, gamma)[1]
+    return _analyse(atoms, pixel_size, lattice, cutoffs, element_map, gamma, image)[1]

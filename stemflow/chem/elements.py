@@ -3,10 +3,15 @@
 Graphene: ``lattice`` → C, ``dopant`` → Si, ``vacancy`` → empty. 2H-MX2: ``lattice`` columns are
 the metal on sublattice 0 and a chalcogen pair on sublattice 1; a ``dopant`` metal is named by its
 intensity (Z-contrast: a column of atomic number Z is ∝ Z**γ as bright); a ``vacancy`` on the
-chalcogen sublattice keeps one chalcogen atom when, above the local background, it is more than
-0.33 times as bright as the pristine pairs around it (``V_S``), else it is empty (``V_S2``). The
-local background follows from the metal and chalcogen columns nearby and the Z-contrast law. Any of it can be changed with
-``element_map``.
+chalcogen sublattice is read from its ``occupancy`` (:func:`~stemflow.chem.occupancy.column_occupancy`:
+its intensity above the local hollow-site background over that of the intact pairs around it):
+below 0.25 it is empty (``V_S2``), from 0.25 to 0.75 it keeps one atom (``V_S``), from 0.75 it
+is an intact pair the network took for a vacancy (vetoed: element and count of the intact
+column). A ``vacancy`` on a metal site with an occupancy of 0.5 or more is vetoed the same way
+(not in graphene, where the empty sites beside a Si dopant take enough of its intensity to look
+half full). Without an ``occupancy`` column the chalcogen count falls back to a Z-contrast
+estimate of the background from the metal and chalcogen columns nearby (threshold 0.33 of a
+pair) and nothing is vetoed. Any of it can be changed with ``element_map``.
 
 Units: intensities in the image's own units (only their ratios are used); radii in px.
 """
@@ -27,14 +32,22 @@ __all__ = ["ELEMENT_MAPS", "assign_elements", "measure_intensity", "guess_elemen
 #: Default element map of each lattice. ``lattice``: the host element (graphene, amorphous) or
 #: ``(metal, chalcogen)`` (MX2); ``dopant``: one element or candidates named by intensity;
 #: ``chalcogen_dopant``: element of a dopant column on the chalcogen sublattice (MX2);
-#: ``half_vacancy``: fraction of a pristine chalcogen pair's intensity (above the background)
-#: above which a chalcogen vacancy still holds one atom.
+#: ``half_vacancy``: occupancy (fraction of an intact chalcogen pair, background removed) above
+#: which a chalcogen vacancy still holds one atom; ``intact``: occupancy from which a ``vacancy``
+#: of the network on a chalcogen site is an intact pair (vetoed); ``intact_metal``: the same on a
+#: metal site. Graphene has no veto: the sites next to a heavy Si (Si1C4, Si3C6) take enough of
+#: its intensity to look half full.
 ELEMENT_MAPS = {
     "graphene": {"lattice": "C", "dopant": "Si"},
     "amorphous": {"lattice": "C", "dopant": "Pt"},
-    "ws2": {"lattice": ("W", "S"), "dopant": ("Cr", "Mo"), "chalcogen_dopant": "Se", "half_vacancy": 0.33},
-    "mos2": {"lattice": ("Mo", "S"), "dopant": ("Cr", "W"), "chalcogen_dopant": "Se", "half_vacancy": 0.33},
+    "ws2": {"lattice": ("W", "S"), "dopant": ("Cr", "Mo"), "chalcogen_dopant": "Se", "half_vacancy": 0.25,
+            "intact": 0.75, "intact_metal": 0.5},
+    "mos2": {"lattice": ("Mo", "S"), "dopant": ("Cr", "W"), "chalcogen_dopant": "Se", "half_vacancy": 0.25,
+             "intact": 0.75, "intact_metal": 0.5},
 }
+#: Without an occupancy (no image): fraction of a pair, over the Z-contrast background estimate,
+#: above which a chalcogen vacancy holds one atom.
+_HALF_VACANCY_Z = 0.33
 
 
 def guess_element(ratio, host: str, candidates, gamma: float = 1.7) -> np.ndarray:
@@ -172,8 +185,10 @@ def assign_elements(atoms: pd.DataFrame, pixel_size: float | None = None, lattic
     Parameters
     ----------
     atoms : DataFrame
-        Atoms table: ``y``, ``x`` (px), ``label``; ``intensity`` names dopants by Z-contrast and
-        tells a half-empty chalcogen column from an empty one (MX2); ``sublattice`` (from
+        Atoms table: ``y``, ``x`` (px), ``label``; ``intensity`` names dopants by Z-contrast;
+        ``occupancy`` (:func:`~stemflow.chem.occupancy.column_occupancy`) tells a half-empty
+        chalcogen column from an empty one and vetoes ``vacancy`` rows on intact columns
+        (without it, ``intensity`` tells the chalcogen count less reliably); ``sublattice`` (from
         :func:`~stemflow.chem.sites.assign_sites`, computed here when missing) tells metal from
         chalcogen sites (MX2).
     pixel_size : float, optional
@@ -191,7 +206,9 @@ def assign_elements(atoms: pd.DataFrame, pixel_size: float | None = None, lattic
     DataFrame
         A copy of ``atoms`` with ``element`` (category; ``""`` for an empty site) and ``count``
         (int8: atoms in the column, 2 for a chalcogen pair, 0 for an empty site), plus the site
-        columns when they had to be computed.
+        columns when they had to be computed. A ``vacancy`` row whose occupancy is that of an
+        intact column gets the intact column's element and count (its ``label`` is kept);
+        :func:`~stemflow.chem.defects.find_defects` then leaves it out of the defects.
 
     Notes
     -----
@@ -209,6 +226,7 @@ def assign_elements(atoms: pd.DataFrame, pixel_size: float | None = None, lattic
     element = np.full(n, "", dtype=object)
     count = np.zeros(n, np.int8)
     inten = out["intensity"].to_numpy(np.float64) if "intensity" in out.columns else np.full(n, np.nan)
+    occ = out["occupancy"].to_numpy(np.float64) if "occupancy" in out.columns else np.full(n, np.nan)
     dopant_cands = emap["dopant"]
     many = not isinstance(dopant_cands, str) and len(dopant_cands) > 1
     if not isinstance(dopant_cands, str):
@@ -217,6 +235,9 @@ def assign_elements(atoms: pd.DataFrame, pixel_size: float | None = None, lattic
     if not is_mx2(lattice):
         host = emap["lattice"]
         element[labels == "lattice"], count[labels == "lattice"] = host, 1
+        if "intact_metal" in emap:
+            vetoed = (labels == "vacancy") & (occ >= float(emap["intact_metal"]))
+            element[vetoed], count[vetoed] = host, 1
         dop = labels == "dopant"
         count[dop] = 1
         if many:
@@ -238,7 +259,15 @@ def assign_elements(atoms: pd.DataFrame, pixel_size: float | None = None, lattic
         element[lat & chal_site], count[lat & chal_site] = chalc, 2
         dop = labels == "dopant"
         element[dop & chal_site], count[dop & chal_site] = emap.get("chalcogen_dopant", "Se"), 1
+        vac_m = (labels == "vacancy") & ~chal_site & (occ >= float(emap.get("intact_metal", np.inf)))
+        element[vac_m], count[vac_m] = metal, 1
         vac_ch = (labels == "vacancy") & chal_site
+        measured = vac_ch & np.isfinite(occ)
+        half = measured & (occ > float(emap.get("half_vacancy", 0.25)))
+        full = measured & (occ >= float(emap.get("intact", np.inf)))
+        element[half], count[half] = chalc, 1
+        count[full] = 2
+        vac_ch = vac_ch & ~measured
         if vac_ch.any() and not np.isfinite(inten[vac_ch]).any():
             warnings.warn("no intensity for the chalcogen vacancies: every one is taken as empty (V_X2); "
                           "pass image= or use a table with an 'intensity' column to tell V_X from V_X2",
@@ -259,7 +288,7 @@ def assign_elements(atoms: pd.DataFrame, pixel_size: float | None = None, lattic
             count[d] = 1
             _, _, frac = _local_levels(pos[rows], inten[rows], (lr == "lattice") & ~sr, (lr == "lattice") & sr,
                                        pos[v], metal, chalc, gamma, reach, values=inten[v])
-            half = frac > float(emap.get("half_vacancy", 0.33))
+            half = frac > _HALF_VACANCY_Z
             element[v[half]], count[v[half]] = chalc, 1
     cats = sorted(set(element.tolist()) | {""})
     out["element"] = pd.Categorical(element.astype(str), categories=cats)

@@ -18,15 +18,16 @@ from .bonds import coordination
 from .classes import classify_defects
 from .defects import _analyse
 from .elements import assign_elements, measure_intensity
+from .occupancy import column_occupancy
 from .sites import assign_sites
 
 __all__ = ["identify", "IDENTIFY_COLUMNS"]
 
 #: Columns :func:`identify` adds to the atoms table, in order.
-IDENTIFY_COLUMNS = ["element", "count", "coordination", "site", "sublattice", "site_y", "site_x",
+IDENTIFY_COLUMNS = ["element", "count", "occupancy", "coordination", "site", "sublattice", "site_y", "site_x",
                     "defect", "defect_id", "cluster"]
 
-_DTYPES = {"element": "category", "count": np.int8, "coordination": np.int8, "site": np.int64,
+_DTYPES = {"element": "category", "count": np.int8, "occupancy": np.float64, "coordination": np.int8, "site": np.int64,
            "sublattice": np.int8, "site_y": np.float64, "site_x": np.float64, "defect": "category",
            "defect_id": np.int64, "cluster": np.int64}
 
@@ -48,8 +49,11 @@ def identify(atoms: pd.DataFrame, pixel_size: float | None = None, lattice: str 
         Default ``atoms.attrs["lattice"]``.
     image : ndarray, optional
         The image (y, x) or stack (frame, y, x) the atoms were found in. Measures ``intensity``
-        when the table has none (needed to tell metal from chalcogen sites and ``V_S`` from
-        ``V_S2`` in MX2) and adds image features to the unsupervised classes.
+        when the table has none (tells metal from chalcogen sites in MX2) and the ``occupancy``
+        of every column and empty site (tells ``V_S`` from ``V_S2``, vetoes network vacancies
+        on intact columns, confirms empty sites the network missed); adds image features to the
+        unsupervised classes. Without it the chalcogen count is a cruder Z-contrast estimate
+        and nothing is vetoed.
     element_map : dict, optional
         Changes to :data:`~stemflow.chem.elements.ELEMENT_MAPS` for the lattice.
     cutoffs : dict, optional
@@ -68,7 +72,9 @@ def identify(atoms: pd.DataFrame, pixel_size: float | None = None, lattice: str 
     -------
     DataFrame
         A copy of ``atoms`` with ``element`` (category, ``""`` for an empty site), ``count``
-        (int8 atoms in the column), ``coordination`` (int8 bonded atoms), ``site`` (int64 id),
+        (int8 atoms in the column), ``occupancy`` (float64: the column's background-free
+        intensity over that of the intact columns of its sublattice nearby, NaN without
+        ``image``), ``coordination`` (int8 bonded atoms), ``site`` (int64 id),
         ``sublattice`` (int8, 0 = A/metal, 1 = B/chalcogen, -1 unfitted), ``site_y``, ``site_x``
         (float64 px of the ideal site), ``defect`` (category: ``Si1C3``, ``V2``, ``SW``, ``Mo_W``
         …, ``""`` for none), ``defect_id`` (int64, -1 for none) and ``cluster`` (int64
@@ -111,9 +117,13 @@ def identify(atoms: pd.DataFrame, pixel_size: float | None = None, lattice: str 
     if image is not None and not has_int:
         out["intensity"] = measure_intensity(out, image, 0.25 * LATTICE_PARAMS[lattice]["bond"] / pixel_size)
     out = assign_sites(out, pixel_size, lattice)
+    if image is not None:
+        out = column_occupancy(out, image, pixel_size, lattice)
+    elif "occupancy" not in out.columns:
+        out["occupancy"] = np.full(len(out), np.nan)
     out = assign_elements(out, pixel_size, lattice, element_map=element_map, gamma=gamma)
     out = coordination(out, pixel_size, lattice, cutoffs=cutoffs)
-    out, table = _analyse(out, pixel_size, lattice, cutoffs, element_map, gamma)
+    out, table = _analyse(out, pixel_size, lattice, cutoffs, element_map, gamma, image=image)
     if classes:
         out = classify_defects(out, pixel_size, lattice, image, defects=table, max_classes=max_classes,
                                random_state=random_state)
