@@ -26,6 +26,7 @@ import pandas as pd
 
 from ..errors import InputError, StemflowWarning
 from ..nn.weights import WEIGHTS_DIR, Model, bundled_models, load_model
+from ..nn.weights import _sha256 as _sha256_file
 
 __all__ = ["ModelRef", "model_ref", "get_model", "worker_device", "ModelPlugin", "TiledModel",
            "find_frames", "load_frames", "process_part"]
@@ -60,14 +61,6 @@ class ModelRef:
     def without_data(self) -> "ModelRef":
         """A light copy (hash and name only) for tasks: the bytes went to the workers once."""
         return ModelRef(self.sha256, self.name, self.path)
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def model_ref(model=None, embed: bool = False) -> ModelRef:

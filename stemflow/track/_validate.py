@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..chem._common import check_pixel_size
 from ..errors import InputError
 
 __all__ = ["require_frame", "require_columns", "pixel_size_of", "check_finite", "require_table"]
@@ -57,13 +58,4 @@ def pixel_size_of(df: pd.DataFrame | None, pixel_size=None, name: str = "atoms")
             ok = np.abs(y) > 1.0
             if ok.any():
                 pixel_size = float(np.median(df["y_nm"].to_numpy(np.float64)[ok] / y[ok]))
-    if pixel_size is None:
-        raise InputError(f"the pixel size of {name} is unknown: pass pixel_size= in nm/px (e.g. 0.01), or "
-                         "use a table made by stemflow.find_atoms (it records df.attrs['pixel_size'])")
-    try:
-        pixel_size = float(pixel_size)
-    except (TypeError, ValueError):
-        raise InputError(f"pixel_size={pixel_size!r} must be a number of nm/px") from None
-    if not (np.isfinite(pixel_size) and pixel_size > 0):
-        raise InputError(f"pixel_size={pixel_size} must be a positive number of nm/px (e.g. 0.01)")
-    return pixel_size
+    return check_pixel_size(pixel_size)
