@@ -81,7 +81,7 @@ def run_demo(out="demo_out", *, frames: int = 64, size: int = 512, dose: float =
         # Parts small enough that every worker has several (the movie is one ~64 MB chunk).
         per_part = max(4, -(-frames // (2 * max(n, 1))))
         summary = run(paths["store"], run_dir, client=client, lattice="graphene", progress=progress,
-                      frames_per_part=per_part)
+                      frames_per_part=per_part, identify=True)
     _say(f"\n{summary}")
 
     atoms = pd.read_parquet(run_dir / "atoms.parquet")
