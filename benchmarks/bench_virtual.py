@@ -137,6 +137,14 @@ def main():
         with dask.config.set(scheduler="threads"):
             t, img = best_of(lambda: virtual_image(da, "annular", inner=inner, outer=outer).values, a.repeat)
         rows.append(("stemflow `virtual_image` on the Zarr (dask threads)", os.cpu_count(), t))
+        from stemflow.parallel import connect
+
+        with connect(quiet=True) as client:              # the cluster `stemflow run` starts
+            n_proc = len(client.nthreads())
+            t_d, img_d = best_of(lambda: client.compute(
+                virtual_image(da, "annular", inner=inner, outer=outer).data).result(), a.repeat)
+        rows.append((f"stemflow `virtual_image` on the Zarr (LocalCluster, {n_proc} processes, as `stemflow run`)",
+                     n_proc, t_d))
         data = np.asarray(da.data.compute(scheduler="threads"))
         mask = detector_mask(shape[2:], "annular", inner=inner, outer=outer, k_pixel_size=1.0)
         with threadpool_limits(1):
@@ -144,7 +152,8 @@ def main():
             rows.append(("NumPy `(data * mask).sum(axis=(2, 3))`, in memory", 1, t_np))
             t_k, kern = best_of(lambda: reduce_patterns(data, mask[..., None].astype(np.float64))[..., 0], a.repeat)
             rows.append(("stemflow chunk kernel `reduce_patterns`, in memory", 1, t_k))
-        assert np.array_equal(img, ref) and np.array_equal(kern, ref), "results differ from the NumPy reference"
+        assert np.array_equal(img, ref) and np.array_equal(kern, ref) and np.array_equal(img_d, ref), \
+            "results differ from the NumPy reference"
         del data
         lt = {"status": "not run (pass --libertem-python)"}
         if a.libertem_python:
