@@ -129,8 +129,8 @@ def main():
         for name, model in (("stemflow", ours), ("unet16", base)):
             batch = 8 if size <= 512 else 2
             t_net = timed(lambda: model.maps(norm, batch_size=batch))
-            t_find = timed(lambda: [find_atoms(s.image, px, lat, model) for lat, s in data], repeat=2)
-            sc = pd.concat([f1s(find_atoms(s.image, px, lat, model), s.atoms, px, size) for lat, s in data],
+            t_find = timed(lambda: [find_atoms(s.image, px, lat, model, identify=False) for lat, s in data], repeat=2)
+            sc = pd.concat([f1s(find_atoms(s.image, px, lat, model, identify=False), s.atoms, px, size) for lat, s in data],
                            keys=range(n)).groupby(level=1).sum()
             f1 = _f1(sc) if (name == "stemflow" or trained) else {k: float("nan") for k in _f1(sc)}
             rows.append(dict(method=name, size=size, frames=n, net_fps=n / t_net, find_fps=n / t_find, **f1))

@@ -141,7 +141,7 @@ def run(atomap_python=None):
     for c in _cases(TEST_SEED_START + 900_000):
         sim = _simulate(c)
         px = c["pixel_size"]
-        net = find_atoms(sim.image, px, c["lattice"])
+        net = find_atoms(sim.image, px, c["lattice"], identify=False)
         cols = net[net.label != "vacancy"]
         fy, fx, d = fit_columns(sim.image, net.y.to_numpy(), net.x.to_numpy(),
                                 _PROBE_SIGMA_NM / px, return_details=True)
@@ -167,10 +167,10 @@ def run(atomap_python=None):
         px = c["pixel_size"]
         name = f"{c['lattice']}_{c['dose']:.0e}_{px}"
         t0 = time.perf_counter()
-        net = find_atoms(sim.image, px, c["lattice"])
+        net = find_atoms(sim.image, px, c["lattice"], identify=False)
         t_net = time.perf_counter() - t0
         t0 = time.perf_counter()
-        ref = find_atoms(sim.image, px, c["lattice"], refine=True)
+        ref = find_atoms(sim.image, px, c["lattice"], refine=True, identify=False)
         t_ref = time.perf_counter() - t0 - t_net
         atom = (net.label != "vacancy").to_numpy()
         n_atoms = int(atom.sum())

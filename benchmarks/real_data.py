@@ -104,7 +104,7 @@ def main():
     img = np.asarray(da.values, dtype=np.float32)
     px = float(da.attrs["pixel_size"])
     t0 = time.perf_counter()
-    atoms = find_atoms(img, px, "mos2")
+    atoms = find_atoms(img, px, "mos2", identify=False)
     dt = time.perf_counter() - t0
     res = mos2_checks(atoms, px, img.shape)
     d100 = fft_spacing(img, px)

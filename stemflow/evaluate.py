@@ -85,7 +85,7 @@ def evaluate(model=None, cases=None, *, border_nm: float = 0.15, progress: bool 
         it = tqdm(cases, desc="evaluating", unit="frame")
     for case in it:
         sim = _simulate(case)
-        pred = find_atoms(sim.image, case.pixel_size, case.lattice, model, **find_options)
+        pred = find_atoms(sim.image, case.pixel_size, case.lattice, model, **{"identify": False, **find_options})
         b = border_nm / case.pixel_size
         n = case.size
 
