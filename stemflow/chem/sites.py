@@ -263,6 +263,19 @@ def _intensity(atoms) -> np.ndarray | None:
     return atoms["intensity"].to_numpy(np.float64)
 
 
+def _frame_fits(atoms, pixel_size, lattice, pos):
+    """Per frame: ``(frame, rows, fitted lattice, labels of the rows, bond length px)``, frames
+    whose lattice cannot be fitted left out."""
+    bond_px = LATTICE_PARAMS[lattice]["bond"] / pixel_size
+    labels = labels_of(atoms)
+    inten = _intensity(atoms)
+    for fr, rows in frame_groups(atoms):
+        fit = _frame_fit(pos[rows], labels[rows], bond_px, None if inten is None else inten[rows],
+                         mx2=lattice in ("ws2", "mos2"))
+        if fit is not None:
+            yield fr, rows, fit, labels[rows], bond_px
+
+
 def assign_sites(atoms: pd.DataFrame, pixel_size: float | None = None, lattice: str | None = None) -> pd.DataFrame:
     """Snap every atom (and vacancy) to a site of the locally fitted lattice.
 
@@ -298,15 +311,8 @@ def assign_sites(atoms: pd.DataFrame, pixel_size: float | None = None, lattice: 
     sy = np.full(n, np.nan)
     sx = np.full(n, np.nan)
     if LATTICE_PARAMS[lattice]["a"] is not None:
-        bond_px = LATTICE_PARAMS[lattice]["bond"] / pixel_size
-        labels = labels_of(out)
         pos = out[["y", "x"]].to_numpy(np.float64)
-        inten = _intensity(out)
-        for _, rows in frame_groups(out):
-            fit = _frame_fit(pos[rows], labels[rows], bond_px, None if inten is None else inten[rows],
-                             mx2=lattice in ("ws2", "mos2"))
-            if fit is None:
-                continue
+        for _, rows, fit, _labels, _bond in _frame_fits(out, pixel_size, lattice, pos):
             c, s, p = fit.snap(pos[rows])
             site[rows], sub[rows], sy[rows], sx[rows] = site_id(c, s), s, p[:, 0], p[:, 1]
     out["site"], out["sublattice"], out["site_y"], out["site_x"] = site, sub, sy, sx
@@ -380,16 +386,9 @@ def empty_sites(atoms: pd.DataFrame, pixel_size: float | None = None, lattice: s
     atoms, pixel_size, lattice = resolve(atoms, pixel_size, lattice)
     frames = []
     if LATTICE_PARAMS[lattice]["a"] is not None:
-        bond_px = LATTICE_PARAMS[lattice]["bond"] / pixel_size
-        labels = labels_of(atoms)
         pos = atoms[["y", "x"]].to_numpy(np.float64)
-        inten = _intensity(atoms)
-        for fr, rows in frame_groups(atoms):
-            fit = _frame_fit(pos[rows], labels[rows], bond_px, None if inten is None else inten[rows],
-                             mx2=lattice in ("ws2", "mos2"))
-            if fit is None:
-                continue
-            got = _frame_empty(fit, pos[rows], labels[rows], bond_px)
+        for fr, rows, fit, labels, bond_px in _frame_fits(atoms, pixel_size, lattice, pos):
+            got = _frame_empty(fit, pos[rows], labels, bond_px)
             if got is None:
                 continue
             cp, cc, cs, cn, det = got
