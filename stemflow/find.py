@@ -29,8 +29,6 @@ _PROBE_SIGMA_NM = 0.045
 #: σ_net² = floor² + (slope σ_fit)², and the fit's stated error inflated by ``inflation``;
 #: chosen on calibration frames by ``benchmarks/localisation.py``.
 _NET_ERROR = (0.075, 0.5, 2.0)
-#: Atoms closer than this to the frame edge (nm) get coordination -1: their neighbourhood is cut.
-_EDGE_NM = 0.15
 
 #: Columns of the atoms table ``find_atoms`` returns (``frame`` first for stacks).
 ATOMS_COLUMNS = ["y", "x", "y_nm", "x_nm", "label", "prob", "intensity"]
@@ -99,9 +97,9 @@ def find_atoms(image, pixel_size: float | None = None, lattice: str = "graphene"
         Foreground probability above which a pixel belongs to a blob.
     refine : bool
         Refine centres by fitting Gaussians to the image at its own sampling, weighed against
-        the network's centres (:func:`stemflow.refine.refine_atoms`). Better from about
-        3·10⁵ e⁻/Å² (graphene) or 10⁵ e⁻/Å² (WS2) up; at lower dose the network alone is better
-        (measured in ``docs/finder.md``). Costs about 0.5 s per 1000 atoms.
+        the network's centres (:func:`stemflow.refine.refine_atoms`). Within 1 % of the network
+        alone at 10⁴ e⁻/Å², better from 10⁵ up (dopants at 10⁶ e⁻/Å²: 2–3× smaller error;
+        measured in ``docs/finder.md``). Costs about 5 ms per atom on one CPU core.
     border : float
         Drop atoms whose centre lies within this many input px of the frame edge.
     batch_size : int
@@ -176,9 +174,5 @@ def find_atoms(image, pixel_size: float | None = None, lattice: str = "graphene"
 
         out = chem_identify(out, pixel_size, lattice, image=frames if stack else frames[0],
                             **(identify_options or {}))
-        # Neighbours beyond the frame edge are not seen: there the coordination is unknown (-1).
-        reach = _EDGE_NM / pixel_size
-        cut = ~(out.y.between(reach, h - 1 - reach) & out.x.between(reach, w - 1 - reach))
-        out.loc[cut, "coordination"] = np.int8(-1)
         out.attrs.update(pixel_size=pixel_size, lattice=lattice, model=net.name)
     return out

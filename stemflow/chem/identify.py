@@ -21,7 +21,10 @@ from .elements import assign_elements, measure_intensity
 from .occupancy import column_occupancy
 from .sites import assign_sites
 
-__all__ = ["identify", "IDENTIFY_COLUMNS"]
+__all__ = ["identify", "IDENTIFY_COLUMNS", "EDGE_NM"]
+
+#: Atoms closer than this to the frame edge (nm) get coordination -1 when the image is known.
+EDGE_NM = 0.15
 
 #: Columns :func:`identify` adds to the atoms table, in order.
 IDENTIFY_COLUMNS = ["element", "count", "occupancy", "coordination", "site", "sublattice", "site_y", "site_x",
@@ -90,7 +93,8 @@ def identify(atoms: pd.DataFrame, pixel_size: float | None = None, lattice: str 
 
     Notes
     -----
-    An empty table gives an empty table with all the columns above. Each step is also a
+    With ``image``, ``coordination`` is -1 for atoms within :data:`EDGE_NM` (0.15 nm) of the
+    frame edge, where neighbours may lie outside the frame. An empty table gives an empty table with all the columns above. Each step is also a
     function of its own (:func:`~stemflow.chem.assign_sites`,
     :func:`~stemflow.chem.assign_elements`, :func:`~stemflow.chem.coordination`,
     :func:`~stemflow.chem.find_defects`, :func:`~stemflow.chem.classify_defects`), and
@@ -131,6 +135,12 @@ def identify(atoms: pd.DataFrame, pixel_size: float | None = None, lattice: str 
     else:
         out["cluster"] = np.full(len(out), -1, np.int64)
         info = None
+    if image is not None:
+        # Neighbours beyond the frame edge are not seen: there the coordination is unknown (-1).
+        h, w = np.shape(image)[-2:]
+        reach = EDGE_NM / pixel_size
+        cut = ~(out["y"].between(reach, h - 1 - reach) & out["x"].between(reach, w - 1 - reach))
+        out.loc[cut.to_numpy(), "coordination"] = np.int8(-1)
     out = with_attrs(out, atoms, pixel_size, lattice)
     if info is not None:
         out.attrs["classes"] = info
