@@ -6,8 +6,10 @@ knows what to change without opening the source.
 
 from __future__ import annotations
 
+import math
+
 __all__ = ["StemflowError", "InputError", "InputNotFoundError", "FormatError", "MissingDependencyError",
-           "StemflowWarning"]
+           "StemflowWarning", "check_positive"]
 
 
 class StemflowError(Exception):
@@ -32,3 +34,15 @@ class MissingDependencyError(StemflowError, ImportError):
 
 class StemflowWarning(UserWarning):
     """Something was fixed up or guessed (rechunking, missing calibration); the message says what."""
+
+
+def check_positive(value, what: str, unit: str) -> float:
+    """``value`` as a positive, finite float, or an :class:`InputError` naming ``what`` and its
+    ``unit`` (e.g. ``check_positive(px, "pixel_size", "nm/px")``)."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise InputError(f"{what} must be a positive number in {unit}; got {value!r}")
+    return value

@@ -16,7 +16,7 @@ from scipy import sparse
 from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 from scipy.spatial import cKDTree
 
-from .errors import InputError
+from .errors import InputError, check_positive
 
 __all__ = ["match", "score", "default_max_distance"]
 
@@ -290,13 +290,7 @@ def _labels(df, name):
 
 
 def _check_distance(max_distance) -> float:
-    try:
-        md = float(max_distance)
-    except (TypeError, ValueError):
-        raise InputError(f"max_distance={max_distance!r} must be a number of px") from None
-    if not (np.isfinite(md) and md > 0):
-        raise InputError(f"max_distance={max_distance} must be a finite number of px > 0")
-    return md
+    return check_positive(max_distance, "max_distance", "px")
 
 
 def _counts(tp: int, n_pred: int, n_true: int, dist) -> dict:

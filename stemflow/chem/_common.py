@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..errors import InputError
+from ..errors import InputError, check_positive
 
 #: What ``chem`` knows of each lattice: lattice constant ``a`` (nm; None for the amorphous
 #: support), host elements (metal, chalcogen for MX2) and the projected nearest-neighbour
@@ -54,13 +54,7 @@ def check_pixel_size(pixel_size) -> float:
     if pixel_size is None:
         raise InputError("the pixel size is unknown: pass pixel_size= in nm/px (e.g. 0.012 for 12 pm/px), "
                          "or use a table from find_atoms, which records it in df.attrs['pixel_size']")
-    try:
-        p = float(pixel_size)
-    except (TypeError, ValueError):
-        raise InputError(f"pixel_size={pixel_size!r} must be a number of nm/px (e.g. 0.012)") from None
-    if not (np.isfinite(p) and p > 0):
-        raise InputError(f"pixel_size={pixel_size} must be a positive, finite number of nm/px (e.g. 0.012)")
-    return p
+    return check_positive(pixel_size, "pixel_size", "nm/px (e.g. 0.012 for 12 pm/px)")
 
 
 def check_atoms(atoms, required=REQUIRED) -> pd.DataFrame:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import math
 import os
 import re
 import unicodedata
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError, MissingDependencyError
+from ..errors import InputError, MissingDependencyError, check_positive
 
 MB = 1_000_000
 TARGET_CHUNK_MB = 128
@@ -108,11 +107,4 @@ def _is_zarr_dir(path):
     )
 
 
-def _positive(value, what, unit):
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        raise InputError(f"{what} must be a positive number in {unit}; got {value!r}")
-    return value
+_positive = check_positive
