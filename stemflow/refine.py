@@ -287,7 +287,9 @@ def refine_atoms(image, atoms, sigma: float, *, net_error=(0.0, 0.5, 2.0), skip=
     Returns
     -------
     DataFrame
-        A copy of ``atoms`` with refined ``y``, ``x``.
+        A copy of ``atoms`` with refined ``y``, ``x`` and ``xy_error`` (float64, px: the
+        standard error per axis of the refined centre under the error model; NaN for rows left
+        where they were).
 
     Notes
     -----
@@ -300,6 +302,7 @@ def refine_atoms(image, atoms, sigma: float, *, net_error=(0.0, 0.5, 2.0), skip=
     the fit's error in quadrature: ``benchmarks/localisation.py``.
     """
     out = atoms.copy()
+    out["xy_error"] = np.full(len(out), np.nan)
     if len(out) == 0:
         return out
     # Every row is fitted (a partly empty site, e.g. one S of an S2 column gone, still scatters
@@ -322,23 +325,8 @@ def refine_atoms(image, atoms, sigma: float, *, net_error=(0.0, 0.5, 2.0), skip=
     y, x = ny_all.copy(), nx_all.copy()
     y[ok] = (wn * ny + wf * fy) / (wn + wf)
     x[ok] = (wn * nx + wf * fx) / (wn + wf)
+    err = np.full(len(out), np.nan)
+    err[ok] = np.sqrt(1.0 / (wn + wf))
     out["y"], out["x"] = y, x
-    return out
-    ny = out["y"].to_numpy(np.float64)[todo]
-    nx = out["x"].to_numpy(np.float64)[todo]
-    fy, fx, d = fit_columns(image, ny, nx, sigma, return_details=True, **fit_options)
-    ok = d["ok"]
-    if ok.sum() < 3:
-        return out
-    fit_var = 0.5 * (d["y_err"] ** 2 + d["x_err"] ** 2)
-    # Median of a χ²₁-distributed quantity is 0.455 of its mean.
-    spread = np.median(0.5 * ((fy - ny) ** 2 + (fx - nx) ** 2)[ok]) / 0.4549
-    net_var = max(spread - float(np.median(fit_var[ok])), 1e-4)
-    wf = np.where(ok, 1.0 / np.maximum(fit_var, 1e-8), 0.0)
-    wn = 1.0 / net_var
-    y = out["y"].to_numpy(np.float64).copy()
-    x = out["x"].to_numpy(np.float64).copy()
-    y[todo] = (wn * ny + wf * fy) / (wn + wf)
-    x[todo] = (wn * nx + wf * fx) / (wn + wf)
-    out["y"], out["x"] = y, x
+    out["xy_error"] = err
     return out

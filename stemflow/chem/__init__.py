@@ -20,6 +20,7 @@ from .defects import DEFECT_COLUMNS, defect_table, find_defects, ring_defect_nam
 from .elements import ELEMENT_MAPS, assign_elements, guess_element, measure_intensity
 from .identify import IDENTIFY_COLUMNS, identify
 from .occupancy import column_occupancy
+from .prior import PRIOR_COLUMNS, lattice_prior
 from .rings import find_rings
 from .sites import assign_sites, empty_sites, fit_lattice, site_cells, site_id
 
@@ -27,4 +28,5 @@ __all__ = ["identify", "assign_sites", "empty_sites", "fit_lattice", "site_id", 
            "assign_elements", "guess_element", "measure_intensity", "column_occupancy", "find_bonds", "coordination",
            "find_rings", "find_defects", "defect_table", "ring_defect_name", "classify_defects",
            "defect_descriptors", "cluster_descriptors", "defect_patches", "class_mean_patches",
-           "BOND_CUTOFFS", "ELEMENT_MAPS", "DEFECT_COLUMNS", "IDENTIFY_COLUMNS"]
+           "lattice_prior", "BOND_CUTOFFS", "ELEMENT_MAPS", "DEFECT_COLUMNS", "IDENTIFY_COLUMNS",
+           "PRIOR_COLUMNS"]

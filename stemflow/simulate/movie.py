@@ -253,7 +253,7 @@ def _make_imaging(imaging: Imaging | None, options: dict) -> Imaging:
 def simulate_movie(lattice: str = "graphene", frames: int = 16, shape=(256, 256), *,
                    defects=None, rates=None, drift=(0.0, 0.0), drift_jitter: float = 0.0,
                    rotation: float | None = None, seed: int = 0, imaging: Imaging | None = None,
-                   **options) -> SimulatedMovie:
+                   disorder: float = 0.0, relax: float = 0.0, **options) -> SimulatedMovie:
     """Simulate a STEM movie whose defects move, with exact ground truth.
 
     Parameters
@@ -281,6 +281,12 @@ def simulate_movie(lattice: str = "graphene", frames: int = 16, shape=(256, 256)
     imaging : Imaging, optional
         Microscope settings; keyword ``options`` (``pixel_size``, ``dose``, ``probe_fwhm``, ...)
         override single fields.
+    disorder : float
+        Static random displacement of every column from its ideal site, Å RMS per axis (frozen
+        disorder, ripples), the same in every frame. The truth positions include it.
+    relax : float
+        Relaxation around dopants, Å: host columns bonded to a dopant sit this much farther from
+        it (in projection; of order 0.1–0.3 Å for Si in graphene). The truth includes it.
 
     Returns
     -------
@@ -313,6 +319,12 @@ def simulate_movie(lattice: str = "graphene", frames: int = 16, shape=(256, 256)
     x_lo, x_hi = (-d[:, 1]).min() * pA - margin, (w - d[:, 1]).max() * pA + margin
     lat = make_lattice(lattice, (y_lo, y_hi, x_lo, x_hi), rotation, rng)
     struct = Structure(lat)
+    for name, v in (("disorder", disorder), ("relax", relax)):
+        if not (np.isfinite(v) and v >= 0):
+            raise ValueError(f"{name}={v} Å must be a number ≥ 0")
+    if disorder:
+        struct.static = np.random.default_rng([seed, 5]).normal(0.0, float(disorder), (lat.n_sites, 2))
+    struct.relax = float(relax)
 
     # Defects inside the region seen by every frame (else by frame 0), 3 Å from its edges.
     cy0, cy1 = (-d[:, 0]).max() * pA + 3, (h - 1 - d[:, 0]).min() * pA - 3
@@ -380,7 +392,7 @@ def simulate_movie(lattice: str = "graphene", frames: int = 16, shape=(256, 256)
     params = dict(lattice=lattice, frames=frames, shape=list(shape), seed=seed, rotation=rotation,
                   defects_requested=counts, defects_placed=placed, rates=rates,
                   drift=[float(v) for v in drift], drift_jitter=float(drift_jitter),
-                  imaging=im.to_dict(), classes=list(CLASSES))
+                  disorder=float(disorder), relax=float(relax), imaging=im.to_dict(), classes=list(CLASSES))
     return SimulatedMovie(atoms=atoms, events=events, drift=drift_df, imaging=im, params=params,
                           shape=shape, _render=render_rows.reset_index(drop=True),
                           _contamination=contamination, _jitter=jitter, _background=background,
@@ -452,12 +464,13 @@ def _events(atoms: pd.DataFrame, moves: list[dict], frames: int) -> pd.DataFrame
 
 def simulate_image(lattice: str = "graphene", shape=(256, 256), *, defects=None,
                    rotation: float | None = None, seed: int = 0, imaging: Imaging | None = None,
-                   **options) -> SimulatedImage:
+                   disorder: float = 0.0, relax: float = 0.0, **options) -> SimulatedImage:
     """Simulate one STEM image with exact ground truth.
 
     Parameters are those of :func:`simulate_movie` (no dynamics, no frame-to-frame drift);
     ``options`` set :class:`Imaging` fields, e.g. ``pixel_size=0.012`` (nm/px), ``dose=5e4``
-    (e⁻/Å²), ``probe_fwhm=1.0`` (Å), ``line_jitter=0.3`` (px).
+    (e⁻/Å²), ``probe_fwhm=1.0`` (Å), ``line_jitter=0.3`` (px); ``disorder`` and ``relax`` (Å)
+    displace columns from the ideal lattice.
 
     Examples
     --------
@@ -467,7 +480,7 @@ def simulate_image(lattice: str = "graphene", shape=(256, 256), *, defects=None,
     ((128, 128), 2)
     """
     mov = simulate_movie(lattice, 1, shape, defects=defects, rates={}, rotation=rotation, seed=seed,
-                         imaging=imaging, **options)
+                         imaging=imaging, disorder=disorder, relax=relax, **options)
     image, mask = mov.frame(0)
     return SimulatedImage(image=image, mask=mask, atoms=mov.atoms, expected=mov.expected(0),
                           imaging=mov.imaging, params=mov.params)

@@ -61,6 +61,11 @@ class Structure:
     ``vacancy``, or '' for a site absorbed by a neighbouring defect, which emits no row),
     ``defect`` ('' for pristine), ``defect_id`` (-1), ``particle`` (identity of the occupant, kept
     as atoms move), ``disp`` (displacement from the ideal site, Å).
+
+    Two optional departures from the ideal lattice, off by default: ``static`` (per-site static
+    displacement, Å, e.g. ripples or frozen disorder; fixed as the movie runs) and ``relax`` (Å:
+    the host columns bonded to a dopant sit this much farther from it, as the longer Si–C bond
+    pushes them out).
     """
 
     lattice: Lattice
@@ -74,6 +79,8 @@ class Structure:
     disp: np.ndarray = field(init=False, repr=False)
     defects: list[Defect] = field(default_factory=list, repr=False)
     separation: float = 5.0  # Å, closest approach of two defects' sites
+    static: np.ndarray | None = field(default=None, repr=False)
+    relax: float = 0.0
     _next_particle: int = field(init=False, default=0, repr=False)
 
     def __post_init__(self):
@@ -347,6 +354,22 @@ class Structure:
                     state0=state0, state1=state1, p0=p0.copy(), p1=p1.copy())
 
     # ------------------------------------------------------------------ output
+    def _relaxed(self, keep: np.ndarray, p: np.ndarray) -> np.ndarray:
+        """Positions ``p`` of the rows ``keep`` with the host neighbours of dopants pushed out."""
+        row = np.full(len(self.pos), -1, np.int64)
+        row[keep] = np.arange(len(keep))
+        out = p.copy()
+        for s in keep[self.label[keep] == "dopant"]:
+            for n in self._neigh(int(s)):
+                j = row[n]
+                if j < 0 or self.label[n] != "lattice":
+                    continue
+                d = p[j] - p[row[s]]
+                r = float(np.hypot(*d))
+                if r > 0:
+                    out[j] += self.relax * d / r
+        return out
+
     def columns(self) -> pd.DataFrame:
         """The atomic columns (and vacancy sites) as a table, positions in Å.
 
@@ -355,6 +378,12 @@ class Structure:
         """
         keep = np.flatnonzero(self.label != "")
         p = self.pos[keep] + self.disp[keep]
+        if self.static is not None:
+            n_st = min(len(self.static), len(self.pos))
+            on = keep < n_st
+            p[on] += self.static[keep[on]]
+        if self.relax:
+            p = self._relaxed(keep, p)
         site = np.where(keep < self.lattice.n_sites, keep, -1)
         return pd.DataFrame({
             "y_A": p[:, 0], "x_A": p[:, 1],
