@@ -67,7 +67,9 @@ def evaluate(model=None, cases=None, *, border_nm: float = 0.15, progress: bool 
     """Score ``model`` on ``cases`` (default :func:`test_set`).
 
     Atoms within ``border_nm`` of the frame edge (truth and detections alike) are left out, since
-    a column cut by the edge has no well-defined centre.
+    a column cut by the edge has no well-defined centre. ``find_options`` go to
+    :func:`~stemflow.find_atoms` (the chemical identification is off unless asked for, and on
+    with ``lattice_prior=True``, which needs it).
 
     Returns
     -------
@@ -85,7 +87,12 @@ def evaluate(model=None, cases=None, *, border_nm: float = 0.15, progress: bool 
         it = tqdm(cases, desc="evaluating", unit="frame")
     for case in it:
         sim = _simulate(case)
-        pred = find_atoms(sim.image, case.pixel_size, case.lattice, model, **{"identify": False, **find_options})
+        opts = {"identify": False, **find_options}
+        if opts.get("lattice_prior"):
+            # The prior stands on the chemical identification's lattice fit; the unsupervised
+            # classes (a whole-dataset step) are not needed for it.
+            opts.update(identify=True, identify_options={"classes": False, **(opts.get("identify_options") or {})})
+        pred = find_atoms(sim.image, case.pixel_size, case.lattice, model, **opts)
         b = border_nm / case.pixel_size
         n = case.size
 

@@ -116,11 +116,11 @@ def find_atoms(image, pixel_size: float | None = None, lattice: str = "graphene"
         Also move each regular lattice column towards its fitted lattice site by the
         empirical-Bayes weight that the frame's own scatter allows
         (:func:`stemflow.chem.lattice_prior`); implies ``refine`` and needs ``identify``.
-        Dopants, vacancies, defects and their surroundings keep their measured centres. At
-        10⁵ e⁻/Å² it brings graphene columns from ≈ 3.5 pm to ≈ 1 pm of the truth on ideal
-        lattices and falls back to the measurement where columns really scatter (measured in
-        ``benchmarks/results/lattice_prior.md``). Use the measured centres (``y_measured``,
-        ``x_measured``) for strain or displacement maps.
+        Dopants, vacancies, defects and the columns bonded to them are not moved. On the
+        held-out set at 10⁵ e⁻/Å² it brings lattice columns from ≈ 3 pm to ≈ 1 pm of the truth
+        and, where columns really scatter, estimates how much and follows them (measured in
+        ``benchmarks/results/lattice_prior.md``). Use the fit's centres (``y_fit``, ``x_fit``:
+        unbiased) for strain or displacement maps.
 
     Returns
     -------
@@ -129,7 +129,8 @@ def find_atoms(image, pixel_size: float | None = None, lattice: str = "graphene"
         sub-pixel, x = column), ``y_nm``, ``x_nm``, ``label`` (``lattice`` / ``dopant`` /
         ``vacancy``), ``prob`` (mean class probability of the blob), ``intensity`` (mean image
         value over the blob, input units); with ``refine`` ``xy_error`` (px, standard error per
-        axis); with ``lattice_prior`` ``y_measured``, ``x_measured`` (px) and ``prior_weight``.
+        axis); with ``lattice_prior`` ``y_fit``, ``x_fit``, ``fit_error`` (px: the Gaussian fit
+        alone) and ``prior_weight`` (see :func:`stemflow.chem.lattice_prior`).
         ``df.attrs`` holds ``pixel_size``, ``lattice`` and ``model``.
 
     Examples
@@ -170,7 +171,8 @@ def find_atoms(image, pixel_size: float | None = None, lattice: str = "graphene"
             if refine:
                 floor, slope, inflation = _NET_ERROR
                 t = refine_atoms(frames[i0 + j], t, _PROBE_SIGMA_NM / pixel_size,
-                                 net_error=(floor * net.pixel_size / pixel_size, slope, inflation))
+                                 net_error=(floor * net.pixel_size / pixel_size, slope, inflation),
+                                 keep_fit=lattice_prior)
             if stack:
                 t.insert(0, "frame", np.int64(i0 + j))
             tables.append(t)
@@ -181,7 +183,8 @@ def find_atoms(image, pixel_size: float | None = None, lattice: str = "graphene"
         out = out.loc[keep].reset_index(drop=True)
     out["y_nm"] = out["y"] * pixel_size
     out["x_nm"] = out["x"] * pixel_size
-    cols = (["frame"] if stack else []) + ATOMS_COLUMNS + (["xy_error"] if refine else [])
+    cols = ((["frame"] if stack else []) + ATOMS_COLUMNS + (["xy_error"] if refine else [])
+            + (["y_fit", "x_fit", "fit_error"] if lattice_prior else []))
     out = out[cols]
     out.attrs.update(pixel_size=pixel_size, lattice=lattice, model=net.name)
     if identify:

@@ -1,24 +1,28 @@
-"""Lattice prior: shrink each measured centre towards its fitted lattice site by what the data allow.
+"""Lattice prior: move each regular column towards its fitted lattice site by what the data allow.
 
 A single column's own counts limit how well any estimator can place it (at 10⁵ e⁻/Å² about 3 pm
-per axis for a carbon column, see ``docs/finder.md``). In a crystal most columns sit very close
-to a smooth lattice, and that lattice — fitted to hundreds of columns, with a local correction
-(:func:`~stemflow.chem.sites.assign_sites`) — is known far better than any one column. This is
-the empirical-Bayes (James–Stein) estimate that combines the two: with ``r`` the measured offset
-of a column from its site, ``σ²`` its measurement variance per axis (``xy_error²``) and ``τ²``
-the variance per axis of the true offsets, estimated per frame and sublattice from the columns
-themselves as the spread of ``r`` beyond ``σ²``, the position is ``site + w·r`` with
-``w = τ² / (τ² + σ²)``.
+per axis for a carbon column, ``docs/finder.md``). In a crystal most columns sit very close to a
+smooth lattice, and that lattice — fitted to hundreds of columns — is known far better than any
+one column. This is the empirical-Bayes (James–Stein) estimate that combines the two. With ``r``
+a column's measured offset from the frame's lattice model (an affine map of the fitted sites, a
+sublattice offset and a smooth field of the other columns' offsets over ``smoothing_nm``), ``σ²``
+its measurement variance per axis and ``τ²`` the variance per axis of the *true* offsets —
+estimated per frame and sublattice as the spread of ``r`` beyond ``σ²`` — the column goes to
+``site + w·r`` with ``w = τ² / (τ² + σ²)``; a two-component mixture lets a column that is
+displaced for real (its offset improbable under ``τ``) keep its measurement.
 
-The prior adapts: where the columns really scatter about the lattice (disorder, ripples, a
-distortion the local correction does not follow) ``τ²`` is large and ``w`` near 1, the
-measurement; where they do not, ``w`` is near 0 and the error is that of the site. It is never
-applied where the lattice is known not to hold — dopants, vacancies, defect members, columns
-whose coordination differs from the lattice's, unfitted sites, and every column within
-``exclusion`` bonds of those (relaxation around defects is real physics to be measured, not
-noise) — nor to a column whose offset is improbable under the prior (a χ² test, ``p < 0.001``):
-those keep their measured centres. Measured accuracy and the bias on displaced columns:
-``benchmarks/lattice_prior.py``.
+The measurement is the Gaussian fit alone (``y_fit``, ``x_fit``, ``fit_error`` from
+``refine_atoms(..., keep_fit=True)``), not the network-weighted centre: the network's centres are
+pulled towards the ideal lattice it was trained on, so their offsets understate real ones and the
+prior would count the same lattice twice (measured in ``benchmarks/results/lattice_prior.md``).
+
+It adapts: where columns really scatter about the lattice ``τ`` is large and ``w`` near 1;
+where they do not, ``w`` is near 0 and the error is that of the site model. It is never applied
+where the lattice is known not to hold — dopants, vacancies, defect members, the columns bonded
+to them (``exclusion``), columns of unusual coordination (the first shell of a vacancy) and
+unfitted columns — since relaxation around defects is physics to be measured. Those keep the
+network-weighted centre unless the fit disagrees with it beyond chance (χ², p < 0.01), in which
+case they take the fit's. A vacancy row, an empty site, goes to its site of the lattice model.
 
 Units: positions, offsets and errors in px.
 """
@@ -37,9 +41,11 @@ from .sites import BASIS, site_cells
 __all__ = ["lattice_prior", "PRIOR_COLUMNS"]
 
 #: Columns :func:`lattice_prior` adds (``y``, ``x``, ``y_nm``, ``x_nm`` and ``xy_error`` change).
-PRIOR_COLUMNS = ["y_measured", "x_measured", "prior_weight"]
+PRIOR_COLUMNS = ["prior_weight"]
 _NEEDS = ["site", "sublattice", "defect_id", "coordination", "xy_error"]
+_FIT = ["y_fit", "x_fit", "fit_error"]
 _CHI2_2DOF_P001 = 13.816      # χ² with 2 degrees of freedom: P(> 13.816) = 0.001
+_CHI2_2DOF_P01 = 9.210        # P(> 9.210) = 0.01
 _DISPLACED = 0.25             # bonds: per-axis scale of the true offsets of displaced columns
 _PI_MIN = 1e-3                # least fraction of displaced columns assumed
 _MEDIAN_CHI2_2DOF = 2.0 * np.log(2.0)
@@ -54,30 +60,36 @@ def lattice_prior(atoms: pd.DataFrame, pixel_size: float | None = None, lattice:
     Parameters
     ----------
     atoms : DataFrame
-        Atoms table from ``find_atoms(..., refine=True)`` followed by
-        :func:`~stemflow.chem.identify` (``find_atoms(..., lattice_prior=True)`` does all three):
-        ``y``, ``x`` (px), ``label``, ``xy_error`` (px, standard error per axis), ``site_y``,
-        ``site_x`` (px), ``sublattice``, ``defect_id``, ``coordination``; optional ``frame``.
+        Atoms table with ``y``, ``x`` (px), ``label``, ``xy_error`` (px, standard error per axis,
+        from ``refine``), ``site``, ``sublattice``, ``defect_id``, ``coordination`` (from
+        :func:`~stemflow.chem.identify`) and, best, ``y_fit``, ``x_fit``, ``fit_error`` (the fit
+        alone; without them ``y``, ``x``, ``xy_error`` are the measurement);
+        ``find_atoms(..., lattice_prior=True)`` makes all of it. Optional ``frame``.
     pixel_size : float, optional
         nm/px; default ``atoms.attrs["pixel_size"]``.
     lattice : str, optional
         Default ``atoms.attrs["lattice"]``.
     exclusion : float
-        Columns within this many bonds (a/√3) of a dopant, a vacancy, a defect member, a column of
-        unusual coordination or an unfitted column keep their measured centres.
+        Columns within this many bonds (a/√3) of a dopant, a vacancy or a defect member are left
+        alone (default: the first shell).
+    smoothing_nm : float
+        Scale (nm) of the smooth field of offsets in the lattice model: the model follows scan
+        distortions and strain that vary over more than this. Shorter scales follow measurement
+        errors, which are correlated over a cell or two (contamination, background).
     min_columns : int
         Fewest regular columns of one sublattice in a frame to estimate the prior from; with
-        fewer that sublattice is left as measured.
+        fewer that sublattice is left alone.
 
     Returns
     -------
     DataFrame
         A copy of ``atoms`` with ``y``, ``x`` (and ``y_nm``, ``x_nm`` if present) the new
-        centres, ``xy_error`` their standard error per axis (px), ``y_measured``, ``x_measured``
-        (px, the centres given) and ``prior_weight`` (float64, ``w``: 1 = measured centre kept,
-        0 = the site). ``df.attrs["lattice_prior"]`` lists per frame and sublattice ``n``
-        (columns used), ``tau_px`` (spread of the true offsets, per axis), ``sigma_px`` (median
-        measurement error) and ``weight`` (median ``w``).
+        centres, ``xy_error`` their standard error per axis (px) and ``prior_weight`` (float64,
+        ``w``: 1 = not moved towards the lattice, 0 = on its site). ``df.attrs["lattice_prior"]``
+        lists per frame and sublattice ``n`` (regular columns), ``tau_px`` (spread of the true
+        offsets per axis), ``sigma_px`` (median measurement error), ``weight`` (median ``w``),
+        ``displaced_fraction`` and ``smoothing_px``; ``attrs["lattice_prior_fit_taken"]`` counts
+        the columns left alone that took the fit's centre.
 
     Raises
     ------
@@ -87,12 +99,12 @@ def lattice_prior(atoms: pd.DataFrame, pixel_size: float | None = None, lattice:
     Notes
     -----
     The weight minimises the expected squared error when the true offsets of regular columns
-    scatter with variance ``τ²`` about the fitted lattice; it relies on ``xy_error`` being an
-    honest measurement error. If ``xy_error`` is too small, ``τ²`` comes out too large and the
-    prior too weak (the safe side); if too large, the prior is too strong. The columns' offsets
-    are then biased towards the lattice by ``(1 - w)`` of their true offset: fine for positions
-    and counts, wrong for measuring small displacements of regular columns — use ``y_measured``,
-    ``x_measured`` for strain maps.
+    scatter with variance ``τ²`` about the lattice model; it relies on the measurement error
+    being honest (the fit's Fisher error times :data:`stemflow.refine.FIT_ERROR_SCALE`,
+    calibrated on simulated frames). If it is too small, ``τ²`` comes out too large and the
+    prior too weak (the safe side). The moved columns are biased towards the lattice by
+    ``(1 - w)`` of their true offset: right for positions, counts and bond graphs, wrong for
+    mapping small displacements — use ``y_fit``, ``x_fit`` (unbiased) for strain maps.
 
     Examples
     --------
@@ -100,7 +112,7 @@ def lattice_prior(atoms: pd.DataFrame, pixel_size: float | None = None, lattice:
     >>> from stemflow.simulate import simulate_image
     >>> sim = simulate_image("graphene", 256, pixel_size=0.01, seed=0)
     >>> atoms = stemflow.find_atoms(sim.image, 0.01, "graphene", lattice_prior=True)  # doctest: +SKIP
-    >>> atoms[["y", "y_measured", "prior_weight", "xy_error"]].describe()          # doctest: +SKIP
+    >>> atoms[["y", "y_fit", "prior_weight", "xy_error"]].describe()               # doctest: +SKIP
     """
     atoms, pixel_size, lattice = resolve(atoms, pixel_size, lattice)
     missing = [c for c in _NEEDS if c not in atoms.columns]
@@ -115,7 +127,14 @@ def lattice_prior(atoms: pd.DataFrame, pixel_size: float | None = None, lattice:
     y = out["y"].to_numpy(np.float64).copy()
     x = out["x"].to_numpy(np.float64).copy()
     err = out["xy_error"].to_numpy(np.float64).copy()
-    out["y_measured"], out["x_measured"] = y.copy(), x.copy()
+    # The measurement the prior weighs: the fit alone when the table has it (unbiased; the
+    # network's centres are themselves pulled towards the lattice it learned), else y, x.
+    meas = np.column_stack([y, x])
+    meas_err = err.copy()
+    if all(c in out.columns for c in _FIT):
+        fy, fx, fe = (out[c].to_numpy(np.float64) for c in _FIT)
+        has = np.isfinite(fy) & np.isfinite(fx) & np.isfinite(fe)
+        meas[has, 0], meas[has, 1], meas_err[has] = fy[has], fx[has], fe[has]
     weight = np.ones(n)
     summary = []
     if n and lattice in LATTICE_PARAMS and lattice != "amorphous":
@@ -128,14 +147,26 @@ def lattice_prior(atoms: pd.DataFrame, pixel_size: float | None = None, lattice:
         coord = out["coordination"].to_numpy(np.int64)
         lab = labels_of(out)
         for frame, rows in frame_groups(out):
-            _frame(rows, y, x, err, weight, site, sub, did, coord, lab, bond_px, exclusion,
-                   min_columns, frame, summary, shape, smoothing_nm / pixel_size)
+            _frame(rows, y, x, err, weight, meas, meas_err, site, sub, did, coord, lab, bond_px,
+                   exclusion, min_columns, frame, summary, shape, smoothing_nm / pixel_size)
+    # Columns the prior leaves alone keep the network-weighted centre (the smaller error where
+    # the network's learned geometry holds), unless the fit disagrees with it beyond chance: then
+    # the network has pulled a displaced column towards the lattice it learned, and the fit's
+    # centre is the one to trust. ``y_fit``, ``x_fit`` stay in the table, unbiased throughout.
+    alone = (weight == 1.0) & (labels_of(out) != "vacancy")
+    alone &= np.isfinite(meas_err) & np.isfinite(meas).all(axis=1)
+    d2 = (meas[:, 0] - y) ** 2 + (meas[:, 1] - x) ** 2
+    switch = alone & (d2 > _CHI2_2DOF_P01 * meas_err**2)
+    y[switch], x[switch], err[switch] = meas[switch, 0], meas[switch, 1], meas_err[switch]
+    out.attrs["lattice_prior_fit_taken"] = int(switch.sum())
     out["y"], out["x"], out["xy_error"], out["prior_weight"] = y, x, err, weight
     if "y_nm" in out.columns:
         out["y_nm"] = y * pixel_size
         out["x_nm"] = x * pixel_size
+    taken = out.attrs.pop("lattice_prior_fit_taken", 0)
     out = with_attrs(out, atoms, pixel_size, lattice)
     out.attrs["lattice_prior"] = summary
+    out.attrs["lattice_prior_fit_taken"] = taken
     return out
 
 
@@ -170,8 +201,8 @@ def _smooth_loo(pos: np.ndarray, values: np.ndarray, h: float, cell: float, shap
     return out, n_eff
 
 
-def _frame(rows, y, x, err, weight, site, sub, did, coord, lab, bond_px, exclusion, min_columns,
-           frame, summary, shape, smoothing):
+def _frame(rows, y, x, err, weight, meas, meas_err, site, sub, did, coord, lab, bond_px, exclusion,
+           min_columns, frame, summary, shape, smoothing):
     """Apply the prior to one frame's ``rows`` in place."""
     known = coord[rows] >= 0
     # The usual coordination of each sublattice (in MX2 a metal column has 6 chalcogen atoms
@@ -182,15 +213,16 @@ def _frame(rows, y, x, err, weight, site, sub, did, coord, lab, bond_px, exclusi
         base = on & (lab[rows] == "lattice")
         if base.any():
             odd |= on & (coord[rows] != np.bincount(coord[rows][base]).argmax())
-    # Defect nodes and the columns bonded to them keep their measured centres, as do columns of
+    # Defect nodes and the columns bonded to them are left alone, as are columns of
     # unusual coordination (the first shell of a vacancy or an empty site) and unfitted ones.
     seed = (lab[rows] != "lattice") | (did[rows] >= 0)
     pos = np.column_stack([y[rows], x[rows]])
     near = (sub[rows] < 0) | odd
     if seed.any() and exclusion > 0:
         near |= cKDTree(pos[seed]).query_ball_point(pos, exclusion * bond_px, return_length=True) > 0
-    e2 = err[rows] ** 2
+    e2 = meas_err[rows] ** 2
     ok = ~seed & ~near & np.isfinite(e2)
+    M = meas[rows]
     if ok.sum() < max(min_columns, 8):
         return
     # The lattice of this frame from the regular columns: affine map of the fractional
@@ -200,8 +232,8 @@ def _frame(rows, y, x, err, weight, site, sub, did, coord, lab, bond_px, exclusi
     X = np.column_stack([f, np.ones(len(rows)), (s_of == 1).astype(float)])
     keep = ok.copy()
     for _ in range(3):
-        W, *_ = np.linalg.lstsq(X[keep], pos[keep], rcond=None)
-        r = pos - X @ W
+        W, *_ = np.linalg.lstsq(X[keep], M[keep], rcond=None)
+        r = M - X @ W
         r2 = (r * r).sum(1)
         scale = np.median(r2[keep]) / _MEDIAN_CHI2_2DOF
         keep = ok & (r2 < min(_CHI2_2DOF_P001 * scale, (0.5 * bond_px) ** 2))
@@ -225,7 +257,7 @@ def _frame(rows, y, x, err, weight, site, sub, did, coord, lab, bond_px, exclusi
     g, n_eff = g[~iv], n_eff[~iv]
     ref = keep[idx]
     rr = r[idx] - g
-    site_pos = pos[idx] - rr
+    site_pos = M[idx] - rr
     v = float(np.median((rr[ref] * rr[ref]).sum(1))) / _MEDIAN_CHI2_2DOF    # per axis
     site_var = v / np.maximum(n_eff, 1.0) + v / max(int(ref.sum()), 1)
     for s in np.unique(s_of[idx]):
@@ -252,8 +284,7 @@ def _frame(rows, y, x, err, weight, site, sub, did, coord, lab, bond_px, exclusi
         w_d = (_DISPLACED * bond_px) ** 2 / var_d
         w = p_d * w_d + (1.0 - p_d) * w_r
         # Posterior variance per axis of the true offset under the mixture (site error added).
-        post = (p_d * (w_d * sig2 + w_d**2 * 0.0) + (1.0 - p_d) * w_r * sig2
-                + p_d * (1.0 - p_d) * (w_d - w_r) ** 2 * q2 / 2.0)
+        post = (p_d * w_d + (1.0 - p_d) * w_r) * sig2 + p_d * (1.0 - p_d) * (w_d - w_r) ** 2 * q2 / 2.0
         at = rows[idx[on]]
         y[at] = site_pos[on, 0] + w * rr[on, 0]
         x[at] = site_pos[on, 1] + w * rr[on, 1]
