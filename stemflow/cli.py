@@ -163,7 +163,7 @@ def _cmd_run(args) -> int:
                   progress=not args.quiet, lattice=args.lattice, threshold=args.threshold, refine=args.refine,
                   pixel_size=args.pixel_size, dataset=args.dataset, frames_per_part=args.frames_per_part,
                   tile=args.tile, batch_size=args.batch_size, n_workers=args.workers, embed_model=args.embed_model,
-                  identify=args.identify)
+                  identify=args.identify, lattice_prior=args.lattice_prior)
     print(f"wrote {summary}")
     return 0
 
@@ -263,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--embed-model", action="store_true", help="send the weights to the workers instead of their path")
     s.add_argument("--identify", action="store_true",
                    help="add the chemical identification (elements, coordination, defect complexes; ~0.1 ms per atom)")
+    s.add_argument("--lattice-prior", action="store_true",
+                   help="move regular lattice columns towards their fitted sites (implies --refine and --identify)")
     s.add_argument("--quiet", action="store_true", help="no dashboard link or progress bar")
     s.set_defaults(func=_cmd_run)
 

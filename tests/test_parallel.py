@@ -311,3 +311,17 @@ def test_cli_run_writes_the_table_and_refuses_a_different_run(client, movie, tmp
     assert main(args + ["--threshold", "0.7"]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert main(args + ["--threshold", "0.7", "--overwrite"]) == 0
+
+
+def test_run_with_the_lattice_prior_on_the_workers(client, movie, tmp_path):
+    """The prior runs per frame on the workers; its columns reach the table and the manifest."""
+    _, store = movie
+    out = tmp_path / "prior"
+    run(store, out, client=client, frames=slice(0, 4), frames_per_part=2, progress=False, track=False,
+        lattice_prior=True)
+    atoms = read_atoms(out)
+    assert {"y_fit", "x_fit", "prior_weight", "site", "defect"} <= set(atoms.columns)
+    assert sorted(atoms.frame.unique()) == [0, 1, 2, 3]
+    assert (atoms.prior_weight < 1).mean() > 0.3
+    params = json.loads((out / "manifest.json").read_text())["parameters"]
+    assert params["lattice_prior"] and params["refine"] and params["identify"]

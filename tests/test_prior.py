@@ -120,3 +120,20 @@ def test_simulated_relaxation_and_disorder():
     assert 0.04 < per_axis < 0.06
     with pytest.raises(ValueError, match="disorder"):
         simulate_image("graphene", 64, disorder=-1.0)
+
+
+def test_cli_find_with_the_prior(tmp_path, capsys):
+    from stemflow.cli import main
+
+    sim = simulate_image("graphene", 160, pixel_size=PX, seed=4, dose=1e5)
+    np.save(tmp_path / "frame.npy", sim.image)
+    out = tmp_path / "atoms.parquet"
+    assert main(["find", str(tmp_path / "frame.npy"), "--pixel-size", str(PX), "--lattice-prior",
+                 "--out", str(out)]) == 0
+    atoms = pd.read_parquet(out)
+    assert {"y_fit", "x_fit", "prior_weight", "xy_error"} <= set(atoms.columns)
+    assert (atoms.prior_weight < 0.5).mean() > 0.5
+    assert main(["find", str(tmp_path / "frame.npy"), "--pixel-size", str(PX), "--lattice-prior",
+                 "--no-identify", "--out", str(tmp_path / "b.parquet")]) != 0
+    assert "--lattice-prior needs" in capsys.readouterr().err
+    assert not (tmp_path / "b.parquet").exists()

@@ -232,7 +232,8 @@ def _part_rows(out: Path, index: int) -> int:
 def run(input, out, model=None, scheduler=None, frames=None, detector=None, save_probabilities=False,
         overwrite=False, progress=True, *, lattice="graphene", threshold=0.5, refine=False, pixel_size=None,
         dataset=None, frames_per_part=None, tile=1024, batch_size=4, client=None, n_workers=None,
-        embed_model=False, on_part=None, track=True, track_options=None, identify=False) -> RunSummary:
+        embed_model=False, on_part=None, track=True, track_options=None, identify=False,
+        lattice_prior=False) -> RunSummary:
     """Find atoms in every frame of an input on a Dask cluster; write ``OUT/atoms.parquet``.
 
     Parameters
@@ -296,6 +297,10 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
         occupancy, coordination, sites, defect complexes; the unsupervised classes are left out,
         ``cluster`` is -1). Off by default: it costs about 0.1 ms per atom, several times the
         network's share (a 512² frame at 20 pm/px holds ~3,800 atoms).
+    lattice_prior : bool
+        Move regular lattice columns towards their fitted sites as far as each frame's own scatter
+        allows (:func:`stemflow.chem.lattice_prior`; implies ``refine`` and ``identify``; adds
+        ``y_fit``, ``x_fit``, ``fit_error``, ``prior_weight``).
 
     Returns
     -------
@@ -346,10 +351,13 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
         start, stop, parts, n_total = 0, 1, [(0, 1)], 1
     ref = model_ref(model, embed=embed_model)
     card = _card_of(ref)
-    identify = bool(identify)
+    identify = bool(identify) or bool(lattice_prior)
+    refine = bool(refine) or bool(lattice_prior)
     params = {"pixel_size": float(ps), "lattice": lattice, "threshold": float(threshold), "refine": bool(refine),
               "identify": identify,
               "tile": int(tile), "batch_size": int(batch_size), "save_probabilities": bool(save_probabilities)}
+    if lattice_prior:       # only when on: manifests of runs without it stay comparable
+        params["lattice_prior"] = True
     manifest = {"format": FORMAT, "input": _identity(da, source), "model": {"name": ref.name, "sha256": ref.sha256},
                 "parameters": {**{k: v for k, v in params.items() if k != "batch_size"},
                                "frames": [start, stop], "detector": _json_detector(det)},

@@ -196,7 +196,8 @@ class TiledModel(Model):
 
 
 def find_frames(frames: np.ndarray, first_frame: int, model: Model, pixel_size: float, *, lattice="graphene",
-                threshold=0.5, refine=False, batch_size=4, tile=1024, keep_maps=False, identify=False):
+                threshold=0.5, refine=False, batch_size=4, tile=1024, keep_maps=False, identify=False,
+                lattice_prior=False):
     """Atoms in a block of frames, with global frame numbers.
 
     Parameters
@@ -218,6 +219,8 @@ def find_frames(frames: np.ndarray, first_frame: int, model: Model, pixel_size: 
     identify : bool
         Add the chemical identification (:func:`stemflow.chem.identify`) without the
         unsupervised classes, which need all the complexes of a dataset at once.
+    lattice_prior : bool
+        As in :func:`stemflow.find_atoms` (needs ``identify``).
 
     Returns
     -------
@@ -229,8 +232,8 @@ def find_frames(frames: np.ndarray, first_frame: int, model: Model, pixel_size: 
     keep = [] if keep_maps else None
     net = TiledModel.of(model, tile=tile, keep=keep)
     df = find_atoms(np.asarray(frames), pixel_size=pixel_size, lattice=lattice, model=net, threshold=threshold,
-                    refine=refine, batch_size=batch_size, identify=bool(identify),
-                    identify_options={"classes": False})
+                    refine=refine, batch_size=batch_size, identify=bool(identify) or bool(lattice_prior),
+                    identify_options={"classes": False}, lattice_prior=bool(lattice_prior))
     if "frame" not in df.columns:
         df.insert(0, "frame", np.int64(0))
     df["frame"] = df["frame"].astype(np.int64) + int(first_frame)
@@ -330,7 +333,8 @@ def process_part(index: int, start: int, stop: int, source, ref: ModelRef, param
     save = bool(params.get("save_probabilities"))
     res = find_frames(frames, start, model, params["pixel_size"], lattice=params["lattice"],
                       threshold=params["threshold"], refine=params["refine"], batch_size=params["batch_size"],
-                      tile=params["tile"], keep_maps=save, identify=params.get("identify", False))
+                      tile=params["tile"], keep_maps=save, identify=params.get("identify", False),
+                      lattice_prior=params.get("lattice_prior", False))
     df, maps = res if save else (res, None)
     if save:
         import zarr
