@@ -8,8 +8,10 @@ a column's measured offset from the frame's lattice model (an affine map of the 
 sublattice offset and a smooth field of the other columns' offsets over ``smoothing_nm``), ``σ²``
 its measurement variance per axis and ``τ²`` the variance per axis of the *true* offsets —
 estimated per frame and sublattice as the spread of ``r`` beyond ``σ²`` — the column goes to
-``site + w·r`` with ``w = τ² / (τ² + σ²)``; a two-component mixture lets a column that is
-displaced for real (its offset improbable under ``τ``) keep its measurement.
+``site + w·r`` with ``w = τ² / (τ² + σ²)``. A two-component mixture (regular columns, and a
+small fraction whose offsets are improbable under ``τ``: displaced for real, or a fit gone
+astray) gives each column its probability of being regular; the others keep the
+network-weighted centre.
 
 The measurement is the Gaussian fit alone (``y_fit``, ``x_fit``, ``fit_error`` from
 ``refine_atoms(..., keep_fit=True)``), not the network-weighted centre: the network's centres are
@@ -136,6 +138,7 @@ def lattice_prior(atoms: pd.DataFrame, pixel_size: float | None = None, lattice:
         has = np.isfinite(fy) & np.isfinite(fx) & np.isfinite(fe)
         meas[has, 0], meas[has, 1], meas_err[has] = fy[has], fx[has], fe[has]
     weight = np.ones(n)
+    done = np.zeros(n, bool)        # columns the prior weighed (or a vacancy put on its site)
     summary = []
     if n and lattice in LATTICE_PARAMS and lattice != "amorphous":
         bond_px = LATTICE_PARAMS[lattice]["bond"] / pixel_size
@@ -147,13 +150,13 @@ def lattice_prior(atoms: pd.DataFrame, pixel_size: float | None = None, lattice:
         coord = out["coordination"].to_numpy(np.int64)
         lab = labels_of(out)
         for frame, rows in frame_groups(out):
-            _frame(rows, y, x, err, weight, meas, meas_err, site, sub, did, coord, lab, bond_px,
+            _frame(rows, y, x, err, weight, done, meas, meas_err, site, sub, did, coord, lab, bond_px,
                    exclusion, min_columns, frame, summary, shape, smoothing_nm / pixel_size)
     # Columns the prior leaves alone keep the network-weighted centre (the smaller error where
     # the network's learned geometry holds), unless the fit disagrees with it beyond chance: then
     # the network has pulled a displaced column towards the lattice it learned, and the fit's
     # centre is the one to trust. ``y_fit``, ``x_fit`` stay in the table, unbiased throughout.
-    alone = (weight == 1.0) & (labels_of(out) != "vacancy")
+    alone = ~done & (labels_of(out) != "vacancy")
     alone &= np.isfinite(meas_err) & np.isfinite(meas).all(axis=1)
     d2 = (meas[:, 0] - y) ** 2 + (meas[:, 1] - x) ** 2
     switch = alone & (d2 > _CHI2_2DOF_P01 * meas_err**2)
@@ -201,7 +204,7 @@ def _smooth_loo(pos: np.ndarray, values: np.ndarray, h: float, cell: float, shap
     return out, n_eff
 
 
-def _frame(rows, y, x, err, weight, meas, meas_err, site, sub, did, coord, lab, bond_px, exclusion,
+def _frame(rows, y, x, err, weight, done, meas, meas_err, site, sub, did, coord, lab, bond_px, exclusion,
            min_columns, frame, summary, shape, smoothing):
     """Apply the prior to one frame's ``rows`` in place."""
     known = coord[rows] >= 0
@@ -253,6 +256,7 @@ def _frame(rows, y, x, err, weight, meas, meas_err, site, sub, did, coord, lab, 
         y[at], x[at] = model[iv, 0], model[iv, 1]
         err[at] = np.sqrt(v0 / np.maximum(n_eff[iv], 1.0) + v0 / max(int(keep.sum()), 1))
         weight[at] = 0.0
+        done[at] = True
     idx = both[~iv]
     g, n_eff = g[~iv], n_eff[~iv]
     ref = keep[idx]
@@ -269,9 +273,9 @@ def _frame(rows, y, x, err, weight, meas, meas_err, site, sub, did, coord, lab, 
         sig2 = e2[idx][on]
         tau2 = max(0.0, v_s - float(np.median(sig2[ref[on]])) - float(np.median(site_var[on])))
         # Two kinds of column: regular ones, whose true offsets scatter by τ about the lattice,
-        # and displaced ones (a fraction π, true offsets up to ~DISPLACED bonds), e.g. relaxed
-        # around a defect the network did not mark. π by expectation–maximisation; each column's
-        # centre is the posterior mean of its true offset under the mixture.
+        # and outliers (a fraction π, offsets up to ~DISPLACED bonds: relaxed around a defect the
+        # network did not mark, or a fit gone astray). π by expectation–maximisation; each
+        # column's centre mixes the two estimates by its posterior probabilities.
         var_r = tau2 + sig2 + site_var[on]
         var_d = (_DISPLACED * bond_px) ** 2 + sig2
         log_r = -np.log(var_r) - 0.5 * q2 / var_r
@@ -281,15 +285,20 @@ def _frame(rows, y, x, err, weight, meas, meas_err, site, sub, did, coord, lab, 
             p_d = 1.0 / (1.0 + np.exp(np.clip(log_r - log_d, -50, 50)) * (1.0 - pi) / pi)
             pi = float(np.clip(p_d.mean(), _PI_MIN, 0.5))
         w_r = tau2 / (tau2 + sig2)
-        w_d = (_DISPLACED * bond_px) ** 2 / var_d
-        w = p_d * w_d + (1.0 - p_d) * w_r
-        # Posterior variance per axis of the true offset under the mixture (site error added).
-        post = (p_d * w_d + (1.0 - p_d) * w_r) * sig2 + p_d * (1.0 - p_d) * (w_d - w_r) ** 2 * q2 / 2.0
         at = rows[idx[on]]
-        y[at] = site_pos[on, 0] + w * rr[on, 0]
-        x[at] = site_pos[on, 1] + w * rr[on, 1]
-        err[at] = np.sqrt(post + (1.0 - w) ** 2 * site_var[on])
+        # Regular: towards the site. Displaced: the network-weighted centre, which is robust where
+        # a fit went astray (a column displaced for real is rare away from defects, whose
+        # surroundings the prior leaves alone anyway).
+        reg = site_pos[on] + w_r[:, None] * rr[on]
+        reg_var = w_r * sig2 + (1.0 - w_r) ** 2 * site_var[on]
+        net = np.column_stack([y[at], x[at]])
+        gap2 = ((net - reg) ** 2).sum(1)
+        y[at] = (1.0 - p_d) * reg[:, 0] + p_d * net[:, 0]
+        x[at] = (1.0 - p_d) * reg[:, 1] + p_d * net[:, 1]
+        err[at] = np.sqrt((1.0 - p_d) * reg_var + p_d * err[at] ** 2 + p_d * (1.0 - p_d) * gap2 / 2.0)
+        w = (1.0 - p_d) * w_r + p_d
         weight[at] = w
+        done[at] = True
         summary.append({"frame": None if frame is None else int(frame), "sublattice": int(s),
                         "n": int(on.sum()), "tau_px": float(np.sqrt(tau2)),
                         "sigma_px": float(np.sqrt(np.median(sig2))), "weight": float(np.median(w)),
