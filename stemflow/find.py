@@ -116,11 +116,12 @@ def find_atoms(image, pixel_size: float | None = None, lattice: str = "graphene"
         Also move each regular lattice column towards its fitted lattice site by the
         empirical-Bayes weight that the frame's own scatter allows
         (:func:`stemflow.chem.lattice_prior`); implies ``refine`` and needs ``identify``.
-        Dopants, vacancies, defects and the columns bonded to them are not moved. On the
-        held-out set at 10⁵ e⁻/Å² it brings lattice columns from ≈ 3 pm to ≈ 1 pm of the truth
-        and, where columns really scatter, estimates how much and follows them (measured in
-        ``benchmarks/results/lattice_prior.md``). Use the fit's centres (``y_fit``, ``x_fit``:
-        unbiased) for strain or displacement maps.
+        Dopants, vacancies, defects and the columns bonded to them are not pulled towards the
+        lattice. On the held-out set at 10⁵ e⁻/Å² the RMSE falls from 0.24 to 0.09 px
+        (graphene, 3.3 → 1.35 pm) and from 0.09 to 0.06 px (WS2); where columns really
+        scatter it estimates how much and follows them (``benchmarks/results/lattice_prior.md``).
+        The network's own centres are pulled towards the ideal lattice: use the fit's
+        (``y_fit``, ``x_fit``: unbiased) for strain maps or bond lengths around defects.
 
     Returns
     -------
