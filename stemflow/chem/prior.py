@@ -161,15 +161,13 @@ def lattice_prior(atoms: pd.DataFrame, pixel_size: float | None = None, lattice:
     d2 = (meas[:, 0] - y) ** 2 + (meas[:, 1] - x) ** 2
     switch = alone & (d2 > _CHI2_2DOF_P01 * meas_err**2)
     y[switch], x[switch], err[switch] = meas[switch, 0], meas[switch, 1], meas_err[switch]
-    out.attrs["lattice_prior_fit_taken"] = int(switch.sum())
     out["y"], out["x"], out["xy_error"], out["prior_weight"] = y, x, err, weight
     if "y_nm" in out.columns:
         out["y_nm"] = y * pixel_size
         out["x_nm"] = x * pixel_size
-    taken = out.attrs.pop("lattice_prior_fit_taken", 0)
     out = with_attrs(out, atoms, pixel_size, lattice)
     out.attrs["lattice_prior"] = summary
-    out.attrs["lattice_prior_fit_taken"] = taken
+    out.attrs["lattice_prior_fit_taken"] = int(switch.sum())
     return out
 
 
