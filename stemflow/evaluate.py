@@ -85,13 +85,13 @@ def evaluate(model=None, cases=None, *, border_nm: float = 0.15, progress: bool 
         from tqdm.auto import tqdm
 
         it = tqdm(cases, desc="evaluating", unit="frame")
+    opts = {"identify": False, **find_options}
+    if opts.get("lattice_prior"):
+        # The prior stands on the chemical identification's lattice fit; the unsupervised
+        # classes (a whole-dataset step) are not needed for it.
+        opts.update(identify=True, identify_options={"classes": False, **(opts.get("identify_options") or {})})
     for case in it:
         sim = _simulate(case)
-        opts = {"identify": False, **find_options}
-        if opts.get("lattice_prior"):
-            # The prior stands on the chemical identification's lattice fit; the unsupervised
-            # classes (a whole-dataset step) are not needed for it.
-            opts.update(identify=True, identify_options={"classes": False, **(opts.get("identify_options") or {})})
         pred = find_atoms(sim.image, case.pixel_size, case.lattice, model, **opts)
         b = border_nm / case.pixel_size
         n = case.size

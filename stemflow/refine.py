@@ -328,15 +328,14 @@ def refine_atoms(image, atoms, sigma: float, *, net_error=(0.0, 0.5, 2.0), skip=
     ok = d["ok"] & todo
     if ok.sum() < 3:
         return out
-    if keep_fit:
-        cols = {c: np.full(len(out), np.nan) for c in ("y_fit", "x_fit", "fit_error")}
-        cols["y_fit"][ok], cols["x_fit"][ok] = fy[ok], fx[ok]
-        cols["fit_error"][ok] = FIT_ERROR_SCALE * np.sqrt(0.5 * (d["y_err"][ok] ** 2 + d["x_err"][ok] ** 2))
-        for c, v in cols.items():
-            out[c] = v
     ny, nx = ny_all[ok], nx_all[ok]
     fy, fx = fy[ok], fx[ok]
     fit_var = 0.5 * (d["y_err"][ok] ** 2 + d["x_err"][ok] ** 2)       # per axis, px²
+    if keep_fit:
+        for c, v in (("y_fit", fy), ("x_fit", fx), ("fit_error", FIT_ERROR_SCALE * np.sqrt(fit_var))):
+            col = np.full(len(out), np.nan)
+            col[ok] = v
+            out[c] = col
     floor, slope, inflation = net_error
     net_var = floor**2 + slope**2 * fit_var
     fit_var = fit_var * inflation**2

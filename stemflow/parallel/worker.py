@@ -232,7 +232,7 @@ def find_frames(frames: np.ndarray, first_frame: int, model: Model, pixel_size: 
     keep = [] if keep_maps else None
     net = TiledModel.of(model, tile=tile, keep=keep)
     df = find_atoms(np.asarray(frames), pixel_size=pixel_size, lattice=lattice, model=net, threshold=threshold,
-                    refine=refine, batch_size=batch_size, identify=bool(identify) or bool(lattice_prior),
+                    refine=refine, batch_size=batch_size, identify=bool(identify),
                     identify_options={"classes": False}, lattice_prior=bool(lattice_prior))
     if "frame" not in df.columns:
         df.insert(0, "frame", np.int64(0))
