@@ -191,3 +191,67 @@ def test_bad_input_names_the_problem_and_the_fix(movie):
         link(a, pixel_size=PX)
     with pytest.raises(InputError, match="increasing order"):
         track([a[a.frame == 1], a[a.frame == 0]], pixel_size=PX)
+
+
+def _still_dopant(seed=5, frames=12):
+    """A still graphene movie with one Si (truth tables + 0.3 px noise, lattice intensity 0.1 and
+    Si 0.4 as find_atoms measures them), and the index of the lattice atom one bond from the Si."""
+    mov = simulate_movie("graphene", frames, 160, seed=seed, pixel_size=PX, defects={"Si1C3": 1}, rates={})
+    a = _noisy(mov.atoms, seed=seed, keep=1.0)
+    rng = np.random.default_rng(seed)
+    a["label"] = a["label"].astype(str)
+    a["intensity"] = np.where(a.label == "dopant", 0.4, 0.1) + rng.normal(0, 0.02, len(a))
+    si = mov.atoms[(mov.atoms.label == "dopant") & (mov.atoms.frame == 0)][["y", "x"]].to_numpy()[0]
+    first = mov.atoms[mov.atoms.frame == 0]
+    d = np.hypot(first.y - si[0], first.x - si[1])
+    neighbour = first[(first.label == "lattice")][["y", "x"]].to_numpy()[np.argmin(d[first.label == "lattice"])]
+    return a, si, neighbour
+
+
+def _at(a, frame, yx):
+    """Index of the row of ``frame`` nearest to ``yx`` (px)."""
+    f = a[a.frame == frame]
+    return f.index[np.argmin(np.hypot(f.y - yx[0], f.x - yx[1]))]
+
+
+def _hop_to(a, si, nb, from_frame):
+    """The Si swaps with its neighbour from ``from_frame`` on: a real hop (labels and intensities)."""
+    for f in range(from_frame, int(a.frame.max()) + 1):
+        i, j = _at(a, f, si), _at(a, f, nb)
+        a.loc[[i, j], ["label", "intensity"]] = a.loc[[j, i], ["label", "intensity"]].to_numpy()
+
+
+def test_one_noisy_frame_makes_no_hop_and_a_held_new_site_is_a_hop_in_its_frame():
+    a, si, nb = _still_dopant(frames=30)
+    # Frames 4, 12, 18: the Si is called 'lattice' and a false dopant shows up one bond away, for
+    # one frame each (10 % of the frames: a noisy movie).
+    for f in (4, 12, 18):
+        i, j = _at(a, f, si), _at(a, f, nb)
+        a.loc[i, "label"], a.loc[j, "label"] = "lattice", "dopant"
+    _hop_to(a, si, nb, 24)                                  # frame 24 on: a real hop, held
+    r = track(a, pixel_size=PX)
+    hops = r.events.query("kind == 'hop'")
+    assert hops.frame.tolist() == [24], hops
+    assert hops.distance_nm.iloc[0] == pytest.approx(0.142, abs=0.02)
+    assert r.trajectories.attrs["persist_frames"] >= 2         # chosen from the movie's own error rate
+    assert track(a, pixel_size=PX, persist=2).events.query("kind == 'hop'").frame.tolist() == [24]
+    # Each frame judged alone (the former behaviour), every noisy frame makes a hop there and back.
+    assert track(a, pixel_size=PX, persist=None).events.query("kind == 'hop'").frame.tolist() == \
+        [4, 5, 12, 13, 18, 19, 24]
+
+
+def test_hop_in_a_frame_where_the_dopant_is_called_lattice_is_dated_to_that_frame():
+    a, si, nb = _still_dopant(seed=6)
+    _hop_to(a, si, nb, 7)
+    j = _at(a, 7, nb)
+    a.loc[j, "label"] = "lattice"              # seen on its new site in frame 7, but called lattice (still bright)
+    hops = track(a, pixel_size=PX).events.query("kind == 'hop'")
+    assert hops.frame.tolist() == [7], hops
+    assert track(a, pixel_size=PX, persist=None).events.query("kind == 'hop'").frame.tolist() == [8]
+
+
+def test_persistence_follows_the_frame_level_error_rates():
+    from stemflow.track.sites import persistence
+    assert persistence(0.0, 0.05) == (1, 1)                 # no one-frame errors: every frame counts
+    assert persistence(0.01, 0.05)[0] == 2                  # 1 % one-frame errors, 5 % moves
+    assert persistence(0.2, 0.02)[0] >= 3

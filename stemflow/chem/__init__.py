@@ -1,7 +1,10 @@
 """Chemical identification: elements, bonds, coordination, lattice sites, defect complexes, rings
 and unsupervised defect classes, from an atoms table (``y``, ``x`` px, ``label``).
 
-Column occupancies (how full each column is, from the image against its own neighbourhood) tell
+Dopants are placed on the locally fitted lattice and checked by Z-contrast, width and geometry
+(:func:`~stemflow.chem.dopants.check_dopants`): contamination, adatoms and edge blobs are not
+dopants, and a dopant's first shell is counted on the lattice's sites, not by a cutoff. Column
+occupancies (how full each column is, from the image against its own neighbourhood) tell
 a half-empty chalcogen column from an empty one and check the network's vacancies. Every
 function takes the atoms table of :func:`stemflow.find_atoms` and returns a copy with
 more columns (or a table of its own: bonds, rings, empty sites, defects), so the steps chain::
@@ -17,6 +20,7 @@ numpy / scipy / pandas / scikit-learn: no Dask.
 from .bonds import BOND_CUTOFFS, coordination, find_bonds
 from .classes import class_mean_patches, classify_defects, cluster_descriptors, defect_descriptors, defect_patches
 from .defects import DEFECT_COLUMNS, defect_table, find_defects, ring_defect_name
+from .dopants import check_dopants, dopant_geometry
 from .elements import ELEMENT_MAPS, assign_elements, guess_element, measure_intensity
 from .identify import IDENTIFY_COLUMNS, identify
 from .occupancy import column_occupancy
@@ -24,7 +28,7 @@ from .prior import PRIOR_COLUMNS, lattice_prior
 from .rings import find_rings
 from .sites import assign_sites, empty_sites, fit_lattice, site_cells, site_id
 
-__all__ = ["identify", "assign_sites", "empty_sites", "fit_lattice", "site_id", "site_cells",
+__all__ = ["identify", "check_dopants", "dopant_geometry", "assign_sites", "empty_sites", "fit_lattice", "site_id", "site_cells",
            "assign_elements", "guess_element", "measure_intensity", "column_occupancy", "find_bonds", "coordination",
            "find_rings", "find_defects", "defect_table", "ring_defect_name", "classify_defects",
            "defect_descriptors", "cluster_descriptors", "defect_patches", "class_mean_patches",

@@ -188,15 +188,25 @@ def coordination(atoms: pd.DataFrame, pixel_size: float | None = None, lattice: 
     coord = np.zeros(len(out), np.int64)
     host = LATTICE_PARAMS[lattice]["host"]
     host_cut = _pair_cutoff(table, lattice, np.array([host[0]]), np.array([host[-1]]))[0]
+    unknown = out["label"].astype(str).to_numpy() == "unknown"
     for _, rows in frame_groups(out):
         i, j, _ = _frame_bonds(P[rows], element[rows], count[rows], table, lattice)
         n = len(rows)
         c = np.bincount(i, weights=count[rows][j], minlength=n) + np.bincount(j, weights=count[rows][i], minlength=n)
-        empty = np.flatnonzero(count[rows] == 0)
+        empty = np.flatnonzero((count[rows] == 0) & ~unknown[rows])
         full_rows = np.flatnonzero(count[rows] > 0)
         if len(empty) and len(full_rows):
             nb = cKDTree(P[rows][full_rows]).query_ball_point(P[rows][empty], host_cut)
             c[empty] = [count[rows][full_rows[k]].sum() for k in nb]
         coord[rows] = c
+    if lattice == "graphene":
+        # Dopants: host columns on the shell sites of the local lattice, plus bonded dopants,
+        # not every blob within the cutoff (a heavy atom's probe tail makes blobs beside it).
+        from .dopants import _frame_dopant_geometry
+
+        for _, rows, _fit, geo in _frame_dopant_geometry(out, pixel_size, lattice, cutoffs):
+            c = geo.coordination()
+            ok = c >= 0
+            coord[rows[geo.rows[ok]]] = c[ok]
     out["coordination"] = coord.astype(np.int8)
     return with_attrs(out, atoms, pixel_size, lattice)

@@ -39,6 +39,8 @@ from ._common import (ATOMIC_NUMBER, LATTICE_PARAMS, frame_groups, is_mx2, label
                       with_attrs)
 from .bonds import coordination, find_bonds
 from .rings import find_rings
+from .bonds import bond_cutoffs
+from .dopants import dopant_geometry
 from .sites import _NB as _NB_CELLS, _frame_empty, _frame_fit, assign_sites
 
 __all__ = ["find_defects", "defect_table", "DEFECT_COLUMNS", "ring_defect_name"]
@@ -50,6 +52,9 @@ DEFECT_COLUMNS = ["defect_id", "defect", "y", "x", "y_nm", "x_nm", "angle", "n_d
 _LINK = 1.2        # bonds: vacancies / empty sites this close to another node join its complex
 _SAME_SITE = 0.4   # bonds: a vacancy row with an atom this close is contradicted by the geometry
 _ODD_RINGS = (4, 5, 7, 8)
+#: Bonds: no host column lies closer than this to a dopant (Si–C is 0.17–0.19 nm, longer than the
+#: C–C bond; 0.85 allows 0.15 bond of localisation error); a blob closer is the dopant's halo.
+_MIN_HOST_GAP = 0.85
 
 
 def ring_defect_name(sizes) -> str:
@@ -220,6 +225,9 @@ def _analyse(atoms, pixel_size, lattice, cutoffs=None, element_map=None, gamma=1
     has_lattice = LATTICE_PARAMS[lattice]["a"] is not None
     bond_px = LATTICE_PARAMS[lattice]["bond"] / pixel_size
     ring_frame = rings["frame"].to_numpy() if "frame" in rings.columns else None
+    occ_all = full["occupancy"].to_numpy(np.float64) if "occupancy" in full.columns else None
+    cut_table = bond_cutoffs(lattice, cutoffs)
+    dop_cut = cut_table.get("Si-Si", cut_table["default"])
 
     defect = np.full(n, "", dtype=object)
     defect_id = np.full(n, -1, np.int64)
@@ -259,6 +267,11 @@ def _analyse(atoms, pixel_size, lattice, cutoffs=None, element_map=None, gamma=1
                     for p, s_, k_, c_ in zip(ep, es, ek, ec):
                         if k_:
                             kinds.append(k_), nrow.append(-1), npos.append(p), nsub.append(int(s_)), ncnt.append(int(c_))
+        geo = None
+        if lattice == "graphene":
+            geo = dopant_geometry(fit, lp, ll, bond_px, dop_cut / pixel_size,
+                                  None if occ_all is None else occ_all[rows])
+            geo_k = {int(r): k for k, r in enumerate(geo.rows)}
         theta = 0.0
         if fit is not None:
             theta = float(np.degrees(np.arctan2(fit.M[0, 0], fit.M[1, 0])) % 60.0)
@@ -341,10 +354,18 @@ def _analyse(atoms, pixel_size, lattice, cutoffs=None, element_map=None, gamma=1
         # ---- names and rows
         for cx in complexes:
             kinds_c, rows_c, pos_c, sub_c, core = cx["kinds"], cx["rows"], cx["pos"], cx["sub"], cx["core"]
-            shell = set()
-            for r in rows_c:
-                if r >= 0 and kinds_c[rows_c.index(r)] == "dopant":
-                    shell.update(b for b in nbrs[r] if ll[b] == "lattice")
+            dop_c = [r for r, k_ in zip(rows_c, kinds_c) if r >= 0 and k_ == "dopant"]
+            placed = [geo_k[r] for r in dop_c if geo is not None and geo.kind[geo_k[r]] in ("site", "bond")]
+            if placed:
+                # Host columns on the shell sites of the local lattice, one per site.
+                shell = geo.shell_rows(placed)
+            else:
+                # No lattice here: bonded host columns, less those closer to a dopant than any
+                # host column can be (the halo of its probe tail).
+                shell = set()
+                for r in dop_c:
+                    shell.update(b for b in nbrs[r] if ll[b] == "lattice"
+                                 and np.hypot(*(lp[b] - lp[r])) >= _MIN_HOST_GAP * bond_px)
             if "name" in cx:
                 name = cx["name"]
             else:

@@ -1,6 +1,7 @@
 """``identify``: the whole chemical identification of an atoms table in one call.
 
-Sites (:mod:`~stemflow.chem.sites`) → elements (:mod:`~stemflow.chem.elements`) → bonds and
+Sites (:mod:`~stemflow.chem.sites`) → occupancy and the dopants' check
+(:mod:`~stemflow.chem.occupancy`, :mod:`~stemflow.chem.dopants`) → elements (:mod:`~stemflow.chem.elements`) → bonds and
 coordination (:mod:`~stemflow.chem.bonds`) → rings and defect complexes
 (:mod:`~stemflow.chem.rings`, :mod:`~stemflow.chem.defects`) → unsupervised classes
 (:mod:`~stemflow.chem.classes`).
@@ -17,6 +18,7 @@ from ._common import LATTICE_PARAMS, resolve, with_attrs
 from .bonds import coordination
 from .classes import classify_defects
 from .defects import _analyse
+from .dopants import CHECKS, check_dopants
 from .elements import assign_elements, measure_intensity
 from .occupancy import column_occupancy
 from .sites import assign_sites
@@ -28,11 +30,11 @@ EDGE_NM = 0.15
 
 #: Columns :func:`identify` adds to the atoms table, in order.
 IDENTIFY_COLUMNS = ["element", "count", "occupancy", "coordination", "site", "sublattice", "site_y", "site_x",
-                    "defect", "defect_id", "cluster"]
+                    "defect", "defect_id", "cluster", "dopant_check"]
 
 _DTYPES = {"element": "category", "count": np.int8, "occupancy": np.float64, "coordination": np.int8, "site": np.int64,
            "sublattice": np.int8, "site_y": np.float64, "site_x": np.float64, "defect": "category",
-           "defect_id": np.int64, "cluster": np.int64}
+           "defect_id": np.int64, "cluster": np.int64, "dopant_check": "category"}
 
 
 def identify(atoms: pd.DataFrame, pixel_size: float | None = None, lattice: str | None = None,
@@ -80,8 +82,13 @@ def identify(atoms: pd.DataFrame, pixel_size: float | None = None, lattice: str 
         ``image``), ``coordination`` (int8 bonded atoms), ``site`` (int64 id),
         ``sublattice`` (int8, 0 = A/metal, 1 = B/chalcogen, -1 unfitted), ``site_y``, ``site_x``
         (float64 px of the ideal site), ``defect`` (category: ``Si1C3``, ``V2``, ``SW``, ``Mo_W``
-        …, ``""`` for none), ``defect_id`` (int64, -1 for none) and ``cluster`` (int64
-        unsupervised class of the row's complex, -1 for none). ``df.attrs`` keeps those of
+        …, ``""`` for none), ``defect_id`` (int64, -1 for none), ``cluster`` (int64
+        unsupervised class of the row's complex, -1 for none) and ``dopant_check`` (category:
+        for the network's dopants ``"dopant"`` when confirmed, else why not — ``edge``, ``dim``,
+        ``wide``, ``off_lattice``, ``no_shell`` —, ``""`` for other rows; checked in graphene
+        with ``image`` only, see :func:`~stemflow.chem.dopants.check_dopants`). A dopant that
+        fails is relabelled ``lattice`` (a host column) or ``unknown`` (no atom of the lattice:
+        no element, no bonds, in no defect). ``df.attrs`` keeps those of
         ``atoms`` and records ``pixel_size``, ``lattice`` and ``classes`` (number of classes and
         the BIC curve).
 
@@ -123,8 +130,12 @@ def identify(atoms: pd.DataFrame, pixel_size: float | None = None, lattice: str 
     out = assign_sites(out, pixel_size, lattice)
     if image is not None:
         out = column_occupancy(out, image, pixel_size, lattice)
-    elif "occupancy" not in out.columns:
-        out["occupancy"] = np.full(len(out), np.nan)
+        out = check_dopants(out, image, pixel_size, lattice, cutoffs=cutoffs)
+    else:
+        if "occupancy" not in out.columns:
+            out["occupancy"] = np.full(len(out), np.nan)
+        verdict = np.where(out["label"].astype(str).to_numpy() == "dopant", "dopant", "")
+        out["dopant_check"] = pd.Categorical(verdict, categories=CHECKS)
     out = assign_elements(out, pixel_size, lattice, element_map=element_map, gamma=gamma)
     out = coordination(out, pixel_size, lattice, cutoffs=cutoffs)
     out, table = _analyse(out, pixel_size, lattice, cutoffs, element_map, gamma, image=image)

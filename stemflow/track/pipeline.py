@@ -5,18 +5,26 @@ One pass over the frames: each frame's lattice atoms update the drift estimate
 vacancies get their host-atom neighbourhood (coordination, on-site flag) and are handed to
 trackpy's streaming linker. Only the tracked rows are kept, so a movie may be given as an iterator
 of per-frame tables (e.g. Parquet row groups) and memory stays bounded by the trajectories, not
-the atoms. Sites and events follow on the trajectories.
+the atoms. Sites and events follow on the trajectories, judged on stays (runs of frames at one
+place, :func:`~stemflow.track.assign_sites`) rather than on single frames.
+
+At low dose the network may call a dopant ``lattice`` for a frame (most often in the very frame it
+hops). Lattice rows as bright as dopants, next to a tracked dopant, are therefore kept aside (a few
+per frame); when a hop falls in a gap of its trajectory they say in which frame of the gap the
+dopant was first seen on its new site.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections import deque
 from collections.abc import Iterable
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 import trackpy
+from scipy.spatial import cKDTree
 
 from ..errors import InputError, StemflowWarning
 from ._validate import check_finite, pixel_size_of, require_columns, require_frame
@@ -72,16 +80,22 @@ def _steady_coordination(traj: pd.DataFrame, still: float) -> pd.DataFrame:
     """Clean the coordination (counted from host atoms, or given), per trajectory.
 
     A coordination change moves the atom (a 4-fold Si sits half a bond from its 3-fold site), so
-    within a *stay* — consecutive observations less than ``still`` px apart — the coordination is
-    one number: the stay's most common count (the larger on a tie, since a missed host atom lowers
-    the count more often than a false one raises it). Counts left unknown at the frame edge (-1)
-    take the particle's nearest known value.
+    within a *stay* the coordination is one number: the stay's most common count (the larger on a
+    tie, since a missed host atom lowers the count more often than a false one raises it). Stays
+    are the ``stay`` column of :func:`~stemflow.track.assign_sites` when there is one, else runs
+    of consecutive observations less than ``still`` px apart. Counts left unknown at the frame
+    edge (-1) take the particle's nearest known value.
     """
     traj = traj.sort_values(["particle", "frame"], kind="stable").reset_index(drop=True)
     part = traj["particle"].to_numpy()
-    q = traj[["y_corr", "x_corr"]].to_numpy(np.float64)
-    step = np.r_[np.inf, np.hypot(*(q[1:] - q[:-1]).T)]
-    stay = np.cumsum((np.r_[True, part[1:] != part[:-1]]) | (step > still))
+    new_part = np.r_[True, part[1:] != part[:-1]]
+    if "stay" in traj.columns:
+        st = traj["stay"].to_numpy()
+        stay = np.cumsum(new_part | np.r_[True, st[1:] != st[:-1]])
+    else:
+        q = traj[["y_corr", "x_corr"]].to_numpy(np.float64)
+        step = np.r_[np.inf, np.hypot(*(q[1:] - q[:-1]).T)]
+        stay = np.cumsum(new_part | (step > still))
     c = traj["coordination"].to_numpy(np.int64)
     known = c >= 0
     if known.any():
@@ -92,6 +106,62 @@ def _steady_coordination(traj: pd.DataFrame, still: float) -> pd.DataFrame:
     cs = cs.groupby(part).ffill().groupby(part).bfill()
     traj["coordination"] = cs.fillna(-1).to_numpy()
     return traj
+
+
+def _bright_host_rows(corr, intensity, host_m, dopant_intensity, recent, spacing_px):
+    """Host-labelled rows of one frame that look like a dopant: at least as bright as the midpoint
+    of the frame's median host intensity and ``dopant_intensity`` (the median of the dopants of the
+    latest frame that had some), within 1.6 spacings (px) of a dopant seen in this or the last few
+    frames (``recent``: list of (n, 2) drift-corrected positions)."""
+    if not host_m.any() or dopant_intensity is None or not any(len(r) for r in recent):
+        return np.empty(0, np.int64)
+    thr = 0.5 * (np.median(intensity[host_m]) + dopant_intensity)
+    cand = np.flatnonzero(host_m & (intensity >= thr))
+    if len(cand) == 0:
+        return cand
+    d, _ = cKDTree(np.vstack(recent)).query(corr[cand], k=1)
+    return cand[d <= 1.6 * spacing_px]
+
+
+def _date_hops_in_gaps(ev: pd.DataFrame, traj: pd.DataFrame, bright: pd.DataFrame, spacing_px: float,
+                       radius: float) -> pd.DataFrame:
+    """Move a hop that ends a gap of its trajectory to the first gap frame in which a bright host-
+    labelled row (:func:`_bright_host_rows`) sits on the new site and none brighter on the old one.
+
+    Sites are the median drift-corrected positions of the stays before and after the gap; a row
+    is on a site within ``radius`` spacings.
+    """
+    hops = np.flatnonzero(ev["kind"].astype(str).to_numpy() == "hop")
+    if len(hops) == 0 or len(bright) == 0:
+        return ev
+    t = traj.sort_values(["particle", "frame"], kind="stable")
+    by_part = {p: g for p, g in t.groupby("particle", sort=False)}
+    by_frame = {f: g for f, g in bright.groupby("frame", sort=False)}
+    ev = ev.copy()
+    r = radius * spacing_px
+    for i in hops:
+        g = by_part[ev.at[i, "particle"]]
+        fr = g["frame"].to_numpy()
+        j = int(np.searchsorted(fr, ev.at[i, "frame"]))
+        if j == 0 or fr[j] - fr[j - 1] <= 1:
+            continue
+        st = g["stay"].to_numpy()
+        q = g[["y_corr", "x_corr"]].to_numpy(np.float64)
+        a, b = np.median(q[st == st[j - 1]], axis=0), np.median(q[st == st[j]], axis=0)
+        for f in range(int(fr[j - 1]) + 1, int(fr[j])):
+            c = by_frame.get(f)
+            if c is None:
+                continue
+            cq = c[["y_corr", "x_corr"]].to_numpy(np.float64)
+            inten = c["intensity"].to_numpy(np.float64)
+            at_a = np.hypot(*(cq - a).T) <= r
+            at_b = np.hypot(*(cq - b).T) <= r
+            if at_b.any() and (not at_a.any() or inten[at_b].max() > inten[at_a].max()):
+                k = np.flatnonzero(at_b)[np.argmax(inten[at_b])]
+                ev.at[i, "frame"] = f
+                ev.at[i, "y1"], ev.at[i, "x1"] = float(c["y"].iloc[k]), float(c["x"].iloc[k])
+                break
+    return ev.sort_values(["frame", "particle", "kind"], kind="stable").reset_index(drop=True)
 
 
 def _empty_result(whole: pd.DataFrame | None) -> TrackResult:
@@ -112,7 +182,8 @@ def _empty_result(whole: pd.DataFrame | None) -> TrackResult:
 def track(atoms, pixel_size: float | None = None, *, labels=DEFAULT_LABELS, search_range: float | None = None,
           memory: int = 3, drift=True, spacing: float | None = None, max_step: float | None = None,
           images=None, first_particle: int = 0, adaptive_stop: float | None = None,
-          same_site: float = SAME_SITE, new_site: float = NEW_SITE, given_sites: bool = False) -> TrackResult:
+          same_site: float = SAME_SITE, new_site: float = NEW_SITE, given_sites: bool = False,
+          persist: int | str | None = "auto") -> TrackResult:
     """Drift-correct, link and find the events of a movie's atoms table.
 
     Parameters
@@ -151,6 +222,14 @@ def track(atoms, pixel_size: float | None = None, *, labels=DEFAULT_LABELS, sear
         Use the table's own ``site`` column (ids that name the same physical site in every frame)
         instead of assigning sites; by default sites are assigned and an input ``site`` column is
         kept as ``site_input``.
+    persist : "auto", int or None
+        Temporal evidence for sites and events: a place must be held for this many observations
+        (frames where the atom is seen) to count; shorter excursions are noise. ``"auto"`` (the
+        default) chooses it from the movie's own rate of one-frame excursions
+        (:func:`stemflow.track.sites.persistence`: 1 on clean data, 2 at a few per cent); an int
+        fixes it; None judges every frame on its own (no stays, no dating in gaps). With it, a hop
+        that ends a gap is dated by bright ``lattice``-labelled rows in the gap (needs an
+        ``intensity`` column, as ``find_atoms`` gives).
 
     Returns
     -------
@@ -162,7 +241,8 @@ def track(atoms, pixel_size: float | None = None, *, labels=DEFAULT_LABELS, sear
         the particle's nearest known value, -1 if none) and ``on_site`` (bool); sorted by frame, particle.
         ``events``: :data:`~stemflow.track.EVENT_COLUMNS` (see :func:`stemflow.track.events`).
         ``drift``: :data:`~stemflow.track.DRIFT_COLUMNS`, one row per frame. Each table's
-        ``attrs`` hold ``pixel_size`` (nm/px) and ``spacing_nm``.
+        ``attrs`` hold ``pixel_size`` (nm/px) and ``spacing_nm``; with ``persist``, also
+        ``persist_frames``, ``one_frame_rate`` and ``move_rate`` (:func:`~stemflow.track.assign_sites`).
 
     Raises
     ------
@@ -197,9 +277,12 @@ def track(atoms, pixel_size: float | None = None, *, labels=DEFAULT_LABELS, sear
     elif not isinstance(drift, (bool, np.bool_)):
         raise InputError(f"drift must be True, False or a drift table (frame, dy, dx); got {type(drift).__name__}")
     wanted = None if labels is None else [str(v) for v in labels]
-    st = dict(px=pixel_size, spacing=spacing, first=None, last=None, n=0, attrs={}, derived=False)
+    st = dict(px=pixel_size, spacing=spacing, first=None, last=None, n=0, attrs={}, derived=False, dopant_I=None)
     pieces, rows_drift = [], []
     estimator = None
+    rescue = persist is not None and (wanted is None or "dopant" in wanted)
+    recent = deque(maxlen=int(memory) + 1)       # drift-corrected dopants of the last frames
+    bright_rows = []
 
     def coords():
         """(frame, drift-corrected positions of the tracked rows) for trackpy, frame by frame."""
@@ -218,6 +301,9 @@ def track(atoms, pixel_size: float | None = None, *, labels=DEFAULT_LABELS, sear
             host_m = lab == "lattice" if lab is not None else np.zeros(len(fr), bool)
             keep_m = np.isin(lab, wanted) if wanted is not None else np.ones(len(fr), bool)
             has_coord = "coordination" in chunk.columns
+            inten = chunk["intensity"].to_numpy(np.float64) if rescue and "intensity" in chunk.columns \
+                and lab is not None else None
+            bright_m = lab == "dopant" if inten is not None else None
             bounds = np.flatnonzero(np.r_[True, fr[1:] != fr[:-1], True])
             idx_all, corr_all, coord_all, on_all = [], [], [], []
             for a, b in zip(bounds[:-1], bounds[1:]):
@@ -255,6 +341,16 @@ def track(atoms, pixel_size: float | None = None, *, labels=DEFAULT_LABELS, sear
                         coord = np.where(edge, -1, coord).astype(np.int8)
                 else:
                     coord, on_site = np.full(len(idx), -1, np.int8), np.ones(len(idx), bool)
+                if inten is not None and sp_px is not None:
+                    dq = yx[a:b][bright_m[a:b]] - d
+                    if len(dq):
+                        st["dopant_I"] = float(np.median(inten[a:b][bright_m[a:b]]))
+                    keep = _bright_host_rows(yx[a:b] - d, inten[a:b], host_m[a:b], st["dopant_I"],
+                                             [*recent, dq], sp_px)
+                    recent.append(dq)
+                    if len(keep):
+                        bright_rows.append(np.column_stack([np.full(len(keep), f), yx[a:b][keep],
+                                                            yx[a:b][keep] - d, inten[a:b][keep]]))
                 idx_all.append(idx)
                 corr_all.append(q - d)
                 coord_all.append(coord)
@@ -307,7 +403,9 @@ def track(atoms, pixel_size: float | None = None, *, labels=DEFAULT_LABELS, sear
     if not given_sites or "site" not in traj.columns or traj["site"].isna().any():
         if "site" in traj.columns:
             traj = traj.rename(columns={"site": "site_input"})
-        traj = assign_sites(traj, sp / px, same=same_site, new=new_site)
+        traj = assign_sites(traj, sp / px, same=same_site, new=new_site, persist=persist)
+    site_attrs = {k: traj.attrs[k] for k in ("persist_frames", "persist_frames_side", "one_frame_rate", "move_rate")
+                  if k in traj.attrs}
     if len(traj):
         # Counted here or given by chem, a coordination flickering without the atom moving is
         # noise: a real change moves it (see _steady_coordination).
@@ -319,9 +417,13 @@ def track(atoms, pixel_size: float | None = None, *, labels=DEFAULT_LABELS, sear
     traj = traj.sort_values(["frame", "particle"], kind="stable").reset_index(drop=True)
     traj = traj[[c for c in traj.columns if c not in TRAJECTORY_COLUMNS]
                 + [c for c in TRAJECTORY_COLUMNS if c in traj.columns]]
-    meta = dict(state["attrs"], pixel_size=px, spacing_nm=sp)
-    traj.attrs.update(meta)
+    meta = dict(state["attrs"], pixel_size=px, spacing_nm=sp, **site_attrs)
     ev = events(traj, pixel_size=px, first_frame=state["first"], last_frame=state["last"])
+    if bright_rows and "stay" in traj.columns:
+        bright = pd.DataFrame(np.vstack(bright_rows), columns=["frame", "y", "x", "y_corr", "x_corr", "intensity"])
+        ev = _date_hops_in_gaps(ev, traj, bright.astype({"frame": np.int64}), sp / px, same_site)
+    traj = traj.drop(columns="stay", errors="ignore")
+    traj.attrs.update(meta)
     ev.attrs.update(meta)
     dr.attrs.update(meta)
     return TrackResult(traj, ev, dr)
