@@ -1,8 +1,9 @@
 """Training data: simulated frames made as varied as real ones, on the network's sampling.
 
-Each training sample is a simulated frame at a random native sampling (5–25 pm/px) with random
-optics (probe size and tail, Z-contrast exponent) and specimen nuisances (scan jitter and drift,
-background, hydrocarbon contamination), then degraded the way detectors degrade data — Poisson
+Each training sample is a simulated frame at a random native sampling (5–25 pm/px; 10–40 pm/px
+for heavy atoms on amorphous supports) with random optics (probe size and tail, Z-contrast
+exponent) and specimen nuisances (scan jitter and drift, background, diffuse contamination,
+patchy amorphous films, bright off-lattice adatoms, thick rough supports under heavy atoms), then degraded the way detectors degrade data — Poisson
 noise at a random dose, read noise, line offsets, outlier pixels, blur, a non-linear response —
 then resampled to the network's sampling and normalised exactly as at inference
 (:mod:`stemflow.preprocess`). Targets are class masks drawn from the exact truth on the network's
@@ -56,6 +57,16 @@ class SampleSpec:
         Radius of the target disks, Å.
     reuse : int
         Degraded variants drawn from each simulated frame (noise, dose, crop and flips differ).
+    support_pixel_size_range : (float, float)
+        Native sampling of heavy atoms on amorphous supports (``amorphous``), nm/px.
+    support_range : (float, float)
+        Projected density of the amorphous support under heavy atoms, atoms/Å² (log-uniform;
+        1–40 is 1–40 nm of carbon): from thin films to thick, bright supports.
+    film_range : (float, float)
+        Projected density of patchy hydrocarbon films on crystalline lattices, atoms/Å².
+    p_contamination_film, p_adatoms : float
+        Shares of crystalline samples with a patchy film, and with bright off-lattice blobs
+        (adatoms, compact contamination: background, never dopants).
     """
 
     lattices: tuple[str, ...] = ("graphene", "ws2", "mos2", "amorphous")
@@ -67,6 +78,11 @@ class SampleSpec:
     defect_boost: tuple[float, float] = (2.0, 6.0)
     mask_radius: float = 0.5
     reuse: int = 4
+    support_pixel_size_range: tuple[float, float] = (0.01, 0.04)
+    support_range: tuple[float, float] = (0.5, 40.0)
+    film_range: tuple[float, float] = (0.1, 1.5)
+    p_contamination_film: float = 0.4
+    p_adatoms: float = 0.4
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,7 +95,8 @@ def _loguniform(rng, lo, hi):
 def _simulate(rng: np.random.Generator, spec: SampleSpec):
     """A noise-free simulated frame big enough for one patch after resampling."""
     lattice = spec.lattices[rng.integers(len(spec.lattices))]
-    px = _loguniform(rng, *spec.pixel_size_range)
+    amorphous = lattice == "amorphous"
+    px = _loguniform(rng, *(spec.support_pixel_size_range if amorphous else spec.pixel_size_range))
     factor = px / spec.model_pixel_size
     n = int(np.ceil((spec.patch + 4) / factor))
     boost = rng.uniform(*spec.defect_boost)
@@ -92,6 +109,14 @@ def _simulate(rng: np.random.Generator, spec: SampleSpec):
         background=rng.uniform(0, 1.0) * (rng.random() < 0.5),
         contamination=rng.uniform(0, 0.15) * (rng.random() < 0.5),
         noise=False, dose=1e5)
+    if amorphous:   # heavy atoms on a thick, rough support: the support is background
+        opts.update(support=_loguniform(rng, *spec.support_range),
+                    support_cover=1.0 if rng.random() < 0.6 else rng.uniform(0.5, 1.0),
+                    tail_fraction=rng.uniform(0.0, 0.3))
+    elif rng.random() < spec.p_contamination_film:   # patchy hydrocarbon film
+        opts.update(support=_loguniform(rng, *spec.film_range), support_cover=rng.uniform(0.1, 0.8))
+    if not amorphous and rng.random() < spec.p_adatoms:
+        opts.update(adatoms=rng.uniform(0.02, 0.3))
     sim = simulate_image(lattice, n, defects=defects, seed=int(rng.integers(TEST_SEED_START)), **opts)
     return sim, factor
 

@@ -4,6 +4,7 @@
 ``stemflow simulate ...``   a simulated movie or 4D-STEM scan with its ground truth
 ``stemflow find ...``       atoms, dopants and vacancies in an image or stack → Parquet
 ``stemflow train ...``      train a network on streamed simulated data
+``stemflow adapt ...``      fine-tune a model on your own unlabelled frames (self-training)
 ``stemflow evaluate ...``   a model's precision / recall / F1 on the held-out simulated test set
 ``stemflow run ...``        the whole input on a Dask cluster → OUT/atoms.parquet (+ trajectories,
                            events, drift, report for movies), resumable
@@ -33,6 +34,10 @@ def _defects_arg(text: str) -> dict:
         except ValueError:
             raise argparse.ArgumentTypeError(f"--defects value for {k!r} is not a number: {v!r}") from None
     return out
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown, examples kept as written."""
 
 
 def _cmd_info(args) -> int:
@@ -104,6 +109,42 @@ def _cmd_train(args) -> int:
     path = train(args.out, lattices=lattices, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                  seed=args.seed, threads=args.threads, workers=args.workers, progress=not args.quiet)
     print(f"wrote {path} and {path.with_suffix('.json')}")
+    return 0
+
+
+def _cmd_adapt(args) -> int:
+    import numpy as np
+
+    from .errors import InputError
+    from .io import open_stem
+    from .nn.adapt import adapt
+
+    images, sizes = [], []
+    for path in args.inputs:
+        da = open_stem(path, pixel_size=args.pixel_size, dataset=args.dataset)
+        if da.ndim not in (2, 3):
+            raise InputError(f"{path} has dims {da.dims}; `stemflow adapt` takes images (y, x) or movies "
+                             "(frame, y, x); for 4D-STEM make a virtual image first")
+        px = da.attrs.get("pixel_size")
+        if px is None:
+            raise InputError(f"{path}: the pixel size is unknown; pass --pixel-size in nm/px")
+        if da.ndim == 3:   # an even sample of at most --max-frames frames per input
+            idx = np.unique(np.linspace(0, da.sizes["frame"] - 1, min(args.max_frames, da.sizes["frame"])).astype(int))
+            da = da.isel(frame=idx)
+        arr = np.asarray(da.values, np.float32)
+        for f in (arr if arr.ndim == 3 else arr[None]):
+            images.append(f)
+            sizes.append(float(px))
+    result = adapt(images, sizes, model=args.model, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                   confidence=args.confidence, sim_share=args.sim_share, seed=args.seed, progress=not args.quiet)
+    path = result.save(args.out)
+    rep = result.report
+    print(rep.to_string(index=False))
+    before = {c[:-7]: int(rep[c].sum()) for c in rep.columns if c.endswith("_before")}
+    after = {c[:-6]: int(rep[c].sum()) for c in rep.columns if c.endswith("_after")}
+    print(f"rows per class before {before}, after {after}; pseudo-labels {int(rep['pseudo_labels'].sum())} "
+          f"on {len(rep)} frames")
+    print(f"wrote {path} and {path.with_suffix('.json')} (use it with --model {path})")
     return 0
 
 
@@ -227,6 +268,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="NAME.pt to write (NAME.json beside it)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_train)
+
+    s = sub.add_parser(
+        "adapt", help="fine-tune a model on your own unlabelled frames (self-training on confident answers)",
+        formatter_class=_HelpFormatter,
+        epilog="example: stemflow adapt session1.dm4 session2.dm4 --out my_scope.pt --steps 300\n"
+               "         stemflow find frame.dm4 --model my_scope.pt --out atoms.parquet")
+    s.add_argument("inputs", nargs="+", help="images or movies to adapt to (any format open_stem reads)")
+    s.add_argument("--out", required=True, help="NAME.pt to write (NAME.json, its card, beside it)")
+    s.add_argument("--model", default=None, help="model to start from: bundled name or NAME.pt (default: default)")
+    s.add_argument("--pixel-size", type=float, default=None, help="nm/px (default: from each file)")
+    s.add_argument("--dataset", default=None, help="array inside the file (HDF5 path, Zarr array name)")
+    s.add_argument("--max-frames", type=int, default=32, help="frames sampled evenly from each movie")
+    s.add_argument("--steps", type=int, default=300, help="optimisation steps")
+    s.add_argument("--batch-size", type=int, default=8, help="crops per step (128 px on the network's grid)")
+    s.add_argument("--lr", type=float, default=3e-4, help="learning rate")
+    s.add_argument("--confidence", type=float, default=0.9,
+                   help="teacher blobs at least this probable become pseudo-labels")
+    s.add_argument("--sim-share", type=float, default=0.25, help="share of simulated samples in each batch")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_cmd_adapt)
 
     s = sub.add_parser("evaluate", help="score a model on the held-out simulated test set")
     s.add_argument("--model", default=None)

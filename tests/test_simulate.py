@@ -51,14 +51,72 @@ def test_mx2_projected_geometry(lattice, a, metal):
 
 
 def test_amorphous_support_has_no_long_range_order_but_a_minimum_distance():
-    sim = simulate_image("amorphous", 200, seed=2, pixel_size=0.012, defects={"Pt1": 6})
-    c = sim.atoms[sim.atoms.element == "C"]
-    d = _nn_distances_nm(c)[:, 0]
+    from stemflow.simulate.lattice import amorphous
+
+    lat = amorphous((0.0, 24.0, 0.0, 24.0), np.random.default_rng(2))   # Å
+    c = pd.DataFrame({"y_nm": lat.positions[:, 0] / 10, "x_nm": lat.positions[:, 1] / 10})
+    inner = c.y_nm.between(0.2, 2.2) & c.x_nm.between(0.2, 2.2)
+    d = _nn_distances_nm(c)[inner.to_numpy(), 0]
     assert d.min() > 0.125 and 0.13 < np.median(d) < 0.17
     assert d.std() > 0.005  # not a crystal: distances spread
-    density = len(c) / (200 * 0.012) ** 2  # atoms per nm²
+    density = inner.sum() / 2.0**2  # atoms per nm²
     assert 25 < density < 40
-    assert (sim.atoms.element == "Pt").sum() == 6
+
+
+def test_the_amorphous_support_is_background_and_heavy_atoms_are_dopants():
+    sim = simulate_image("amorphous", 200, seed=2, pixel_size=0.012, defects={"Pt1": 6})
+    assert (sim.atoms.label == "dopant").sum() == 6 and (sim.atoms.element == "Pt").all()
+    assert len(sim.atoms) == 6                       # the support never appears in the truth ...
+    assert set(np.unique(sim.mask)) == {0, 2}        # ... nor in the masks
+    # ... but it is imaged: away from the Pt atoms the frame shows the carbon network, about
+    # 0.33 C/Å² × 6^1.7 × 4.4e-4 Å² × 1e5 e/Å² × (0.12 Å)² = 4.4 counts per px
+    far = sim.mask == 0
+    assert 3.0 < np.median(sim.expected[far]) < 12.0
+
+
+def test_a_thick_support_brightens_the_frame_in_proportion_and_stays_background():
+    kw = dict(seed=4, pixel_size=0.03, defects={"Pt1": 5}, noise=False, tail_fraction=0.0)
+    thin = simulate_image("amorphous", 256, support=2.0, **kw)
+    thick = simulate_image("amorphous", 256, support=8.0, **kw)
+    bare = simulate_image("amorphous", 256, support=0.0, **kw)
+    added_thin = thin.expected.mean() - bare.expected.mean()
+    added_thick = thick.expected.mean() - bare.expected.mean()
+    # 6 C per Å² more gives 3x the added counts of 2 per Å² (Poisson: within a few %)
+    assert added_thick / added_thin == pytest.approx(4.0, rel=0.05)
+    # carbon at 4.4e-4 Å² per Z^1.7 and 1e5 e/Å²: 2 atoms/Å² add about 2·21.0·44·(0.3 Å)² counts/px
+    assert added_thin == pytest.approx(2 * 6**1.7 * 4.4e-4 * 1e5 * 0.3**2, rel=0.15)
+    assert len(thick.atoms) == len(bare.atoms) == 5
+
+
+def test_a_patchy_film_covers_the_requested_share_and_moves_with_the_specimen():
+    mov = simulate_movie("graphene", 3, 160, seed=3, pixel_size=0.01, defects={}, rates={}, noise=False,
+                         support=1.0, support_cover=0.4, drift=(3.0, -2.0), tail_fraction=0.0)
+    from stemflow.simulate.imaging import support_thickness
+
+    for cover in (0.3, 0.7):
+        t = support_thickness((400, 400), 0.1, np.random.default_rng(1), cover)
+        assert (t > 0.1).mean() == pytest.approx(cover, abs=0.1)
+        assert t[t > 0.1].mean() == pytest.approx(1.0, abs=0.15)   # mean 1 where covered
+    film0 = mov._support_view(0)
+    # integer drift (3, -2) px per frame: frame 2 shows frame 0's film moved by (6, -4) px
+    film2 = mov._support_view(2)
+    assert np.allclose(film2[6:, :-4], film0[:-6, 4:], rtol=1e-4, atol=1e-3 * film0.max())
+    assert not np.allclose(film2, film0, atol=1e-3 * film0.max())
+
+
+def test_adatoms_are_imaged_off_the_columns_and_are_not_in_the_truth():
+    kw = dict(seed=5, pixel_size=0.01, defects={"Si1C3": 2}, noise=False)
+    plain = simulate_image("graphene", 192, **kw)
+    with_adatoms = simulate_image("graphene", 192, adatoms=0.5, **kw)
+    pd.testing.assert_frame_equal(plain.atoms, with_adatoms.atoms)
+    assert np.array_equal(plain.mask, with_adatoms.mask)
+    extra = with_adatoms.expected - plain.expected
+    # bright compact blobs: the brightest added pixel is at least a C column's peak ...
+    assert extra.max() > plain.expected.max() * 0.5
+    # ... and it is not on a column: 0.9 Å from every true position (minus the blob's width)
+    peak = np.unravel_index(np.argmax(extra), extra.shape)
+    d = np.hypot(plain.atoms.y - peak[0], plain.atoms.x - peak[1]).min() * 0.1   # Å
+    assert d > 0.5
 
 
 # ----------------------------------------------------------------- defects

@@ -94,7 +94,8 @@ def train(out, *, lattices=("graphene", "ws2", "mos2", "amorphous"), steps: int 
           batch_size: int = 16, lr: float = 3e-3, seed: int = 0, widths=(8, 16, 32, 48),
           dilations=(2, 4), threads: int = 1, workers: int = 1, validate_every: int = 500,
           class_weights=(1.0, 1.5, 6.0, 6.0), progress: bool = True, name: str | None = None,
-          net: torch.nn.Module | None = None, **spec_options) -> Path:
+          net: torch.nn.Module | None = None, init=None, checkpoint_every: int = 0,
+          **spec_options) -> Path:
     """Train an :class:`AtomNet` on streamed simulated data and save it with its card.
 
     Parameters
@@ -117,6 +118,13 @@ def train(out, *, lattices=("graphene", "ws2", "mos2", "amorphous"), steps: int 
         Train this network instead of a new :class:`AtomNet` (for comparisons; it must output
         class logits then two offset channels and have ``n_classes`` and ``config``). Its weights
         are saved as a plain ``state_dict`` with the card.
+    init : Model, str or Path, optional
+        Start from these weights (a bundled model's name or a weights path) instead of a random
+        initialisation: fine-tuning. Its architecture is kept (``widths`` and ``dilations`` are
+        ignored) and recorded in the card with its hash.
+    checkpoint_every : int
+        Also save the weights and card every this many steps (0: only at the end), so that a
+        long run that is stopped still leaves a usable model.
     spec_options :
         Fields of :class:`~stemflow.augment.SampleSpec` (``patch``, ``model_pixel_size``,
         ``dose_range``, ...).
@@ -129,7 +137,16 @@ def train(out, *, lattices=("graphene", "ws2", "mos2", "amorphous"), steps: int 
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     custom = net is not None
-    net = (net if custom else AtomNet(len(CLASSES), widths, dilations)).to(memory_format=torch.channels_last)
+    started_from = None
+    if init is not None and not custom:
+        from .weights import load_model
+
+        base = load_model(init)
+        net = base.net
+        started_from = {"name": base.name, "sha256": base.card.get("sha256")}
+    elif not custom:
+        net = AtomNet(len(CLASSES), widths, dilations)
+    net = net.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
     weights = torch.tensor(class_weights, dtype=torch.float32)
@@ -137,6 +154,11 @@ def train(out, *, lattices=("graphene", "ws2", "mos2", "amorphous"), steps: int 
                         prefetch_factor=4 if workers else None, persistent_workers=False)
     val_x, val_y, val_o = validation_set(spec)
     history = []
+
+    def _card(done: int) -> dict:
+        return _training_card(out, name, spec, lattices, done, batch_size, lr, seed, threads, workers,
+                              class_weights, time.perf_counter() - t0, history, started_from)
+
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -164,23 +186,15 @@ def train(out, *, lattices=("graphene", "ws2", "mos2", "amorphous"), steps: int 
             if bar is not None:
                 bar.write(f"step {step}: loss {running:.3f}, " +
                           ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+        if checkpoint_every and step % checkpoint_every == 0 and step < steps and not custom:
+            ck = Path(out)
+            save_model(_plain(net), _card(step), ck.with_name(ck.stem + f"-step{step}").with_suffix(".pt"))
+            net.to(memory_format=torch.channels_last)
     if bar is not None:
         bar.close()
     del it, loader
-    net.eval()
-    net = net.to(memory_format=torch.contiguous_format)
-    card = {
-        "name": name or Path(out).stem,
-        "classes": list(CLASSES),
-        "pixel_size": spec.model_pixel_size,
-        "lattices": list(lattices),
-        "normalization": "stemflow.preprocess.normalize (percentiles 0.5/99.5 of a σ=1 px smoothed copy)",
-        "training": {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "threads": threads,
-                     "workers": workers, "class_weights": list(class_weights), "seconds": time.perf_counter() - t0,
-                     "torch": torch.__version__, "sample_spec": spec.to_dict()},
-        "validation": history,
-        "metrics": {},
-    }
+    net = _plain(net)
+    card = _card(steps)
     if custom:
         import json
 
@@ -191,3 +205,24 @@ def train(out, *, lattices=("graphene", "ws2", "mos2", "amorphous"), steps: int 
         out.with_suffix(".json").write_text(json.dumps(card, indent=2, default=str))
         return out
     return save_model(net, card, out)
+
+
+def _plain(net):
+    net.eval()
+    return net.to(memory_format=torch.contiguous_format)
+
+
+def _training_card(out, name, spec, lattices, steps, batch_size, lr, seed, threads, workers, class_weights,
+                   seconds, history, started_from) -> dict:
+    return {
+        "name": name or Path(out).stem,
+        "classes": list(CLASSES),
+        "pixel_size": spec.model_pixel_size,
+        "lattices": list(lattices),
+        "normalization": "stemflow.preprocess.normalize (percentiles 0.5/99.5 of a σ=1 px smoothed copy)",
+        "training": {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "threads": threads,
+                     "workers": workers, "class_weights": list(class_weights), "seconds": seconds,
+                     "torch": torch.__version__, "sample_spec": spec.to_dict(), "started_from": started_from},
+        "validation": list(history),
+        "metrics": {},
+    }

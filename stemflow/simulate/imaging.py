@@ -19,7 +19,7 @@ from scipy import ndimage
 
 from .lattice import ATOMIC_NUMBER
 
-__all__ = ["Imaging", "CLASSES", "render", "class_mask", "column_weight"]
+__all__ = ["Imaging", "CLASSES", "render", "class_mask", "column_weight", "support_thickness"]
 
 #: Classes of the per-pixel masks, in the order of their integer codes.
 CLASSES = ("background", "lattice", "dopant", "vacancy")
@@ -64,6 +64,20 @@ class Imaging:
         is 0.5–3 times that of a Si atom.
     outliers : float
         Fraction of pixels that are bright outliers (cosmic or detector spikes).
+    support : float
+        Mean projected density of an amorphous film on (or under) the specimen, atoms/Å²
+        (carbon; 0 = none). A thick amorphous support (carbon nitride, amorphous carbon) of
+        thickness t at about 0.1 atoms/Å³ gives 0.1·t(Å), i.e. 1–30 atoms/Å² for 1–30 nm; a
+        hydrocarbon contamination layer 0.1–1.5. Its atoms are unresolved random positions
+        (Poisson) under the probe, with a thickness that varies at several length scales; they
+        are background: they never appear in the truth tables or masks.
+    support_cover : float
+        Fraction of the field the film covers (0–1): below 1 it forms islands and holes with
+        soft edges (patchy contamination, the edge of a support).
+    adatoms : float
+        Bright compact blobs that are not substitutional atoms (adatoms, small contamination
+        clusters), per nm²: each is placed off the lattice's columns, with the integrated
+        intensity of 0.5–2.5 Si atoms and a width of 1–2 probes. Background in the truth.
     mask_radius : float
         Radius of the disks marked in the class masks, Å (at least 1 px).
     """
@@ -83,6 +97,9 @@ class Imaging:
     background: float = 0.0
     contamination: float = 0.0
     outliers: float = 0.0
+    support: float = 0.0
+    support_cover: float = 1.0
+    adatoms: float = 0.0
     mask_radius: float = 0.5
 
     def __post_init__(self):
@@ -94,6 +111,8 @@ class Imaging:
             "line_jitter": self.line_jitter >= 0, "line_offset": self.line_offset >= 0,
             "background": self.background >= 0, "contamination": self.contamination >= 0,
             "outliers": 0 <= self.outliers < 1, "mask_radius": self.mask_radius > 0,
+            "support": self.support >= 0, "support_cover": 0 < self.support_cover <= 1,
+            "adatoms": self.adatoms >= 0,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
@@ -265,3 +284,47 @@ def apply_line_jitter(image: np.ndarray, jitter: np.ndarray) -> np.ndarray:
     a = np.clip(src - i0, 0.0, 1.0).astype(np.float32)
     rows = np.arange(h)[:, None]
     return (image[rows, i0] * (1 - a) + image[rows, i0 + 1] * a).astype(np.float32)
+
+
+def _band_noise(shape: tuple[int, int], rng: np.random.Generator, scale: float) -> np.ndarray:
+    """Gaussian random field of unit variance with features of about ``scale`` px."""
+    k = max(1, int(scale // 4))   # drawn on a grid k times coarser, then interpolated: cheap at any scale
+    small = (shape[0] // k + 4, shape[1] // k + 4)
+    f = ndimage.gaussian_filter(rng.normal(size=small), max(scale / k, 0.5) / 2.0, mode="wrap")
+    if k > 1:
+        rr, cc = np.meshgrid(np.arange(shape[0]) / k + 1, np.arange(shape[1]) / k + 1, indexing="ij", sparse=True)
+        rr, cc = np.broadcast_arrays(rr, cc)
+        f = ndimage.map_coordinates(f, [rr, cc], order=1)
+    return (f - f.mean()) / (f.std() + 1e-12)
+
+
+def support_thickness(shape: tuple[int, int], pixel_A: float, rng: np.random.Generator,
+                      cover: float = 1.0) -> np.ndarray:
+    """Relative thickness of an amorphous film, mean 1 over the covered area, ≥ 0.
+
+    Roughness at three length scales (0.5, 2 and 8 nm, random weights) on top of a gradient,
+    as thickness and density vary across a real support; with ``cover`` < 1 the film is cut
+    into islands and holes (soft edges, features of about 5 nm) covering that fraction.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Field size, px.
+    pixel_A : float
+        Pixel size, Å.
+    cover : float
+        Fraction of the field covered (0–1].
+    """
+    h, w = shape
+    t = np.ones(shape)
+    for nm, amp in ((0.5, rng.uniform(0.05, 0.3)), (2.0, rng.uniform(0.1, 0.4)), (8.0, rng.uniform(0.1, 0.5))):
+        t += amp * _band_noise(shape, rng, 10 * nm / pixel_A)
+    gy, gx = np.meshgrid(np.linspace(-1, 1, h), np.linspace(-1, 1, w), indexing="ij")
+    t += rng.normal(0, 0.3) * gy + rng.normal(0, 0.3) * gx
+    t = np.clip(t, 0.05, None)
+    if cover < 1:
+        f = _band_noise(shape, rng, 50 / pixel_A)
+        edge = float(np.quantile(f, 1 - cover))
+        t *= np.clip((f - edge) / 0.3 + 0.5, 0, 1)
+    m = t[t > 0.05].mean() if (t > 0.05).any() else 1.0
+    return (t / m).astype(np.float32)

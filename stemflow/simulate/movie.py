@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from scipy import ndimage
+from scipy.spatial import cKDTree
 
 from .imaging import (_FWHM, CLASSES, Imaging, apply_line_jitter, class_mask, column_weight, distort,
-                      jitter_shift, render, smooth_field)
+                      jitter_shift, render, smooth_field, support_thickness)
 from .lattice import LATTICES, make_lattice
 from .structure import DEFECT_KINDS, Structure
 
@@ -128,6 +129,7 @@ class SimulatedMovie:
     _jitter: np.ndarray = field(repr=False)
     _background: np.ndarray | None = field(repr=False)
     _host_peak: float = field(repr=False)
+    _support: tuple | None = field(default=None, repr=False)
 
     @property
     def n_frames(self) -> int:
@@ -162,10 +164,26 @@ class SimulatedMovie:
                                   im.tail_fwhm / _FWHM / im.pixel_A, (h, w))
         if self._background is not None:
             img += self._background * (im.background * self._host_peak)
+        if self._support is not None:
+            img += self._support_view(frame)
         jit = self._jitter[frame]
         if np.any(jit):
             img = apply_line_jitter(img, jit)
         return np.ascontiguousarray(img, dtype=np.float32)
+
+    def _support_view(self, frame: int) -> np.ndarray:
+        """The amorphous film's expected counts in ``frame``'s view (it moves with the specimen)."""
+        canvas, origin = self._support
+        h, w = self.shape
+        # image pixel r shows the specimen point at canvas row r - drift - origin
+        oy, ox = -self.drift.loc[frame, ["dy", "dx"]].to_numpy() - origin
+        iy, ix = int(np.floor(oy)), int(np.floor(ox))
+        crop = canvas[iy:iy + h + 1, ix:ix + w + 1]
+        fy, fx = oy - iy, ox - ix     # sub-pixel remainder in [0, 1)
+        top = crop[:h, :w] * (1 - fx) + crop[:h, 1:w + 1] * fx
+        bot = crop[1:h + 1, :w] * (1 - fx) + crop[1:h + 1, 1:w + 1] * fx
+        out = top * (1 - fy) + bot * fy
+        return out.astype(np.float32)
 
     def frame(self, frame: int) -> tuple[np.ndarray, np.ndarray]:
         """Image (float32 counts) and class mask (uint8, codes of ``CLASSES``) of one frame."""
@@ -347,6 +365,21 @@ def simulate_movie(lattice: str = "graphene", frames: int = 16, shape=(256, 256)
         rng.uniform(0.5, 3.0, n_c) * 14.0**im.gamma,
     ]) if n_c else np.empty((0, 4))
 
+    # Adatoms and compact contamination: bright blobs off the columns, background in the truth.
+    n_a = rng.poisson(im.adatoms * (y_hi - y_lo) * (x_hi - x_lo) / 100.0)
+    if n_a:
+        cols0 = struct.columns()
+        tree = cKDTree(cols0[["y_A", "x_A"]].to_numpy()) if len(cols0) else None
+        cand = np.column_stack([rng.uniform(y_lo, y_hi, 4 * n_a), rng.uniform(x_lo, x_hi, 4 * n_a)])
+        if tree is not None:
+            cand = cand[tree.query(cand)[0] > 0.9][:n_a]
+        else:
+            cand = cand[:n_a]
+        probe_sigma = im.probe_fwhm / _FWHM
+        blobs = np.column_stack([cand, probe_sigma * rng.uniform(1.0, 2.0, len(cand)),
+                                 rng.uniform(0.5, 2.5, len(cand)) * 14.0**im.gamma])
+        contamination = np.vstack([contamination, blobs])
+
     # Dynamics pass.
     tables, moves = [], []
     for k in range(frames):
@@ -375,6 +408,8 @@ def simulate_movie(lattice: str = "graphene", frames: int = 16, shape=(256, 256)
 
     inview = (table["y"].between(-0.5, h - 0.5, inclusive="left")
               & table["x"].between(-0.5, w - 0.5, inclusive="left"))
+    if lattice == "amorphous":  # the support is background: only the heavy atoms are in the truth
+        inview &= table["label"].ne("lattice")
     atoms = table.loc[inview].reset_index(drop=True)
     atoms["y_nm"] = atoms["y"] * im.pixel_size
     atoms["x_nm"] = atoms["x"] * im.pixel_size
@@ -388,6 +423,9 @@ def simulate_movie(lattice: str = "graphene", frames: int = 16, shape=(256, 256)
     host_peak = im.dose * im.cross_section * host_w / (2 * np.pi * im.sigma_px**2)
     if im.background:
         background = smooth_field(shape, _frame_rng(seed, 0, 3), scale=max(shape) / 3)
+    support = None
+    if im.support:
+        support = _support_canvas(im, shape, d, _frame_rng(seed, 0, 4))
 
     params = dict(lattice=lattice, frames=frames, shape=list(shape), seed=seed, rotation=rotation,
                   defects_requested=counts, defects_placed=placed, rates=rates,
@@ -396,7 +434,30 @@ def simulate_movie(lattice: str = "graphene", frames: int = 16, shape=(256, 256)
     return SimulatedMovie(atoms=atoms, events=events, drift=drift_df, imaging=im, params=params,
                           shape=shape, _render=render_rows.reset_index(drop=True),
                           _contamination=contamination, _jitter=jitter, _background=background,
-                          _host_peak=float(host_peak))
+                          _host_peak=float(host_peak), _support=support)
+
+
+def _support_canvas(im: Imaging, shape, d: np.ndarray, rng: np.random.Generator):
+    """Expected counts of an amorphous film over every frame's view, and the canvas origin (px).
+
+    Atoms at random (Poisson) positions, ``im.support`` per Å² times a rough relative thickness
+    (:func:`~stemflow.simulate.imaging.support_thickness`), each imaged like a carbon column
+    under the probe (core and tail).
+    """
+    h, w = shape
+    lo = np.floor((-d).min(0)) - 2
+    hi = np.ceil((-d).max(0)) + 2
+    ch, cw = int(h + hi[0] - lo[0]) + 2, int(w + hi[1] - lo[1]) + 2
+    thick = support_thickness((ch, cw), im.pixel_A, rng, im.support_cover)
+    lam = im.support * thick * im.pixel_A**2
+    atoms = rng.poisson(lam).astype(np.float32)
+    z = column_weight(["C"], [1], im.gamma)[0] * im.dose * im.cross_section
+    t = im.tail_fraction
+    img = (1 - t) * ndimage.gaussian_filter(atoms, im.sigma_px, mode="nearest")
+    if t:
+        img += t * ndimage.gaussian_filter(atoms, im.tail_fwhm / _FWHM / im.pixel_A, mode="nearest")
+    # canvas pixel (i, j) shows the specimen point seen at image pixel (i, j) + lo in frame 0
+    return (img * z).astype(np.float32), lo
 
 
 def _per_frame_jitter_shift(table: pd.DataFrame, jitter: np.ndarray, sigma_px: float) -> np.ndarray:
