@@ -62,6 +62,9 @@ class SampleSpec:
     support_range : (float, float)
         Projected density of the amorphous support under heavy atoms, atoms/Å² (log-uniform;
         1–40 is 1–40 nm of carbon): from thin films to thick, bright supports.
+    support_tail_fraction : (float, float)
+        Range of the probe-tail fraction under heavy atoms on supports (a wide tail lowers
+        their contrast on a bright support).
     film_range : (float, float)
         Projected density of patchy hydrocarbon films on crystalline lattices, atoms/Å².
     p_contamination_film, p_adatoms : float
@@ -80,6 +83,7 @@ class SampleSpec:
     reuse: int = 4
     support_pixel_size_range: tuple[float, float] = (0.01, 0.04)
     support_range: tuple[float, float] = (0.5, 40.0)
+    support_tail_fraction: tuple[float, float] = (0.0, 0.3)
     film_range: tuple[float, float] = (0.1, 1.5)
     p_contamination_film: float = 0.4
     p_adatoms: float = 0.4
@@ -112,7 +116,7 @@ def _simulate(rng: np.random.Generator, spec: SampleSpec):
     if amorphous:   # heavy atoms on a thick, rough support: the support is background
         opts.update(support=_loguniform(rng, *spec.support_range),
                     support_cover=1.0 if rng.random() < 0.6 else rng.uniform(0.5, 1.0),
-                    tail_fraction=rng.uniform(0.0, 0.3))
+                    tail_fraction=rng.uniform(*spec.support_tail_fraction))
     elif rng.random() < spec.p_contamination_film:   # patchy hydrocarbon film
         opts.update(support=_loguniform(rng, *spec.film_range), support_cover=rng.uniform(0.1, 0.8))
     if not amorphous and rng.random() < spec.p_adatoms:

@@ -90,6 +90,8 @@ def find_atoms(image, pixel_size: float | None = None, lattice: str = "graphene"
         required otherwise.
     lattice : {"graphene", "ws2", "mos2", "amorphous"}
         What the specimen is; recorded in ``df.attrs`` and used by the chemical identification.
+        ``amorphous``: heavy single atoms (Pt, Au, Ir, W …) on an amorphous or thick support;
+        the support is background and only the heavy atoms come back (as ``dopant``).
     model : Model, str or Path, optional
         A loaded :class:`~stemflow.nn.weights.Model`, a bundled model's name or a weights path.
         Default: the bundled ``"default"`` model (loaded once per process).
@@ -182,6 +184,10 @@ def find_atoms(image, pixel_size: float | None = None, lattice: str = "graphene"
     if border > 0:
         keep = out.y.between(border, h - 1 - border) & out.x.between(border, w - 1 - border)
         out = out.loc[keep].reset_index(drop=True)
+    if lattice == "amorphous" and len(out):
+        # heavy atoms on an amorphous support: the support is background, whatever texture of
+        # it the network reads as columns; only the heavy atoms are reported
+        out = out.loc[out["label"].astype(str).eq("dopant")].reset_index(drop=True)
     out["y_nm"] = out["y"] * pixel_size
     out["x_nm"] = out["x"] * pixel_size
     cols = ((["frame"] if stack else []) + ATOMS_COLUMNS + (["xy_error"] if refine else [])

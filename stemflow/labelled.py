@@ -144,6 +144,9 @@ def read_heavy_atoms(path, element: str = "Pt") -> list[LabelledFrame]:
     with np.load(npz) as data:
         keys = sorted(k for k in data.files if k.startswith("img"))
         for key in keys:
+            if "xy" + key[3:] not in data.files:
+                raise InputError(f"{npz} has image {key} but no labels xy{key[3:]}: every image needs its "
+                                 "[x, y] label array")
             xy = np.asarray(data["xy" + key[3:]], np.float64).reshape(-1, 2)
             truth = pd.DataFrame({"y": xy[:, 1], "x": xy[:, 0], "element": element, "complex": -1})
             out.append(LabelledFrame(key, np.asarray(data[key], np.float32), px, truth, element))
@@ -164,8 +167,10 @@ def score_dopant_complexes(frames: list[LabelledFrame], find: Callable[[Labelled
         From :func:`read_dopant_complexes`.
     find : callable
         ``find(frame) -> atoms table`` with ``y``, ``x`` (px) and ``label`` (``dopant`` for
-        dopants; any other label but ``vacancy`` counts as a host column) and, to score defect
-        types, ``defect``.
+        dopants; any other label but ``vacancy`` and ``dopant`` — ``lattice``, ``unknown`` —
+        counts as a host column, so a dopant called on a labelled host atom does not find it)
+        and, to score defect types, ``defect``. Ties of the majority rule go to the dopant
+        found first.
 
     Returns
     -------
@@ -196,7 +201,7 @@ def score_dopant_complexes(frames: list[LabelledFrame], find: Callable[[Labelled
         tp += f_tp
         fp += len(dop) - f_tp
         fn += len(t_dop) - f_tp
-        cols = atoms[~atoms["label"].astype(str).eq("vacancy")].reset_index(drop=True)
+        cols = atoms[~atoms["label"].astype(str).isin(["vacancy", "dopant"])].reset_index(drop=True)
         mh = match(cols, t_host, md) if len(cols) and len(t_host) else pd.DataFrame(columns=["pred", "truth", "distance"])
         host_found += len(mh)
         host_total += len(t_host)
@@ -245,7 +250,8 @@ def score_heavy_atoms(frames: list[LabelledFrame], find: Callable[[LabelledFrame
     """Score a finder on images with every heavy single atom labelled.
 
     ``find(frame)`` returns an atoms table; its ``dopant`` rows are the heavy atoms found, every
-    other row (``lattice`` …) counts in ``support_rows`` (the support is background).
+    other row but vacancies (``lattice``, ``unknown`` …) counts in ``support_rows`` (the
+    support is background).
 
     Returns
     -------
