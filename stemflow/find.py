@@ -75,6 +75,22 @@ def _frames_and_calibration(image, pixel_size):
     return (arr if stack else arr[None]).astype(np.float32, copy=False), pixel_size, stack
 
 
+def _heavy_atoms_only(out: pd.DataFrame, frames: np.ndarray, stack: bool, pixel_size: float) -> pd.DataFrame:
+    """Heavy atoms on an amorphous support: the support is background, whatever texture of it
+    the network reads as columns, and a heavy atom must be a significant point source
+    (:func:`stemflow.chem.heavy.heavy_atom_significance` ≥ ``HEAVY_SIGNIFICANCE`` σ)."""
+    from .chem.heavy import HEAVY_SIGNIFICANCE, heavy_atom_significance
+
+    out = out.loc[out["label"].astype(str).eq("dopant")].reset_index(drop=True) if len(out) else out
+    sig = np.zeros(len(out))
+    for k in range(len(frames)):
+        sel = (out["frame"].to_numpy() == k) if stack else np.ones(len(out), bool)
+        if sel.any():
+            sig[sel] = heavy_atom_significance(out.loc[sel], frames[k], pixel_size)
+    out = out.assign(significance=sig.astype(np.float32))
+    return out.loc[sig >= HEAVY_SIGNIFICANCE].reset_index(drop=True)
+
+
 def find_atoms(image, pixel_size: float | None = None, lattice: str = "graphene", model=None, *,
                threshold: float = 0.5, refine: bool = False, border: float = 0.0,
                batch_size: int = 4, identify: bool | None = None,
@@ -91,7 +107,9 @@ def find_atoms(image, pixel_size: float | None = None, lattice: str = "graphene"
     lattice : {"graphene", "ws2", "mos2", "amorphous"}
         What the specimen is; recorded in ``df.attrs`` and used by the chemical identification.
         ``amorphous``: heavy single atoms (Pt, Au, Ir, W …) on an amorphous or thick support;
-        the support is background and only the heavy atoms come back (as ``dopant``).
+        the support is background and only the heavy atoms come back (as ``dopant``), each
+        with its ``significance`` (σ above the support's own fluctuation under a filter matched
+        to the probe; rows under 4 σ are dropped, see :mod:`stemflow.chem.heavy`).
     model : Model, str or Path, optional
         A loaded :class:`~stemflow.nn.weights.Model`, a bundled model's name or a weights path.
         Default: the bundled ``"default"`` model (loaded once per process).
@@ -184,14 +202,13 @@ def find_atoms(image, pixel_size: float | None = None, lattice: str = "graphene"
     if border > 0:
         keep = out.y.between(border, h - 1 - border) & out.x.between(border, w - 1 - border)
         out = out.loc[keep].reset_index(drop=True)
-    if lattice == "amorphous" and len(out):
-        # heavy atoms on an amorphous support: the support is background, whatever texture of
-        # it the network reads as columns; only the heavy atoms are reported
-        out = out.loc[out["label"].astype(str).eq("dopant")].reset_index(drop=True)
+    if lattice == "amorphous":
+        out = _heavy_atoms_only(out, frames, stack, pixel_size)
     out["y_nm"] = out["y"] * pixel_size
     out["x_nm"] = out["x"] * pixel_size
     cols = ((["frame"] if stack else []) + ATOMS_COLUMNS + (["xy_error"] if refine else [])
-            + (["y_fit", "x_fit", "fit_error"] if lattice_prior else []))
+            + (["y_fit", "x_fit", "fit_error"] if lattice_prior else [])
+            + (["significance"] if lattice == "amorphous" else []))
     out = out[cols]
     out.attrs.update(pixel_size=pixel_size, lattice=lattice, model=net.name)
     if identify:
