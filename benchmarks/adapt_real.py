@@ -36,6 +36,8 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default=None, help="model to adapt (default: bundled)")
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--sets", default="si,pt")
+    ap.add_argument("--confidence", type=float, default=0.9, help="pseudo-label confidence")
+    ap.add_argument("--out-suffix", default="", help="appended to the output file names")
     args = ap.parse_args(argv)
     from stemflow import load_model
     from stemflow.labelled import dev_data_dir, read_dopant_complexes, read_heavy_atoms
@@ -47,24 +49,25 @@ def main(argv=None) -> int:
         return 1
     base = load_model(args.model or "default")
     res = {"model": f"{args.model or 'bundled default'} sha256 {base.card.get('sha256', '')[:12]}",
-           "steps": args.steps, "date": time.strftime("%Y-%m-%d"), "sets": {}}
+           "steps": args.steps, "confidence": args.confidence, "date": time.strftime("%Y-%m-%d"), "sets": {}}
     for kind in [s.strip() for s in args.sets.split(",") if s.strip()]:
         frames = (read_dopant_complexes(data / "si_graphene_dev.npz") if kind == "si"
                   else read_heavy_atoms(data / "pt_single_atoms_dev.npz"))
         before = _score(kind, frames, base)
         t0 = time.perf_counter()
         result = adapt([f.image for f in frames], [f.pixel_size for f in frames], model=base, steps=args.steps,
-                       progress=False)
+                       confidence=args.confidence, progress=False)
         seconds = time.perf_counter() - t0
-        result.save(HERE / "_cache" / f"adapted_{kind}.pt")
+        result.save(HERE / "_cache" / f"adapted_{kind}{args.out_suffix}.pt")
         after = _score(kind, frames, result.model)
         res["sets"][kind] = {"frames": len(frames), "before": before, "after": after, "adapt_seconds": seconds,
                              "pseudo_labels": int(result.report["pseudo_labels"].sum())}
         print(kind, json.dumps(res["sets"][kind], default=float), flush=True)
     OUT.mkdir(exist_ok=True)
-    (OUT / "adapt_real.json").write_text(json.dumps(res, indent=1, default=float))
+    (OUT / f"adapt_real{args.out_suffix}.json").write_text(json.dumps(res, indent=1, default=float))
     lines = ["# `stemflow adapt` on the real dev sets (labels used only to score)", "",
              f"Written by `python benchmarks/adapt_real.py` on {res['date']}: model {res['model']}, {args.steps} steps "
+             f"(confidence {args.confidence}) "
              "of self-training on each set's own frames (`stemflow.nn.adapt.adapt`, defaults otherwise), then "
              "scored with the hand labels as in `benchmarks/results/real_data.md`.", "",
              "| set | measure | before | after |", "|---|---|---|---|"]
@@ -73,7 +76,7 @@ def main(argv=None) -> int:
         for k in r["before"]:
             lines.append(f"| {name} ({r['frames']} frames) | {k} | {r['before'][k]:.3f} | {r['after'][k]:.3f} |")
         lines.append(f"| {name} | adapt time, s; pseudo-labels | {r['adapt_seconds']:.0f} | {r['pseudo_labels']} |")
-    (OUT / "adapt_real.md").write_text("\n".join(lines) + "\n")
+    (OUT / f"adapt_real{args.out_suffix}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

@@ -75,6 +75,30 @@ def _frames_and_calibration(image, pixel_size):
     return (arr if stack else arr[None]).astype(np.float32, copy=False), pixel_size, stack
 
 
+#: Share of a frame's pixels whose foreground probability lies between 0.2 and 0.8 above which
+#: the frame looks unlike anything the model knows. Simulated test frames of every lattice and
+#: dose give 0.016–0.048, real graphene frames 0.05–0.26 (the most contaminated), pure noise
+#: 0.45–0.51 (measured with the bundled model; see docs/finder.md).
+AMBIGUOUS_SHARE_LIMIT = 0.3
+
+
+def _check_quality(ambiguous: list[float], stack: bool) -> None:
+    """Warn about frames the network cannot make sense of (noise, another modality, a wrong
+    pixel size)."""
+    bad = [k for k, v in enumerate(ambiguous) if v > AMBIGUOUS_SHARE_LIMIT]
+    if bad:
+        import warnings
+
+        from .errors import StemflowWarning
+
+        where = f"frame(s) {bad[:10]}{' …' if len(bad) > 10 else ''}" if stack else "the frame"
+        worst = max(ambiguous[k] for k in bad)
+        warnings.warn(f"{where} look unlike anything the model knows: up to {worst:.0%} of the pixels are "
+                      f"ambiguous (simulated frames: under 5 %); check the pixel size and that this is an "
+                      f"atomic-resolution HAADF/ADF image, or fine-tune with `stemflow adapt`. The per-frame "
+                      f"share is in df.attrs['ambiguous_share']", StemflowWarning, stacklevel=3)
+
+
 def _heavy_atoms_only(out: pd.DataFrame, frames: np.ndarray, stack: bool, pixel_size: float) -> pd.DataFrame:
     """Heavy atoms on an amorphous support: the support is background, whatever texture of it
     the network reads as columns, and a heavy atom must be a significant point source
@@ -152,7 +176,10 @@ def find_atoms(image, pixel_size: float | None = None, lattice: str = "graphene"
         value over the blob, input units); with ``refine`` ``xy_error`` (px, standard error per
         axis); with ``lattice_prior`` ``y_fit``, ``x_fit``, ``fit_error`` (px: the Gaussian fit
         alone) and ``prior_weight`` (see :func:`stemflow.chem.lattice_prior`).
-        ``df.attrs`` holds ``pixel_size``, ``lattice`` and ``model``.
+        ``df.attrs`` holds ``pixel_size``, ``lattice``, ``model`` and ``ambiguous_share`` (per
+        frame: the share of pixels whose foreground probability is between 0.2 and 0.8; above
+        0.3 the frame looks unlike anything the model knows and a :class:`StemflowWarning`
+        says so — pure noise gives about 0.5, simulated frames under 0.05).
 
     Examples
     --------
@@ -180,10 +207,13 @@ def find_atoms(image, pixel_size: float | None = None, lattice: str = "graphene"
                          f"{smalls[0].shape} px at the network's {net.pixel_size} nm/px; give at least "
                          f"{int(np.ceil(16 / factor))} px a side")
     tables = []
+    ambiguous = []
     for i0 in range(0, len(smalls), batch_size):
         block = smalls[i0:i0 + batch_size]
         norm = np.stack([normalize(s) for s in block])
         probs, offsets = net.maps(norm, batch_size=batch_size)
+        fg = 1.0 - probs[:, 0]
+        ambiguous += [float(v) for v in ((fg > 0.2) & (fg < 0.8)).mean(axis=(1, 2))]
         for j, (small, p) in enumerate(zip(block, probs)):
             t = locate(p, small, classes=net.classes, threshold=threshold,
                        offsets=None if offsets is None else offsets[j])
@@ -211,6 +241,7 @@ def find_atoms(image, pixel_size: float | None = None, lattice: str = "graphene"
             + (["significance"] if lattice == "amorphous" else []))
     out = out[cols]
     out.attrs.update(pixel_size=pixel_size, lattice=lattice, model=net.name)
+    _check_quality(ambiguous, stack)
     if identify:
         from .chem import identify as chem_identify
 
@@ -220,5 +251,6 @@ def find_atoms(image, pixel_size: float | None = None, lattice: str = "graphene"
             from .chem import lattice_prior as chem_prior
 
             out = chem_prior(out, pixel_size, lattice)
-        out.attrs.update(pixel_size=pixel_size, lattice=lattice, model=net.name)
+    out.attrs.update(pixel_size=pixel_size, lattice=lattice, model=net.name,
+                     ambiguous_share=ambiguous if stack else ambiguous[0])
     return out

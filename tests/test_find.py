@@ -69,3 +69,20 @@ def test_bad_input_gets_clear_errors():
         find_atoms(img, pixel_size=0.01, lattice="hBN")
     with pytest.raises(InputError, match="2-D image"):
         find_atoms(np.ones((2, 2, 8, 8)), pixel_size=0.01)
+
+
+def test_a_frame_of_pure_noise_is_flagged_and_a_real_looking_one_is_not():
+    import warnings
+
+    from stemflow.errors import StemflowWarning
+    from stemflow.simulate import simulate_image
+
+    noise = np.random.default_rng(3).poisson(5.0, (192, 192)).astype(np.float32)
+    with pytest.warns(StemflowWarning, match="unlike anything the model knows"):
+        atoms = find_atoms(noise, pixel_size=0.012, identify=False)
+    assert atoms.attrs["ambiguous_share"] > 0.3
+    sim = simulate_image("graphene", 192, seed=4, pixel_size=0.012, dose=3e4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StemflowWarning)
+        atoms = find_atoms(sim.image, pixel_size=0.012, identify=False)
+    assert atoms.attrs["ambiguous_share"] < 0.1
