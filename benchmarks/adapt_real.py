@@ -31,14 +31,36 @@ def _score(kind, frames, model):
     return {k: s[k] for k in ("precision", "recall", "f1", "support_rows")}
 
 
+def write_md(res: dict, suffix: str = "") -> str:
+    """Write ``adapt_real{suffix}.md`` from the measured results; return its text."""
+    steps, conf = res["steps"], res.get("confidence", 0.9)
+    lines = ["# `stemflow adapt` on the real dev sets (labels used only to score)", "",
+             f"Written by `python benchmarks/adapt_real.py` on {res['date']}: model {res['model']}, {steps} steps "
+             f"(confidence {conf}) "
+             "of self-training on each set's own frames (`stemflow.nn.adapt.adapt`, defaults otherwise), then "
+             "scored with the hand labels as in `benchmarks/results/real_data.md`.", "",
+             "| set | measure | before | after |", "|---|---|---|---|"]
+    for kind, r in res["sets"].items():
+        name = "Si-doped graphene" if kind == "si" else "Pt on carbon nitride"
+        for k in r["before"]:
+            lines.append(f"| {name} ({r['frames']} frames) | {k} | {r['before'][k]:.3f} | {r['after'][k]:.3f} |")
+        lines.append(f"| {name} | adapt time, s; pseudo-labels | {r['adapt_seconds']:.0f} | {r['pseudo_labels']} |")
+    (OUT / f"adapt_real{suffix}.md").write_text("\n".join(lines) + "\n")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="model to adapt (default: bundled)")
-    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--sets", default="si,pt")
-    ap.add_argument("--confidence", type=float, default=0.9, help="pseudo-label confidence")
+    ap.add_argument("--confidence", type=float, default=0.7, help="pseudo-label confidence")
     ap.add_argument("--out-suffix", default="", help="appended to the output file names")
+    ap.add_argument("--rewrite", action="store_true", help="only rewrite the .md from the .json of the same suffix")
     args = ap.parse_args(argv)
+    if args.rewrite:
+        print(write_md(json.loads((OUT / f"adapt_real{args.out_suffix}.json").read_text()), args.out_suffix))
+        return 0
     from stemflow import load_model
     from stemflow.labelled import dev_data_dir, read_dopant_complexes, read_heavy_atoms
     from stemflow.nn.adapt import adapt
@@ -65,19 +87,7 @@ def main(argv=None) -> int:
         print(kind, json.dumps(res["sets"][kind], default=float), flush=True)
     OUT.mkdir(exist_ok=True)
     (OUT / f"adapt_real{args.out_suffix}.json").write_text(json.dumps(res, indent=1, default=float))
-    lines = ["# `stemflow adapt` on the real dev sets (labels used only to score)", "",
-             f"Written by `python benchmarks/adapt_real.py` on {res['date']}: model {res['model']}, {args.steps} steps "
-             f"(confidence {args.confidence}) "
-             "of self-training on each set's own frames (`stemflow.nn.adapt.adapt`, defaults otherwise), then "
-             "scored with the hand labels as in `benchmarks/results/real_data.md`.", "",
-             "| set | measure | before | after |", "|---|---|---|---|"]
-    for kind, r in res["sets"].items():
-        name = "Si-doped graphene" if kind == "si" else "Pt on carbon nitride"
-        for k in r["before"]:
-            lines.append(f"| {name} ({r['frames']} frames) | {k} | {r['before'][k]:.3f} | {r['after'][k]:.3f} |")
-        lines.append(f"| {name} | adapt time, s; pseudo-labels | {r['adapt_seconds']:.0f} | {r['pseudo_labels']} |")
-    (OUT / f"adapt_real{args.out_suffix}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    print(write_md(res, args.out_suffix))
     return 0
 
 

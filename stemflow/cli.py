@@ -272,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser(
         "adapt", help="fine-tune a model on your own unlabelled frames (self-training on confident answers)",
         formatter_class=_HelpFormatter,
-        epilog="example: stemflow adapt session1.dm4 session2.dm4 --out my_scope.pt --steps 300\n"
+        epilog="example: stemflow adapt session1.dm4 session2.dm4 --out my_scope.pt --steps 150\n"
                "         stemflow find frame.dm4 --model my_scope.pt --out atoms.parquet")
     s.add_argument("inputs", nargs="+", help="images or movies to adapt to (any format open_stem reads)")
     s.add_argument("--out", required=True, help="NAME.pt to write (NAME.json, its card, beside it)")
@@ -280,10 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pixel-size", type=float, default=None, help="nm/px (default: from each file)")
     s.add_argument("--dataset", default=None, help="array inside the file (HDF5 path, Zarr array name)")
     s.add_argument("--max-frames", type=int, default=32, help="frames sampled evenly from each movie")
-    s.add_argument("--steps", type=int, default=300, help="optimisation steps")
+    s.add_argument("--steps", type=int, default=150, help="optimisation steps")
     s.add_argument("--batch-size", type=int, default=8, help="crops per step (128 px on the network's grid)")
     s.add_argument("--lr", type=float, default=3e-4, help="learning rate")
-    s.add_argument("--confidence", type=float, default=0.9,
+    s.add_argument("--confidence", type=float, default=0.7,
                    help="teacher blobs at least this probable become pseudo-labels")
     s.add_argument("--sim-share", type=float, default=0.25, help="share of simulated samples in each batch")
     s.add_argument("--seed", type=int, default=0)

@@ -190,8 +190,8 @@ def _frames(images) -> list[np.ndarray]:
     return out
 
 
-def adapt(images, pixel_size, model=None, *, steps: int = 300, batch_size: int = 8, lr: float = 3e-4,
-          confidence: float = 0.9, sim_share: float = 0.25, patch: int = 128, seed: int = 0,
+def adapt(images, pixel_size, model=None, *, steps: int = 150, batch_size: int = 8, lr: float = 3e-4,
+          confidence: float = 0.7, sim_share: float = 0.25, patch: int = 128, seed: int = 0,
           progress: bool = True) -> AdaptResult:
     """Fine-tune a model on unlabelled frames by self-training on its confident answers.
 
@@ -207,7 +207,9 @@ def adapt(images, pixel_size, model=None, *, steps: int = 300, batch_size: int =
         Optimisation (AdamW, cosine decay from ``lr``).
     confidence : float
         Teacher blobs whose mean class probability (averaged over eight flips and turns) is at
-        least this become pseudo-labels; pixels whose background probability is below it, and
+        least this become pseudo-labels (0.7 and 150 steps were chosen on the real dev sets:
+        0.9 and 200 steps left too few heavy-atom pseudo-labels and lowered F1, see
+        ``benchmarks/results/adapt_real*.md``); pixels whose background probability is below it, and
         the surroundings of every other blob, are ignored.
     sim_share : float
         Share of each batch drawn from simulated samples with exact truth (0 turns it off).
