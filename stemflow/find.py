@@ -112,7 +112,34 @@ def _heavy_atoms_only(out: pd.DataFrame, frames: np.ndarray, stack: bool, pixel_
         if sel.any():
             sig[sel] = heavy_atom_significance(out.loc[sel], frames[k], pixel_size)
     out = out.assign(significance=sig.astype(np.float32))
-    return out.loc[sig >= HEAVY_SIGNIFICANCE].reset_index(drop=True)
+    out = out.loc[sig >= HEAVY_SIGNIFICANCE].reset_index(drop=True)
+    return _one_per_atom(out, HEAVY_MIN_SEPARATION_NM / pixel_size)
+
+
+#: Two heavy-atom detections closer than this (nm) are one atom seen twice (a blob split in two);
+#: heavy atoms bonded to each other sit 0.25-0.28 nm apart (Pt-Pt), at least ~0.2 nm in projection.
+HEAVY_MIN_SEPARATION_NM = 0.15
+
+
+def _one_per_atom(out: pd.DataFrame, radius_px: float) -> pd.DataFrame:
+    """Keep, of detections closer than ``radius_px`` within a frame, the most significant."""
+    if len(out) < 2:
+        return out
+    from scipy.spatial import cKDTree
+
+    frame = out["frame"].to_numpy() if "frame" in out else np.zeros(len(out))
+    order = np.argsort(-out["significance"].to_numpy(), kind="stable")
+    keep = np.ones(len(out), bool)
+    # frames far apart in a third coordinate so that only rows of one frame are neighbours
+    pts = np.column_stack([out["y"].to_numpy(), out["x"].to_numpy(), frame * (10 * radius_px + 1e6)])
+    tree = cKDTree(pts)
+    for i in order:
+        if keep[i]:
+            near = tree.query_ball_point(pts[i], radius_px)
+            for j in near:
+                if j != i:
+                    keep[j] = False
+    return out.loc[keep].reset_index(drop=True)
 
 
 def find_atoms(image, pixel_size: float | None = None, lattice: str = "graphene", model=None, *,

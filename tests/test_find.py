@@ -86,3 +86,30 @@ def test_a_frame_of_pure_noise_is_flagged_and_a_real_looking_one_is_not():
         warnings.simplefilter("error", StemflowWarning)
         atoms = find_atoms(sim.image, pixel_size=0.012, identify=False)
     assert atoms.attrs["ambiguous_share"] < 0.1
+
+
+def test_heavy_atoms_on_a_thick_support_come_back_alone_once_each_with_their_significance():
+    from scipy.spatial import cKDTree
+
+    sim = simulate_image("amorphous", 256, seed=21, pixel_size=0.03, dose=1e5, support=10.0,
+                         defects={"Pt1": 12})
+    atoms = find_atoms(sim.image, pixel_size=0.03, lattice="amorphous")
+    assert set(atoms["label"].astype(str)) <= {"dopant"}          # the support is never reported
+    assert (atoms["significance"] >= 4.0).all()
+    if len(atoms) > 1:
+        d, _ = cKDTree(atoms[["y", "x"]].to_numpy()).query(atoms[["y", "x"]].to_numpy(), 2)
+        assert d[:, 1].min() * 0.03 >= 0.15                       # one row per atom
+    s = score(atoms, sim.atoms, max_distance=0.1 / 0.03, classes=("dopant",))
+    assert s.loc["dopant", "recall"] == 1.0 and s.loc["dopant", "precision"] > 0.6, s
+
+
+def test_a_heavy_atom_seen_twice_is_kept_once_the_most_significant_and_neighbours_stay():
+    import pandas as pd
+
+    from stemflow.find import _one_per_atom
+
+    rows = pd.DataFrame({"frame": [0, 0, 0, 1], "y": [10.0, 12.0, 20.0, 10.5], "x": [10.0, 11.0, 10.0, 10.0],
+                         "significance": [5.0, 9.0, 6.0, 4.5]})
+    out = _one_per_atom(rows, radius_px=5.0)    # (10,10) and (12,11) are 2.2 px apart: one atom
+    assert sorted(map(tuple, out[["frame", "y", "significance"]].to_numpy())) == [
+        (0, 12.0, 9.0), (0, 20.0, 6.0), (1, 10.5, 4.5)]      # 8 px away, and another frame, stay
