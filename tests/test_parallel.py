@@ -325,3 +325,20 @@ def test_run_with_the_lattice_prior_on_the_workers(client, movie, tmp_path):
     assert (atoms.prior_weight < 1).mean() > 0.3
     params = json.loads((out / "manifest.json").read_text())["parameters"]
     assert params["lattice_prior"] and params["refine"] and params["identify"]
+
+
+def test_parts_with_different_label_categories_read_back_without_losing_a_label(tmp_path):
+    import pandas as pd
+
+    from stemflow.parallel.output import read_atoms
+
+    folder = tmp_path / "atoms.parquet"
+    folder.mkdir()
+    base = dict(frame=[0], y=[1.0], x=[2.0], y_nm=[0.01], x_nm=[0.02], prob=[0.9], intensity=[1.0])
+    pd.DataFrame({**base, "label": pd.Categorical(["lattice"], categories=["lattice", "dopant", "vacancy"])}
+                 ).to_parquet(folder / "part-00000.parquet")
+    pd.DataFrame({**base, "frame": [1], "label": pd.Categorical(["unknown"], categories=["lattice", "dopant",
+                                                                                     "vacancy", "unknown"])}
+                 ).to_parquet(folder / "part-00001.parquet")
+    df = read_atoms(tmp_path)
+    assert df["label"].astype(str).tolist() == ["lattice", "unknown"]

@@ -255,7 +255,10 @@ def read_atoms(out, lazy: bool = False):
         return dd.read_parquet([str(f) for f in files]) if files else dd.from_pandas(empty_atoms(), npartitions=1)
     df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True) if files else empty_atoms()
     if len(files) and not isinstance(df["label"].dtype, pd.CategoricalDtype):
-        df["label"] = pd.Categorical(df["label"], categories=LABELS)
+        # parts whose label categories differ (e.g. one holds `unknown` rows of the dopant check)
+        # concatenate as strings: keep every label, never turn one into NaN
+        label = df["label"].astype(str)
+        df["label"] = pd.Categorical(label, categories=LABELS + sorted(set(label) - set(LABELS)))
     mpath = folder.parent / MANIFEST
     if mpath.exists():
         m = json.loads(mpath.read_text())
