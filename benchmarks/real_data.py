@@ -380,6 +380,39 @@ def _identified(blobs: pd.DataFrame, k: float, f) -> pd.DataFrame:
     return identify(with_threshold(blobs, k, f.pixel_size), f.pixel_size, "graphene", classes=False)
 
 
+def _baselines(frames, cfg, atomap_python, res, tables, *, grid, truths, md, table_of, score, f1_key):
+    """Score the classical baseline and atomap, each with its one threshold tuned on ``frames``.
+
+    ``table_of(blobs, k, frame)`` turns a method's blobs into an atoms table at threshold ``k``;
+    ``score`` is the set's scorer; results go into ``res["methods"]`` and ``tables``.
+    """
+
+    def tuned(name, blobs, seconds, extra):
+        k, curve = tune_threshold(blobs, truths, md, grid)
+        by_name = {f.name: b for f, b in zip(frames, blobs)}
+        found = {}
+
+        def find_k(f):
+            found[f.name] = table_of(by_name[f.name], k, f)
+            return found[f.name]
+
+        s, per = score(frames, find_k)
+        _check_tuning(s[f1_key], curve)
+        res["methods"][name] = dict(s, seconds=seconds, threshold=k, threshold_curve=curve,
+                                    per_frame=per.to_dict("records"), **extra)
+        tables[name] = found
+
+    t0 = time.perf_counter()
+    blobs = [trackpy_blobs(f.image, f.pixel_size, cfg) for f in frames]
+    tuned("classical", blobs, time.perf_counter() - t0, {"settings": asdict(cfg)})
+    try:
+        t0 = time.perf_counter()
+        blobs, version = atomap_blobs(frames, cfg, atomap_python)
+        tuned("atomap", blobs, time.perf_counter() - t0, {"version": version})
+    except Unavailable as e:
+        res["methods"]["atomap"] = {"unavailable": str(e)}
+
+
 def run_si(data_dir: Path, model=None, atomap_python=None) -> tuple[dict, dict]:
     """Score stemflow, the classical baseline and atomap on the Si-doped graphene dev set.
 
@@ -411,30 +444,8 @@ def run_si(data_dir: Path, model=None, atomap_python=None) -> tuple[dict, dict]:
     truths = [f.truth.loc[f.truth.element == "Si", ["y", "x"]].reset_index(drop=True) for f in frames]
     md = [HALF_BOND_NM / f.pixel_size for f in frames]
 
-    def tuned(name, blobs, seconds, extra):
-        k, curve = tune_threshold(blobs, truths, md, grid)
-        by_name = {f.name: b for f, b in zip(frames, blobs)}
-        named = {}
-
-        def find_named(f):
-            named[f.name] = _identified(by_name[f.name], k, f)
-            return named[f.name]
-
-        s, per = score_dopant_complexes(frames, find_named)
-        _check_tuning(s["dopant_f1"], curve)
-        res["methods"][name] = dict(s, seconds=seconds, threshold=k, threshold_curve=curve,
-                                    per_frame=per.to_dict("records"), **extra)
-        tables[name] = named
-
-    t0 = time.perf_counter()
-    blobs = [trackpy_blobs(f.image, f.pixel_size, SI_BASELINE) for f in frames]
-    tuned("classical", blobs, time.perf_counter() - t0, {"settings": asdict(SI_BASELINE)})
-    try:
-        t0 = time.perf_counter()
-        blobs, version = atomap_blobs(frames, SI_BASELINE, atomap_python)
-        tuned("atomap", blobs, time.perf_counter() - t0, {"version": version})
-    except Unavailable as e:
-        res["methods"]["atomap"] = {"unavailable": str(e)}
+    _baselines(frames, SI_BASELINE, atomap_python, res, tables, grid=grid, truths=truths, md=md,
+               table_of=_identified, score=score_dopant_complexes, f1_key="dopant_f1")
     return res, tables
 
 
@@ -464,30 +475,8 @@ def run_pt(data_dir: Path, model=None, atomap_python=None) -> tuple[dict, dict]:
     truths = [f.truth[["y", "x"]] for f in frames]
     md = [HEAVY_MATCH_PX] * len(frames)
 
-    def tuned(name, blobs, seconds, extra):
-        k, curve = tune_threshold(blobs, truths, md, grid)
-        by_name = {f.name: b for f, b in zip(frames, blobs)}
-        found = {}
-
-        def find_k(f):
-            found[f.name] = with_threshold(by_name[f.name], k, f.pixel_size)
-            return found[f.name]
-
-        s, per = score_heavy_atoms(frames, find_k)
-        _check_tuning(s["f1"], curve)
-        res["methods"][name] = dict(s, seconds=seconds, threshold=k, threshold_curve=curve,
-                                    per_frame=per.to_dict("records"), **extra)
-        tables[name] = found
-
-    t0 = time.perf_counter()
-    blobs = [trackpy_blobs(f.image, f.pixel_size, PT_BASELINE) for f in frames]
-    tuned("classical", blobs, time.perf_counter() - t0, {"settings": asdict(PT_BASELINE)})
-    try:
-        t0 = time.perf_counter()
-        blobs, version = atomap_blobs(frames, PT_BASELINE, atomap_python)
-        tuned("atomap", blobs, time.perf_counter() - t0, {"version": version})
-    except Unavailable as e:
-        res["methods"]["atomap"] = {"unavailable": str(e)}
+    _baselines(frames, PT_BASELINE, atomap_python, res, tables, grid=grid, truths=truths, md=md,
+               table_of=lambda b, k, f: with_threshold(b, k, f.pixel_size), score=score_heavy_atoms, f1_key="f1")
     return res, tables
 
 

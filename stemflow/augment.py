@@ -23,7 +23,7 @@ from .preprocess import normalize, resample, to_model_coords
 from .simulate import DEFAULT_DEFECTS, simulate_image
 from .simulate.imaging import CLASSES, class_mask
 
-__all__ = ["SampleSpec", "training_sample", "training_batches", "targets", "degrade", "normalize"]
+__all__ = ["SampleSpec", "training_sample", "training_batches", "targets", "transform_points", "degrade", "normalize"]
 
 _CODE = {c: i for i, c in enumerate(CLASSES)}
 
@@ -151,7 +151,7 @@ def degrade(expected: np.ndarray, rng: np.random.Generator, *, dose_factor: floa
     return img.astype(np.float32)
 
 
-def _transform(yx: np.ndarray, p: int, flip_y: bool, flip_x: bool, k: int) -> np.ndarray:
+def transform_points(yx: np.ndarray, p: int, flip_y: bool, flip_x: bool, k: int) -> np.ndarray:
     """Where points go under the flips and ``np.rot90(·, k)`` applied to a (p, p) array."""
     y, x = yx[:, 0].copy(), yx[:, 1].copy()
     if flip_y:
@@ -198,7 +198,7 @@ def _variants(sim, factor: float, rng: np.random.Generator, spec: SampleSpec):
         if fx:
             x = x[:, ::-1]
         x = np.ascontiguousarray(np.rot90(x, k))
-        mask, off = targets(_transform(yx - [y0, x0], p, fy, fx, k), codes, (p, p), model_radius)
+        mask, off = targets(transform_points(yx - [y0, x0], p, fy, fx, k), codes, (p, p), model_radius)
         yield x, mask, off
 
 

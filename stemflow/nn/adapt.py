@@ -78,7 +78,7 @@ def _undihedral(x: np.ndarray, k: int, flip: bool) -> np.ndarray:
     return x
 
 
-def tta_maps(model: Model, small: np.ndarray, batch_size: int = 8) -> tuple[np.ndarray, np.ndarray | None]:
+def tta_maps(model: Model, small: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """Class probabilities averaged over the eight flips and quarter-turns of a normalised frame
     on the network's grid, and the offsets of the untransformed pass.
 
@@ -131,7 +131,7 @@ def pseudo_labels(model: Model, small: np.ndarray, confidence: float = 0.9) -> d
 
 def _crop(small, lab, p, rng):
     """A random crop of side ``p`` under a random flip and quarter-turn, with its targets."""
-    from ..augment import _transform, targets
+    from ..augment import targets, transform_points
 
     h, w = small.shape
     y0 = int(rng.integers(0, h - p + 1))
@@ -146,7 +146,7 @@ def _crop(small, lab, p, rng):
     img = np.ascontiguousarray(np.rot90(img, k))
     ign = np.ascontiguousarray(np.rot90(ign, k))
     yx = lab["yx"] - [y0, x0]
-    mask, off = targets(_transform(yx, p, fy, fx, k), lab["codes"], (p, p), lab["radius"])
+    mask, off = targets(transform_points(yx, p, fy, fx, k), lab["codes"], (p, p), lab["radius"])
     target = mask.astype(np.int64)
     target[ign & (mask == 0)] = IGNORE
     return img, target, off
