@@ -103,13 +103,51 @@ def test_heavy_atoms_on_a_thick_support_come_back_alone_once_each_with_their_sig
     assert s.loc["dopant", "recall"] == 1.0 and s.loc["dopant", "precision"] > 0.6, s
 
 
-def test_a_heavy_atom_seen_twice_is_kept_once_the_most_significant_and_neighbours_stay():
-    import pandas as pd
+def test_a_heavy_atom_seen_twice_is_kept_once_and_neighbours_stay():
+    from stemflow.chem.heavy import find_heavy_atoms
 
-    from stemflow.find import _one_per_atom
+    yy, xx = np.mgrid[:96, :96].astype(float)
+    img = np.full((96, 96), 50.0)
+    for y, x, a in [(30, 30, 40.0), (30, 32.5, 60.0), (30, 45, 50.0)]:   # 2.5 px = 0.075 nm; 15 px apart
+        img += a * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * 1.7**2))
+    img = np.random.default_rng(0).poisson(img).astype(float)
+    found = find_heavy_atoms(img, 0.03)
+    near = found[(found.y - 30).abs().lt(4) & found.x.between(26, 37)]
+    assert len(near) == 1 and abs(near.x.iloc[0] - 32) < 2           # one row, at the brighter blob
+    assert ((found.y - 30).abs().lt(3) & (found.x - 45).abs().lt(3)).sum() == 1
 
-    rows = pd.DataFrame({"frame": [0, 0, 0, 1], "y": [10.0, 12.0, 20.0, 10.5], "x": [10.0, 11.0, 10.0, 10.0],
-                         "significance": [5.0, 9.0, 6.0, 4.5]})
-    out = _one_per_atom(rows, radius_px=5.0)    # (10,10) and (12,11) are 2.2 px apart: one atom
-    assert sorted(map(tuple, out[["frame", "y", "significance"]].to_numpy())) == [
-        (0, 12.0, 9.0), (0, 20.0, 6.0), (1, 10.5, 4.5)]      # 8 px away, and another frame, stay
+
+def test_heavy_atoms_are_significant_against_the_local_noise_of_a_bright_support():
+    from stemflow.chem.heavy import find_heavy_atoms
+
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:256, :256].astype(float)
+    level = np.where(xx < 128, 20.0, 400.0)                   # a dim and a 20× brighter support
+    truth = [(y, x) for y in range(24, 240, 40) for x in (30, 70, 100, 158, 198, 228)]
+    img = level.copy()
+    for y, x in truth:                                         # equally significant over shot noise
+        img += 6 * np.sqrt(level[y, x]) * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * 1.7**2))
+    found = find_heavy_atoms(rng.poisson(img).astype(float), 0.03, border_px=8, populations=False)
+    d = np.hypot(found.y.to_numpy()[:, None] - np.array(truth)[None, :, 0],
+                 found.x.to_numpy()[:, None] - np.array(truth)[None, :, 1])
+    assert (d.min(axis=0) < 2).mean() >= 0.95                  # the atoms on both halves
+    assert (d.min(axis=1) >= 2).sum() <= 3                     # the bright half's noise is not atoms
+
+
+def test_heavy_atoms_are_the_upper_population_when_light_clusters_also_pass_the_threshold():
+    from stemflow.chem.heavy import find_heavy_atoms
+
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[:200, :200].astype(float)
+    img = np.full((200, 200), 100.0)
+    spots = [(y, x) for y in range(20, 190, 30) for x in range(20, 190, 30)]     # 36 spots
+    heavy = set(range(0, 36, 7))                                                 # 6 of them heavy
+    for k, (y, x) in enumerate(spots):
+        amp = 600.0 if k in heavy else 60.0                                      # Z-contrast: 10×
+        img += amp * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * 1.7**2))
+    img = rng.poisson(img).astype(float)
+    kept = find_heavy_atoms(img, 0.03)
+    both = find_heavy_atoms(img, 0.03, populations=False)
+    assert len(both) >= 30 and len(kept) == len(heavy)
+    got = {(round(y / 30), round(x / 30)) for y, x in kept[["y", "x"]].to_numpy() - 20}
+    assert got == {(round((spots[k][0] - 20) / 30), round((spots[k][1] - 20) / 30)) for k in heavy}
