@@ -402,3 +402,16 @@ def test_real_si_graphene_dev_set_meets_precision_and_defect_type_floors():
     assert summary["dopant_precision"] > plain["dopant_precision"], (summary, plain)
     assert summary["dopant_recall"] >= 0.99 * plain["dopant_recall"], (summary, plain)
     assert summary["defect_accuracy"] >= 0.88, summary["confusion"]
+
+
+def test_a_dopant_the_network_is_unsure_of_is_not_reported_as_one(si1c3_sim):
+    from stemflow.chem.dopants import MIN_DOPANT_PROB
+
+    sim = si1c3_sim
+    t = _truth_input(sim, "graphene")
+    t["prob"] = 0.98
+    si = np.flatnonzero((t["label"].astype(str) == "dopant").to_numpy())
+    t.loc[t.index[si[0]], "prob"] = MIN_DOPANT_PROB - 0.2          # a coin-flip blob
+    out = identify(t, image=sim.image, classes=False)
+    assert out["dopant_check"].iloc[si[0]] == "uncertain" and out["label"].iloc[si[0]] == "unknown"
+    assert (out["dopant_check"].iloc[si[1:]].astype(str) == "dopant").all()

@@ -24,7 +24,8 @@ What tells them apart is physics and geometry, measured here against the *local*
   more than :data:`MIN_CONTRAST` times that of the host columns around it (Z-contrast); it
   must not be much wider than they are (its shoulder, :data:`MAX_WIDTH`); it must sit on the lattice with host
   columns on at least :data:`MIN_SHELL` of its shell sites; and its shell must lie inside the
-  frame (:data:`EDGE_BONDS`). A dopant that fails is relabelled: ``lattice`` when it sits on a site
+  frame (:data:`EDGE_BONDS`); and the network must be sure of it (``prob`` at least
+  :data:`MIN_DOPANT_PROB`). A dopant that fails is relabelled: ``lattice`` when it sits on a site
   with the intensity of a host column, else ``unknown`` (a blob that is not a dopant: its
   ``element`` is ``""`` and it takes no part in bonds or defects). Its verdict is the
   ``dopant_check`` column.
@@ -46,7 +47,7 @@ from ._common import LATTICE_PARAMS, frame_groups, labels_of, resolve, with_attr
 from .sites import _NB, BASIS, LatticeFit, _frame_fit, site_id
 
 __all__ = ["check_dopants", "dopant_geometry", "DopantGeometry", "CHECKS", "OFF_LATTICE", "ON_SHELL",
-           "MIN_CONTRAST", "MAX_WIDTH", "MIN_SHELL", "EDGE_BONDS"]
+           "MIN_CONTRAST", "MAX_WIDTH", "MIN_SHELL", "EDGE_BONDS", "MIN_DOPANT_PROB"]
 
 #: A dopant nearer a site than the midpoint of any bond holds that site (substitutional: Si1C3);
 #: nearer a bond's midpoint, it holds both sites of the bond (a divacancy: Si1C4, the Si of
@@ -76,6 +77,12 @@ MAX_WIDTH = 0.2
 #: 0.17–0.19 nm, is longer than C–C, 0.142 nm; 0.15 bond is left for the localisation error: a
 #: blob closer is the halo of the dopant's probe tail), no farther than 1.55 (the second
 #: neighbours of a site lie at 1.73; the dev set's labelled Si–C reach 1.48).
+#: Least class probability of a dopant (the network's mean dopant probability over the blob,
+#: ``prob``). Every true dopant of simulated frames at 10⁴–10⁵ e⁻/Å² and 10–16 pm/px reads at
+#: least 0.93, those of the real dev set at least 0.91; a blob the network gives 0.6–0.9 is as
+#: likely contamination or a scan glitch (7 of the dev set's 9 false dopants). Reported as a
+#: dopant, one in ten such would be wrong even if ``prob`` were perfectly calibrated.
+MIN_DOPANT_PROB = 0.9
 MIN_HOST_GAP = 0.85
 MAX_HOST_GAP = 1.55
 #: Least occupancy of a host column that bonds to a dopant: a column is brighter than the
@@ -116,7 +123,7 @@ _DISK = 0.25
 _RING = (0.5, 0.75)
 
 #: Verdicts of the ``dopant_check`` column.
-CHECKS = ["", "dopant", "host", "dim", "wide", "off_lattice", "no_shell", "edge"]
+CHECKS = ["", "dopant", "host", "dim", "wide", "off_lattice", "no_shell", "edge", "uncertain"]
 
 
 @dataclass
@@ -563,7 +570,8 @@ def check_dopants(atoms: pd.DataFrame, image, pixel_size: float | None = None, l
         :data:`MIN_CONTRAST`), ``"wide"`` (width above :data:`MAX_WIDTH`), ``"off_lattice"``
         (neither on a site nor at a bond's midpoint, and bonded to no other dopant),
         ``"no_shell"`` (fewer than :data:`MIN_SHELL` host columns on its shell sites or bonded
-        dopants) — and ``label`` changed for those: ``"lattice"`` for a ``"dim"`` one on a site
+        dopants), ``"uncertain"`` (``prob`` below :data:`MIN_DOPANT_PROB`) — and ``label``
+        changed for those: ``"lattice"`` for a ``"dim"`` one on a site
         (a host column), ``"unknown"`` for the others.
 
     Notes
@@ -583,6 +591,7 @@ def check_dopants(atoms: pd.DataFrame, image, pixel_size: float | None = None, l
     if lattice == "graphene" and image is not None and (labels == "dopant").any():
         bond_px = LATTICE_PARAMS[lattice]["bond"] / pixel_size
         pos = out[["y", "x"]].to_numpy(np.float64)
+        prob = out["prob"].to_numpy(np.float64) if "prob" in out else None
         for fr, rows, fit, geo in _frame_dopant_geometry(out, pixel_size, lattice, cutoffs):
             if len(geo.rows) == 0:
                 continue
@@ -608,6 +617,8 @@ def check_dopants(atoms: pd.DataFrame, image, pixel_size: float | None = None, l
                     why = "off_lattice"
                 elif geo.kind[k] in ("site", "bond") and coord[k] < MIN_SHELL:
                     why = "no_shell"
+                elif prob is not None and prob[rows[r]] < MIN_DOPANT_PROB:
+                    why = "uncertain"
                 verdict[rows[r]] = why
                 if why != "dopant":
                     on_site = geo.kind[k] == "site"
