@@ -65,11 +65,46 @@ def test_tiles_of_the_bundled_model_equal_the_whole_frame():
 
 
 def _replace_weights(path, state):
-    """Swap the weights file and drop the checksum from the card, so that loading gets past it."""
+    """Swap the weights file and re-sign the card with its checksum, so that loading gets past it."""
+    import hashlib
+
     torch.save(state, path)
+    card = json.loads(path.with_suffix(".json").read_text())
+    card["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    path.with_suffix(".json").write_text(json.dumps(card))
+
+
+def test_a_card_without_a_checksum_is_refused_unless_trusted_explicitly(saved):
+    _, path = saved
     card = json.loads(path.with_suffix(".json").read_text())
     card.pop("sha256")
     path.with_suffix(".json").write_text(json.dumps(card))
+    with pytest.raises(WeightsError, match="no sha256"):
+        load_model(path)
+    assert load_model(path, device="cpu", trust_unsigned=True).card["sha256"]
+
+
+def test_a_model_sent_to_a_worker_is_loaded_from_memory_and_checked(saved, tmp_path, monkeypatch):
+    import tempfile
+
+    from stemflow.parallel.worker import _MODELS, ModelRef, get_model
+
+    _, path = saved
+    shared = tmp_path / "tmp"
+    shared.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(shared))        # where a disk cache would go
+    card = json.loads(path.with_suffix(".json").read_text())
+    data = path.read_bytes()
+    ref = ModelRef(card["sha256"], "mine", None, data, card)
+    _MODELS.pop(ref.sha256, None)
+    try:
+        assert get_model(ref, device="cpu").card["sha256"] == card["sha256"]
+    finally:
+        _MODELS.pop(ref.sha256, None)
+    assert list(shared.iterdir()) == []                            # nothing written anywhere shared
+    bad = ModelRef("0" * 64, "mine", None, data, card)               # bytes that are not what the hash says
+    with pytest.raises(WeightsError, match="do not match"):
+        get_model(bad, device="cpu")
 
 
 def test_corrupt_weights_are_refused(saved):

@@ -10,6 +10,7 @@ measured, and the SHA-256 of the weights file, checked on load). Bundled models 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,7 +138,7 @@ def _resolve(name_or_path) -> Path:
                        "or the path of a NAME.pt written by `stemflow train` (with NAME.json beside it)")
 
 
-def load_model(name_or_path="default", device=None) -> Model:
+def load_model(name_or_path="default", device=None, *, trust_unsigned: bool = False) -> Model:
     """Load a trained model safely.
 
     Parameters
@@ -147,12 +148,16 @@ def load_model(name_or_path="default", device=None) -> Model:
         MoS2 and amorphous supports) or the path of a ``NAME.pt`` with ``NAME.json`` beside it.
     device : str, optional
         ``"cpu"``, ``"cuda"``...; default: CUDA when available, else CPU.
+    trust_unsigned : bool
+        Accept a card without a ``sha256`` (weights nobody can check). Off by default: every card
+        ``stemflow train`` and ``stemflow adapt`` write carries it.
 
     Raises
     ------
     WeightsError
-        Missing files, a card that is not a stemflow model card, weights whose checksum differs
-        from the card's (corrupt or replaced), or tensors that do not fit the architecture.
+        Missing files, a card that is not a stemflow model card, a card without a checksum (unless
+        ``trust_unsigned``), weights whose checksum differs from the card's (corrupt or replaced),
+        or tensors that do not fit the architecture.
     """
     pt = _resolve(name_or_path)
     card_path = pt.with_suffix(".json")
@@ -163,32 +168,47 @@ def load_model(name_or_path="default", device=None) -> Model:
         card = json.loads(card_path.read_text())
     except (OSError, ValueError) as e:
         raise WeightsError(f"the model card {str(card_path)!r} is not valid JSON ({e}); re-train or reinstall") from None
+    return model_from_bytes(pt.read_bytes(), card, source=str(pt), device=device, trust_unsigned=trust_unsigned)
+
+
+def model_from_bytes(data: bytes, card: dict, *, source: str = "<bytes>", device=None,
+                     trust_unsigned: bool = False) -> Model:
+    """A model from its weights' bytes and its card, checked as :func:`load_model` checks files.
+
+    Nothing is written to disk: a worker that receives a model's bytes loads it from memory.
+    ``source`` names the weights in messages.
+    """
     if not isinstance(card, dict) or card.get("format") != "stemflow-atomnet-1":
-        raise WeightsError(f"{str(card_path)!r} is not a stemflow model card (no format 'stemflow-atomnet-1')")
-    digest = _sha256(pt)
-    if card.get("sha256") and digest != card["sha256"]:
-        raise WeightsError(f"weights {str(pt)!r} do not match their card (SHA-256 {digest[:12]}… ≠ "
+        raise WeightsError(f"the card of {source!r} is not a stemflow model card (no format 'stemflow-atomnet-1')")
+    digest = hashlib.sha256(data).hexdigest()
+    if not card.get("sha256"):
+        if not trust_unsigned:
+            raise WeightsError(f"the card of {source!r} has no sha256, so nothing shows the weights are the ones "
+                               "it describes; re-save them with `stemflow train`/`stemflow adapt`, or pass "
+                               "trust_unsigned=True if you trust their origin")
+    elif digest != card["sha256"]:
+        raise WeightsError(f"weights {source!r} do not match their card (SHA-256 {digest[:12]}… ≠ "
                            f"{card['sha256'][:12]}…): the file is corrupt or was replaced; re-train or reinstall stemflow")
     try:
-        state = torch.load(pt, map_location="cpu", weights_only=True)
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for bad files
-        raise WeightsError(f"could not read weights {str(pt)!r} ({type(e).__name__}: {e}); the file is corrupt or "
+        raise WeightsError(f"could not read weights {source!r} ({type(e).__name__}: {e}); the file is corrupt or "
                            "not a torch state_dict") from None
     arch = card.get("architecture", {})
     try:
         net = AtomNet(**arch)
         net.load_state_dict(state, strict=True)
     except (TypeError, RuntimeError, AttributeError) as e:
-        raise WeightsError(f"weights {str(pt)!r} do not fit the architecture in their card ({e}); "
+        raise WeightsError(f"weights {source!r} do not fit the architecture in their card ({e}); "
                            "they belong to another network") from None
     net.eval()
     if not card.get("classes") or len(card["classes"]) != arch.get("n_classes", 4):
-        raise WeightsError(f"the card {str(card_path)!r} lists classes {card.get('classes')} that do not match "
+        raise WeightsError(f"the card of {source!r} lists classes {card.get('classes')} that do not match "
                            f"the network's {arch.get('n_classes')} outputs")
     if not card.get("pixel_size"):
-        raise WeightsError(f"the card {str(card_path)!r} does not say the sampling (pixel_size, nm/px) the "
+        raise WeightsError(f"the card of {source!r} does not say the sampling (pixel_size, nm/px) the "
                            "network was trained at")
-    model = Model(net=net, card=card)
+    model = Model(net=net, card=dict(card, sha256=digest))
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return model.to(device)

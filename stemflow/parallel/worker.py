@@ -14,7 +14,6 @@ import functools
 import hashlib
 import json
 import os
-import tempfile
 import threading
 import time
 import warnings
@@ -25,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError, StemflowWarning
-from ..nn.weights import WEIGHTS_DIR, Model, bundled_models, load_model
+from ..nn.weights import WEIGHTS_DIR, Model, bundled_models, load_model, model_from_bytes
 from ..nn.weights import _sha256 as _sha256_file
 
 __all__ = ["ModelRef", "model_ref", "get_model", "worker_device", "ModelPlugin", "TiledModel",
@@ -123,16 +122,9 @@ def get_model(ref: ModelRef, device: str | None = None) -> Model:
             return model
         device = device or worker_device()
         if ref.data is not None:
-            folder = Path(tempfile.gettempdir()) / f"stemflow-models-{os.getuid() if hasattr(os, 'getuid') else 0}"
-            folder.mkdir(exist_ok=True)
-            pt = folder / f"{ref.sha256}.pt"
-            if not pt.exists() or _sha256_file(pt) != ref.sha256:
-                tmp = pt.with_name(f".{pt.name}.{os.getpid()}.tmp")
-                tmp.write_bytes(ref.data)
-                os.replace(tmp, pt)
-            card = dict(ref.card or {}, sha256=ref.sha256)
-            pt.with_suffix(".json").write_text(json.dumps(card))
-            model = load_model(pt, device=device)
+            # loaded from memory: nothing is written to a shared temporary folder
+            model = model_from_bytes(ref.data, dict(ref.card or {}, sha256=ref.sha256),
+                                     source=f"{ref.name} (sent by the client)", device=device)
         elif ref.path is not None and Path(ref.path).is_file():
             if _sha256_file(Path(ref.path)) != ref.sha256:
                 raise InputError(f"the weights at {ref.path!r} changed since the run started (SHA-256 differs); "
