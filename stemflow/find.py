@@ -21,6 +21,7 @@ from .nn.weights import Model, load_model
 from .preprocess import normalize, resample, to_input_coords, to_model_coords
 from .refine import refine_atoms
 from .simulate.lattice import LATTICES
+from .spacing import check_pixel_size
 
 __all__ = ["find_atoms", "ATOMS_COLUMNS"]
 
@@ -210,6 +211,7 @@ def find_atoms(image, pixel_size: float | None = None, lattice: str = "graphene"
                              "identify=True: the prior is the fitted lattice of the identification")
         refine = True
     frames, pixel_size, stack = _frames_and_calibration(image, pixel_size)
+    check_pixel_size(frames[0], pixel_size, lattice, where="the first frame" if stack else "the image")
     net = _get_model(model)
     factor = pixel_size / net.pixel_size
     smalls = [resample(f, factor) for f in frames]

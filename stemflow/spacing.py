@@ -1,0 +1,116 @@
+"""Is the pixel size right? The lattice's own spacing, measured in the frame's power spectrum.
+
+A wrong pixel size is the commonest silent mistake: the network then looks for atoms of the wrong
+size and finds thousands in noise, or none. A crystalline frame carries its own ruler — the
+first-order lattice planes (graphene's {100}: √3/2 · 0.246 nm = 0.213 nm) make the strongest
+ring of its power spectrum — so the pixel size the user gives can be checked without any atom
+finding. Units: spacings in nm, pixel sizes in nm/px, frequencies in 1/px.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from scipy import ndimage
+
+from .errors import InputError, StemflowWarning
+
+__all__ = ["lattice_spacing", "check_pixel_size", "FIRST_ORDER_NM", "PIXEL_SIZE_TOLERANCE"]
+
+#: First-order lattice-plane spacing of each crystalline lattice, nm (hexagonal: a·√3/2).
+FIRST_ORDER_NM = {"graphene": 0.246 * np.sqrt(3) / 2, "ws2": 0.318 * np.sqrt(3) / 2,
+                  "mos2": 0.316 * np.sqrt(3) / 2}
+#: Relative disagreement between the measured and the expected spacing above which the pixel size
+#: is reported as suspect (strain and scan distortion stay within a few per cent).
+PIXEL_SIZE_TOLERANCE = 0.2
+#: Least prominence of a power-spectrum ring (over the smooth spectrum around it) to count as a
+#: lattice: the first-order ring of frames with a visible lattice reaches 10–1000.
+_MIN_PROMINENCE = 4.0
+
+
+def lattice_spacing(image, pixel_size: float = 1.0) -> tuple[float, float]:
+    """The strongest ring of a frame's power spectrum, as a spacing, and how clear it is.
+
+    Parameters
+    ----------
+    image : ndarray (y, x)
+    pixel_size : float
+        nm/px (1 gives the spacing in px).
+
+    Returns
+    -------
+    spacing : float
+        Spacing of the strongest ring between 2.2 px and a quarter of the frame (nm); NaN when the
+        frame is smaller than 32 px a side.
+    prominence : float
+        The ring's power over the smooth spectrum at its radius (≥ 1; about 1 for noise).
+    """
+    img = np.asarray(image, np.float64)
+    if img.ndim != 2:
+        raise InputError(f"lattice_spacing takes one 2-D frame; got shape {img.shape}")
+    n = min(img.shape)
+    if n < 32:
+        return float("nan"), 1.0
+    a = img[:n, :n] - img[:n, :n].mean()
+    power = np.abs(np.fft.fft2(a * np.outer(np.hanning(n), np.hanning(n)))) ** 2
+    ky = np.fft.fftfreq(n)[:, None]
+    kx = np.fft.fftfreq(n)[None, :]
+    r = np.rint(np.hypot(ky, kx) * n).astype(int)                 # ring index: frequency × n
+    lo, hi = 4, int(n / 2.2)
+    ring = ndimage.maximum(power, r, np.arange(hi + 1))             # lattice spots are points on the ring
+    ring = np.asarray(ring, float)
+    smooth = ndimage.median_filter(np.log(np.maximum(ring, 1e-300)), size=9, mode="nearest")
+    excess = np.log(np.maximum(ring, 1e-300)) - smooth
+    k = lo + int(np.argmax(excess[lo:hi + 1]))
+    return float(n / k * pixel_size), float(np.exp(excess[k]))
+
+
+def check_pixel_size(image, pixel_size: float, lattice: str, *, where: str = "the frame") -> float:
+    """Warn (or refuse) when ``pixel_size`` disagrees with the lattice seen in ``image``.
+
+    Parameters
+    ----------
+    image : ndarray (y, x)
+        One frame.
+    pixel_size : float
+        The pixel size given, nm/px.
+    lattice : str
+        ``graphene``, ``ws2`` or ``mos2``; any other is not checked.
+    where : str
+        How messages name the frame.
+
+    Returns
+    -------
+    float
+        The measured first-order spacing (nm), NaN when not measured or not clear.
+
+    Raises
+    ------
+    InputError
+        The lattice's first-order spacing would be under 2 px: no atomic-resolution image has
+        that sampling, so the pixel size is wrong (e.g. given in Å or pm instead of nm).
+
+    Warns
+    -----
+    StemflowWarning
+        The frame's clear lattice ring is more than :data:`PIXEL_SIZE_TOLERANCE` away from the
+        expected spacing; the message gives the measured spacing and the pixel size it implies.
+    """
+    if lattice not in FIRST_ORDER_NM:
+        return float("nan")
+    d = FIRST_ORDER_NM[lattice]
+    if d / pixel_size < 2.0:
+        raise InputError(f"pixel_size={pixel_size} nm/px puts {lattice}'s lattice planes ({d:.3f} nm) "
+                         f"{d / pixel_size:.2f} px apart, under the 2 px an image can show: the pixel size is "
+                         "wrong (it is in nm/px: 10 pm/px is 0.01)")
+    spacing, prominence = lattice_spacing(image, pixel_size)
+    if not np.isfinite(spacing) or prominence < _MIN_PROMINENCE:
+        return float("nan")
+    # the strongest ring is the first order, or the second ({110}: a/2 = d/√3)
+    ratio = min(spacing / d, spacing / (d / np.sqrt(3)), key=lambda q: abs(np.log(q)))
+    if abs(ratio - 1) > PIXEL_SIZE_TOLERANCE:
+        warnings.warn(f"{where}: its lattice ring is {spacing:.3f} nm apart at pixel_size={pixel_size} nm/px, "
+                      f"{ratio:.2f}× what {lattice} should show; the pixel size is probably "
+                      f"{pixel_size / ratio:.4g} nm/px (or this is not {lattice})", StemflowWarning, stacklevel=3)
+    return spacing
