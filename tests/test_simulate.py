@@ -6,9 +6,10 @@ import pytest
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from stemflow.simulate import (CLASSES, DEFECT_KINDS, Imaging, simulate_4d, simulate_image,
+from stemflow.simulate import (CLASSES, DEFECT_KINDS, Imaging, probe_profile, simulate_4d, simulate_image,
                                simulate_movie)
 from stemflow.simulate.fourd import Detector
+from stemflow.simulate.imaging import detector_z_exponent, electron_wavelength
 
 
 def _nn_distances_nm(t: pd.DataFrame, k: int = 1) -> np.ndarray:
@@ -269,6 +270,274 @@ def test_same_seed_same_data_other_seed_other_data():
     c = simulate_image("ws2", 96, seed=6)
     assert np.array_equal(a.image, b.image) and a.atoms.equals(b.atoms)
     assert not np.array_equal(a.image, c.image)
+
+
+def _sha(a) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
+
+
+def test_default_settings_render_exactly_the_frames_they_did_before_the_microscope_options():
+    """Fingerprints taken with the code before the probe/detector/scan options were added: the
+    default images (which the bundled model was trained on) must not change by a bit. The noisy
+    image is compared exactly (Poisson draws do not feel last-bit changes of the expected counts);
+    a numpy release that changes its random streams would need new fingerprints."""
+    a = simulate_image("graphene", 64, seed=1, defects={"Si1C3": 1})
+    b = simulate_image("amorphous", 64, seed=3, pixel_size=0.02, support=2.0, support_cover=0.6, adatoms=0.3,
+                       contamination=0.3, background=0.3, outliers=1e-3, line_jitter=0.4, line_offset=0.5,
+                       scan_drift=(2.0, -1.0), defects={"Pt1": 2})
+    m = simulate_movie("ws2", 2, 48, seed=4, drift=(0.5, 0.3), line_jitter=0.2)
+    assert _sha(a.image) == "f6a125a7d758e94f"
+    assert _sha(b.image) == "31388c6360a1f5d0"
+    assert _sha(m.images()) == "4e40d276de112ad6"
+    assert a.expected.astype(np.float64).sum() == pytest.approx(14285.185619413853, rel=1e-6)
+    assert b.expected.astype(np.float64).sum() == pytest.approx(424581.2046880722, rel=1e-6)
+    assert m.expected(1).astype(np.float64).sum() == pytest.approx(161481.4379849434, rel=1e-6)
+
+
+def _fwhm(profile: np.ndarray) -> float:
+    """FWHM of a 1-D peak, px, with the half-maximum crossings interpolated linearly."""
+    i = int(np.argmax(profile))
+    half = profile[i] / 2
+    left = i - np.argmax(profile[i::-1] < half)
+    right = i + np.argmax(profile[i:] < half)
+    xl = left + (half - profile[left]) / (profile[left + 1] - profile[left])
+    xr = right - 1 + (profile[right - 1] - half) / (profile[right - 1] - profile[right])
+    return float(xr - xl)
+
+
+def test_an_aberration_free_probe_is_the_airy_pattern_of_the_aperture():
+    # relativistic wavelength, textbook form: λ = 12.2643 / √(V (1 + 0.97848e-6 V)) Å
+    assert electron_wavelength(60) == pytest.approx(12.2643 / np.sqrt(60e3 * (1 + 0.97848e-6 * 60e3)), rel=1e-4)
+    assert electron_wavelength(300) == pytest.approx(0.01969, rel=1e-3)
+    lam, alpha, px_A = electron_wavelength(60), 0.030, 0.04
+    p = probe_profile(Imaging(probe="aberrated", voltage_kv=60, aperture_mrad=30, pixel_size=px_A / 10), 201)
+    assert p.sum() == pytest.approx(1.0) and np.unravel_index(np.argmax(p), p.shape) == (100, 100)
+    assert np.allclose(p, p.T, atol=1e-6 * p.max()) and np.allclose(p, p[::-1], atol=1e-6 * p.max())
+    # Airy intensity [2 J1(v)/v]², v = 2π α r / λ: FWHM 0.5145 λ/α (0.83 Å), first zero at 0.61 λ/α
+    assert _fwhm(p[100]) * px_A == pytest.approx(0.5145 * lam / alpha, rel=0.02)
+    r = np.arange(101) * px_A
+    zero = r[np.argmin(p[100, 100:][: int(0.8 * lam / alpha / px_A)])]
+    assert zero == pytest.approx(0.61 * lam / alpha, abs=1.5 * px_A)
+    assert p[100, 100 + int(round(0.61 * lam / alpha / px_A))] < 1e-3 * p.max()
+
+
+def test_defocus_source_size_and_focal_spread_widen_the_probe():
+    base = dict(probe="aberrated", pixel_size=0.005, voltage_kv=60, aperture_mrad=30)
+
+    def width(**kw):
+        return _fwhm(probe_profile(Imaging(**base, **kw), 121)[60]) * 0.05   # Å
+
+    w0 = width()
+    assert width(defocus=100.0) > 1.2 * w0
+    assert width(defocus=-100.0) > 1.2 * w0        # no C3: either sign blurs
+    peak0 = probe_profile(Imaging(**base), 121).max()
+    assert probe_profile(Imaging(**base, defocus=40.0), 121).max() < 0.8 * peak0   # within the depth of field
+    # a Gaussian source of FWHM s convolves the probe: widths add roughly in quadrature
+    assert width(source_size=1.0) == pytest.approx(np.hypot(w0, 1.0), rel=0.1)
+    assert probe_profile(Imaging(**base, focal_spread=60.0), 121).max() < 0.9 * peak0
+    # the Gaussian probe's profile is the core of probe_fwhm (no tail)
+    g = probe_profile(Imaging(pixel_size=0.005, probe_fwhm=1.2, tail_fraction=0.0), 121)
+    assert g.sum() == pytest.approx(1.0) and _fwhm(g[60]) * 0.05 == pytest.approx(1.2, rel=0.02)
+
+
+def test_the_aberrated_probe_keeps_the_counts_and_the_positions():
+    kw = dict(seed=9, defects={"Pt1": 8}, pixel_size=0.02, noise=False, tail_fraction=0.0, probe_fwhm=1.0)
+    gauss = simulate_image("amorphous", 160, **kw)
+    aber = simulate_image("amorphous", 160, probe="aberrated", c3=0.002, defocus=-15, focal_spread=30,
+                          source_size=0.5, **kw)
+    inner = (slice(40, 120), slice(40, 120))   # away from the edges that see columns outside
+    assert aber.expected[inner].sum() == pytest.approx(gauss.expected[inner].sum(), rel=0.02)
+    pd.testing.assert_frame_equal(gauss.atoms, aber.atoms)
+    img, k = aber.expected.astype(np.float64), 4
+    errors = []
+    for _, r in aber.atoms.iterrows():
+        cy, cx = int(round(r.y)), int(round(r.x))
+        if not (k <= cy < 160 - k and k <= cx < 160 - k):
+            continue
+        win = img[cy - k:cy + k + 1, cx - k:cx + k + 1]
+        win = np.clip(win - np.percentile(win, 30), 0, None)
+        yy, xx = np.mgrid[cy - k:cy + k + 1, cx - k:cx + k + 1]
+        errors.append(np.hypot((win * yy).sum() / win.sum() - r.y, (win * xx).sum() / win.sum() - r.x))
+    assert len(errors) >= 4 and np.max(errors) < 0.15   # px
+    # a film under the aberrated probe adds the same counts as under the Gaussian one
+    film = dict(seed=4, pixel_size=0.03, defects={"Pt1": 2}, noise=False, tail_fraction=0.0)
+    added = [simulate_image("amorphous", 96, support=2.0, **film, **o).expected.mean()
+             - simulate_image("amorphous", 96, **film, **o).expected.mean() for o in ({}, {"probe": "aberrated"})]
+    assert added[1] == pytest.approx(added[0], rel=0.05)
+
+
+def test_a_lower_inner_detector_angle_lowers_the_z_contrast():
+    # screened Rutherford: unscreened (γ → 2) far above the screening angle, lower near it
+    assert detector_z_exponent(400) > 1.95
+    gammas = [detector_z_exponent(t, 200) for t in (40, 60, 90, 150)]
+    assert np.all(np.diff(gammas) > 0) and 1.45 < gammas[0] < 1.7
+    assert Imaging(detector_inner_mrad=60, detector_outer_mrad=200).z_exponent == pytest.approx(gammas[1])
+    assert Imaging(gamma=1.9).z_exponent == 1.9          # no detector angles: gamma as given
+
+    def peak_ratio(lattice, heavy, light, defects, inner):
+        sim = simulate_image(lattice, 160, seed=2, defects=defects, noise=False, tail_fraction=0.0,
+                             detector_inner_mrad=inner, detector_outer_mrad=200)
+        t = sim.atoms
+        v = sim.expected[np.rint(t.y).astype(int).clip(0, 159), np.rint(t.x).astype(int).clip(0, 159)]
+        return v[(t.element == heavy).to_numpy()].mean() / np.median(v[(t.element == light).to_numpy()])
+
+    for lattice, heavy, light, defects, z in (("graphene", "Si", "C", {"Si1C3": 3}, 14 / 6),
+                                              ("ws2", "W", "Mo", {"Mo_W": 3}, 74 / 42)):
+        low, high = peak_ratio(lattice, heavy, light, defects, 40), peak_ratio(lattice, heavy, light, defects, 120)
+        assert low < high
+        assert high == pytest.approx(z ** detector_z_exponent(120, 200), rel=0.1)
+
+
+def test_the_thermal_diffuse_halo_adds_its_fraction_of_the_column_signal_smoothly():
+    kw = dict(seed=3, defects={}, pixel_size=0.02, noise=False, tail_fraction=0.0)
+    plain = simulate_image("graphene", 192, **kw)
+    halo = simulate_image("graphene", 192, tds_background=0.3, **kw)
+    added = (halo.expected - plain.expected).astype(np.float64)
+    inner = (slice(40, 152), slice(40, 152))
+    assert added[inner].sum() == pytest.approx(0.3 * plain.expected[inner].astype(np.float64).sum(), rel=0.03)
+    # smooth: no atomic contrast in the halo (a 1 nm blur of a 0.25 nm lattice)
+    assert added[inner].std() < 0.02 * added[inner].mean()
+    pd.testing.assert_frame_equal(plain.atoms, halo.atoms)
+
+
+def test_flyback_and_line_drift_move_the_truth_with_the_blobs():
+    kw = dict(seed=9, defects={"Pt1": 30}, pixel_size=0.02, noise=False, tail_fraction=0.0, probe_fwhm=1.0)
+    sim = simulate_image("amorphous", 192, flyback=5.0, flyback_length=20.0, line_drift=0.12, line_jitter=0.3, **kw)
+    still = simulate_image("amorphous", 192, **kw)
+    pt, pt0 = sim.atoms.set_index("particle"), still.atoms.set_index("particle")
+    common = pt.index.intersection(pt0.index)
+    dx = (pt.loc[common, "x"] - pt0.loc[common, "x"]).to_numpy()
+    assert np.allclose(pt.loc[common, "y"], pt0.loc[common, "y"])   # x-only distortions
+    assert np.abs(dx).max() > 0.3                                    # the truth moved
+    img, sig, errors, bent = sim.expected.astype(np.float64), sim.imaging.sigma_px, [], 0
+    for _, r in sim.atoms.iterrows():
+        cy, cx = int(round(r.y)), int(round(r.x))
+        k = int(np.ceil(2.5 * sig))
+        if not (k <= cy < 192 - k and k <= cx < 192 - k):
+            continue
+        win = img[cy - k:cy + k + 1, cx - k:cx + k + 1]
+        win = np.clip(win - np.percentile(win, 20), 0, None)
+        yy, xx = np.mgrid[cy - k:cy + k + 1, cx - k:cx + k + 1]
+        errors.append(np.hypot((win * yy).sum() / win.sum() - r.y, (win * xx).sum() / win.sum() - r.x))
+        bent += r.x < 30          # where the flyback still shifts by more than 1 px
+    assert len(errors) >= 15 and bent >= 2
+    assert np.max(errors) < 0.12   # px, as for jitter and drift alone
+
+
+def test_flyback_shifts_the_start_of_each_line_and_line_drift_is_correlated_along_y():
+    from stemflow.simulate.imaging import scan_shift_field
+
+    f = scan_shift_field((8, 64), flyback=4.0, flyback_length=8.0)
+    assert np.allclose(f[:, 0], 4.0) and np.allclose(f[:, 8], 4.0 / np.e) and abs(f[0, -1]) < 0.01
+    # a vertical line is imaged with its start bent by the flyback and random-walk wander along y
+    kw = dict(seed=1, defects={}, pixel_size=0.01, noise=False)
+    base = simulate_image("graphene", 128, **kw)
+    walk = simulate_image("graphene", 128, line_drift=0.1, **kw)
+    white = simulate_image("graphene", 128, line_jitter=0.4, **kw)
+
+    def row_shifts(sim):   # x shift of each row against the undistorted frame (first order)
+        g = np.gradient(base.expected.astype(np.float64), axis=1)
+        return -((sim.expected - base.expected) * g).sum(1) / (g * g).sum(1)
+
+    def lag1(s):   # correlation of neighbouring rows' shifts
+        return np.corrcoef(s[:-1], s[1:])[0, 1]
+
+    assert lag1(row_shifts(walk)) > 0.8 and abs(lag1(row_shifts(white))) < 0.3
+
+
+def test_line_skip_repeats_recorded_lines():
+    sim = simulate_image("graphene", 256, seed=2, line_skip=0.1, defects={})
+    same = np.all(sim.image[1:] == sim.image[:-1], axis=1)
+    assert same.sum() == pytest.approx(0.1 * 255, abs=4 * np.sqrt(0.1 * 0.9 * 255))
+    assert np.array_equal(same, np.all(sim.expected[1:] == sim.expected[:-1], axis=1))  # same lines in both
+    clean = simulate_image("graphene", 256, seed=2, defects={})
+    keep = np.concatenate([[True], ~same])
+    assert np.array_equal(sim.expected[keep], clean.expected[keep])
+
+
+def test_saturation_compresses_bright_pixels():
+    kw = dict(seed=2, defects={"Si1C3": 3}, noise=False)
+    lin = simulate_image("graphene", 96, **kw).expected.astype(np.float64)
+    sat = simulate_image("graphene", 96, saturation=8.0, **kw).expected.astype(np.float64)
+    assert np.allclose(sat, lin / (1 + lin / 8.0), rtol=1e-5)
+    assert sat.max() < 8.0 and (lin.max() / sat.max()) > (np.median(lin) / np.median(sat))
+
+
+def test_afterglow_correlates_the_noise_along_the_fast_scan_and_keeps_the_mean():
+    kw = dict(seed=5, defects={}, dose=5e5, read_noise=0.0)
+    plain = simulate_image("graphene", 256, **kw)
+    glow = simulate_image("graphene", 256, afterglow=0.5, **kw)
+    assert glow.image.mean() == pytest.approx(plain.image.mean(), rel=0.005)
+    assert glow.expected.mean() == pytest.approx(plain.expected.mean(), rel=0.002)
+    # the shot noise is smeared causally along x: lag-1 correlation a along x, none along y
+    res = (glow.image - glow.expected).astype(np.float64)
+    res -= res.mean()
+    cx = (res[:, 1:] * res[:, :-1]).mean() / res.var()
+    cy = (res[1:] * res[:-1]).mean() / res.var()
+    assert cx == pytest.approx(0.5, abs=0.05) and abs(cy) < 0.05
+    # noise variance of an exponential moving average: (1 − a)/(1 + a) of the Poisson variance
+    raw = (plain.image - plain.expected).astype(np.float64)
+    assert res.var() / raw.var() == pytest.approx(1 / 3, rel=0.1)
+
+
+def test_a_few_counts_per_carbon_column_at_very_low_dose():
+    im = Imaging(dose=500)
+    assert im.column_counts("C") == pytest.approx(500 * 4.4e-4 * 6**1.7)      # ≈ 4.6 counts
+    assert 2 <= Imaging(dose=250).column_counts("C") and Imaging(dose=2000).column_counts("C") <= 20
+    sim = simulate_image("graphene", 128, seed=3, defects={}, dose=500, read_noise=0.0, tail_fraction=0.0)
+    inner = (sim.atoms.y.between(10, 117) & sim.atoms.x.between(10, 117)).sum()
+    region = sim.expected[10:118, 10:118].astype(np.float64).sum()
+    assert region / inner == pytest.approx(im.column_counts("C"), rel=0.1)
+    assert np.array_equal(sim.image, np.round(sim.image)) and sim.image.max() <= 6
+
+
+@pytest.mark.parametrize("option,value", [
+    ("probe", "airy"), ("voltage_kv", 5.0), ("voltage_kv", 1000.0), ("aperture_mrad", 0.0),
+    ("defocus", float("nan")), ("c3", 50.0), ("c5", -500.0), ("source_size", -1.0), ("focal_spread", 2000.0),
+    ("detector_inner_mrad", 5.0), ("tds_background", 1.5), ("tds_fwhm", 0.5), ("flyback", 20.0),
+    ("flyback_length", 0.0), ("line_skip", 0.5), ("line_drift", -0.1), ("saturation", 0.0), ("afterglow", 0.95),
+])
+def test_microscope_options_out_of_range_are_refused_with_their_range(option, value):
+    with pytest.raises(ValueError, match=rf"{option}=.*allowed"):
+        Imaging(**{option: value})
+
+
+def test_an_outer_angle_needs_an_inner_one_below_it():
+    with pytest.raises(ValueError, match="detector_outer_mrad"):
+        Imaging(detector_outer_mrad=200)
+    with pytest.raises(ValueError, match="detector_outer_mrad"):
+        Imaging(detector_inner_mrad=80, detector_outer_mrad=60)
+
+
+def test_microscope_options_travel_with_the_settings():
+    import json
+
+    new = ("probe", "voltage_kv", "aperture_mrad", "defocus", "c3", "c5", "source_size", "focal_spread",
+           "detector_inner_mrad", "detector_outer_mrad", "tds_background", "tds_fwhm", "flyback",
+           "flyback_length", "line_skip", "line_drift", "saturation", "afterglow")
+    assert set(new) <= set(Imaging.option_names())
+    im = Imaging(probe="aberrated", c3=0.001, detector_inner_mrad=60, saturation=50.0, afterglow=0.3)
+    d = json.loads(json.dumps(im.to_dict()))
+    assert Imaging(**{**d, "scan_drift": tuple(d["scan_drift"])}) == im
+    kw = dict(seed=1, drift=(0.4, 0.2), defects={"Si1C3": 1, "V1": 1})
+    mov = simulate_movie("graphene", 3, 64, probe="aberrated", c3=0.001, line_skip=0.05, afterglow=0.3,
+                         tds_background=0.1, saturation=30.0, detector_inner_mrad=70, **kw)
+    assert mov.params["imaging"]["afterglow"] == 0.3 and mov.params["imaging"]["probe"] == "aberrated"
+    a = mov.frame(2)[0]
+    mov.render(0, 2)
+    assert np.array_equal(a, mov.frame(2)[0])                 # deterministic per frame
+    plain = simulate_movie("graphene", 3, 64, **kw)
+    # the same specimen, truth and masks (these options move no column) but other frames
+    pd.testing.assert_frame_equal(mov.atoms, plain.atoms)
+    assert np.array_equal(mov.masks(), plain.masks())
+    assert not np.allclose(mov.expected(1), plain.expected(1))
+    scan = simulate_movie("graphene", 3, 64, flyback=2.0, line_drift=0.05, **kw)
+    assert scan.params["imaging"]["flyback"] == 2.0
+    both = scan.atoms.merge(plain.atoms, on=["frame", "particle"], suffixes=("", "_plain"))
+    assert np.allclose(both.y, both.y_plain)                       # the truth follows the scan
+    assert np.abs(both.x - both.x_plain).max() > 0.5
 
 
 # ----------------------------------------------------------------- movies

@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage
+from scipy import ndimage, signal
 from scipy.spatial import cKDTree
 
-from .imaging import (_FWHM, CLASSES, Imaging, apply_line_jitter, class_mask, column_weight, distort,
-                      jitter_shift, render, smooth_field, support_thickness)
+from .imaging import (_FWHM, CLASSES, Imaging, apply_afterglow, apply_line_jitter, class_mask, column_weight,
+                      distort, jitter_shift, probe_fwhm_A, probe_kernel_px, probe_radius, render, render_probe,
+                      repeat_skipped_lines, scan_shift_field, scan_shift_of, smooth_field, support_thickness)
 from .lattice import LATTICES, make_lattice
 from .structure import DEFECT_KINDS, Structure
 
@@ -130,6 +131,8 @@ class SimulatedMovie:
     _background: np.ndarray | None = field(repr=False)
     _host_peak: float = field(repr=False)
     _support: tuple | None = field(default=None, repr=False)
+    _walk: np.ndarray | None = field(default=None, repr=False)
+    _skip: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def n_frames(self) -> int:
@@ -141,10 +144,35 @@ class SimulatedMovie:
         return self.imaging.pixel_size
 
     def expected(self, frame: int) -> np.ndarray:
-        """Noise-free expected counts of ``frame`` (scan drift and line jitter included)."""
+        """Noise-free expected counts of ``frame``: the mean of :meth:`image` (scan distortions,
+        saturation, afterglow and skipped lines included)."""
+        return self._after_detection(self._signal(frame), frame)
+
+    def _after_detection(self, img: np.ndarray, frame: int) -> np.ndarray:
+        """What the detector and the acquisition do to the recorded signal (linear, so they
+        commute with the expectation): afterglow along x, then skipped lines."""
+        im = self.imaging
+        if im.afterglow:
+            img = apply_afterglow(img, im.afterglow)
+        if self._skip is not None:
+            img = repeat_skipped_lines(img, self._skip[frame])
+        return img
+
+    def _signal(self, frame: int) -> np.ndarray:
+        """Expected counts reaching the detector (scan distortions and saturation included),
+        before the noise."""
         im = self.imaging
         h, w = self.shape
         rows = self._render[self._render.frame == frame]
+        if im.probe == "aberrated":
+            img = render_probe(rows[["y", "x"]].to_numpy(), rows["weight"].to_numpy() * (im.dose * im.cross_section),
+                               (h, w), im)
+            c = self._contamination
+            if len(c):   # diffuse blobs: their widths already include the probe
+                cyx = c[:, :2] / im.pixel_A + self.drift.loc[frame, ["dy", "dx"]].to_numpy()
+                img += render(distort(cyx, self.shape, im.scan_drift), c[:, 3] * (im.dose * im.cross_section),
+                              c[:, 2] / im.pixel_A, (h, w))
+            return self._finish(img, rows, frame)
         yx = rows[["y", "x"]].to_numpy()
         wts = rows["weight"].to_numpy() * (im.dose * im.cross_section)
         t = im.tail_fraction
@@ -162,13 +190,29 @@ class SimulatedMovie:
             img += _render_smooth(rows[["y", "x"]].to_numpy(),
                                   rows["weight"].to_numpy() * (t * im.dose * im.cross_section),
                                   im.tail_fwhm / _FWHM / im.pixel_A, (h, w))
+        return self._finish(img, rows, frame)
+
+    def _finish(self, img: np.ndarray, rows: pd.DataFrame, frame: int) -> np.ndarray:
+        """Add the diffuse halo, background and support to the columns' image, then distort the
+        scan and saturate the detector."""
+        im = self.imaging
+        h, w = self.shape
+        if im.tds_background:
+            img += _render_smooth(rows[["y", "x"]].to_numpy(),
+                                  rows["weight"].to_numpy() * (im.tds_background * im.dose * im.cross_section),
+                                  im.tds_fwhm / _FWHM / im.pixel_A, (h, w))
         if self._background is not None:
             img += self._background * (im.background * self._host_peak)
         if self._support is not None:
             img += self._support_view(frame)
         jit = self._jitter[frame]
-        if np.any(jit):
+        if im.scan_distorted:
+            walk = None if self._walk is None else self._walk[frame]
+            img = apply_line_jitter(img, scan_shift_field(self.shape, jit, walk, im.flyback, im.flyback_length))
+        elif np.any(jit):
             img = apply_line_jitter(img, jit)
+        if im.saturation is not None:
+            img = img / (1.0 + np.maximum(img, 0) / im.saturation)
         return np.ascontiguousarray(img, dtype=np.float32)
 
     def _support_view(self, frame: int) -> np.ndarray:
@@ -194,7 +238,7 @@ class SimulatedMovie:
         if not 0 <= frame < self.n_frames:
             raise IndexError(f"frame {frame} is outside 0..{self.n_frames - 1}")
         im = self.imaging
-        lam = self.expected(frame)
+        lam = self._signal(frame)
         if im.noise:
             rng = _frame_rng(self.params["seed"], frame, 2)
             img = rng.poisson(np.maximum(lam, 0)).astype(np.float32)
@@ -208,7 +252,7 @@ class SimulatedMovie:
                 img.flat[idx] += (self._host_peak * rng.uniform(3, 10, n)).astype(np.float32)
         else:
             img = lam
-        return img
+        return self._after_detection(img, frame)
 
     def mask(self, frame: int) -> np.ndarray:
         """Class mask of ``frame``: disks of ``imaging.mask_radius`` Å at every true column/vacancy."""
@@ -332,6 +376,9 @@ def simulate_movie(lattice: str = "graphene", frames: int = 16, shape=(256, 256)
     d = np.cumsum(steps, axis=0)
 
     # Specimen region to build: the union of all views plus a margin for probe tails.
+    # (The probe/detector/scan options do not change it, so a seed gives the same specimen with
+    # them on or off; columns beyond it would add only the far tails of the aberrated probe, and
+    # of a thermal-diffuse halo wider than about 1 nm, at the frame's edge.)
     margin = 8.0 + im.tail_fwhm
     y_lo, y_hi = (-d[:, 0]).min() * pA - margin, (h - d[:, 0]).max() * pA + margin
     x_lo, x_hi = (-d[:, 1]).min() * pA - margin, (w - d[:, 1]).max() * pA + margin
@@ -362,7 +409,7 @@ def simulate_movie(lattice: str = "graphene", frames: int = 16, shape=(256, 256)
     contamination = np.column_stack([
         rng.uniform(y_lo, y_hi, n_c), rng.uniform(x_lo, x_hi, n_c),
         rng.uniform(7.0, 24.0, n_c) / _FWHM,
-        rng.uniform(0.5, 3.0, n_c) * 14.0**im.gamma,
+        rng.uniform(0.5, 3.0, n_c) * 14.0**im.z_exponent,
     ]) if n_c else np.empty((0, 4))
 
     # Adatoms and compact contamination: bright blobs off the columns, background in the truth.
@@ -375,9 +422,9 @@ def simulate_movie(lattice: str = "graphene", frames: int = 16, shape=(256, 256)
             cand = cand[tree.query(cand)[0] > 0.9][:n_a]
         else:
             cand = cand[:n_a]
-        probe_sigma = im.probe_fwhm / _FWHM
+        probe_sigma = probe_fwhm_A(im) / _FWHM
         blobs = np.column_stack([cand, probe_sigma * rng.uniform(1.0, 2.0, len(cand)),
-                                 rng.uniform(0.5, 2.5, len(cand)) * 14.0**im.gamma])
+                                 rng.uniform(0.5, 2.5, len(cand)) * 14.0**im.z_exponent])
         contamination = np.vstack([contamination, blobs])
 
     # Dynamics pass.
@@ -395,8 +442,12 @@ def simulate_movie(lattice: str = "graphene", frames: int = 16, shape=(256, 256)
     q = table[["y_A", "x_A"]].to_numpy() / pA + d[fr]
     q = distort(q, shape, im.scan_drift)
     table["y"], table["x"] = q[:, 0], q[:, 1]
-    table["weight"] = column_weight(table["element"].to_numpy(), table["count"].to_numpy(), im.gamma)
+    table["weight"] = column_weight(table["element"].to_numpy(), table["count"].to_numpy(), im.z_exponent)
     reach = 5 * max(im.sigma_px, im.tail_fwhm / _FWHM / pA if im.tail_fraction else 0.0) + 2
+    if im.probe == "aberrated":
+        reach = max(reach, probe_radius(im) / pA + 2)
+    if im.tds_background:
+        reach = max(reach, 2.5 * im.tds_fwhm / pA + 2)
     near = (q[:, 0] > -reach) & (q[:, 0] < h - 1 + reach) & (q[:, 1] > -reach) & (q[:, 1] < w - 1 + reach)
     render_rows = table.loc[near & (table["weight"].to_numpy() > 0), ["frame", "y", "x", "weight"]]
 
@@ -404,7 +455,23 @@ def simulate_movie(lattice: str = "graphene", frames: int = 16, shape=(256, 256)
     if im.line_jitter:
         for k in range(frames):
             jitter[k] = _frame_rng(seed, k, 1).normal(0, im.line_jitter, h)
+    walk = None
+    if im.line_drift:   # random walk through the frame in scan order, zero mean
+        walk = np.empty((frames, h + 1))
+        for k in range(frames):
+            steps = _frame_rng(seed, k, 6).normal(0, im.line_drift, h + 1)
+            steps[0] = 0.0
+            walk[k] = np.cumsum(steps)
+            walk[k] -= walk[k].mean()
+    if im.scan_distorted:
+        blob_sigma = probe_fwhm_A(im) / _FWHM / pA
+        table["x"] = table["x"].to_numpy() + _per_frame_scan_shift(table, jitter, walk, im, shape, blob_sigma)
+    elif im.line_jitter:
         table["x"] = table["x"].to_numpy() + _per_frame_jitter_shift(table, jitter, im.sigma_px)
+    skip = None
+    if im.line_skip:
+        skip = np.stack([_frame_rng(seed, k, 7).random(h) < im.line_skip for k in range(frames)])
+        skip[:, 0] = False
 
     inview = (table["y"].between(-0.5, h - 0.5, inclusive="left")
               & table["x"].between(-0.5, w - 0.5, inclusive="left"))
@@ -419,8 +486,11 @@ def simulate_movie(lattice: str = "graphene", frames: int = 16, shape=(256, 256)
     drift_df = pd.DataFrame({"frame": np.arange(frames), "dy": d[:, 0], "dx": d[:, 1]})
 
     background = None
-    host_w = column_weight([LATTICES[lattice]["host"][0]], [1], im.gamma)[0]
-    host_peak = im.dose * im.cross_section * host_w / (2 * np.pi * im.sigma_px**2)
+    host_w = column_weight([LATTICES[lattice]["host"][0]], [1], im.z_exponent)[0]
+    if im.probe == "aberrated":
+        host_peak = im.dose * im.cross_section * host_w * float(probe_kernel_px(im).max())
+    else:
+        host_peak = im.dose * im.cross_section * host_w / (2 * np.pi * im.sigma_px**2)
     if im.background:
         background = smooth_field(shape, _frame_rng(seed, 0, 3), scale=max(shape) / 3)
     support = None
@@ -434,7 +504,7 @@ def simulate_movie(lattice: str = "graphene", frames: int = 16, shape=(256, 256)
     return SimulatedMovie(atoms=atoms, events=events, drift=drift_df, imaging=im, params=params,
                           shape=shape, _render=render_rows.reset_index(drop=True),
                           _contamination=contamination, _jitter=jitter, _background=background,
-                          _host_peak=float(host_peak), _support=support)
+                          _host_peak=float(host_peak), _support=support, _walk=walk, _skip=skip)
 
 
 def _support_canvas(im: Imaging, shape, d: np.ndarray, rng: np.random.Generator):
@@ -451,13 +521,35 @@ def _support_canvas(im: Imaging, shape, d: np.ndarray, rng: np.random.Generator)
     thick = support_thickness((ch, cw), im.pixel_A, rng, im.support_cover)
     lam = im.support * thick * im.pixel_A**2
     atoms = rng.poisson(lam).astype(np.float32)
-    z = column_weight(["C"], [1], im.gamma)[0] * im.dose * im.cross_section
-    t = im.tail_fraction
-    img = (1 - t) * ndimage.gaussian_filter(atoms, im.sigma_px, mode="nearest")
-    if t:
-        img += t * ndimage.gaussian_filter(atoms, im.tail_fwhm / _FWHM / im.pixel_A, mode="nearest")
+    z = column_weight(["C"], [1], im.z_exponent)[0] * im.dose * im.cross_section
+    if im.probe == "aberrated":
+        kern = probe_kernel_px(im)
+        r = kern.shape[0] // 2
+        padded = np.pad(atoms, r, mode="reflect") if min(atoms.shape) > r else np.pad(atoms, r, mode="wrap")
+        img = signal.fftconvolve(padded, kern, mode="same")[r:r + ch, r:r + cw]
+    else:
+        t = im.tail_fraction
+        img = (1 - t) * ndimage.gaussian_filter(atoms, im.sigma_px, mode="nearest")
+        if t:
+            img += t * ndimage.gaussian_filter(atoms, im.tail_fwhm / _FWHM / im.pixel_A, mode="nearest")
+    if im.tds_background:
+        img = img + im.tds_background * ndimage.gaussian_filter(atoms, im.tds_fwhm / _FWHM / im.pixel_A,
+                                                                 mode="nearest")
     # canvas pixel (i, j) shows the specimen point seen at image pixel (i, j) + lo in frame 0
     return (img * z).astype(np.float32), lo
+
+
+def _per_frame_scan_shift(table: pd.DataFrame, jitter: np.ndarray, walk: np.ndarray | None, im: Imaging,
+                          shape, sigma_px: float) -> np.ndarray:
+    """Apparent x shift of every row of ``table`` under jitter, line drift and flyback, px."""
+    shift = np.zeros(len(table))
+    fr = table["frame"].to_numpy()
+    yx = table[["y", "x"]].to_numpy()
+    for k in np.unique(fr):
+        sel = fr == k
+        shift[sel] = scan_shift_of(yx[sel], shape, sigma_px, jitter[k], None if walk is None else walk[k],
+                                   im.flyback, im.flyback_length)
+    return shift
 
 
 def _per_frame_jitter_shift(table: pd.DataFrame, jitter: np.ndarray, sigma_px: float) -> np.ndarray:
