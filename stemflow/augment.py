@@ -70,6 +70,11 @@ class SampleSpec:
     p_contamination_film, p_adatoms : float
         Shares of crystalline samples with a patchy film, and with bright off-lattice blobs
         (adatoms, compact contamination: background, never dopants).
+    p_microscope : float
+        Share of samples imaged like a real microscope (:mod:`stemflow.simulate.imaging`): a probe
+        from residual aberrations (60–300 kV, 20–35 mrad, defocus, C3, C5, source size, focal
+        spread; its rings and tails), detector angles setting the Z exponent, a thermal-diffuse
+        halo, flyback, drift within lines, skipped lines, afterglow. 0 keeps the Gaussian probe.
     """
 
     lattices: tuple[str, ...] = ("graphene", "ws2", "mos2", "amorphous")
@@ -87,6 +92,7 @@ class SampleSpec:
     film_range: tuple[float, float] = (0.1, 1.5)
     p_contamination_film: float = 0.4
     p_adatoms: float = 0.4
+    p_microscope: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -121,8 +127,26 @@ def _simulate(rng: np.random.Generator, spec: SampleSpec):
         opts.update(support=_loguniform(rng, *spec.film_range), support_cover=rng.uniform(0.1, 0.8))
     if not amorphous and rng.random() < spec.p_adatoms:
         opts.update(adatoms=rng.uniform(0.02, 0.3))
+    if spec.p_microscope and rng.random() < spec.p_microscope:
+        opts.update(_microscope(rng, px))
     sim = simulate_image(lattice, n, defects=defects, seed=int(rng.integers(TEST_SEED_START)), **opts)
     return sim, factor
+
+
+def _microscope(rng: np.random.Generator, px: float) -> dict:
+    """Imaging options of a real aberration-corrected microscope, drawn at random (``px`` nm/px)."""
+    inner = rng.uniform(40.0, 120.0)
+    return dict(
+        probe="aberrated", voltage_kv=float(rng.choice([60.0, 80.0, 100.0, 200.0, 300.0])),
+        aperture_mrad=rng.uniform(20.0, 35.0), defocus=rng.normal(0.0, 30.0),
+        c3=rng.normal(0.0, 0.005), c5=rng.normal(0.0, 1.0), source_size=rng.uniform(0.3, 1.0),
+        focal_spread=rng.uniform(0.0, 50.0), detector_inner_mrad=inner,
+        detector_outer_mrad=inner + rng.uniform(100.0, 200.0),
+        tds_background=rng.uniform(0.0, 0.2),
+        flyback=rng.uniform(0.0, 2.0) * (rng.random() < 0.5), flyback_length=rng.uniform(8.0, 24.0),
+        line_drift=rng.uniform(0.0, 0.05) * (rng.random() < 0.5) / (px / 0.01),
+        line_skip=rng.uniform(0.0, 0.01) * (rng.random() < 0.2),
+        afterglow=rng.uniform(0.0, 0.1) * (rng.random() < 0.5))
 
 
 def degrade(expected: np.ndarray, rng: np.random.Generator, *, dose_factor: float,

@@ -50,3 +50,14 @@ def test_degrade_is_poisson_at_the_dose():
     plain = [d for d in draws if abs(d.mean() - 10) < 0.2]
     assert plain, "at least one draw without heavy non-linear response"
     assert rng is not None
+
+
+def test_microscope_samples_use_an_aberrated_probe_and_the_default_keeps_the_gaussian_one():
+    from stemflow.augment import SampleSpec, _simulate
+
+    spec = SampleSpec(lattices=("graphene",), p_microscope=1.0)
+    sims = [_simulate(np.random.default_rng(s), spec)[0] for s in range(3)]
+    assert all(s.imaging.probe == "aberrated" for s in sims)
+    assert len({(s.imaging.defocus, s.imaging.voltage_kv) for s in sims}) == 3      # drawn, not fixed
+    plain = _simulate(np.random.default_rng(0), SampleSpec(lattices=("graphene",)))[0]
+    assert plain.imaging.probe == "gaussian"

@@ -561,13 +561,15 @@ def _aberrated_kernel(key: tuple) -> tuple[np.ndarray, int]:
     im = Imaging(pixel_size=pixel_A / 10, probe="aberrated", voltage_kv=kv, aperture_mrad=mrad,
                  defocus=defocus, c3=c3, c5=c5, source_size=source, focal_spread=spread)
     half = int(np.ceil(probe_radius(im) / pixel_A)) * os        # fine px, a multiple of os
-    n = sfft.next_fast_len(4 * half + 2)                          # wave grid: twice the kernel
+    # wave grid: the kernel plus a margin; ψ beyond the kernel's radius (which holds all but the
+    # far Airy tail) folds back onto the grid's edge, outside the kept kernel
+    n = sfft.next_fast_len(2 * half + 1 + 2 * max(os, 8))
     k1 = sfft.fftfreq(n, d=pf)
     kk = np.hypot(k1[:, None], k1[None, :])
     dk = 1.0 / (n * pf)
     aperture = np.clip((kmax - kk) / dk + 0.5, 0.0, 1.0)          # soft by one frequency step
     if spread > 0:   # incoherent average over a Gaussian spread of defocus (Gauss–Hermite)
-        nodes, wts = np.polynomial.hermite_e.hermegauss(15)
+        nodes, wts = np.polynomial.hermite_e.hermegauss(9)
         dfs, wts = defocus + spread * nodes, wts / wts.sum()
     else:
         dfs, wts = np.array([defocus]), np.array([1.0])
@@ -611,7 +613,7 @@ def probe_profile(imaging: Imaging, shape_px) -> np.ndarray:
     Aberrated probe: ψ(r) = FT⁻¹[A(k) exp(−iχ(k))] with A the aperture (|k| ≤ α/λ, α =
     ``aperture_mrad``) and χ(k) = π λ Δf k² + (π/2) C3 λ³ k⁴ + (π/3) C5 λ⁵ k⁶ (λ the relativistic
     wavelength at ``voltage_kv``; Δf = ``defocus`` Å, C3 and C5 from mm). The intensity |ψ|² is
-    averaged over a Gaussian spread of defocus of standard deviation ``focal_spread`` (15-point
+    averaged over a Gaussian spread of defocus of standard deviation ``focal_spread`` (9-point
     Gauss–Hermite quadrature), blurred by a Gaussian source of FWHM ``source_size``, computed
     on a grid up to 8 times finer than the pixel when the pixel is coarser than λ/(16α), and
     sampled at the pixel centres. Without aberrations it is the Airy pattern, FWHM 0.51 λ/α
