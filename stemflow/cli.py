@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -374,11 +375,29 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     from .errors import StemflowError
 
+    where = f"stemflow {args.command}"
     try:
         return int(args.func(args) or 0)
-    except (StemflowError, FileExistsError, FileNotFoundError, ValueError, TypeError) as exc:
-        print(f"stemflow {args.command}: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"{where}: interrupted; the parts already written are kept: run the same command again to "
+              "resume", file=sys.stderr)
+        return 130
+    except (StemflowError, FileExistsError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
+            PermissionError, ValueError, TypeError) as exc:
+        # bad input or usage: the message names the problem and the fix
+        print(f"{where}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except Exception as exc:   # a failure while running: one line, the traceback on request
+        if os.environ.get("STEMFLOW_DEBUG"):
+            raise
+        print(f"{where}: failed: {type(exc).__name__}: {_one_line(exc)} (set STEMFLOW_DEBUG=1 to see where)",
+              file=sys.stderr)
+        return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's message on one line."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -83,3 +83,24 @@ def test_track_and_report_commands_write_the_tables(tmp_path):
     assert main(["report", str(tmp_path / "t")]) == 0
     assert (tmp_path / "t" / "report.html").is_file()
     assert main(["track", str(tmp_path / "missing.parquet"), "--out", str(tmp_path / "u")]) == 2
+
+
+@pytest.mark.parametrize("exc, code, word", [
+    (RuntimeError("a worker died\n  (details)"), 1, "failed: RuntimeError: a worker died (details)"),
+    (PermissionError("[Errno 13] Permission denied: 'out'"), 2, "error: [Errno 13] Permission denied"),
+    (KeyboardInterrupt(), 130, "interrupted; the parts already written are kept"),
+])
+def test_every_failure_is_one_line_without_a_traceback(monkeypatch, tmp_path, capsys, exc, code, word):
+    import stemflow.cli as cli
+
+    def boom(args):
+        raise exc
+
+    monkeypatch.delenv("STEMFLOW_DEBUG", raising=False)
+    monkeypatch.setattr(cli, "_cmd_info", boom)                  # the parser is built inside main
+    f = tmp_path / "x.npy"
+    f.write_bytes(b"")
+    assert main(["info", str(f)]) == code
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("stemflow info: ") and word in err, err
+    assert "Traceback" not in err
