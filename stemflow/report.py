@@ -67,6 +67,10 @@ def _table(df: pd.DataFrame, max_rows: int = 50, float_format="{:.4g}") -> str:
 
 
 def _read(directory: Path) -> dict[str, pd.DataFrame]:
+    from .parallel.output import MANIFEST, check_complete
+
+    if (directory / MANIFEST).exists():
+        check_complete(directory)            # a report of a run with frames missing would look whole
     tables = {}
     for name in REPORT_TABLES:
         p = directory / f"{name}.parquet"

@@ -135,6 +135,8 @@ def test_interrupted_run_resumes_computing_only_the_missing_parts(client, movie,
     _idle(client)  # tasks already running when the run stopped still finish their parts
     before = complete_parts(out)
     assert 3 <= len(before) < 12
+    with pytest.raises(stemflow.errors.StemflowError, match="incomplete"):
+        read_atoms(out)                                   # a stopped run is not a table
     computed = []
     summary = run(store, out, client=client, frames_per_part=1, progress=False, on_part=lambda s: computed.append(s["part"]))
     assert (summary.skipped, summary.computed) == (len(before), 12 - len(before))
@@ -265,6 +267,31 @@ def test_bad_inputs_get_errors_naming_the_fix(client, movie, tmp_path):
     with pytest.raises(InputError, match="frames 2 contain NaN"):
         run(xr.DataArray(bad, dims=("frame", "y", "x"), attrs={"pixel_size": PX}), tmp_path / "e", client=client,
             frames_per_part=1, progress=False)
+    _idle(client)
+
+
+def test_the_table_of_a_failed_run_is_never_read_as_whole(client, tmp_path):
+    from stemflow.parallel.dynamics import track_run
+    from stemflow.parallel.output import IncompleteRunError
+    from stemflow.report import write_report
+
+    bad = np.random.default_rng(0).random((4, 64, 64)).astype(np.float32)
+    bad[2, 5, 5] = np.nan
+    out = tmp_path / "e"
+    with pytest.raises(InputError, match="frames 2 contain NaN"):
+        run(xr.DataArray(bad, dims=("frame", "y", "x"), attrs={"pixel_size": PX}), out, client=client,
+            frames_per_part=1, progress=False)
+    _idle(client)
+    with pytest.raises(IncompleteRunError, match=r"parts missing \(frames .*2.*failed: frames 2–2: .*NaN"):
+        read_atoms(out)
+    with pytest.raises(IncompleteRunError, match="incomplete"):
+        track_run(out, pixel_size=PX)
+    with pytest.raises(IncompleteRunError, match="incomplete"):
+        write_report(out)
+    with pytest.warns(StemflowWarning, match="lacks those frames"):
+        some = read_atoms(out, partial=True)
+    assert some.attrs["complete"] is False and [2, 3] in some.attrs["missing_frames"]
+    assert 2 not in set(some["frame"])
 
 
 def test_chunks_that_split_frames_are_rechunked_with_a_warning(client, movie, tmp_path):

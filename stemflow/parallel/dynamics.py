@@ -83,6 +83,8 @@ def track_run(out, *, atoms=None, pixel_size: float | None = None, images=None, 
     if not atoms_path.exists():
         raise InputError(f"no atoms table at {str(atoms_path)!r}; run `stemflow run INPUT --out {out}` "
                          "or `stemflow find ... --out DIR/atoms.parquet` first")
+    if atoms_path.is_dir() and (atoms_path.parent / output.MANIFEST).exists():
+        output.check_complete(atoms_path.parent)          # never track a table with frames missing
     out.mkdir(parents=True, exist_ok=True)
     if pixel_size is None:
         manifest = out / output.MANIFEST

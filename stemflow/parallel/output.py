@@ -27,7 +27,7 @@ import pandas as pd
 
 from ..errors import InputError, StemflowError
 
-__all__ = ["OutputMismatchError", "ATOMS_DIR", "MANIFEST", "PROBABILITIES", "LABELS", "part_path",
+__all__ = ["OutputMismatchError", "IncompleteRunError", "run_status", "check_complete", "record_failure", "ATOMS_DIR", "MANIFEST", "PROBABILITIES", "LABELS", "part_path",
            "write_part", "complete_parts", "prepare", "finish", "read_atoms", "empty_atoms"]
 
 ATOMS_DIR = "atoms.parquet"
@@ -43,6 +43,10 @@ _COMPARED = ("format", "input", "model", "parameters", "parts")
 
 class OutputMismatchError(StemflowError, FileExistsError):
     """The output directory holds a run made with other settings (or something else entirely)."""
+
+
+class IncompleteRunError(StemflowError):
+    """The run's table is missing parts (the run failed, was stopped, or is still running)."""
 
 
 def empty_atoms() -> pd.DataFrame:
@@ -214,6 +218,10 @@ def prepare(out, manifest: dict, overwrite: bool = False) -> set[int]:
         stale.unlink(missing_ok=True)
     if not mpath.exists():
         _write_json(mpath, {**new, "complete": False})
+    else:   # a rerun: incomplete until it finishes, and earlier failures are the past
+        m = json.loads(mpath.read_text())
+        m.pop("failed", None)
+        _write_json(mpath, {**m, "complete": False})
     n = len(new.get("parts", []))
     return {i for i in complete_parts(out) if i < n}
 
@@ -227,7 +235,80 @@ def finish(out, **fields) -> dict:
     return manifest
 
 
-def read_atoms(out, lazy: bool = False):
+def record_failure(out, part: int, frames, error: BaseException | str):
+    """Record in the manifest that ``part`` (frames ``[a, b)``) failed, and why."""
+    mpath = Path(out) / MANIFEST
+    if not mpath.exists():
+        return
+    m = json.loads(mpath.read_text())
+    why = error if isinstance(error, str) else f"{type(error).__name__}: {' '.join(str(error).split())}"
+    failed = [f for f in m.get("failed", []) if f.get("part") != part]
+    m["failed"] = failed + [{"part": int(part), "frames": [int(frames[0]), int(frames[1])], "error": why[:500]}]
+    m["complete"] = False
+    _write_json(mpath, m)
+
+
+def run_status(out) -> dict:
+    """Whether a run's table is whole.
+
+    Returns
+    -------
+    dict
+        ``complete`` (bool: the run finished and every planned part is in place), ``parts``
+        (planned), ``missing`` (list of ``[first_frame, end_frame]`` of parts not in place),
+        ``failed`` (the manifest's failures: ``part``, ``frames``, ``error``); ``manifest`` False
+        when ``out`` holds no manifest (a table written by other means: nothing to check).
+    """
+    mpath = Path(out) / MANIFEST
+    if not mpath.exists():
+        return {"manifest": False, "complete": True, "parts": 0, "missing": [], "failed": []}
+    try:
+        m = json.loads(mpath.read_text())
+    except ValueError:
+        raise IncompleteRunError(f"the manifest {str(mpath)!r} is not valid JSON: the run's record is damaged; "
+                                 "rerun it with overwrite=True (--overwrite)") from None
+    plan = m.get("parts", [])
+    have = complete_parts(out)
+    missing = [list(p) for i, p in enumerate(plan) if i not in have]
+    return {"manifest": True, "complete": bool(m.get("complete")) and not missing, "parts": len(plan),
+            "missing": missing, "failed": m.get("failed", [])}
+
+
+def _ranges(parts, limit: int = 6) -> str:
+    txt = ", ".join(f"{a}–{b - 1}" if b - a > 1 else f"{a}" for a, b in parts[:limit])
+    return txt + (f" and {len(parts) - limit} more parts" if len(parts) > limit else "")
+
+
+def check_complete(out, partial: bool = False) -> dict:
+    """Refuse (or, with ``partial``, warn about) a run whose table is not whole.
+
+    Raises
+    ------
+    IncompleteRunError
+        Parts are missing or the run never finished; the message names the missing frames and
+        the failures the manifest recorded.
+    """
+    st = run_status(out)
+    if st["complete"]:
+        return st
+    n_miss = len(st["missing"])
+    msg = (f"the run in {str(out)!r} is incomplete: " +
+           (f"{n_miss} of {st['parts']} parts missing (frames {_ranges(st['missing'])})" if n_miss
+            else "it never finished") +
+           ("; failed: " + "; ".join(f"frames {f['frames'][0]}–{f['frames'][1] - 1}: {f['error']}"
+                                     for f in st["failed"][:3]) if st["failed"] else ""))
+    if not partial:
+        raise IncompleteRunError(msg + ". Run the same `stemflow run` again to finish it, or read what is there "
+                                 "with read_atoms(out, partial=True)")
+    import warnings
+
+    from ..errors import StemflowWarning
+
+    warnings.warn(msg + "; the table read lacks those frames", StemflowWarning, stacklevel=3)
+    return st
+
+
+def read_atoms(out, lazy: bool = False, partial: bool = False):
     """The atoms table of a run (``OUT`` or ``OUT/atoms.parquet``), parts in frame order.
 
     Parameters
@@ -236,6 +317,14 @@ def read_atoms(out, lazy: bool = False):
         A run's output directory, or its ``atoms.parquet`` dataset.
     lazy : bool
         Return a ``dask.dataframe.DataFrame`` (one partition per part) instead of pandas.
+    partial : bool
+        Read an incomplete run's parts anyway (with a warning naming the missing frames); the
+        table's ``attrs["complete"]`` is then False and ``attrs["missing_frames"]`` lists them.
+
+    Raises
+    ------
+    IncompleteRunError
+        The run's manifest says it did not finish or parts are missing (unless ``partial``).
 
     Returns
     -------
@@ -248,6 +337,7 @@ def read_atoms(out, lazy: bool = False):
     folder = path if path.name == ATOMS_DIR or path.suffix == ".parquet" else path / ATOMS_DIR
     if not folder.exists():
         raise InputError(f"no atoms table at {str(folder)!r}; run `stemflow run INPUT --out {path}` first")
+    status = check_complete(folder.parent, partial) if (folder.parent / MANIFEST).exists() else None
     files = sorted(folder.glob("part-*.parquet"))
     if lazy:
         import dask.dataframe as dd
@@ -265,4 +355,6 @@ def read_atoms(out, lazy: bool = False):
         p = m.get("parameters", {})
         df.attrs.update(pixel_size=m.get("input", {}).get("pixel_size"), lattice=p.get("lattice"),
                         model=m.get("model", {}).get("name"))
+    if status is not None:
+        df.attrs.update(complete=status["complete"], missing_frames=status["missing"])
     return df

@@ -432,9 +432,16 @@ def _compute(client, da, source, det, parts, todo, ref, params, out, progress, o
                                      key=f"stemflow-part-{run_id}-{i:06d}", resources=resources, pure=False))
     stats = []
     bar = _bar(progress, len(futures), sum(parts[i][1] - parts[i][0] for i in todo))
+    part_of = {f.key: i for f, i in zip(futures, todo)}
     try:
         for fut in as_completed(futures, loop=client.loop):
-            s = fut.result()
+            try:
+                s = fut.result()
+            except Exception as exc:
+                i = part_of.get(fut.key)
+                if i is not None:
+                    output.record_failure(out, i, parts[i], exc)
+                raise
             stats.append(s)
             if bar is not None:
                 bar.update(s["frames"])
