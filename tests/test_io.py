@@ -455,3 +455,19 @@ def test_open_stem_result_computes_under_the_threaded_scheduler(tmp_path, movie)
     arr = open_stem(tmp_path / "m.npy", pixel_size=PS, chunks=2)
     with dask.config.set(scheduler="threads"):
         np.testing.assert_array_equal(arr.sum("frame").values, movie.sum(0, dtype=np.uint64))
+
+
+@pytest.mark.parametrize("fmt", [2, 3])
+def test_a_store_with_chunks_never_written_is_refused_naming_the_frames(tmp_path, fmt):
+    import zarr
+
+    path = tmp_path / "holes.zarr"
+    arr = zarr.create_array(str(path), shape=(100, 16, 16), chunks=(2, 16, 16), dtype="float32", zarr_format=fmt)
+    arr[0:4] = np.random.default_rng(0).random((4, 16, 16))       # an interrupted write: 2 of 50 chunks
+    arr[50:52] = 1.0
+    with pytest.raises(InputError, match=r"94 of 100 .*indices 4–49, 52–99\)"):
+        open_stem(path, pixel_size=0.01)
+    da = open_stem(path, pixel_size=0.01, check_chunks=False)        # on request, as it is
+    assert da.sizes["frame"] == 100
+    arr[:] = 1.0                                                     # once whole, it opens
+    assert open_stem(path, pixel_size=0.01).sizes["frame"] == 100

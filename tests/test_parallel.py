@@ -369,3 +369,21 @@ def test_parts_with_different_label_categories_read_back_without_losing_a_label(
                  ).to_parquet(folder / "part-00001.parquet")
     df = read_atoms(tmp_path)
     assert df["label"].astype(str).tolist() == ["lattice", "unknown"]
+
+
+def test_a_corrupt_chunk_is_named_with_its_store_key_and_frames(client, movie, tmp_path):
+    import shutil
+
+    from stemflow.parallel.output import IncompleteRunError
+
+    _, store = movie
+    copy = tmp_path / "damaged.zarr"
+    shutil.copytree(store, copy)
+    chunk = copy / "image" / "c" / "1" / "0" / "0"                  # frames 2–3 (chunks of 2 frames)
+    assert chunk.is_file()
+    chunk.write_bytes(b"not a compressed chunk" * 10)
+    with pytest.raises(InputError, match=r"damaged.zarr: frames 2–3 could not be read \(chunk image/c/1/0/0\)"):
+        run(copy, tmp_path / "out", client=client, frames_per_part=2, progress=False)
+    _idle(client)
+    with pytest.raises(IncompleteRunError, match="frames 2–3 could not be read"):
+        read_atoms(tmp_path / "out")

@@ -231,7 +231,7 @@ def _store_chunks_of(data, dims):
     return None
 
 
-def open_stem(source, *, pixel_size=None, dataset=None, chunks=None, check_finite="auto"):
+def open_stem(source, *, pixel_size=None, dataset=None, chunks=None, check_finite="auto", check_chunks=True):
     """Open STEM data lazily as a validated, dask-backed :class:`xarray.DataArray`.
 
     Parameters
@@ -258,6 +258,9 @@ def open_stem(source, *, pixel_size=None, dataset=None, chunks=None, check_finit
         data under ~1 GB only (integer data is always finite); larger data are checked chunk by
         chunk by the pipeline (:func:`check_finite`), or explicitly with
         :func:`find_nonfinite_frames`.
+    check_chunks : bool
+        Zarr stores: list the store once and refuse it when chunks were never written (an
+        interrupted write: they would read as blank frames), naming the frames.
 
     Returns
     -------
@@ -272,7 +275,7 @@ def open_stem(source, *, pixel_size=None, dataset=None, chunks=None, check_finit
     ------
     InputError
         Path not found, wrong number of dims, non-numeric or complex dtype, empty data, NaN/Inf
-        frames, bad ``chunks=``/``dataset=``/``pixel_size=``.
+        frames, Zarr chunks never written, bad ``chunks=``/``dataset=``/``pixel_size=``.
     FormatError
         Unknown file format.
     MissingDependencyError
@@ -300,7 +303,7 @@ def open_stem(source, *, pixel_size=None, dataset=None, chunks=None, check_finit
         arr = xr.DataArray(source, dims=[f"dim_{i}" for i in range(source.ndim)])
         store = _store_chunks_of(source, arr.dims)
     elif isinstance(source, (str, os.PathLike)):
-        arr, store, name = _read_path(source, dataset)
+        arr, store, name = _read_path(source, dataset, check_chunks)
         src = os.fspath(source)
     elif type(source).__module__.startswith("zarr") and hasattr(source, "shape"):
         dims = [d or f"dim_{i}" for i, d in enumerate(_zarr_dims(source) or (None,) * source.ndim)]

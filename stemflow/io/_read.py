@@ -285,11 +285,67 @@ def _zarr_dims(arr):
     return tuple(names) if names and any(names) else None
 
 
-def _read_zarr(path, dataset):
+def zarr_stored_keys(arr) -> set[str]:
+    """Keys of the chunks (shards) of a Zarr array that exist in its store (the store is listed
+    once; no chunk is read)."""
+    from zarr.core.sync import sync
+
+    sp = arr.store_path
+    prefix = f"{sp.path}/" if sp.path else ""
+
+    async def _keys():
+        return [k async for k in sp.store.list_prefix(prefix)]
+
+    return {k[len(prefix):] for k in sync(_keys())}
+
+
+def zarr_chunk_rows(arr, start: int, stop: int) -> list[tuple[int, ...]]:
+    """Grid coordinates of the stored chunks (shards) holding rows ``start:stop`` of axis 0."""
+    step = (arr.shards or arr.chunks)
+    grid = [range(-(-n // c)) for n, c in zip(arr.shape, step)]
+    first, last = start // step[0], (max(stop, start + 1) - 1) // step[0]
+    import itertools
+
+    return [(i, *rest) for i in range(first, last + 1) for rest in itertools.product(*grid[1:])]
+
+
+def zarr_missing_rows(arr) -> list[tuple[int, int]]:
+    """Ranges ``[a, b)`` of axis 0 (frames) some of whose chunks were never written."""
+    if arr.size == 0:
+        return []
+    have = zarr_stored_keys(arr)
+    step = (arr.shards or arr.chunks)[0]
+    missing = []
+    for i in range(-(-arr.shape[0] // step)):
+        a, b = i * step, min(arr.shape[0], (i + 1) * step)
+        if any(arr.metadata.encode_chunk_key(c) not in have for c in zarr_chunk_rows(arr, a, b)):
+            if missing and missing[-1][1] == a:
+                missing[-1] = (missing[-1][0], b)
+            else:
+                missing.append((a, b))
+    return missing
+
+
+def _check_written(arr, path):
+    """Refuse a store whose chunks were not all written (they would read as blank frames)."""
+    miss = zarr_missing_rows(arr)
+    if not miss:
+        return
+    n = sum(b - a for a, b in miss)
+    dim = (_zarr_dims(arr) or ("axis 0",))[0] or "axis 0"
+    where = ", ".join(f"{a}–{b - 1}" if b - a > 1 else str(a) for a, b in miss[:5])
+    raise InputError(f"{path}: {n} of {arr.shape[0]} {dim} entries were never written (indices {where}"
+                     f"{' …' if len(miss) > 5 else ''}): their chunks are missing from the store, so they would "
+                     "read as blank frames. Finish writing the store, or open only the written part "
+                     "(open_stem(..., check_chunks=False) then .isel)")
+
+
+def zarr_array(path, dataset=None):
+    """The Zarr array ``open_stem`` reads from a store: ``(array, key, root node)``."""
     import zarr
 
     node = zarr.open(store=str(path), mode="r")
-    key, parent = "", None
+    key = ""
     if isinstance(node, zarr.Group):
         arrays = dict(node.arrays())
         coord_names = set()
@@ -310,11 +366,16 @@ def _read_zarr(path, dataset):
             if key is None:
                 raise InputError(f"{path} holds {len(candidates)} arrays of ≥2 dims ({listing}); "
                                  "pass the one to open as dataset=")
-        parent = key.rsplit("/", 1)[0] if "/" in key else None
-        arr = node[key]
-    else:
-        arr = node
+        return node[key], key, node
+    return node, key, node
+
+
+def _read_zarr(path, dataset, check_chunks: bool = True):
+    arr, key, node = zarr_array(path, dataset)
+    parent = (key.rsplit("/", 1)[0] if "/" in key else None) if key else None
     name = key.rsplit("/", 1)[-1] or None
+    if check_chunks:
+        _check_written(arr, path)
     dims = _zarr_dims(arr)
     store_chunks = arr.shards or arr.chunks
     if dims is None or not key:
@@ -338,10 +399,10 @@ def _read_zarr(path, dataset):
     return da, dict(zip(da.dims, store_chunks)), name
 
 
-def _read_path(source, dataset):
+def _read_path(source, dataset, check_chunks: bool = True):
     text = os.fspath(source)
     if "://" in str(text):  # a URL: let zarr/fsspec find it
-        return _read_zarr(text, dataset)
+        return _read_zarr(text, dataset, check_chunks)
     path = Path(text).expanduser()
     if not path.exists():
         raise InputNotFoundError(f"path not found: {str(path)!r} (working directory {os.getcwd()!r}); check "
@@ -349,7 +410,7 @@ def _read_path(source, dataset):
     ext = path.suffix.lower()
     if path.is_dir():
         if _is_zarr_dir(path):
-            return _read_zarr(path, dataset)
+            return _read_zarr(path, dataset, check_chunks)
         raise FormatError(f"{path} is a directory but not a Zarr store (no zarr.json, .zgroup or "
                           f".zarray); pass a Zarr store or a file ({', '.join(SUPPORTED_EXTENSIONS)})")
     if ext in _NPY_EXT:

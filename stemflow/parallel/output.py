@@ -27,7 +27,8 @@ import pandas as pd
 
 from ..errors import InputError, StemflowError
 
-__all__ = ["OutputMismatchError", "IncompleteRunError", "run_status", "check_complete", "record_failure", "ATOMS_DIR", "MANIFEST", "PROBABILITIES", "LABELS", "part_path",
+__all__ = ["OutputMismatchError", "IncompleteRunError", "run_status", "check_complete", "record_failure",
+           "ATOMS_DIR", "MANIFEST", "PROBABILITIES", "LABELS", "part_path",
            "write_part", "complete_parts", "prepare", "finish", "read_atoms", "empty_atoms"]
 
 ATOMS_DIR = "atoms.parquet"

@@ -240,7 +240,7 @@ def _open(path: str, dataset, pixel_size):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", StemflowWarning)
-        return open_stem(path, dataset=dataset, pixel_size=pixel_size, check_finite=False)
+        return open_stem(path, dataset=dataset, pixel_size=pixel_size, check_finite=False, check_chunks=False)
 
 
 def load_frames(source: dict, start: int, stop: int) -> np.ndarray:
@@ -257,18 +257,40 @@ def load_frames(source: dict, start: int, stop: int) -> np.ndarray:
 
     """
     da = _open(source["path"], source.get("dataset"), source.get("pixel_size"))
-    if da.ndim == 2:
-        block = da.values[None]
-    elif da.ndim == 3:
-        block = da.isel(frame=slice(start, stop)).data.compute(scheduler="sync")
-    elif da.ndim == 5:
-        from .virtual import virtual_image
+    try:
+        if da.ndim == 2:
+            block = da.values[None]
+        elif da.ndim == 3:
+            block = da.isel(frame=slice(start, stop)).data.compute(scheduler="sync")
+        elif da.ndim == 5:
+            from .virtual import virtual_image
 
-        block = virtual_image(da.isel(frame=slice(start, stop)), **source["detector"]).data.compute(scheduler="sync")
-    else:
-        raise InputError(f"{source['path']!r} has dims {da.dims}; 4D scans are reduced to one image before the "
-                         "parts are made")
+            block = virtual_image(da.isel(frame=slice(start, stop)),
+                                  **source["detector"]).data.compute(scheduler="sync")
+        else:
+            raise InputError(f"{source['path']!r} has dims {da.dims}; 4D scans are reduced to one image before "
+                             "the parts are made")
+    except (InputError, MemoryError):
+        raise
+    except Exception as exc:   # a chunk that does not decode: name the store, the chunks and the frames
+        raise InputError(_unreadable(source, start, stop, exc)) from None
     return block
+
+
+def _unreadable(source: dict, start: int, stop: int, exc: Exception) -> str:
+    """What failed to read, for a message: the path, frames and (Zarr) the chunk keys."""
+    path, keys = source["path"], ""
+    try:
+        from ..io._read import zarr_array, zarr_chunk_rows
+
+        arr, key, _ = zarr_array(path, source.get("dataset"))
+        ks = [(f"{key}/" if key else "") + arr.metadata.encode_chunk_key(c) for c in zarr_chunk_rows(arr, start, stop)]
+        keys = f" (chunk{'s' if len(ks) > 1 else ''} {', '.join(ks[:4])}{' …' if len(ks) > 4 else ''})"
+    except Exception:   # not a Zarr store, or unreadable metadata: the path and frames still say where
+        pass
+    why = " ".join(str(exc).split())[:300]
+    return (f"{path}: frames {start}–{stop - 1} could not be read{keys}: {type(exc).__name__}: {why}. The store is "
+            "damaged there: rewrite those frames, or run over the others with frames=")
 
 
 def _trim_heap():
