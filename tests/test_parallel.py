@@ -387,3 +387,22 @@ def test_a_corrupt_chunk_is_named_with_its_store_key_and_frames(client, movie, t
     _idle(client)
     with pytest.raises(IncompleteRunError, match="frames 2–3 could not be read"):
         read_atoms(tmp_path / "out")
+
+
+def test_a_relative_out_lands_where_the_client_reads_it(client, movie, reference, tmp_path, monkeypatch):
+    _, store = movie
+    monkeypatch.chdir(tmp_path)              # the client's working directory is not the workers'
+    summary = run(store, "relative_out", client=client, frames_per_part=4, progress=False)
+    assert summary.rows == len(reference[1])
+    pd.testing.assert_frame_equal(read_atoms(tmp_path / "relative_out"), reference[1])
+
+
+def test_parts_the_client_cannot_see_fail_the_run_loudly(tmp_path):
+    from stemflow.parallel import output
+    from stemflow.parallel.pipeline import _check_parts_here
+
+    output.prepare(tmp_path, {"format": "x", "parts": [[0, 2], [2, 4]]})
+    output.write_part(tmp_path, 0, output.empty_atoms())
+    with pytest.raises(stemflow.errors.StemflowError, match="1 of 2 parts .*part 1: missing.*do not share"):
+        _check_parts_here(tmp_path, [{"part": 0, "rows": 0}, {"part": 1, "rows": 5}], [[0, 2], [2, 4]])
+    assert output.run_status(tmp_path)["failed"][0]["frames"] == [2, 4]

@@ -362,7 +362,9 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
                 "parameters": {**{k: v for k, v in params.items() if k != "batch_size"},
                                "frames": [start, stop], "detector": _json_detector(det)},
                 "parts": [list(p) for p in parts]}
-    out = Path(out)
+    # resolved here: workers (on an external scheduler, in another working directory) get an
+    # absolute path, never one relative to wherever they were started
+    out = Path(out).expanduser().resolve()
     done = output.prepare(out, manifest, overwrite=overwrite)
     frame_shape = tuple(da.shape[-2:]) if da.ndim <= 3 else (da.sizes["scan_y"], da.sizes["scan_x"])
     if save_probabilities:
@@ -379,6 +381,7 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
             t0 = time.perf_counter()
             stats = _compute(cl, da, source, det, parts, todo, ref, params, out, progress, on_part)
             t_compute = time.perf_counter() - t0
+        _check_parts_here(out, stats, parts)
     rows = sum(s["rows"] for s in stats) + sum(_part_rows(out, i) for i in done)
     labels: dict = {}
     for s in stats:
@@ -401,6 +404,35 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
         summary.events = len(result.events)
         summary.seconds = time.perf_counter() - t_start
     return summary
+
+
+def _check_parts_here(out: Path, stats: list[dict], parts: list):
+    """Every part the workers reported is where this client reads it, with the rows they wrote.
+
+    Raises
+    ------
+    StemflowError
+        Parts missing or short here: the workers do not share this output directory (another
+        machine, another mount); the run stays incomplete.
+    """
+    from ..errors import StemflowError
+
+    bad = []
+    for s in stats:
+        p = output.part_path(out, s["part"])
+        try:
+            n = _part_rows(out, s["part"])
+        except (OSError, ValueError):
+            n = None
+        if n != s["rows"]:
+            bad.append((s["part"], "missing" if not p.exists() else f"{n} rows of {s['rows']}"))
+    if bad:
+        for i, why in bad:
+            output.record_failure(out, i, parts[i], f"written by a worker but {why} at {out} on the client")
+        raise StemflowError(f"{len(bad)} of {len(stats)} parts the workers wrote are not in {str(out)!r} as this "
+                            f"client sees it ({', '.join(f'part {i}: {w}' for i, w in bad[:3])}): the workers do not "
+                            "share this directory. Give an --out on a file system every worker and this client "
+                            "mount at the same path")
 
 
 def _compute(client, da, source, det, parts, todo, ref, params, out, progress, on_part):
