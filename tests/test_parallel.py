@@ -406,3 +406,23 @@ def test_parts_the_client_cannot_see_fail_the_run_loudly(tmp_path):
     with pytest.raises(stemflow.errors.StemflowError, match="1 of 2 parts .*part 1: missing.*do not share"):
         _check_parts_here(tmp_path, [{"part": 0, "rows": 0}, {"part": 1, "rows": 5}], [[0, 2], [2, 4]])
     assert output.run_status(tmp_path)["failed"][0]["frames"] == [2, 4]
+
+
+def test_a_rerun_recomputes_the_parts_whose_pixels_were_rewritten(client, movie, tmp_path):
+    import shutil
+
+    mov, store = movie
+    copy = tmp_path / "edited.zarr"
+    shutil.copytree(store, copy)
+    first = run(copy, tmp_path / "out", client=client, frames_per_part=4, progress=False)
+    assert (first.computed, first.changed) == (3, 0)
+    arr = zarr.open_array(str(copy / "image"), mode="r+")
+    arr[4:8] = arr[4:8][:, ::-1, :]                   # same shape, dtype and attrs; other pixels
+    again = run(copy, tmp_path / "out", client=client, frames_per_part=4, progress=False)
+    assert (again.changed, again.computed, again.skipped) == (1, 1, 2)
+    assert "1 of them because their input changed" in str(again)
+    fresh = run(copy, tmp_path / "fresh", client=client, frames_per_part=4, progress=False)
+    pd.testing.assert_frame_equal(read_atoms(tmp_path / "out"), read_atoms(tmp_path / "fresh"))
+    assert fresh.rows == again.rows
+    trusted = run(copy, tmp_path / "out", client=client, frames_per_part=4, progress=False, verify_input=False)
+    assert (trusted.computed, trusted.skipped) == (0, 3)

@@ -29,7 +29,8 @@ from ..errors import InputError, StemflowError
 
 __all__ = ["OutputMismatchError", "IncompleteRunError", "run_status", "check_complete", "record_failure",
            "ATOMS_DIR", "MANIFEST", "PROBABILITIES", "LABELS", "part_path",
-           "write_part", "complete_parts", "prepare", "finish", "read_atoms", "empty_atoms"]
+           "write_part", "part_meta", "input_digest", "complete_parts", "prepare", "finish", "read_atoms",
+           "empty_atoms"]
 
 ATOMS_DIR = "atoms.parquet"
 MANIFEST = "manifest.json"
@@ -74,7 +75,35 @@ def part_path(out, index: int) -> Path:
     return Path(out) / ATOMS_DIR / f"part-{int(index):06d}.parquet"
 
 
-def write_part(out, index: int, df: pd.DataFrame) -> Path:
+#: Key of a part's own record (input digest, model hash) in its Parquet schema metadata.
+PART_META_KEY = b"stemflow.part"
+
+
+def input_digest(frames: np.ndarray) -> str:
+    """Digest of the frames a part read (BLAKE2b-128 over shape, dtype and bytes): what a rerun
+    compares to know whether the input under a part changed."""
+    import hashlib
+
+    a = np.ascontiguousarray(frames)
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{a.shape}|{a.dtype.str}|".encode())
+    h.update(memoryview(a).cast("B"))
+    return h.hexdigest()
+
+
+def part_meta(out, index: int) -> dict:
+    """The record a part was written with (``input``: digest, ``model``: SHA-256), ``{}`` when
+    it has none (parts of older runs) or is missing."""
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.read_schema(part_path(out, index)).metadata or {}
+        return json.loads(meta.get(PART_META_KEY, b"{}"))
+    except (OSError, ValueError):
+        return {}
+
+
+def write_part(out, index: int, df: pd.DataFrame, meta: dict | None = None) -> Path:
     """Write one part atomically: a hidden temporary file in the same directory, then a rename.
 
     Parameters
@@ -85,6 +114,8 @@ def write_part(out, index: int, df: pd.DataFrame) -> Path:
         Part number (position in the manifest's ``parts`` plan).
     df : DataFrame
         Atoms rows of the part, with the columns of :data:`COLUMNS` (``frame`` global).
+    meta : dict, optional
+        The part's record (``input`` digest, ``model`` hash), kept in the file's schema metadata.
 
     Returns
     -------
@@ -95,9 +126,15 @@ def write_part(out, index: int, df: pd.DataFrame) -> Path:
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
     try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         table = _conform(df)
         table.attrs = {}
-        table.to_parquet(tmp, index=False)
+        t = pa.Table.from_pandas(table, preserve_index=False)
+        if meta:
+            t = t.replace_schema_metadata({**(t.schema.metadata or {}), PART_META_KEY: json.dumps(meta).encode()})
+        pq.write_table(t, tmp)
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)

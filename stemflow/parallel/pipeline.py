@@ -42,7 +42,11 @@ class RunSummary:
     parts : int
         Parts in the plan.
     computed, skipped : int
-        Parts computed by this call, and parts already complete (from an earlier, interrupted run).
+        Parts computed by this call, and parts already complete (from an earlier, interrupted run)
+        whose input is unchanged.
+    changed : int
+        Parts that were complete but whose input changed since (their frames' digest differs
+        from the one recorded with the part): computed again, counted in ``computed``.
     frames : int
         Frames in the plan.
     rows : int
@@ -68,6 +72,7 @@ class RunSummary:
     frames: int
     rows: int
     labels: dict = field(default_factory=dict)
+    changed: int = 0
     seconds: float = 0.0
     frames_per_second: float = float("nan")
     workers: int = 0
@@ -80,8 +85,10 @@ class RunSummary:
 
     def __str__(self) -> str:
         labels = ", ".join(f"{k} {v}" for k, v in sorted(self.labels.items())) or "none new"
+        changed = f", {self.changed} of them because their input changed" if self.changed else ""
         return (f"{self.atoms_path}: {self.rows} rows from {self.frames} frames in {self.parts} parts "
-                f"({self.computed} computed, {self.skipped} already complete; {labels}); "
+                f"({self.computed} computed{changed}, "
+                f"{self.skipped} already complete; {labels}); "
                 f"{self.seconds:.1f} s, {self.frames_per_second:.2f} frames/s on {self.workers} worker(s)")
 
 
@@ -233,7 +240,7 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
         overwrite=False, progress=True, *, lattice="graphene", threshold=0.5, refine=False, pixel_size=None,
         dataset=None, frames_per_part=None, tile=1024, batch_size=4, client=None, n_workers=None,
         embed_model=False, on_part=None, track=True, track_options=None, identify=False,
-        lattice_prior=False) -> RunSummary:
+        lattice_prior=False, verify_input=True) -> RunSummary:
     """Find atoms in every frame of an input on a Dask cluster; write ``OUT/atoms.parquet``.
 
     Parameters
@@ -263,6 +270,10 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
         network's grid) in the same pass.
     overwrite : bool
         Recompute from scratch when ``out`` holds another run (or anything else).
+    verify_input : bool
+        On a rerun, read the input under every complete part again and compare its digest with
+        the one the part was written with (a read, no inference); parts whose input changed are
+        computed again. False trusts the parts (resume from metadata only).
     progress : bool
         Print the dashboard link and a progress bar (stderr).
     lattice, threshold, refine, batch_size
@@ -370,16 +381,25 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
     if save_probabilities:
         _prepare_probabilities(out, n_total, frame_shape, float(ps), card)
     todo = [i for i in range(len(parts)) if i not in done]
-    stats, dashboard, n_workers_used, t_compute = [], None, 0, 0.0
-    if todo:
+    stats, dashboard, n_workers_used, t_compute, changed = [], None, 0, 0.0, []
+    if todo or (done and verify_input):
         from contextlib import nullcontext
 
         ctx = nullcontext(client) if client is not None else connect(scheduler, n_workers=n_workers, quiet=not progress)
         with ctx as cl:
             dashboard = cl.dashboard_link
             n_workers_used = len(cl.nthreads())
+            if done and verify_input:
+                changed = _changed_parts(cl, da, source, det, parts, done, out)
+                if changed:
+                    done = done - set(changed)
+                    todo = sorted(set(todo) | set(changed))
+                    if progress:
+                        print(f"stemflow: the input under {len(changed)} of {len(parts)} complete parts changed "
+                              "since they were computed; computing them again", file=sys.stderr)
             t0 = time.perf_counter()
-            stats = _compute(cl, da, source, det, parts, todo, ref, params, out, progress, on_part)
+            if todo:
+                stats = _compute(cl, da, source, det, parts, todo, ref, params, out, progress, on_part)
             t_compute = time.perf_counter() - t0
         _check_parts_here(out, stats, parts)
     rows = sum(s["rows"] for s in stats) + sum(_part_rows(out, i) for i in done)
@@ -389,7 +409,8 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
             labels[k] = labels.get(k, 0) + v
     n_frames = sum(b - a for a, b in parts)
     computed_frames = sum(parts[i][1] - parts[i][0] for i in todo)
-    summary = RunSummary(out=out, parts=len(parts), computed=len(todo), skipped=len(done), frames=n_frames,
+    summary = RunSummary(out=out, parts=len(parts), computed=len(todo), skipped=len(done), changed=len(changed),
+                         frames=n_frames,
                          rows=rows, labels=labels, seconds=time.perf_counter() - t_start,
                          frames_per_second=computed_frames / t_compute if t_compute > 0 else float("nan"),
                          workers=n_workers_used, dashboard=dashboard)
@@ -404,6 +425,45 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
         summary.events = len(result.events)
         summary.seconds = time.perf_counter() - t_start
     return summary
+
+
+def _sources(client, da, source, det, parts, indices) -> dict:
+    """Where each part's frames come from: a dict the worker opens itself (paths), or a future of
+    the frames (in-memory data, one 4D scan's virtual image)."""
+    from .virtual import virtual_image
+
+    if da.ndim == 4:  # one scan → its image, reduced chunk by chunk on the cluster
+        return {0: client.compute(virtual_image(da, **det).data[None])}
+    if source is not None:
+        return {i: dict(source, detector=det) for i in indices}
+    data = da.data
+    if da.ndim == 5:
+        data = virtual_image(da, **det).data
+    elif da.ndim == 2:
+        data = data[None]
+    return {i: client.compute(data[parts[i][0]:parts[i][1]]) for i in indices}
+
+
+def _changed_parts(client, da, source, det, parts, done, out) -> list[int]:
+    """Complete parts whose input is no longer what they were computed from (their frames are
+    read again and hashed on the workers; parts of older runs without a record count as changed).
+    Those parts' files are removed."""
+    from distributed import wait
+
+    from .worker import input_of_part
+
+    srcs = _sources(client, da, source, det, parts, sorted(done))
+    run_id = uuid.uuid4().hex[:8]
+    futs = [client.submit(input_of_part, i, parts[i][0], parts[i][1], srcs[i], pure=False,
+                          key=f"stemflow-check-{run_id}-{i:06d}") for i in sorted(done)]
+    wait(futs)
+    changed = []
+    for f in futs:
+        r = f.result()
+        if output.part_meta(out, r["part"]).get("input") != r["digest"]:
+            changed.append(r["part"])
+            output.part_path(out, r["part"]).unlink(missing_ok=True)
+    return changed
 
 
 def _check_parts_here(out: Path, stats: list[dict], parts: list):
@@ -439,25 +499,12 @@ def _compute(client, da, source, det, parts, todo, ref, params, out, progress, o
     """Submit the missing parts as futures; collect their statistics as they finish."""
     from distributed import as_completed
 
-    from .virtual import virtual_image
-
     light = ref.without_data()
     client.register_plugin(ModelPlugin(ref), name=f"stemflow-model-{ref.sha256[:16]}")
     resources = task_resources(client)
     run_id = uuid.uuid4().hex[:8]
     futures = []
-    if da.ndim == 4:  # one scan → its image, reduced chunk by chunk on the cluster
-        image = virtual_image(da, **det).data[None]
-        srcs = {0: client.compute(image)}
-    elif source is not None:
-        srcs = {i: dict(source, detector=det) for i in todo}
-    else:
-        data = da.data
-        if da.ndim == 5:
-            data = virtual_image(da, **det).data
-        elif da.ndim == 2:
-            data = data[None]
-        srcs = {i: client.compute(data[parts[i][0]:parts[i][1]]) for i in todo}
+    srcs = _sources(client, da, source, det, parts, todo)
     for i in todo:
         a, b = parts[i]
         futures.append(client.submit(process_part, i, a, b, srcs[i], light, params, str(out),

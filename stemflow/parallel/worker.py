@@ -336,12 +336,13 @@ def process_part(index: int, start: int, stop: int, source, ref: ModelRef, param
     InputError
         NaN or Inf in the frames (named by global frame index).
     """
-    from .output import PROBABILITIES, write_part
+    from .output import PROBABILITIES, input_digest, write_part
 
     t0 = time.perf_counter()
     from ..io import check_finite
 
     frames = load_frames(source, start, stop) if isinstance(source, dict) else np.asarray(source)
+    digest = input_digest(frames)
     check_finite(frames, start)
     model = get_model(ref)
     save = bool(params.get("save_probabilities"))
@@ -355,10 +356,25 @@ def process_part(index: int, start: int, stop: int, source, ref: ModelRef, param
 
         arr = zarr.open_array(str(Path(out) / PROBABILITIES), mode="r+")
         arr[start:stop] = maps.astype(arr.dtype)
-    write_part(out, index, df)
+    write_part(out, index, df, meta={"input": digest, "model": ref.sha256, "frames": [int(start), int(stop)]})
     stats = {"part": int(index), "frames": int(stop - start), "rows": int(len(df)),
              "labels": {str(k): int(v) for k, v in pd.Series(df["label"]).value_counts().items()},
              "seconds": time.perf_counter() - t0, "pid": os.getpid(), "device": str(model.device)}
     del frames, res, df, maps
     _trim_heap()
     return stats
+
+
+def input_of_part(index: int, start: int, stop: int, source) -> dict:
+    """One task: the digest of the input under a part, read as :func:`process_part` reads it
+    (the client compares it with the part's record to know whether the input changed).
+
+    Returns
+    -------
+    dict
+        ``part``, ``digest``.
+    """
+    from .output import input_digest
+
+    frames = load_frames(source, start, stop) if isinstance(source, dict) else np.asarray(source)
+    return {"part": int(index), "digest": input_digest(frames)}
