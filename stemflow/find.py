@@ -210,6 +210,8 @@ def find_atoms(image, pixel_size: float | None = None, lattice: str = "graphene"
             raise InputError("lattice_prior=True needs a crystalline lattice (graphene, ws2, mos2) and "
                              "identify=True: the prior is the fitted lattice of the identification")
         refine = True
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise InputError(f"batch_size must be a whole number of frames ≥ 1; got {batch_size!r}")
     frames, pixel_size, stack = _frames_and_calibration(image, pixel_size)
     check_pixel_size(frames[0], pixel_size, lattice, where="the first frame" if stack else "the image")
     net = _get_model(model)

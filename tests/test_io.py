@@ -471,3 +471,16 @@ def test_a_store_with_chunks_never_written_is_refused_naming_the_frames(tmp_path
     assert da.sizes["frame"] == 100
     arr[:] = 1.0                                                     # once whole, it opens
     assert open_stem(path, pixel_size=0.01).sizes["frame"] == 100
+
+
+def test_a_three_frame_tiff_written_with_tifffile_defaults_opens_as_frames(tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    stack = np.random.default_rng(0).random((3, 32, 40)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "s.tif", stack)                  # stored as planar RGB by default
+    with pytest.warns(StemflowWarning, match="reading them as frames"):
+        da = open_stem(tmp_path / "s.tif", pixel_size=0.01)
+    assert da.dims == ("frame", "y", "x") and np.array_equal(da.values, stack)
+    rgb = (np.random.default_rng(1).random((32, 40, 3)) * 255).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")  # interleaved: a colour picture
+    with pytest.raises(InputError, match="colour"):
+        open_stem(tmp_path / "rgb.tif", pixel_size=0.01)

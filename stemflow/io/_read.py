@@ -15,7 +15,7 @@ import xarray as xr
 from xarray.backends import BackendArray
 from xarray.core import indexing
 
-from ..errors import FormatError, InputError, InputNotFoundError, MissingDependencyError
+from ..errors import FormatError, InputError, InputNotFoundError, MissingDependencyError, StemflowWarning
 from ._common import (
     _DM_EXT, _EMD_EXT, _H5_EXT, _IO_EXTRA, _MRAD_PER, _NM_PER, _NPY_EXT, _PREFERRED_NAMES,
     _TIFF_EXT, SUPPORTED_EXTENSIONS, _is_zarr_dir, _plain, _require, _unit_factor,
@@ -127,8 +127,16 @@ def _read_tiff(path, dataset):
                              f"{len(tf.series) - 1} to choose one")
         s = tf.series[series]
         if "S" in s.axes and s.shape[s.axes.index("S")] > 1:
-            raise InputError(f"{path} holds colour/multi-sample images (axes {s.axes!r}); stemflow "
-                             "needs greyscale: convert it, e.g. keep one channel or the mean")
+            if s.axes.index("S") < s.axes.index("Y"):
+                # separate planes: how tifffile stores a (3 or 4, y, x) stack by default — frames,
+                # far more often than a colour image in STEM
+                warnings.warn(f"{path} stores {s.shape[s.axes.index('S')]} planes as colour samples (axes "
+                              f"{s.axes!r}, as tifffile writes a 3- or 4-frame stack by default); reading them as "
+                              "frames. If this is a colour image, convert it to greyscale first", StemflowWarning,
+                              stacklevel=4)
+            else:
+                raise InputError(f"{path} holds colour/multi-sample images (axes {s.axes!r}); stemflow "
+                                 "needs greyscale: convert it, e.g. keep one channel or the mean")
         attrs = {}
         ps = _tiff_pixel_size(tf.pages[0], tf.imagej_metadata)
         if ps is not None:
