@@ -78,7 +78,7 @@ def test_a_column_without_signal_keeps_its_start():
     img = _spots((64, 64), [(32.0, 32.0)], 3.0, 50.0, 1.0)
     y, x, d = fit_columns(img, [32.3, 10.0], [31.6, 10.0], 3.0, return_details=True)
     assert abs(y[0] - 32.0) < 0.01 and abs(x[0] - 32.0) < 0.01
-    assert (y[1], x[1]) == (10.0, 10.0) or np.hypot(y[1] - 10.0, x[1] - 10.0) <= 3.0
+    assert (y[1], x[1]) == (10.0, 10.0) and not d["ok"][1] and d["ok"][0]     # kept, and flagged
 
 
 def test_bad_input_is_refused_with_a_clear_message():

@@ -67,4 +67,9 @@ def test_4d_store_holds_patterns_whose_virtual_adf_is_the_image(tmp_path):
     virtual = (ds.data.values * ring).sum(axis=(2, 3))
     assert np.corrcoef(virtual.ravel(), ds.adf.values.ravel())[0, 1] > 0.99
     assert ds.attrs["k_pixel_size"] == 4.0
-    assert len(pd.read_parquet(paths["atoms"])) > 5
+    truth = pd.read_parquet(paths["atoms"])
+    inside = truth[truth.y.between(0, 23) & truth.x.between(0, 23)]
+    assert len(inside) >= 5 and set(truth["label"].astype(str)) <= {"lattice", "dopant", "vacancy"}
+    adf = ds.adf.values
+    at = adf[np.rint(inside.y).astype(int), np.rint(inside.x).astype(int)]
+    assert (at > np.median(adf)).all()                # every true column sits on a bright spot
