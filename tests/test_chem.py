@@ -415,3 +415,28 @@ def test_a_dopant_the_network_is_unsure_of_is_not_reported_as_one(si1c3_sim):
     out = identify(t, image=sim.image, classes=False)
     assert out["dopant_check"].iloc[si[0]] == "uncertain" and out["label"].iloc[si[0]] == "unknown"
     assert (out["dopant_check"].iloc[si[1:]].astype(str) == "dopant").all()
+
+
+def test_mx2_coordination_counts_the_atoms_of_the_other_sublattice_next_to_a_column(ws2_sim):
+    """W is bonded to 6 S (3 S2 columns of 2 atoms; 5 or 4 next to V_S / V_S2), S to 3 W (2 next to
+    V_W): the sum of the atom counts of the other sublattice's columns one bond away."""
+    from scipy.spatial import cKDTree
+
+    truth = ws2_sim.atoms
+    out = identify(_truth_input(ws2_sim, "ws2"), image=ws2_sim.image, classes=False)
+    bond_px = 0.318 / np.sqrt(3) / PX
+    count = truth["count"].to_numpy()
+    present = count > 0                                   # a V_S column still holds one S
+    metal = truth["element"].astype(str).isin(["W", "Mo"]).to_numpy()
+    p = truth[["y", "x"]].to_numpy()
+    idx = np.flatnonzero(present)
+    tree = cKDTree(p[idx])
+    expected = np.array([sum(int(count[idx[j]]) for j in tree.query_ball_point(p[i], 1.2 * bond_px)
+                             if metal[idx[j]] != metal[i]) for i in range(len(p))])
+    n = 320
+    inner = present & (truth.y.between(2 * bond_px, n - 1 - 2 * bond_px)
+                       & truth.x.between(2 * bond_px, n - 1 - 2 * bond_px)).to_numpy()
+    got = out["coordination"].to_numpy()
+    assert (got[inner] == expected[inner]).mean() >= 0.99
+    assert set(expected[inner & metal]) >= {6, 5, 4} and set(expected[inner & ~metal]) >= {3, 2}  # defects seen
+    assert (got[inner & metal] == 6).mean() > 0.8 and (got[inner & ~metal] == 3).mean() > 0.8

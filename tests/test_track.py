@@ -255,3 +255,23 @@ def test_persistence_follows_the_frame_level_error_rates():
     assert persistence(0.0, 0.05) == (1, 1)                 # no one-frame errors: every frame counts
     assert persistence(0.01, 0.05)[0] == 2                  # 1 % one-frame errors, 5 % moves
     assert persistence(0.2, 0.02)[0] >= 3
+
+
+def test_appearances_vanishings_and_hop_distances_are_dated_and_measured():
+    from stemflow.track import events
+
+    rows = []
+    for f in range(7):                                    # particle 0: the whole movie, hops at frame 3
+        rows.append((0, f, 50.0, 50.0 + (7.1 if f >= 3 else 0.0), 10 if f < 3 else 11))
+    for f in range(2, 7):                                 # particle 1 appears at frame 2
+        rows.append((1, f, 20.0, 20.0, 20))
+    for f in range(0, 4):                                 # particle 2 is last seen in frame 3
+        rows.append((2, f, 80.0, 80.0, 30))
+    t = pd.DataFrame(rows, columns=["particle", "frame", "y", "x", "site"]).assign(label="dopant")
+    ev = events(t, pixel_size=0.02, first_frame=0, last_frame=6)
+    got = {(int(r.particle), int(r.frame), str(r.kind)) for r in ev.itertuples()}
+    assert got == {(0, 3, "hop"), (1, 2, "appear"), (2, 4, "vanish")}
+    hop = ev[ev.kind == "hop"].iloc[0]
+    assert hop.distance_nm == pytest.approx(0.142, abs=1e-3) and (hop.site0, hop.site1) == (10, 11)
+    assert np.isnan(ev[ev.kind == "appear"].distance_nm).all() and np.isnan(ev[ev.kind == "vanish"].y1).all()
+    assert ev[ev.kind == "vanish"].iloc[0][["y0", "x0"]].tolist() == [80.0, 80.0]
