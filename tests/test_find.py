@@ -173,3 +173,15 @@ def test_a_wrong_pixel_size_is_named_with_the_one_the_lattice_implies():
     with warnings.catch_warnings():
         warnings.simplefilter("error", StemflowWarning)
         assert np.isnan(check_pixel_size(noise, 0.01, "graphene"))                 # no lattice: not judged
+
+
+def test_non_square_frames_are_found_as_well_as_square_ones_in_both_orientations():
+    sim = simulate_image("graphene", (160, 256), pixel_size=0.02, seed=3, defects={"Si1C3": 2, "V1": 1})
+    flipped = sim.atoms.rename(columns={"y": "x", "x": "y"})
+    for img, truth in ((sim.image, sim.atoms), (np.ascontiguousarray(sim.image.T), flipped)):
+        h, w = img.shape
+        found = find_atoms(img, 0.02, identify=False)
+        inner = lambda d: d[d.y.between(8, h - 9) & d.x.between(8, w - 9)].reset_index(drop=True)  # noqa: E731
+        s = score(inner(found), inner(truth), pixel_size=0.02)
+        assert s.loc["all", "f1"] > 0.99 and s.loc["all", "rmse_px"] < 0.3, (img.shape, s)
+        assert s.loc["dopant", "recall"] == 1.0 and s.loc["vacancy", "recall"] == 1.0
