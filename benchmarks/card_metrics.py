@@ -36,6 +36,7 @@ def metrics(real: Path, evaluation: Path, dose: float = 1e5) -> dict:
         m = r["pt"]["methods"]["stemflow"]
         out["real_dev"]["pt_on_carbon_nitride_11_frames"] = {k: m[k] for k in ("precision", "recall", "f1",
                                                                                 "support_rows") if k in m}
+        out["real_dev"]["pt_on_carbon_nitride_11_frames"]["dopant_prob_ece"] = m.get("calibration", {}).get("ece")
     ev = pd.read_csv(evaluation)
     ev = ev[ev["dose"] == dose]
     out[f"simulated_heldout_{dose:.0e}".replace("+0", "")] = {
@@ -51,7 +52,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     card = json.loads(a.card.read_text())
     card["metrics"] = metrics(a.real.resolve(), a.evaluation.resolve())
-    a.card.write_text(json.dumps(card, indent=1))
+    a.card.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
     print(json.dumps(card["metrics"], indent=1))
     return 0
 
