@@ -426,3 +426,21 @@ def test_a_rerun_recomputes_the_parts_whose_pixels_were_rewritten(client, movie,
     assert fresh.rows == again.rows
     trusted = run(copy, tmp_path / "out", client=client, frames_per_part=4, progress=False, verify_input=False)
     assert (trusted.computed, trusted.skipped) == (0, 3)
+
+
+def test_one_run_at_a_time_per_output_directory(client, movie, reference, tmp_path):
+    import socket
+
+    from stemflow.parallel.output import LOCK, RunLockedError
+
+    _, store = movie
+    out = tmp_path / "out"
+    out.mkdir()
+    lock = out / LOCK
+    lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": "now"}))
+    with pytest.raises(RunLockedError, match=f"another run \\(pid {os.getpid()}"):
+        run(store, out, client=client, frames_per_part=4, progress=False)
+    lock.write_text(json.dumps({"pid": 2**22 + 12345, "host": socket.gethostname(), "since": "then"}))  # gone
+    with pytest.warns(StemflowWarning, match="is gone; taking over"):
+        summary = run(store, out, client=client, frames_per_part=4, progress=False)
+    assert summary.rows == len(reference[1]) and not lock.exists()

@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +28,8 @@ import pandas as pd
 
 from ..errors import InputError, StemflowError
 
-__all__ = ["OutputMismatchError", "IncompleteRunError", "run_status", "check_complete", "record_failure",
-           "ATOMS_DIR", "MANIFEST", "PROBABILITIES", "LABELS", "part_path",
+__all__ = ["OutputMismatchError", "IncompleteRunError", "RunLockedError", "run_lock", "LOCK", "run_status",
+           "check_complete", "record_failure", "ATOMS_DIR", "MANIFEST", "PROBABILITIES", "LABELS", "part_path",
            "write_part", "part_meta", "input_digest", "complete_parts", "prepare", "finish", "read_atoms",
            "empty_atoms"]
 
@@ -45,6 +46,78 @@ _COMPARED = ("format", "input", "model", "parameters", "parts")
 
 class OutputMismatchError(StemflowError, FileExistsError):
     """The output directory holds a run made with other settings (or something else entirely)."""
+
+
+class RunLockedError(StemflowError):
+    """Another run is writing the same output directory."""
+
+
+#: Lock file of a run in progress, in its output directory: owner pid, host and start time.
+LOCK = ".stemflow.lock"
+
+
+def _alive(pid) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, TypeError, ValueError, OverflowError):
+        return True
+    return True
+
+
+@contextmanager
+def run_lock(out):
+    """Hold ``OUT/.stemflow.lock`` while a run writes ``out``: one run at a time per directory.
+
+    A lock left by a process that died on this host is taken over (with a warning); one held by a
+    live process, or by another host, is refused.
+
+    Raises
+    ------
+    RunLockedError
+        Another run holds the lock; the message names its pid, host and start time.
+    """
+    import socket
+    import time
+    import warnings
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        yield          # not a directory: prepare() refuses it with the fix
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / LOCK
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+    fd = None
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            try:
+                owner = json.loads(path.read_text())
+            except (OSError, ValueError):
+                owner = {}
+            if owner.get("host") == me["host"] and not _alive(owner.get("pid")):
+                from ..errors import StemflowWarning
+
+                warnings.warn(f"{path}: the run that held it (pid {owner.get('pid')}, since {owner.get('since')}) is "
+                              "gone; taking over (its finished parts are kept)", StemflowWarning, stacklevel=3)
+                path.unlink(missing_ok=True)
+                continue
+            raise RunLockedError(
+                f"{str(out)!r} is being written by another run (pid {owner.get('pid', '?')} on "
+                f"{owner.get('host', '?')} since {owner.get('since', '?')}); wait for it to finish, or, if it died on "
+                f"another machine, remove {str(path)!r}") from None
+    if fd is None:
+        raise RunLockedError(f"could not take the lock {str(path)!r}; remove it if no run is writing {str(out)!r}")
+    with os.fdopen(fd, "w") as f:
+        json.dump(me, f)
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
 
 
 class IncompleteRunError(StemflowError):
@@ -247,7 +320,7 @@ def prepare(out, manifest: dict, overwrite: bool = False) -> set[int]:
                 f"{str(out)!r} holds a run with different settings ({'; '.join(diffs[:6])}"
                 f"{'; …' if len(diffs) > 6 else ''}); resuming would mix them. Pass overwrite=True (--overwrite) "
                 "to recompute from scratch, or choose another --out")
-    elif out.is_dir() and any(out.iterdir()):
+    elif out.is_dir() and any(p.name != LOCK for p in out.iterdir()):
         raise OutputMismatchError(f"{str(out)!r} is not empty and holds no stemflow run ({MANIFEST} missing); "
                                   "choose another --out, or pass overwrite=True (--overwrite) to write into it")
     out.mkdir(parents=True, exist_ok=True)

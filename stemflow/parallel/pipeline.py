@@ -376,55 +376,57 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
     # resolved here: workers (on an external scheduler, in another working directory) get an
     # absolute path, never one relative to wherever they were started
     out = Path(out).expanduser().resolve()
-    done = output.prepare(out, manifest, overwrite=overwrite)
-    frame_shape = tuple(da.shape[-2:]) if da.ndim <= 3 else (da.sizes["scan_y"], da.sizes["scan_x"])
-    if save_probabilities:
-        _prepare_probabilities(out, n_total, frame_shape, float(ps), card)
-    todo = [i for i in range(len(parts)) if i not in done]
-    stats, dashboard, n_workers_used, t_compute, changed = [], None, 0, 0.0, []
-    if todo or (done and verify_input):
-        from contextlib import nullcontext
+    with output.run_lock(out):   # one run at a time per output directory
+        done = output.prepare(out, manifest, overwrite=overwrite)
+        frame_shape = tuple(da.shape[-2:]) if da.ndim <= 3 else (da.sizes["scan_y"], da.sizes["scan_x"])
+        if save_probabilities:
+            _prepare_probabilities(out, n_total, frame_shape, float(ps), card)
+        todo = [i for i in range(len(parts)) if i not in done]
+        stats, dashboard, n_workers_used, t_compute, changed = [], None, 0, 0.0, []
+        if todo or (done and verify_input):
+            from contextlib import nullcontext
 
-        ctx = nullcontext(client) if client is not None else connect(scheduler, n_workers=n_workers, quiet=not progress)
-        with ctx as cl:
-            dashboard = cl.dashboard_link
-            n_workers_used = len(cl.nthreads())
-            if done and verify_input:
-                changed = _changed_parts(cl, da, source, det, parts, done, out)
-                if changed:
-                    done = done - set(changed)
-                    todo = sorted(set(todo) | set(changed))
-                    if progress:
-                        print(f"stemflow: the input under {len(changed)} of {len(parts)} complete parts changed "
-                              "since they were computed; computing them again", file=sys.stderr)
-            t0 = time.perf_counter()
-            if todo:
-                stats = _compute(cl, da, source, det, parts, todo, ref, params, out, progress, on_part)
-            t_compute = time.perf_counter() - t0
-        _check_parts_here(out, stats, parts)
-    rows = sum(s["rows"] for s in stats) + sum(_part_rows(out, i) for i in done)
-    labels: dict = {}
-    for s in stats:
-        for k, v in s["labels"].items():
-            labels[k] = labels.get(k, 0) + v
-    n_frames = sum(b - a for a, b in parts)
-    computed_frames = sum(parts[i][1] - parts[i][0] for i in todo)
-    summary = RunSummary(out=out, parts=len(parts), computed=len(todo), skipped=len(done), changed=len(changed),
-                         frames=n_frames,
-                         rows=rows, labels=labels, seconds=time.perf_counter() - t_start,
-                         frames_per_second=computed_frames / t_compute if t_compute > 0 else float("nan"),
-                         workers=n_workers_used, dashboard=dashboard)
-    output.finish(out, rows=rows, frames=n_frames, seconds_last_call=summary.seconds,
-                  model_card={k: card.get(k) for k in ("name", "pixel_size", "classes")},
-                  execution={"batch_size": int(batch_size), "workers": n_workers_used})
-    if track and da.ndim == 3 and n_frames > 1:
-        from .dynamics import track_run
+            ctx = (nullcontext(client) if client is not None
+                   else connect(scheduler, n_workers=n_workers, quiet=not progress))
+            with ctx as cl:
+                dashboard = cl.dashboard_link
+                n_workers_used = len(cl.nthreads())
+                if done and verify_input:
+                    changed = _changed_parts(cl, da, source, det, parts, done, out)
+                    if changed:
+                        done = done - set(changed)
+                        todo = sorted(set(todo) | set(changed))
+                        if progress:
+                            print(f"stemflow: the input under {len(changed)} of {len(parts)} complete parts changed "
+                                  "since they were computed; computing them again", file=sys.stderr)
+                t0 = time.perf_counter()
+                if todo:
+                    stats = _compute(cl, da, source, det, parts, todo, ref, params, out, progress, on_part)
+                t_compute = time.perf_counter() - t0
+            _check_parts_here(out, stats, parts)
+        rows = sum(s["rows"] for s in stats) + sum(_part_rows(out, i) for i in done)
+        labels: dict = {}
+        for s in stats:
+            for k, v in s["labels"].items():
+                labels[k] = labels.get(k, 0) + v
+        n_frames = sum(b - a for a, b in parts)
+        computed_frames = sum(parts[i][1] - parts[i][0] for i in todo)
+        summary = RunSummary(out=out, parts=len(parts), computed=len(todo), skipped=len(done), changed=len(changed),
+                             frames=n_frames,
+                             rows=rows, labels=labels, seconds=time.perf_counter() - t_start,
+                             frames_per_second=computed_frames / t_compute if t_compute > 0 else float("nan"),
+                             workers=n_workers_used, dashboard=dashboard)
+        output.finish(out, rows=rows, frames=n_frames, seconds_last_call=summary.seconds,
+                      model_card={k: card.get(k) for k in ("name", "pixel_size", "classes")},
+                      execution={"batch_size": int(batch_size), "workers": n_workers_used})
+        if track and da.ndim == 3 and n_frames > 1:
+            from .dynamics import track_run
 
-        result = track_run(out, pixel_size=float(ps), images=da, dose=da.attrs.get("dose"),
-                           frame_time=da.attrs.get("frame_time"), **(track_options or {}))
-        summary.events = len(result.events)
-        summary.seconds = time.perf_counter() - t_start
-    return summary
+            result = track_run(out, pixel_size=float(ps), images=da, dose=da.attrs.get("dose"),
+                               frame_time=da.attrs.get("frame_time"), **(track_options or {}))
+            summary.events = len(result.events)
+            summary.seconds = time.perf_counter() - t_start
+        return summary
 
 
 def _sources(client, da, source, det, parts, indices) -> dict:
