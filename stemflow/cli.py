@@ -379,8 +379,7 @@ def main(argv=None) -> int:
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print(f"{where}: interrupted; the parts already written are kept: run the same command again to "
-              "resume", file=sys.stderr)
+        print(f"{where}: interrupted{_parts_done(args)}; run the same command again to resume", file=sys.stderr)
         return 130
     except (StemflowError, FileExistsError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
             PermissionError, ValueError, TypeError) as exc:
@@ -393,6 +392,20 @@ def main(argv=None) -> int:
         print(f"{where}: failed: {type(exc).__name__}: {_one_line(exc)} (set STEMFLOW_DEBUG=1 to see where)",
               file=sys.stderr)
         return 1
+
+
+def _parts_done(args) -> str:
+    """``": N of M parts complete"`` for a run directory, else what is kept."""
+    out = getattr(args, "out", None)
+    try:
+        from .parallel.output import MANIFEST, run_status
+
+        if out and (Path(out) / MANIFEST).exists():
+            st = run_status(out)
+            return f": {st['parts'] - len(st['missing'])} of {st['parts']} parts complete"
+    except Exception:   # the message must not fail on a half-written directory
+        pass
+    return "; the parts already written are kept"
 
 
 def _one_line(exc: BaseException) -> str:

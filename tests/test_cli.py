@@ -88,7 +88,7 @@ def test_track_and_report_commands_write_the_tables(tmp_path):
 @pytest.mark.parametrize("exc, code, word", [
     (RuntimeError("a worker died\n  (details)"), 1, "failed: RuntimeError: a worker died (details)"),
     (PermissionError("[Errno 13] Permission denied: 'out'"), 2, "error: [Errno 13] Permission denied"),
-    (KeyboardInterrupt(), 130, "interrupted; the parts already written are kept"),
+    (KeyboardInterrupt(), 130, "interrupted; the parts already written are kept; run the same command again"),
 ])
 def test_every_failure_is_one_line_without_a_traceback(monkeypatch, tmp_path, capsys, exc, code, word):
     import stemflow.cli as cli
@@ -104,3 +104,20 @@ def test_every_failure_is_one_line_without_a_traceback(monkeypatch, tmp_path, ca
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("stemflow info: ") and word in err, err
     assert "Traceback" not in err
+
+
+def test_ctrl_c_during_a_run_says_how_many_parts_are_complete(monkeypatch, tmp_path, capsys):
+    import stemflow.cli as cli
+    from stemflow.parallel import output
+
+    out = tmp_path / "run"
+
+    def interrupted(args):
+        output.prepare(out, {"format": "x", "parts": [[0, 2], [2, 4], [4, 6]]})
+        output.write_part(out, 0, output.empty_atoms())
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_cmd_run", interrupted)
+    assert main(["run", str(tmp_path / "in.zarr"), "--out", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert err == "stemflow run: interrupted: 1 of 3 parts complete; run the same command again to resume\n"
