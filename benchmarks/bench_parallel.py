@@ -192,6 +192,9 @@ def main():
                          "memory: ~128 MB, --full; 8 MB otherwise)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--tmp", default=tempfile.gettempdir())
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="measure the throughput this many times (the machine is shared and noisy): every run and "
+                         "the medians of the ratios are written")
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--memory-size", type=int, default=None, help="frame side of the memory test's inputs, px")
@@ -216,7 +219,7 @@ def main():
     prev = OUT / "parallel.json"
     if prev.exists():
         old = json.loads(prev.read_text())
-        for key in ("throughput", "memory", "meta_throughput", "meta_memory"):
+        for key in ("throughput", "throughput_runs", "memory", "meta_throughput", "meta_memory"):
             if key in old:
                 res[key] = old[key]
     try:
@@ -224,19 +227,23 @@ def main():
             store = tmp / "throughput.zarr"
             cf = a.part_frames or max(1, n_thr // (4 * a.workers))
             write_movie_store(store, n_thr, size, cf)
-            bare1 = bare_loop(store, n_thr, 1, cf)
-            bareN = bare_loop(store, n_thr, a.workers, cf)
-            bareP = bare_concurrent(store, n_thr, a.workers, cf)
-            run1 = pipeline(store, n_thr, 1, tmp / "out1", cf)
-            runN = pipeline(store, n_thr, a.workers, tmp / "outN", cf)
-            res["throughput"] = {"frames": n_thr, "frames_per_part": cf, "bare_1_thread": bare1,
-                                 f"bare_{a.workers}_threads": bareN, f"bare_{a.workers}_processes": bareP,
-                                 "run_1_worker": run1["fps"],
-                                 f"run_{a.workers}_workers": runN["fps"], "run_1_worker_wall": run1["fps_wall"],
-                                 f"run_{a.workers}_workers_wall": runN["fps_wall"], "size": size,
-                                 "workers": a.workers}
+            runs = []
+            for k in range(max(1, a.repeats)):
+                bare1 = bare_loop(store, n_thr, 1, cf)
+                bareN = bare_loop(store, n_thr, a.workers, cf)
+                bareP = bare_concurrent(store, n_thr, a.workers, cf)
+                run1 = pipeline(store, n_thr, 1, tmp / f"out1-{k}", cf)
+                runN = pipeline(store, n_thr, a.workers, tmp / f"outN-{k}", cf)
+                runs.append({"frames": n_thr, "frames_per_part": cf, "bare_1_thread": bare1,
+                             f"bare_{a.workers}_threads": bareN, f"bare_{a.workers}_processes": bareP,
+                             "run_1_worker": run1["fps"],
+                             f"run_{a.workers}_workers": runN["fps"], "run_1_worker_wall": run1["fps_wall"],
+                             f"run_{a.workers}_workers_wall": runN["fps_wall"], "size": size,
+                             "workers": a.workers, "load_avg": os.getloadavg()[0]})
+                print(runs[-1])
+            res["throughput"] = runs[-1]
+            res["throughput_runs"] = runs
             res["meta_throughput"] = dict(res["meta"], load_avg_at_end=os.getloadavg())
-            print(res["throughput"])
             shutil.rmtree(store)
         if not a.skip_memory:
             res["memory"] = {}
@@ -292,6 +299,26 @@ def write_results(res, a):
                   "`run` frames/s are over its compute phase, on workers warmed up by a one-frame run (imports and model "
                   "loaded, as in the bare loop's process; cluster start-up excluded); with the submission and the final "
                   f"manifest: {t['run_1_worker_wall']:.2f} (1 worker), {t[f'run_{w}_workers_wall']:.2f} ({w} workers).", ""]
+    runs = res.get("throughput_runs", [])
+    if len(runs) > 1:
+        w = runs[0]["workers"]
+        one = [r["run_1_worker"] / r["bare_1_thread"] for r in runs]
+        scale = [r[f"run_{w}_workers"] / r["run_1_worker"] for r in runs]
+        ceil = [r[f"run_{w}_workers"] / r[f"bare_{w}_processes"] for r in runs]
+        lines += [f"### The same measurement, repeated {len(runs)} times in this run", "",
+                  "The ratios move from run to run on a shared machine, so every repeat is here (the table above is "
+                  "the last one) with the medians:", "",
+                  f"| run | bare 1 thread | `run` 1 worker | `run` {w} workers | `run` 1 worker / bare | 1 → {w} workers "
+                  f"| `run` {w} workers / {w} bare processes | load average |", "|---|---|---|---|---|---|---|---|"]
+        for k, r in enumerate(runs, 1):
+            lines.append(f"| {k} | {r['bare_1_thread']:.2f} | {r['run_1_worker']:.2f} | {r[f'run_{w}_workers']:.2f} | "
+                         f"{one[k - 1]:.2f}× | {scale[k - 1]:.2f}× | {ceil[k - 1]:.2f}× | {r.get('load_avg', float('nan')):.1f} |")
+        lines += [f"| median | | | | **{np.median(one):.2f}×** | **{np.median(scale):.2f}×** | "
+                  f"**{np.median(ceil):.2f}×** | |", ""]
+        res["throughput_medians"] = {"run_1_worker_over_bare": float(np.median(one)),
+                                     f"run_1_to_{w}_workers": float(np.median(scale)),
+                                     f"run_{w}_workers_over_{w}_processes": float(np.median(ceil))}
+        (OUT / "parallel.json").write_text(json.dumps(res, indent=2, default=str))
     if "memory" in res:
         m = res.get("meta_memory", res["meta"])
         cmd = " ".join(["python benchmarks/bench_parallel.py", *m.get("args", [])])
