@@ -342,6 +342,24 @@ def test_defocus_source_size_and_focal_spread_widen_the_probe():
     assert g.sum() == pytest.approx(1.0) and _fwhm(g[60]) * 0.05 == pytest.approx(1.2, rel=0.02)
 
 
+def _blob_centroid_errors(image, atoms, k: int, floor_pct: float):
+    """Distance (px) from each true column at least ``k`` px inside the frame to the centroid of
+    its (2k+1)² window above the window's ``floor_pct`` percentile; and the rows used."""
+    img = np.asarray(image, np.float64)
+    h, w = img.shape
+    errors, used = [], []
+    for i, r in atoms.iterrows():
+        cy, cx = int(round(r.y)), int(round(r.x))
+        if not (k <= cy < h - k and k <= cx < w - k):
+            continue
+        win = img[cy - k:cy + k + 1, cx - k:cx + k + 1]
+        win = np.clip(win - np.percentile(win, floor_pct), 0, None)
+        yy, xx = np.mgrid[cy - k:cy + k + 1, cx - k:cx + k + 1]
+        errors.append(np.hypot((win * yy).sum() / win.sum() - r.y, (win * xx).sum() / win.sum() - r.x))
+        used.append(i)
+    return np.array(errors), atoms.loc[used]
+
+
 def test_the_aberrated_probe_keeps_the_counts_and_the_positions():
     kw = dict(seed=9, defects={"Pt1": 8}, pixel_size=0.02, noise=False, tail_fraction=0.0, probe_fwhm=1.0)
     gauss = simulate_image("amorphous", 160, **kw)
@@ -350,16 +368,7 @@ def test_the_aberrated_probe_keeps_the_counts_and_the_positions():
     inner = (slice(40, 120), slice(40, 120))   # away from the edges that see columns outside
     assert aber.expected[inner].sum() == pytest.approx(gauss.expected[inner].sum(), rel=0.02)
     pd.testing.assert_frame_equal(gauss.atoms, aber.atoms)
-    img, k = aber.expected.astype(np.float64), 4
-    errors = []
-    for _, r in aber.atoms.iterrows():
-        cy, cx = int(round(r.y)), int(round(r.x))
-        if not (k <= cy < 160 - k and k <= cx < 160 - k):
-            continue
-        win = img[cy - k:cy + k + 1, cx - k:cx + k + 1]
-        win = np.clip(win - np.percentile(win, 30), 0, None)
-        yy, xx = np.mgrid[cy - k:cy + k + 1, cx - k:cx + k + 1]
-        errors.append(np.hypot((win * yy).sum() / win.sum() - r.y, (win * xx).sum() / win.sum() - r.x))
+    errors, _ = _blob_centroid_errors(aber.expected, aber.atoms, 4, 30)
     assert len(errors) >= 4 and np.max(errors) < 0.15   # px
     # a film under the aberrated probe adds the same counts as under the Gaussian one
     film = dict(seed=4, pixel_size=0.03, defects={"Pt1": 2}, noise=False, tail_fraction=0.0)
@@ -411,17 +420,8 @@ def test_flyback_and_line_drift_move_the_truth_with_the_blobs():
     dx = (pt.loc[common, "x"] - pt0.loc[common, "x"]).to_numpy()
     assert np.allclose(pt.loc[common, "y"], pt0.loc[common, "y"])   # x-only distortions
     assert np.abs(dx).max() > 0.3                                    # the truth moved
-    img, sig, errors, bent = sim.expected.astype(np.float64), sim.imaging.sigma_px, [], 0
-    for _, r in sim.atoms.iterrows():
-        cy, cx = int(round(r.y)), int(round(r.x))
-        k = int(np.ceil(2.5 * sig))
-        if not (k <= cy < 192 - k and k <= cx < 192 - k):
-            continue
-        win = img[cy - k:cy + k + 1, cx - k:cx + k + 1]
-        win = np.clip(win - np.percentile(win, 20), 0, None)
-        yy, xx = np.mgrid[cy - k:cy + k + 1, cx - k:cx + k + 1]
-        errors.append(np.hypot((win * yy).sum() / win.sum() - r.y, (win * xx).sum() / win.sum() - r.x))
-        bent += r.x < 30          # where the flyback still shifts by more than 1 px
+    errors, used = _blob_centroid_errors(sim.expected, sim.atoms, int(np.ceil(2.5 * sim.imaging.sigma_px)), 20)
+    bent = int((used.x < 30).sum())          # where the flyback still shifts by more than 1 px
     assert len(errors) >= 15 and bent >= 2
     assert np.max(errors) < 0.12   # px, as for jitter and drift alone
 
