@@ -114,5 +114,6 @@ def test_a_client_killed_and_restarted_gives_the_undisturbed_table(cluster, movi
 
     before = complete_parts(out)
     again = run(movie, out, scheduler=addr, frames_per_part=2, progress=False, track=False)
-    assert (again.skipped, again.computed) == (len(before), again.parts - len(before)) and again.skipped >= 1
+    # tasks the dead client had started may still finish their parts before the rerun looks
+    assert again.skipped >= max(1, len(before)) and again.skipped + again.computed == again.parts
     pd.testing.assert_frame_equal(read_atoms(out), reference)
