@@ -101,9 +101,10 @@ def _check_quality(ambiguous: list[float], stack: bool) -> None:
                       f"share is in df.attrs['ambiguous_share']", StemflowWarning, stacklevel=3)
 
 
-def _heavy_atoms(t: pd.DataFrame, frame: np.ndarray, probs: np.ndarray, factor: float,
+def _heavy_atoms(labels: list, frame: np.ndarray, probs: np.ndarray, factor: float,
                  pixel_size: float) -> pd.DataFrame:
-    """Heavy atoms of one frame on an amorphous support (input px), replacing the network's rows.
+    """Heavy atoms of one frame on an amorphous support (input px), instead of the network's blobs
+    (``labels``: the categories of ``label``, as :func:`stemflow.locate` gives them).
 
     The support is background, whatever texture of it the network reads as columns; a heavy atom
     is a point source significant against the *local* support and noise, ≥ ``HEAVY_SIGNIFICANCE``
@@ -121,7 +122,6 @@ def _heavy_atoms(t: pd.DataFrame, frame: np.ndarray, probs: np.ndarray, factor: 
     smooth = ndimage.gaussian_filter(np.asarray(frame, np.float64), max(0.05 / pixel_size, 0.5))
     yi = np.clip(np.rint(out["y"].to_numpy()).astype(int), 0, h - 1)
     xi = np.clip(np.rint(out["x"].to_numpy()).astype(int), 0, w - 1)
-    labels = t["label"].cat.categories if isinstance(t["label"].dtype, pd.CategoricalDtype) else None
     return out.assign(label=pd.Categorical(["dopant"] * len(out), categories=labels),
                       prob=fg[ys, xs].astype(np.float32), intensity=smooth[yi, xi].astype(np.float32),
                       significance=out["significance"].astype(np.float32))
@@ -230,12 +230,13 @@ def find_atoms(image, pixel_size: float | None = None, lattice: str = "graphene"
         fg = 1.0 - probs[:, 0]
         ambiguous += [float(v) for v in ((fg > 0.2) & (fg < 0.8)).mean(axis=(1, 2))]
         for j, (small, p) in enumerate(zip(block, probs)):
-            t = locate(p, small, classes=net.classes, threshold=threshold,
-                       offsets=None if offsets is None else offsets[j])
-            t["y"] = to_input_coords(t["y"].to_numpy(), factor)
-            t["x"] = to_input_coords(t["x"].to_numpy(), factor)
             if lattice == "amorphous":
-                t = _heavy_atoms(t, frames[i0 + j], p, factor, pixel_size)
+                t = _heavy_atoms(list(net.classes[1:]), frames[i0 + j], p, factor, pixel_size)
+            else:
+                t = locate(p, small, classes=net.classes, threshold=threshold,
+                           offsets=None if offsets is None else offsets[j])
+                t["y"] = to_input_coords(t["y"].to_numpy(), factor)
+                t["x"] = to_input_coords(t["x"].to_numpy(), factor)
             if refine:
                 floor, slope, inflation = _NET_ERROR
                 t = refine_atoms(frames[i0 + j], t, _PROBE_SIGMA_NM / pixel_size,

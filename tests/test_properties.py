@@ -34,6 +34,18 @@ def _make(shape, dtype, fill, seed):
     return a
 
 
+def _result_or_error(fn):
+    """``fn()``'s result, or None when it raised a stemflow error with a message; any other
+    exception propagates (and fails the property)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StemflowWarning)
+        try:
+            return fn()
+        except StemflowError as exc:
+            assert str(exc)                     # a message, naming the problem
+            return None
+
+
 def _valid_atoms(df):
     assert isinstance(df, pd.DataFrame)
     assert {"y", "x", "label", "prob"} <= set(df.columns)
@@ -46,27 +58,18 @@ def _valid_atoms(df):
        pixel_size=st.one_of(st.none(), st.sampled_from([0.02, 0.0, -1.0, float("nan"), 5.0, 1e-6])))
 def test_find_atoms_gives_a_valid_table_or_a_stemflow_error(shape, dtype, fill, seed, pixel_size):
     img = _make(shape, dtype, fill, seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", StemflowWarning)
-        try:
-            out = find_atoms(img, pixel_size=pixel_size, identify=False)
-        except StemflowError as exc:
-            assert str(exc)                     # a message, naming the problem
-            return
-    _valid_atoms(out)
+    out = _result_or_error(lambda: find_atoms(img, pixel_size=pixel_size, identify=False))
+    if out is not None:
+        _valid_atoms(out)
 
 
 @FAST
 @given(shape=_shapes, dtype=_dtypes, fill=_fill, seed=st.integers(0, 2**16))
 def test_open_stem_gives_frames_or_a_stemflow_error(shape, dtype, fill, seed):
     arr = _make(shape, dtype, fill, seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", StemflowWarning)
-        try:
-            da = open_stem(arr, pixel_size=0.02)
-        except StemflowError as exc:
-            assert str(exc)
-            return
+    da = _result_or_error(lambda: open_stem(arr, pixel_size=0.02))
+    if da is None:
+        return
     assert da.dims[-2:] in (("y", "x"), ("k_y", "k_x")) and da.size == arr.size
 
 
@@ -86,13 +89,9 @@ def test_track_gives_its_tables_or_a_stemflow_error(n, frames, keep, bad, seed):
     if bad == "neg_frame" and n:
         df.loc[0, "frame"] = -1
     df = df[[c for c in df.columns if c in keep]]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", StemflowWarning)
-        try:
-            res = track(df, pixel_size=0.02)
-        except StemflowError as exc:
-            assert str(exc)
-            return
+    res = _result_or_error(lambda: track(df, pixel_size=0.02))
+    if res is None:
+        return
     traj, events, drift = res
     for t in (traj, events, drift):
         assert isinstance(t, pd.DataFrame)

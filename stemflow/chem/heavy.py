@@ -24,7 +24,7 @@ from scipy import ndimage
 
 from ..errors import InputError, check_positive
 
-__all__ = ["significance_map", "heavy_atom_significance", "find_heavy_atoms", "HEAVY_SIGNIFICANCE",
+__all__ = ["significance_map", "find_heavy_atoms", "HEAVY_SIGNIFICANCE",
            "HEAVY_MIN_SEPARATION_NM", "HEAVY_MIN_ROUNDNESS", "HEAVY_POPULATION_GAP"]
 
 #: Significance a heavy atom must reach, σ. A 512² frame at 30 pm/px holds about 10⁴ independent
@@ -82,22 +82,6 @@ def significance_map(image, pixel_size: float, *, probe_sigma_nm: float = 0.05, 
     z = excess / np.maximum(noise, 1e-3 * floor)
     spread = 1.4826 * np.median(np.abs(z - np.median(z)))
     return z / spread if spread > 0 else np.zeros_like(img)
-
-
-def heavy_atom_significance(atoms: pd.DataFrame, image, pixel_size: float, **options) -> np.ndarray:
-    """Significance (σ) of each row of ``atoms`` as a point source on ``image``.
-
-    The largest value of :func:`significance_map` within one probe width of each row's ``y``,
-    ``x`` (px). ``options`` go to :func:`significance_map`.
-    """
-    zmap = significance_map(image, pixel_size, **options)
-    s = _probe_px(pixel_size, options)
-    reach = max(1, int(np.ceil(s)))
-    peak = ndimage.maximum_filter(zmap, 2 * reach + 1)
-    h, w = zmap.shape
-    yi = np.clip(np.rint(atoms["y"].to_numpy(float)).astype(int), 0, h - 1)
-    xi = np.clip(np.rint(atoms["x"].to_numpy(float)).astype(int), 0, w - 1)
-    return peak[yi, xi]
 
 
 def find_heavy_atoms(image, pixel_size: float, *, significance: float = HEAVY_SIGNIFICANCE,
