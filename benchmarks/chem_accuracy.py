@@ -36,7 +36,7 @@ from stemflow.augment import TEST_SEED_START
 from stemflow.chem import identify
 from stemflow.chem.classes import cluster_descriptors, defect_descriptors, defect_patches, class_mean_patches
 from stemflow.chem.defects import _analyse
-from stemflow.chem._common import LATTICE_PARAMS
+from stemflow.tables import LATTICES as LATTICE_PARAMS  # nm
 from stemflow.simulate import DEFECT_KINDS, simulate_image
 
 ROOT = Path(__file__).resolve().parent.parent

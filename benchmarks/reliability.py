@@ -91,7 +91,7 @@ def cases(tmp: Path, client):
     from stemflow.parallel import read_atoms, run
     from stemflow.parallel.dynamics import track_run
     from stemflow.simulate import simulate_image, simulate_movie
-    from stemflow.simulate.write import write_movie
+    from stemflow.io import write_movie
     from stemflow.track import track
 
     sim = simulate_image("graphene", 128, pixel_size=PX, seed=1, defects={"Si1C3": 1})

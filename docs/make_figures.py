@@ -15,7 +15,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
-from stemflow.simulate import CLASSES, simulate_image  # noqa: E402
+from stemflow.simulate import simulate_image  # noqa: E402
+from stemflow.tables import CLASSES  # noqa: E402
 
 HERE = Path(__file__).parent / "images"
 STYLE = {"lattice": dict(s=4, c="#4da3ff", marker="."),

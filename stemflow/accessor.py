@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import xarray as xr
 
-from . import io
-
 __all__ = ["StemAccessor"]
 
 
@@ -35,7 +33,9 @@ class StemAccessor:
     def info(self) -> str:
         """Text summary: dims, shape, dtype, chunks (shape, MB per chunk, count), pixel size
         (nm/px) and size in memory; the same as :func:`stemflow.io.describe`."""
-        return io.describe(self._da)
+        from .io import describe
+
+        return describe(self._da)
 
     def virtual_image(self, detector="haadf", *, inner=None, outer=None, center=None, k_pixel_size=None):
         """Virtual-detector image of 4D-STEM data, computed lazily chunk by chunk.

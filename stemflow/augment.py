@@ -14,14 +14,15 @@ Units: pixel sizes in nm/px, probe sizes in Å, dose in e⁻/Å².
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy import ndimage
 
 from .preprocess import normalize, resample, to_model_coords
 from .simulate import DEFAULT_DEFECTS, simulate_image
-from .simulate.imaging import CLASSES, class_mask
+from .simulate.imaging import class_mask
+from .tables import CLASSES
 
 __all__ = ["SampleSpec", "training_sample", "training_batches", "targets", "transform_points", "degrade", "normalize"]
 

@@ -51,7 +51,7 @@ def _cmd_info(args) -> int:
 def _cmd_simulate(args) -> int:
     from .simulate import simulate_movie
     from .simulate.fourd import Detector
-    from .simulate.write import write_4d, write_movie
+    from .io import write_4d, write_movie
 
     options = dict(pixel_size=args.pixel_size, dose=args.dose, noise=not args.noise_free,
                    line_jitter=args.line_jitter, background=args.background,

@@ -56,7 +56,7 @@ def run_demo(out="demo_out", *, frames: int = 64, size: int = 512, dose: float =
     from .metrics import score
     from .parallel import connect, run
     from .simulate import simulate_movie
-    from .simulate.write import write_movie
+    from .io import write_movie
     from .track.scoring import drift_error, score_events, trajectory_purity
 
     t_start = time.perf_counter()

@@ -20,10 +20,10 @@ from .locate import locate
 from .nn.weights import Model, load_model
 from .preprocess import normalize, resample, to_input_coords, to_model_coords
 from .refine import refine_atoms
-from .simulate.lattice import LATTICES
 from .spacing import check_pixel_size
+from .tables import ATOMS, LATTICES
 
-__all__ = ["find_atoms", "ATOMS_COLUMNS"]
+__all__ = ["find_atoms"]
 
 #: Starting width (standard deviation, nm) of a column for the refinement: a 1.1 Å FWHM probe.
 _PROBE_SIGMA_NM = 0.045
@@ -32,8 +32,6 @@ _PROBE_SIGMA_NM = 0.045
 #: chosen on calibration frames by ``benchmarks/localisation.py``.
 _NET_ERROR = (0.075, 0.5, 2.0)
 
-#: Columns of the atoms table ``find_atoms`` returns (``frame`` first for stacks).
-ATOMS_COLUMNS = ["y", "x", "y_nm", "x_nm", "label", "prob", "intensity"]
 
 
 @functools.lru_cache(maxsize=4)
@@ -252,7 +250,7 @@ def find_atoms(image, pixel_size: float | None = None, lattice: str = "graphene"
         out = out.loc[keep].reset_index(drop=True)
     out["y_nm"] = out["y"] * pixel_size
     out["x_nm"] = out["x"] * pixel_size
-    cols = ((["frame"] if stack else []) + ATOMS_COLUMNS + (["xy_error"] if refine else [])
+    cols = ((ATOMS.names if stack else ATOMS.names[1:]) + (["xy_error"] if refine else [])
             + (["y_fit", "x_fit", "fit_error"] if lattice_prior else [])
             + (["significance"] if lattice == "amorphous" else []))
     out = out[cols]

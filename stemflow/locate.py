@@ -20,12 +20,10 @@ import pandas as pd
 from scipy import ndimage
 
 from .errors import InputError
-from .simulate.imaging import CLASSES
+from .tables import CLASSES
 
-__all__ = ["locate", "refine_centres", "LOCATE_COLUMNS"]
+__all__ = ["locate", "refine_centres"]
 
-#: Columns of the table returned by :func:`locate`, in order.
-LOCATE_COLUMNS = ("y", "x", "label", "prob", "intensity", "area")
 
 _SUM_TOL = 1e-2  # |Σ_c p_c − 1| allowed per pixel (float16 softmax output passes)
 _FOOTPRINT4 = ndimage.generate_binary_structure(2, 1)
@@ -50,7 +48,7 @@ def locate(probs, image=None, *, classes=CLASSES, threshold: float = 0.5,
         ``intensity`` and, with ``refine=True``, refined centres; without it ``intensity`` is NaN.
     classes : sequence of str
         Class names, one per channel of ``probs``, background first. Default
-        :data:`stemflow.simulate.CLASSES` (``background, lattice, dopant, vacancy``). A class
+        :data:`stemflow.tables.CLASSES` (``background, lattice, dopant, vacancy``). A class
         named ``vacancy`` is never refined on the image.
     threshold : float
         A pixel is foreground when ``1 - p_background > threshold`` (0 < threshold < 1).
@@ -83,7 +81,7 @@ def locate(probs, image=None, *, classes=CLASSES, threshold: float = 0.5,
     -------
     DataFrame
         One row per blob (rows in the order of the blobs' labels: raster order of their first
-        pixel, parts of split blobs last), with columns :data:`LOCATE_COLUMNS`:
+        pixel, parts of split blobs last), with the columns of :data:`stemflow.tables.LOCATED`:
 
         ``y``, ``x`` : float64
             Sub-pixel centre, px.

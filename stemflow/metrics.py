@@ -17,11 +17,10 @@ from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 from scipy.spatial import cKDTree
 
 from .errors import InputError, check_positive
+from .tables import LABELS, SCORES
 
 __all__ = ["match", "score", "default_max_distance"]
 
-_CLASSES = ("lattice", "dopant", "vacancy")
-_SCORE_COLUMNS = ["tp", "fp", "fn", "precision", "recall", "f1", "rmse_px"]
 
 
 def match(pred: pd.DataFrame, truth: pd.DataFrame, max_distance: float) -> pd.DataFrame:
@@ -73,7 +72,7 @@ def match(pred: pd.DataFrame, truth: pd.DataFrame, max_distance: float) -> pd.Da
 
 
 def score(pred: pd.DataFrame, truth: pd.DataFrame, *, max_distance: float | None = None,
-          pixel_size: float | None = None, classes=_CLASSES) -> pd.DataFrame:
+          pixel_size: float | None = None, classes=LABELS) -> pd.DataFrame:
     """Detection and classification scores of ``pred`` against ``truth``, per class.
 
     Parameters
@@ -151,7 +150,7 @@ def score(pred: pd.DataFrame, truth: pd.DataFrame, *, max_distance: float | None
             rows[c] = _counts(int(tp_pairs.sum()), int((pl == c).sum()), int((tl == c).sum()),
                               d[tp_pairs])
     rows["all"] = _counts(len(d), len(py), len(ty), d)
-    out = pd.DataFrame.from_dict(rows, orient="index")[_SCORE_COLUMNS]
+    out = pd.DataFrame.from_dict(rows, orient="index")[SCORES.names]
     out = out.astype({"tp": np.int64, "fp": np.int64, "fn": np.int64, "precision": np.float64,
                       "recall": np.float64, "f1": np.float64, "rmse_px": np.float64})
     out.index.name = "class"

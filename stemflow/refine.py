@@ -13,7 +13,7 @@ backgrounds in the image's units.
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage, sparse
+from scipy import sparse
 from scipy.sparse.linalg import spsolve
 
 from .errors import InputError

@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 import xarray as xr
 
 import stemflow.accessor  # noqa: F401  (registers .stem)

@@ -14,7 +14,7 @@ import pytest
 
 from stemflow.parallel import read_atoms, run
 from stemflow.simulate import simulate_movie
-from stemflow.simulate.write import write_movie
+from stemflow.io import write_movie
 
 distributed = pytest.importorskip("distributed")
 PX = 0.02

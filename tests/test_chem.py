@@ -7,7 +7,8 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from stemflow import find_atoms, match
-from stemflow.chem import (IDENTIFY_COLUMNS, assign_sites, classify_defects, coordination, defect_table,
+from stemflow.tables import IDENTIFIED
+from stemflow.chem import (assign_sites, classify_defects, coordination, defect_table,
                            empty_sites, find_rings, guess_element, identify)
 from stemflow.chem.classes import cluster_descriptors, defect_descriptors
 from stemflow.chem.defects import _analyse
@@ -123,7 +124,7 @@ def test_empty_sites_find_vacancies_that_the_table_lacks():
 def test_identify_on_network_detections_names_dopants_and_vacancies():
     sim = simulate_image("graphene", 256, pixel_size=PX, seed=21, defects={"Si1C3": 2, "Si1C4": 2, "V2": 1})
     atoms = identify(find_atoms(sim.image, pixel_size=PX, lattice="graphene", identify=False), image=sim.image)
-    assert [c for c in IDENTIFY_COLUMNS if c not in atoms.columns] == []
+    assert [c for c in IDENTIFIED.names if c not in atoms.columns] == []
     truth = sim.atoms
     m = match(atoms, truth, 0.5 * BOND_PX)
     tr, pr = truth.iloc[m.truth], atoms.iloc[m.pred]
@@ -172,7 +173,7 @@ def test_empty_table_gives_empty_result_with_all_columns():
     t = pd.DataFrame({"y": pd.Series(dtype=float), "x": pd.Series(dtype=float), "label": pd.Series(dtype=str)})
     out = identify(t, pixel_size=PX, lattice="graphene")
     assert len(out) == 0
-    assert [c for c in IDENTIFY_COLUMNS if c not in out.columns] == []
+    assert [c for c in IDENTIFIED.names if c not in out.columns] == []
     assert len(defect_table(t, PX, "graphene")) == 0
     assert len(empty_sites(t, PX, "graphene")) == 0
 

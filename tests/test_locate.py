@@ -7,8 +7,9 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from stemflow.errors import InputError
-from stemflow.locate import LOCATE_COLUMNS, locate
-from stemflow.simulate import CLASSES, simulate_image
+from stemflow.locate import locate
+from stemflow.simulate import simulate_image
+from stemflow.tables import CLASSES, LOCATED
 from stemflow.simulate.imaging import class_mask
 
 CODE = {name: k for k, name in enumerate(CLASSES)}
@@ -69,7 +70,7 @@ def test_ideal_probabilities_give_every_column_with_its_label(graphene, blur, bo
 def test_output_columns_dtypes_and_values(graphene):
     sim = graphene
     found = locate(_onehot(sim.mask), sim.image)
-    assert tuple(found.columns) == LOCATE_COLUMNS
+    assert list(found.columns) == LOCATED.names
     assert [str(t) for t in found.dtypes] == ["float64", "float64", "category", "float32",
                                               "float32", "int64"]
     assert list(found.label.cat.categories) == ["lattice", "dopant", "vacancy"]
@@ -223,7 +224,7 @@ def test_empty_input_gives_an_empty_table_with_the_columns():
     p[0] = 1
     for probs in (p, np.zeros((4, 0, 0), np.float32)):
         found = locate(probs)
-        assert len(found) == 0 and tuple(found.columns) == LOCATE_COLUMNS
+        assert len(found) == 0 and list(found.columns) == LOCATED.names
         assert [str(t) for t in found.dtypes] == ["float64", "float64", "category", "float32",
                                                   "float32", "int64"]
         assert list(found.label.cat.categories) == ["lattice", "dopant", "vacancy"]

@@ -21,7 +21,7 @@ from stemflow.nn.infer import tiles
 from stemflow.parallel.pipeline import plan_parts
 from stemflow.simulate import simulate_movie
 from stemflow.simulate.fourd import Detector
-from stemflow.simulate.write import write_4d, write_movie
+from stemflow.io import write_4d, write_movie
 
 distributed = pytest.importorskip("distributed")
 

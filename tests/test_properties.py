@@ -8,7 +8,6 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from hypothesis.extra.numpy import arrays
 
 from stemflow import find_atoms, open_stem
 from stemflow.errors import StemflowError, StemflowWarning

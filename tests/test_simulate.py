@@ -6,7 +6,8 @@ import pytest
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from stemflow.simulate import (CLASSES, DEFECT_KINDS, Imaging, probe_profile, simulate_4d, simulate_image,
+from stemflow.tables import CLASSES
+from stemflow.simulate import (DEFECT_KINDS, Imaging, probe_profile, simulate_4d, simulate_image,
                                simulate_movie)
 from stemflow.simulate.fourd import Detector
 from stemflow.simulate.imaging import detector_z_exponent, electron_wavelength

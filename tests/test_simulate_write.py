@@ -6,7 +6,7 @@ import pytest
 import xarray as xr
 
 from stemflow.simulate import simulate_movie
-from stemflow.simulate.write import truth_paths, write_4d, write_movie
+from stemflow.io import truth_paths, write_4d, write_movie
 
 
 @pytest.fixture(scope="module")

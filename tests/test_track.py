@@ -9,7 +9,8 @@ import pytest
 from stemflow import find_atoms
 from stemflow.errors import InputError, StemflowWarning
 from stemflow.simulate import simulate_movie
-from stemflow.track import (EVENT_COLUMNS, diffusion, drift, dwell_times, event_rates, link, track,
+from stemflow.tables import EVENTS
+from stemflow.track import (diffusion, drift, dwell_times, event_rates, link, track,
                             transition_matrix)
 from stemflow.track.scoring import drift_error, score_events, trajectory_purity
 
@@ -83,7 +84,7 @@ def test_trajectories_are_pure_and_ids_unique(movie, tracked):
     assert trajectory_purity(traj, movie.atoms, _tol(tracked)) >= 0.99
     assert not traj.duplicated(["frame", "particle"]).any()
     assert traj.particle.dtype == np.int64
-    assert list(tracked.events.columns) == EVENT_COLUMNS
+    assert list(tracked.events.columns) == EVENTS.names
 
 
 def test_network_detections_give_the_true_hops():
@@ -164,7 +165,7 @@ def test_one_frame_gives_empty_trajectories_with_their_columns_and_a_warning(mov
     assert len(r.trajectories) == 0 and len(r.events) == 0
     for c in ("particle", "y_corr", "x_corr", "site", "state"):
         assert c in r.trajectories.columns
-    assert list(r.events.columns) == EVENT_COLUMNS
+    assert list(r.events.columns) == EVENTS.names
 
 
 def test_empty_table_returns_empty_tables():

@@ -19,12 +19,12 @@ numpy / scipy / pandas / scikit-learn: no Dask.
 
 from .bonds import BOND_CUTOFFS, coordination, find_bonds
 from .classes import class_mean_patches, classify_defects, cluster_descriptors, defect_descriptors, defect_patches
-from .defects import DEFECT_COLUMNS, defect_table, find_defects, ring_defect_name
+from .defects import defect_table, find_defects, ring_defect_name
 from .dopants import check_dopants, dopant_geometry
 from .elements import ELEMENT_MAPS, assign_elements, guess_element, measure_intensity
-from .identify import IDENTIFY_COLUMNS, identify
+from .identify import identify
 from .occupancy import column_occupancy
-from .prior import PRIOR_COLUMNS, lattice_prior
+from .prior import lattice_prior
 from .rings import find_rings
 from .sites import assign_sites, empty_sites, fit_lattice, site_cells, site_id
 
@@ -32,5 +32,4 @@ __all__ = ["identify", "check_dopants", "dopant_geometry", "assign_sites", "empt
            "assign_elements", "guess_element", "measure_intensity", "column_occupancy", "find_bonds", "coordination",
            "find_rings", "find_defects", "defect_table", "ring_defect_name", "classify_defects",
            "defect_descriptors", "cluster_descriptors", "defect_patches", "class_mean_patches",
-           "lattice_prior", "BOND_CUTOFFS", "ELEMENT_MAPS", "DEFECT_COLUMNS", "IDENTIFY_COLUMNS",
-           "PRIOR_COLUMNS"]
+           "lattice_prior", "BOND_CUTOFFS", "ELEMENT_MAPS"]

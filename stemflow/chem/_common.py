@@ -1,4 +1,4 @@
-"""Shared pieces of :mod:`stemflow.chem`: lattice constants, input checks, per-frame iteration.
+"""Shared pieces of :mod:`stemflow.chem`: input checks, per-frame iteration (constants: :mod:`stemflow.tables`).
 
 Units: lattice constants and cutoffs in nm, positions in px (``y``, ``x``) converted to nm with
 the pixel size (nm/px).
@@ -10,23 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError, check_positive
-
-#: What ``chem`` knows of each lattice: lattice constant ``a`` (nm; None for the amorphous
-#: support), host elements (metal, chalcogen for MX2) and the projected nearest-neighbour
-#: (bond) distance between columns, nm.
-LATTICE_PARAMS = {
-    "graphene": dict(a=0.246, host=("C",), bond=0.246 / np.sqrt(3)),
-    "ws2": dict(a=0.318, host=("W", "S"), bond=0.318 / np.sqrt(3)),
-    "mos2": dict(a=0.316, host=("Mo", "S"), bond=0.316 / np.sqrt(3)),
-    "amorphous": dict(a=None, host=("C",), bond=0.142),
-}
-
-#: Atomic numbers of the elements ``chem`` may name.
-ATOMIC_NUMBER = {
-    "H": 1, "B": 5, "C": 6, "N": 7, "O": 8, "Si": 14, "P": 15, "S": 16, "Ti": 22, "V": 23,
-    "Cr": 24, "Mn": 25, "Fe": 26, "Co": 27, "Ni": 28, "Cu": 29, "Se": 34, "Nb": 41, "Mo": 42,
-    "Re": 75, "Te": 52, "Ta": 73, "W": 74, "Pt": 78, "Au": 79,
-}
+from ..tables import LATTICES
 
 #: Columns every function of ``chem`` needs in an atoms table.
 REQUIRED = ("y", "x", "label")
@@ -41,11 +25,11 @@ def check_lattice(lattice) -> str:
     """The lattice name, or an :class:`InputError` that lists the known ones."""
     if lattice is None:
         raise InputError("the lattice is unknown: pass lattice= (one of "
-                         f"{', '.join(LATTICE_PARAMS)}), or use a table from find_atoms(..., lattice=...), "
+                         f"{', '.join(LATTICES)}), or use a table from find_atoms(..., lattice=...), "
                          "which records it in df.attrs['lattice']")
     name = str(lattice).lower()
-    if name not in LATTICE_PARAMS:
-        raise InputError(f"unknown lattice {lattice!r}; known lattices: {', '.join(LATTICE_PARAMS)}")
+    if name not in LATTICES:
+        raise InputError(f"unknown lattice {lattice!r}; known lattices: {', '.join(LATTICES)}")
     return name
 
 
@@ -115,3 +99,35 @@ def with_attrs(out: pd.DataFrame, atoms: pd.DataFrame, pixel_size: float, lattic
     out.attrs.update(atoms.attrs)
     out.attrs.update(pixel_size=pixel_size, lattice=lattice)
     return out
+
+
+#: Default cutoffs (nm) per lattice: ``{"A-B": cutoff}`` for element pairs (any order), and
+#: ``"default"`` for pairs not listed.
+BOND_CUTOFFS = {
+    "graphene": {"C-C": 0.175, "C-Si": 0.21, "Si-Si": 0.27, "default": 0.175},
+    "amorphous": {"C-C": 0.175, "C-Pt": 0.23, "Pt-Pt": 0.28, "default": 0.175},
+    "ws2": {"S-W": 0.23, "Mo-S": 0.23, "Cr-S": 0.23, "Se-W": 0.23, "Mo-Se": 0.23,
+            "default": 0.23},
+    "mos2": {"Mo-S": 0.23, "S-W": 0.23, "Cr-S": 0.23, "Mo-Se": 0.23, "Se-W": 0.23, "default": 0.23},
+}
+
+def pair_key(a: str, b: str) -> str:
+    """The cutoff table's key of an element pair, in either order: ``pair_key("Si", "C") == "C-Si"``."""
+    return "-".join(sorted((a, b)))
+
+
+def bond_cutoffs(lattice: str, cutoffs: dict | None = None) -> dict:
+    """The cutoff table (nm) for ``lattice`` with ``cutoffs`` (``{"Si-C": 0.2}``, any order) applied."""
+    table = dict(BOND_CUTOFFS[lattice])
+    for k, v in (cutoffs or {}).items():
+        parts = str(k).split("-")
+        if k != "default" and len(parts) != 2:
+            raise InputError(f"bond cutoff key {k!r} must name two elements like 'Si-C', or be 'default'")
+        try:
+            v = float(v)
+        except (TypeError, ValueError):
+            raise InputError(f"bond cutoff {k}={v!r} must be a number of nm") from None
+        if not (np.isfinite(v) and v >= 0):
+            raise InputError(f"bond cutoff {k}={v} must be a finite number of nm ≥ 0")
+        table[k if k == "default" else pair_key(*parts)] = v
+    return table

@@ -16,52 +16,20 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-from ..errors import InputError
-from ._common import LATTICE_PARAMS, frame_groups, positions_nm, resolve, with_attrs
+from ..tables import BONDS, LATTICES
+from ._common import BOND_CUTOFFS, bond_cutoffs, frame_groups, pair_key, positions_nm, resolve, with_attrs
+from .dopants import dopant_geometry_frames
 
-__all__ = ["BOND_CUTOFFS", "bond_cutoffs", "find_bonds", "coordination", "BOND_COLUMNS"]
-
-#: Default cutoffs (nm) per lattice: ``{"A-B": cutoff}`` for element pairs (any order), and
-#: ``"default"`` for pairs not listed.
-BOND_CUTOFFS = {
-    "graphene": {"C-C": 0.175, "C-Si": 0.21, "Si-Si": 0.27, "default": 0.175},
-    "amorphous": {"C-C": 0.175, "C-Pt": 0.23, "Pt-Pt": 0.28, "default": 0.175},
-    "ws2": {"S-W": 0.23, "Mo-S": 0.23, "Cr-S": 0.23, "Se-W": 0.23, "Mo-Se": 0.23,
-            "default": 0.23},
-    "mos2": {"Mo-S": 0.23, "S-W": 0.23, "Cr-S": 0.23, "Mo-Se": 0.23, "Se-W": 0.23, "default": 0.23},
-}
-#: Columns of the bonds table (``frame`` first for stacks).
-BOND_COLUMNS = ["i", "j", "element_i", "element_j", "length_nm"]
+__all__ = ["BOND_CUTOFFS", "bond_cutoffs", "find_bonds", "coordination"]
 
 _METALS = {"W", "Mo", "Cr", "V", "Nb", "Re", "Ta", "Ti"}
-
-
-def _key(a: str, b: str) -> str:
-    return "-".join(sorted((a, b)))
-
-
-def bond_cutoffs(lattice: str, cutoffs: dict | None = None) -> dict:
-    """The cutoff table (nm) for ``lattice`` with ``cutoffs`` (``{"Si-C": 0.2}``, any order) applied."""
-    table = dict(BOND_CUTOFFS[lattice])
-    for k, v in (cutoffs or {}).items():
-        parts = str(k).split("-")
-        if k != "default" and len(parts) != 2:
-            raise InputError(f"bond cutoff key {k!r} must name two elements like 'Si-C', or be 'default'")
-        try:
-            v = float(v)
-        except (TypeError, ValueError):
-            raise InputError(f"bond cutoff {k}={v!r} must be a number of nm") from None
-        if not (np.isfinite(v) and v >= 0):
-            raise InputError(f"bond cutoff {k}={v} must be a finite number of nm ≥ 0")
-        table[k if k == "default" else _key(*parts)] = v
-    return table
 
 
 def _pair_cutoff(table: dict, lattice: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Cutoff (nm) of each element pair; pairs not in the table get the default, except that two
     metals or two chalcogens in MX2 never bond (same sublattice)."""
     out = np.full(len(a), float(table["default"]))
-    keys = np.array([_key(x, y) for x, y in zip(a, b)], dtype=object)
+    keys = np.array([pair_key(x, y) for x, y in zip(a, b)], dtype=object)
     for k, v in table.items():
         if k != "default":
             out[keys == k] = v
@@ -142,7 +110,7 @@ def find_bonds(atoms: pd.DataFrame, pixel_size: float | None = None, lattice: st
         if fr is not None:
             t.insert(0, "frame", fr)
         parts.append(t)
-    cols = (["frame"] if "frame" in atoms.columns else []) + BOND_COLUMNS
+    cols = (["frame"] if "frame" in atoms.columns else []) + BONDS.names
     if parts:
         out = pd.concat(parts, ignore_index=True).sort_values(cols[:-3], kind="stable").reset_index(drop=True)
     else:
@@ -186,7 +154,7 @@ def coordination(atoms: pd.DataFrame, pixel_size: float | None = None, lattice: 
     element = out["element"].astype(str).to_numpy()
     count = out["count"].to_numpy(np.int64)
     coord = np.zeros(len(out), np.int64)
-    host = LATTICE_PARAMS[lattice]["host"]
+    host = LATTICES[lattice]["host"]
     host_cut = _pair_cutoff(table, lattice, np.array([host[0]]), np.array([host[-1]]))[0]
     unknown = out["label"].astype(str).to_numpy() == "unknown"
     for _, rows in frame_groups(out):
@@ -202,9 +170,7 @@ def coordination(atoms: pd.DataFrame, pixel_size: float | None = None, lattice: 
     if lattice == "graphene":
         # Dopants: host columns on the shell sites of the local lattice, plus bonded dopants,
         # not every blob within the cutoff (a heavy atom's probe tail makes blobs beside it).
-        from .dopants import _frame_dopant_geometry
-
-        for _, rows, _fit, geo in _frame_dopant_geometry(out, pixel_size, lattice, cutoffs):
+        for _, rows, _fit, geo in dopant_geometry_frames(out, pixel_size, lattice, cutoffs):
             c = geo.coordination()
             ok = c >= 0
             coord[rows[geo.rows[ok]]] = c[ok]

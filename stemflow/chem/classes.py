@@ -28,7 +28,8 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from ..errors import InputError
-from ._common import LATTICE_PARAMS, frame_groups, labels_of, resolve, with_attrs
+from ..tables import LATTICES
+from ._common import frame_groups, labels_of, resolve, with_attrs
 
 __all__ = ["defect_descriptors", "cluster_descriptors", "classify_defects", "defect_patches",
            "class_mean_patches"]
@@ -77,7 +78,7 @@ def _relative_intensity(atoms, rows, labels, lattice, bond_px):
     inten = atoms["intensity"].to_numpy(np.float64)[rows]
     if lattice in ("ws2", "mos2") and "sublattice" in atoms.columns:
         from .elements import _local_levels
-        metal, chalc = LATTICE_PARAMS[lattice]["host"]
+        metal, chalc = LATTICES[lattice]["host"]
         sub = atoms["sublattice"].to_numpy()[rows]
         lab = labels[rows]
         pos = atoms[["y", "x"]].to_numpy(np.float64)[rows]
@@ -124,7 +125,7 @@ def defect_descriptors(atoms: pd.DataFrame, defects: pd.DataFrame, pixel_size: f
     MX2, where the background is first removed using the metal and chalcogen levels nearby).
     """
     atoms, pixel_size, lattice = resolve(atoms, pixel_size, lattice)
-    bond_px = LATTICE_PARAMS[lattice]["bond"] / pixel_size
+    bond_px = LATTICES[lattice]["bond"] / pixel_size
     labels = labels_of(atoms)
     pos = atoms[["y", "x"]].to_numpy(np.float64)
     n_sh = len(_SHELLS) - 1
@@ -300,7 +301,7 @@ def defect_patches(defects: pd.DataFrame, image, pixel_size: float, lattice: str
         Patches rotated by ``-angle`` (long axis of each complex along x), each divided by its
         own mean so that doses mix.
     """
-    bond_px = LATTICE_PARAMS[lattice]["bond"] / pixel_size
+    bond_px = LATTICES[lattice]["bond"] / pixel_size
     u = (np.linspace(-0.5, 0.5, n) * size * bond_px)
     gy, gx = np.meshgrid(u, u, indexing="ij")
     out = np.zeros((len(defects), n, n))

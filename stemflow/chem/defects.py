@@ -35,19 +35,15 @@ from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
-from ._common import (ATOMIC_NUMBER, LATTICE_PARAMS, frame_groups, is_mx2, labels_of, resolve,
-                      with_attrs)
+from ..tables import ATOMIC_NUMBER, DEFECTS, LATTICES
+from ._common import bond_cutoffs, frame_groups, is_mx2, labels_of, resolve, with_attrs
 from .bonds import coordination, find_bonds
 from .rings import find_rings
-from .bonds import bond_cutoffs
 from .dopants import dopant_geometry
 from .sites import _NB as _NB_CELLS, _frame_empty, _frame_fit, assign_sites
 
-__all__ = ["find_defects", "defect_table", "DEFECT_COLUMNS", "ring_defect_name"]
+__all__ = ["find_defects", "defect_table", "ring_defect_name"]
 
-#: Columns of :func:`defect_table` (``frame`` after ``defect_id`` for stacks).
-DEFECT_COLUMNS = ["defect_id", "defect", "y", "x", "y_nm", "x_nm", "angle", "n_dopant", "n_vacancy",
-                  "n_empty", "n_shell", "at_edge", "rows"]
 
 _LINK = 1.2        # bonds: vacancies / empty sites this close to another node join its complex
 _SAME_SITE = 0.4   # bonds: a vacancy row with an atom this close is contradicted by the geometry
@@ -88,7 +84,7 @@ def _prepare(atoms, pixel_size, lattice, cutoffs, element_map, gamma):
 
 def _name(lattice, kinds, rows, sub, element, ncount, shell_n):
     """Name of one complex from its nodes (``ncount``: atoms left in each vacancy node's column)."""
-    host = LATTICE_PARAMS[lattice]["host"]
+    host = LATTICES[lattice]["host"]
     dop = [r for k, r in zip(kinds, rows) if k == "dopant"]
     if is_mx2(lattice):
         metal, chalc = host
@@ -222,8 +218,8 @@ def _analyse(atoms, pixel_size, lattice, cutoffs=None, element_map=None, gamma=1
     bonds = find_bonds(full, pixel_size, lattice, cutoffs=cutoffs)
     rings = find_rings(full, pixel_size, lattice, bonds=bonds)
     bi, bj = bonds["i"].to_numpy(np.int64), bonds["j"].to_numpy(np.int64)
-    has_lattice = LATTICE_PARAMS[lattice]["a"] is not None
-    bond_px = LATTICE_PARAMS[lattice]["bond"] / pixel_size
+    has_lattice = LATTICES[lattice]["a"] is not None
+    bond_px = LATTICES[lattice]["bond"] / pixel_size
     ring_frame = rings["frame"].to_numpy() if "frame" in rings.columns else None
     occ_all = full["occupancy"].to_numpy(np.float64) if "occupancy" in full.columns else None
     cut_table = bond_cutoffs(lattice, cutoffs)
@@ -388,8 +384,8 @@ def _analyse(atoms, pixel_size, lattice, cutoffs=None, element_map=None, gamma=1
     cats = sorted(set(defect.tolist()) | {""})
     out["defect"] = pd.Categorical(defect.astype(str), categories=cats)
     out["defect_id"] = defect_id
-    cols = DEFECT_COLUMNS[:1] + (["frame"] if "frame" in atoms.columns else []) + DEFECT_COLUMNS[1:]
-    dt = pd.DataFrame(table, columns=["defect_id", "frame"] + DEFECT_COLUMNS[1:])
+    cols = DEFECTS.names[:1] + (["frame"] if "frame" in atoms.columns else []) + DEFECTS.names[1:]
+    dt = pd.DataFrame(table, columns=["defect_id", "frame"] + DEFECTS.names[1:])
     dt = dt.astype({"defect_id": np.int64, "y": np.float64, "x": np.float64, "y_nm": np.float64,
                     "x_nm": np.float64, "angle": np.float64, "n_dopant": np.int64, "n_vacancy": np.int64,
                     "n_empty": np.int64, "n_shell": np.int64, "at_edge": bool})

@@ -43,7 +43,8 @@ from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
-from ._common import LATTICE_PARAMS, frame_groups, labels_of, resolve, with_attrs
+from ..tables import LATTICES
+from ._common import bond_cutoffs, frame_groups, labels_of, resolve, with_attrs
 from .sites import _NB, BASIS, LatticeFit, _frame_fit, site_id
 
 __all__ = ["check_dopants", "dopant_geometry", "DopantGeometry", "CHECKS", "OFF_LATTICE", "ON_SHELL",
@@ -412,14 +413,12 @@ def _directions(pos, host, dpos, bond_px, dopant_cut_px) -> list:
     return out
 
 
-def _frame_dopant_geometry(atoms, pixel_size, lattice, cutoffs=None):
+def dopant_geometry_frames(atoms, pixel_size, lattice, cutoffs=None):
     """Per frame: (frame, rows, fit, geometry), for graphene-like lattices."""
-    from .bonds import bond_cutoffs
-
     table = bond_cutoffs(lattice, cutoffs)
     dop_el = "Si"
     cut_nm = table.get(f"{dop_el}-{dop_el}", table["default"])
-    bond_px = LATTICE_PARAMS[lattice]["bond"] / pixel_size
+    bond_px = LATTICES[lattice]["bond"] / pixel_size
     pos = atoms[["y", "x"]].to_numpy(np.float64)
     labels = labels_of(atoms)
     occ = atoms["occupancy"].to_numpy(np.float64) if "occupancy" in atoms.columns else None
@@ -589,10 +588,10 @@ def check_dopants(atoms: pd.DataFrame, image, pixel_size: float | None = None, l
     verdict = np.full(len(out), "", dtype=object)
     verdict[labels == "dopant"] = "dopant"
     if lattice == "graphene" and image is not None and (labels == "dopant").any():
-        bond_px = LATTICE_PARAMS[lattice]["bond"] / pixel_size
+        bond_px = LATTICES[lattice]["bond"] / pixel_size
         pos = out[["y", "x"]].to_numpy(np.float64)
         prob = out["prob"].to_numpy(np.float64) if "prob" in out else None
-        for fr, rows, fit, geo in _frame_dopant_geometry(out, pixel_size, lattice, cutoffs):
+        for fr, rows, fit, geo in dopant_geometry_frames(out, pixel_size, lattice, cutoffs):
             if len(geo.rows) == 0:
                 continue
             img = _frame_of(image, fr)

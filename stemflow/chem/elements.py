@@ -25,7 +25,8 @@ import pandas as pd
 from scipy.spatial import cKDTree
 
 from ..errors import InputError, StemflowWarning
-from ._common import ATOMIC_NUMBER, LATTICE_PARAMS, frame_groups, is_mx2, labels_of, resolve, with_attrs
+from ..tables import ATOMIC_NUMBER, LATTICES
+from ._common import frame_groups, is_mx2, labels_of, resolve, with_attrs
 
 __all__ = ["ELEMENT_MAPS", "assign_elements", "measure_intensity", "guess_element"]
 
@@ -273,7 +274,7 @@ def assign_elements(atoms: pd.DataFrame, pixel_size: float | None = None, lattic
                           "pass image= or use a table with an 'intensity' column to tell V_X from V_X2",
                           StemflowWarning, stacklevel=2)
         pos = out[["y", "x"]].to_numpy(np.float64)
-        reach = 2.5 * LATTICE_PARAMS[lattice]["a"] / pixel_size
+        reach = 2.5 * LATTICES[lattice]["a"] / pixel_size
         for _, rows in frame_groups(out):
             lr, sr = labels[rows], chal_site[rows]
             d = rows[dop[rows] & ~sr]

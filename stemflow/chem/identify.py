@@ -14,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ._common import LATTICE_PARAMS, resolve, with_attrs
+from ..tables import IDENTIFIED, LATTICES
+from ._common import resolve, with_attrs
 from .bonds import coordination
 from .classes import classify_defects
 from .defects import _analyse
@@ -23,18 +24,13 @@ from .elements import assign_elements, measure_intensity
 from .occupancy import column_occupancy
 from .sites import assign_sites
 
-__all__ = ["identify", "IDENTIFY_COLUMNS", "EDGE_NM"]
+__all__ = ["identify", "EDGE_NM"]
 
 #: Atoms closer than this to the frame edge (nm) get coordination -1 when the image is known.
 EDGE_NM = 0.15
 
-#: Columns :func:`identify` adds to the atoms table, in order.
-IDENTIFY_COLUMNS = ["element", "count", "occupancy", "coordination", "site", "sublattice", "site_y", "site_x",
-                    "defect", "defect_id", "cluster", "dopant_check"]
 
-_DTYPES = {"element": "category", "count": np.int8, "occupancy": np.float64, "coordination": np.int8, "site": np.int64,
-           "sublattice": np.int8, "site_y": np.float64, "site_x": np.float64, "defect": "category",
-           "defect_id": np.int64, "cluster": np.int64, "dopant_check": "category"}
+_DTYPES = {c.name: c.dtype for c in IDENTIFIED.columns}
 
 
 def identify(atoms: pd.DataFrame, pixel_size: float | None = None, lattice: str | None = None,
@@ -119,14 +115,14 @@ def identify(atoms: pd.DataFrame, pixel_size: float | None = None, lattice: str 
     atoms, pixel_size, lattice = resolve(atoms, pixel_size, lattice)
     out = atoms.copy()
     if len(out) == 0:
-        for c in IDENTIFY_COLUMNS:
+        for c in IDENTIFIED.names:
             out[c] = pd.Series(dtype=_DTYPES[c] if _DTYPES[c] != "category" else "str")
             if _DTYPES[c] == "category":
                 out[c] = out[c].astype(pd.CategoricalDtype([""]))
         return with_attrs(out, atoms, pixel_size, lattice)
     has_int = "intensity" in out.columns and np.isfinite(out["intensity"].to_numpy(np.float64)).any()
     if image is not None and not has_int:
-        out["intensity"] = measure_intensity(out, image, 0.25 * LATTICE_PARAMS[lattice]["bond"] / pixel_size)
+        out["intensity"] = measure_intensity(out, image, 0.25 * LATTICES[lattice]["bond"] / pixel_size)
     out = assign_sites(out, pixel_size, lattice)
     if image is not None:
         out = column_occupancy(out, image, pixel_size, lattice)

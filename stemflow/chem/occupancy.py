@@ -26,7 +26,8 @@ import pandas as pd
 from scipy.spatial import cKDTree
 
 from ..errors import InputError
-from ._common import LATTICE_PARAMS, frame_groups, labels_of, resolve, with_attrs
+from ..tables import LATTICES
+from ._common import frame_groups, labels_of, resolve, with_attrs
 from .elements import measure_intensity
 from .sites import BASIS, LatticeFit, _frame_fit, _intensity
 
@@ -187,8 +188,8 @@ def column_occupancy(atoms: pd.DataFrame, image, pixel_size: float | None = None
         raise InputError("column_occupancy needs the image the atoms were found in: pass image=")
     out = atoms.copy()
     occ = np.full(len(out), np.nan)
-    if LATTICE_PARAMS[lattice]["a"] is not None and len(out):
-        bond_px = LATTICE_PARAMS[lattice]["bond"] / pixel_size
+    if LATTICES[lattice]["a"] is not None and len(out):
+        bond_px = LATTICES[lattice]["bond"] / pixel_size
         mx2 = lattice in ("ws2", "mos2")
         inten = _intensity(out)
         if mx2 and (inten is None or not np.isfinite(inten).any()):

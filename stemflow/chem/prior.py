@@ -37,13 +37,12 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from ..errors import InputError
-from ._common import LATTICE_PARAMS, frame_groups, labels_of, resolve, with_attrs
+from ..tables import LATTICES
+from ._common import frame_groups, labels_of, resolve, with_attrs
 from .sites import BASIS, site_cells
 
-__all__ = ["lattice_prior", "PRIOR_COLUMNS"]
+__all__ = ["lattice_prior"]
 
-#: Columns :func:`lattice_prior` adds (``y``, ``x``, ``y_nm``, ``x_nm`` and ``xy_error`` change).
-PRIOR_COLUMNS = ["prior_weight"]
 _NEEDS = ["site", "sublattice", "defect_id", "coordination", "xy_error"]
 _FIT = ["y_fit", "x_fit", "fit_error"]
 _CHI2_2DOF_P001 = 13.816      # χ² with 2 degrees of freedom: P(> 13.816) = 0.001
@@ -140,8 +139,8 @@ def lattice_prior(atoms: pd.DataFrame, pixel_size: float | None = None, lattice:
     weight = np.ones(n)
     done = np.zeros(n, bool)        # columns the prior weighed (or a vacancy put on its site)
     summary = []
-    if n and lattice in LATTICE_PARAMS and lattice != "amorphous":
-        bond_px = LATTICE_PARAMS[lattice]["bond"] / pixel_size
+    if n and lattice in LATTICES and lattice != "amorphous":
+        bond_px = LATTICES[lattice]["bond"] / pixel_size
         # The field the columns span (px); the smoothing grid covers it.
         shape = (float(np.nanmax(y)) + 2.0, float(np.nanmax(x)) + 2.0)
         site = out["site"].to_numpy(np.int64)

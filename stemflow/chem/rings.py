@@ -17,13 +17,12 @@ import pandas as pd
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 
+from ..tables import RINGS
 from ._common import frame_groups, resolve, with_attrs
 from .bonds import find_bonds
 
-__all__ = ["find_rings", "RING_COLUMNS", "faces"]
+__all__ = ["find_rings", "faces"]
 
-#: Columns of the rings table (``frame`` first for stacks).
-RING_COLUMNS = ["ring", "size", "y", "x", "atoms"]
 
 
 def faces(pos: np.ndarray, i: np.ndarray, j: np.ndarray) -> list[np.ndarray]:
@@ -139,7 +138,7 @@ def find_rings(atoms: pd.DataFrame, pixel_size: float | None = None, lattice: st
                 r = rows[verts]
                 c = pos[r].mean(axis=0)
                 rows_out.append((fr, len(verts), c[0], c[1], tuple(int(v) for v in r)))
-    cols = (["frame"] if "frame" in atoms.columns else []) + RING_COLUMNS
+    cols = (["frame"] if "frame" in atoms.columns else []) + RINGS.names
     out = pd.DataFrame(rows_out, columns=["frame", "size", "y", "x", "atoms"])
     out.insert(1, "ring", np.arange(len(out), dtype=np.int64))
     out = out.astype({"size": np.int64, "y": np.float64, "x": np.float64})

@@ -17,7 +17,7 @@ The fit, per frame:
 4. every atom snapped to the nearest site of that map.
 
 Units: positions in px; ``site_y``, ``site_x`` in px; the pixel size (nm/px) converts the
-lattice constant of :data:`~stemflow.chem._common.LATTICE_PARAMS`.
+lattice constant of :data:`~stemflow.chem._common.LATTICES`.
 """
 
 from __future__ import annotations
@@ -30,15 +30,11 @@ from scipy import sparse
 from scipy.sparse.csgraph import breadth_first_order, connected_components
 from scipy.spatial import cKDTree
 
-from ._common import LATTICE_PARAMS, frame_groups, labels_of, resolve, with_attrs
+from ..tables import EMPTY_SITES, LATTICES
+from ._common import frame_groups, labels_of, resolve, with_attrs
 
-__all__ = ["LatticeFit", "fit_lattice", "assign_sites", "empty_sites", "site_id", "site_cells",
-           "SITE_COLUMNS", "EMPTY_COLUMNS"]
+__all__ = ["LatticeFit", "fit_lattice", "assign_sites", "empty_sites", "site_id", "site_cells"]
 
-#: Columns :func:`assign_sites` adds.
-SITE_COLUMNS = ["site", "sublattice", "site_y", "site_x"]
-#: Columns of the table :func:`empty_sites` returns (``frame`` first for stacks).
-EMPTY_COLUMNS = ["y", "x", "y_nm", "x_nm", "site", "sublattice", "n_neighbours", "detected"]
 
 BASIS = np.array([[0.0, 0.0], [1.0 / 3.0, 1.0 / 3.0]])
 # Cells of the three neighbours of a sublattice-0 site (on sublattice 1), and vice versa.
@@ -266,7 +262,7 @@ def _intensity(atoms) -> np.ndarray | None:
 def _frame_fits(atoms, pixel_size, lattice, pos):
     """Per frame: ``(frame, rows, fitted lattice, labels of the rows, bond length px)``, frames
     whose lattice cannot be fitted left out."""
-    bond_px = LATTICE_PARAMS[lattice]["bond"] / pixel_size
+    bond_px = LATTICES[lattice]["bond"] / pixel_size
     labels = labels_of(atoms)
     inten = _intensity(atoms)
     for fr, rows in frame_groups(atoms):
@@ -310,7 +306,7 @@ def assign_sites(atoms: pd.DataFrame, pixel_size: float | None = None, lattice: 
     sub = np.full(n, -1, np.int8)
     sy = np.full(n, np.nan)
     sx = np.full(n, np.nan)
-    if LATTICE_PARAMS[lattice]["a"] is not None:
+    if LATTICES[lattice]["a"] is not None:
         pos = out[["y", "x"]].to_numpy(np.float64)
         for _, rows, fit, _labels, _bond in _frame_fits(out, pixel_size, lattice, pos):
             c, s, p = fit.snap(pos[rows])
@@ -385,7 +381,7 @@ def empty_sites(atoms: pd.DataFrame, pixel_size: float | None = None, lattice: s
     """
     atoms, pixel_size, lattice = resolve(atoms, pixel_size, lattice)
     frames = []
-    if LATTICE_PARAMS[lattice]["a"] is not None:
+    if LATTICES[lattice]["a"] is not None:
         pos = atoms[["y", "x"]].to_numpy(np.float64)
         for fr, rows, fit, labels, bond_px in _frame_fits(atoms, pixel_size, lattice, pos):
             got = _frame_empty(fit, pos[rows], labels, bond_px)
@@ -399,7 +395,7 @@ def empty_sites(atoms: pd.DataFrame, pixel_size: float | None = None, lattice: s
             if fr is not None:
                 t.insert(0, "frame", fr)
             frames.append(t)
-    cols = (["frame"] if "frame" in atoms.columns else []) + EMPTY_COLUMNS
+    cols = (["frame"] if "frame" in atoms.columns else []) + EMPTY_SITES.names
     if frames:
         out = pd.concat(frames, ignore_index=True)[cols]
     else:

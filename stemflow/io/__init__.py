@@ -12,12 +12,14 @@ Every reader ends in the same normalisation, so whatever the source the result h
 * dask chunks of whole frames (whole diffraction patterns for 4D-STEM), ~128 MB each.
 
 Sizes are in MB = 10**6 bytes throughout.
+
+Importing this module is light (no dask): the readers are imported on first use.
 """
+
+import importlib
 
 from ._backend import StemflowBackendEntrypoint
 from ._common import CANONICAL_DIMS, DIM_ALIASES, MB, SUPPORTED_EXTENSIONS
-from ._open import check_finite, describe, find_nonfinite_frames, open_stem
-from ._write import to_zarr
 
 __all__ = [
     "open_stem",
@@ -30,4 +32,24 @@ __all__ = [
     "DIM_ALIASES",
     "SUPPORTED_EXTENSIONS",
     "MB",
+    "write_movie",
+    "write_4d",
+    "truth_paths",
 ]
+
+#: Names imported on first use (their modules import dask): name → module.
+_LAZY = {"open_stem": "._open", "describe": "._open", "find_nonfinite_frames": "._open", "check_finite": "._open",
+         "to_zarr": "._write", "write_movie": "._simulated", "write_4d": "._simulated",
+         "truth_paths": "._simulated"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'stemflow.io' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

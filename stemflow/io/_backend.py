@@ -8,7 +8,6 @@ from pathlib import Path
 from xarray.backends import BackendEntrypoint
 
 from ._common import _DM_EXT, _EMD_EXT, _NPY_EXT, _TIFF_EXT
-from ._open import open_stem
 
 
 # ----------------------------------------------------------------------------- xarray backend
@@ -22,6 +21,8 @@ class StemflowBackendEntrypoint(BackendEntrypoint):
 
     def open_dataset(self, filename_or_obj, *, drop_variables=None, pixel_size=None, dataset=None,
                      check_finite="auto"):
+        from ._open import open_stem          # dask: imported only when a file is opened
+
         arr = open_stem(filename_or_obj, pixel_size=pixel_size, dataset=dataset, check_finite=check_finite)
         ds = arr.to_dataset(name=arr.name if arr.name is not None else "image")
         if drop_variables:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError, MissingDependencyError, check_positive
+from ..errors import MissingDependencyError, check_positive
 
 MB = 1_000_000
 TARGET_CHUNK_MB = 128

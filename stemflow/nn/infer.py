@@ -7,12 +7,31 @@ exactly the input it would see in a whole-frame pass; only the central part of e
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 
-from .weights import Model, check_images
+from ..errors import InputError
 
-__all__ = ["predict", "tiles"]
+if TYPE_CHECKING:                      # annotations only: weights imports this module
+    from .weights import Model
+
+__all__ = ["predict", "tiles", "check_images"]
+
+
+def check_images(images) -> np.ndarray:
+    """Images as a float32 (n, y, x) array, refusing what the network cannot use."""
+    arr = np.asarray(images)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3:
+        raise InputError(f"expected a 2-D image or a (frame, y, x) stack; got shape {arr.shape}")
+    if arr.size == 0:
+        raise InputError(f"empty image of shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+        raise InputError(f"image dtype {arr.dtype} is not real numbers; convert (e.g. np.abs for complex)")
+    return arr.astype(np.float32, copy=False)
 
 
 def tiles(n: int, tile: int, halo: int) -> list[tuple[int, int, int, int]]:
@@ -55,7 +74,7 @@ def predict(model: Model, images, tile: int = 1024, batch_size: int = 4) -> np.n
 
     Parameters
     ----------
-    model : Model
+    model : stemflow.nn.weights.Model
     images : ndarray, (y, x) or (n, y, x)
         Already resampled to ``model.pixel_size`` and normalised (:mod:`stemflow.preprocess`).
     tile : int

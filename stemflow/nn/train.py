@@ -13,13 +13,12 @@ import dataclasses
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset
 
 from ..augment import SampleSpec, training_batches
-from ..simulate.imaging import CLASSES
+from ..tables import CLASSES
 from .model import AtomNet
 from .weights import save_model
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import InputError, StemflowError
+from ..errors import StemflowError
 from .model import AtomNet
 
 __all__ = ["Model", "load_model", "save_model", "bundled_models", "WEIGHTS_DIR"]
@@ -212,17 +212,3 @@ def model_from_bytes(data: bytes, card: dict, *, source: str = "<bytes>", device
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return model.to(device)
-
-
-def check_images(images) -> np.ndarray:
-    """Images as a float32 (n, y, x) array, refusing what the network cannot use."""
-    arr = np.asarray(images)
-    if arr.ndim == 2:
-        arr = arr[None]
-    if arr.ndim != 3:
-        raise InputError(f"expected a 2-D image or a (frame, y, x) stack; got shape {arr.shape}")
-    if arr.size == 0:
-        raise InputError(f"empty image of shape {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
-        raise InputError(f"image dtype {arr.dtype} is not real numbers; convert (e.g. np.abs for complex)")
-    return arr.astype(np.float32, copy=False)

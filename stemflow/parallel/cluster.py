@@ -114,7 +114,7 @@ def connect(scheduler: str | None = None, *, n_workers: int | None = None, threa
     ClusterError
         The scheduler did not answer within ``timeout`` s.
     """
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     address = scheduler or os.environ.get(SCHEDULER_ENV) or None
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr))

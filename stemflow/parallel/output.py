@@ -27,20 +27,16 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError, StemflowError
+from ..tables import ATOMS, LABELS, attrs_from_metadata, parquet_metadata
 
 __all__ = ["OutputMismatchError", "IncompleteRunError", "RunLockedError", "run_lock", "LOCK", "run_status",
-           "check_complete", "record_failure", "ATOMS_DIR", "MANIFEST", "PROBABILITIES", "LABELS", "part_path",
+           "check_complete", "record_failure", "ATOMS_DIR", "MANIFEST", "PROBABILITIES", "part_path",
            "write_part", "part_meta", "input_digest", "complete_parts", "prepare", "finish", "read_atoms",
            "empty_atoms"]
 
 ATOMS_DIR = "atoms.parquet"
 MANIFEST = "manifest.json"
 PROBABILITIES = "probabilities.zarr"
-#: Categories of ``label`` in every part (so that parts concatenate to one categorical).
-LABELS = ["lattice", "dopant", "vacancy"]
-#: The atoms table's columns and dtypes as the pipeline writes them.
-COLUMNS = {"frame": "int64", "y": "float64", "x": "float64", "y_nm": "float64", "x_nm": "float64",
-           "label": pd.CategoricalDtype(LABELS), "prob": "float32", "intensity": "float32"}
 _COMPARED = ("format", "input", "model", "parameters", "parts")
 
 
@@ -126,21 +122,14 @@ class IncompleteRunError(StemflowError):
 
 def empty_atoms() -> pd.DataFrame:
     """An atoms table with no rows and the pipeline's columns and dtypes."""
-    return pd.DataFrame({c: pd.Series([], dtype=t) for c, t in COLUMNS.items()})
+    return ATOMS.empty()
 
 
 def _conform(df: pd.DataFrame) -> pd.DataFrame:
-    missing = [c for c in COLUMNS if c not in df.columns]
+    missing = [c for c in ATOMS.names if c not in df.columns]
     if missing:
-        raise InputError(f"an atoms part lacks columns {missing}; it needs {list(COLUMNS)}")
-    out = df[list(COLUMNS) + [c for c in df.columns if c not in COLUMNS]].copy()
-    label = out["label"].astype(str)
-    extra = sorted(set(label) - set(LABELS))
-    out["label"] = pd.Categorical(label, categories=LABELS + extra)
-    for c, t in COLUMNS.items():
-        if c != "label":
-            out[c] = out[c].astype(t)
-    return out.reset_index(drop=True)
+        raise InputError(f"an atoms part lacks columns {missing}; it needs {ATOMS.names}")
+    return ATOMS.conform(df)
 
 
 def part_path(out, index: int) -> Path:
@@ -186,7 +175,7 @@ def write_part(out, index: int, df: pd.DataFrame, meta: dict | None = None) -> P
     index : int
         Part number (position in the manifest's ``parts`` plan).
     df : DataFrame
-        Atoms rows of the part, with the columns of :data:`COLUMNS` (``frame`` global).
+        Atoms rows of the part, with the columns of :data:`stemflow.tables.ATOMS` (``frame`` global).
     meta : dict, optional
         The part's record (``input`` digest, ``model`` hash), kept in the file's schema metadata.
 
@@ -203,10 +192,12 @@ def write_part(out, index: int, df: pd.DataFrame, meta: dict | None = None) -> P
         import pyarrow.parquet as pq
 
         table = _conform(df)
-        table.attrs = {}
+        attrs, table.attrs = dict(df.attrs), {}
         t = pa.Table.from_pandas(table, preserve_index=False)
+        extra = parquet_metadata(ATOMS, attrs)          # table kind, units, pixel size, lattice ...
         if meta:
-            t = t.replace_schema_metadata({**(t.schema.metadata or {}), PART_META_KEY: json.dumps(meta).encode()})
+            extra[PART_META_KEY] = json.dumps(meta).encode()
+        t = t.replace_schema_metadata({**(t.schema.metadata or {}), **extra})
         pq.write_table(t, tmp)
         os.replace(tmp, final)
     finally:
@@ -459,13 +450,18 @@ def read_atoms(out, lazy: bool = False, partial: bool = False):
         # parts whose label categories differ (e.g. one holds `unknown` rows of the dopant check)
         # concatenate as strings: keep every label, never turn one into NaN
         label = df["label"].astype(str)
-        df["label"] = pd.Categorical(label, categories=LABELS + sorted(set(label) - set(LABELS)))
+        df["label"] = pd.Categorical(label, categories=list(LABELS) + sorted(set(label) - set(LABELS)))
+    if files:
+        import pyarrow.parquet as pq
+
+        df.attrs.update(attrs_from_metadata(pq.read_schema(files[0]).metadata))
     mpath = folder.parent / MANIFEST
     if mpath.exists():
         m = json.loads(mpath.read_text())
         p = m.get("parameters", {})
-        df.attrs.update(pixel_size=m.get("input", {}).get("pixel_size"), lattice=p.get("lattice"),
-                        model=m.get("model", {}).get("name"))
+        known = dict(pixel_size=m.get("input", {}).get("pixel_size"), lattice=p.get("lattice"),
+                     model=m.get("model", {}).get("name"))
+        df.attrs.update({k: v for k, v in known.items() if v is not None})
     if status is not None:
         df.attrs.update(complete=status["complete"], missing_frames=status["missing"])
     return df

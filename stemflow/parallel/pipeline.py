@@ -337,7 +337,7 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
     table is the same as an undisturbed run's. Positions are px of the input and nm; ``frame`` is
     the input's frame index (0 for a single image or 4D scan).
     """
-    from ..simulate.lattice import LATTICES
+    from ..tables import LATTICES
 
     t_start = time.perf_counter()
     if lattice not in LATTICES:

@@ -8,13 +8,12 @@ and vacancies migrate, and 4D-STEM datasets. Everything is numpy/scipy; the tabl
 """
 
 from .fourd import diffraction_patterns, simulate_4d
-from .imaging import CLASSES, Imaging, probe_profile
-from .lattice import LATTICES
-from .movie import (ATOM_COLUMNS, DEFAULT_DEFECTS, DEFAULT_RATES, EVENT_COLUMNS, SimulatedImage,
+from .imaging import Imaging, probe_profile
+from .movie import (DEFAULT_DEFECTS, DEFAULT_RATES, SimulatedImage,
                     SimulatedMovie, simulate_image, simulate_movie)
 from .structure import DEFECT_KINDS, defect_kinds
 
 __all__ = ["simulate_image", "simulate_movie", "simulate_4d", "diffraction_patterns", "Imaging",
            "probe_profile",
-           "SimulatedImage", "SimulatedMovie", "CLASSES", "LATTICES", "DEFECT_KINDS",
-           "defect_kinds", "DEFAULT_DEFECTS", "DEFAULT_RATES", "ATOM_COLUMNS", "EVENT_COLUMNS"]
+           "SimulatedImage", "SimulatedMovie", "DEFECT_KINDS",
+           "defect_kinds", "DEFAULT_DEFECTS", "DEFAULT_RATES"]

@@ -25,14 +25,12 @@ import numpy as np
 from scipy import fft as sfft
 from scipy import ndimage, signal
 
-from .lattice import ATOMIC_NUMBER
+from ..tables import ATOMIC_NUMBER
 
-__all__ = ["Imaging", "CLASSES", "render", "class_mask", "column_weight", "support_thickness",
+__all__ = ["Imaging", "render", "class_mask", "column_weight", "support_thickness",
            "probe_profile", "render_probe", "electron_wavelength", "detector_z_exponent",
            "scan_shift_field", "scan_shift_of", "apply_afterglow", "repeat_skipped_lines"]
 
-#: Classes of the per-pixel masks, in the order of their integer codes.
-CLASSES = ("background", "lattice", "dopant", "vacancy")
 _FWHM = 2.0 * np.sqrt(2.0 * np.log(2.0))
 #: Probe models of :class:`Imaging`.
 PROBES = ("gaussian", "aberrated")

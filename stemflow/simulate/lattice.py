@@ -12,21 +12,14 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.spatial import cKDTree
 
-__all__ = ["Lattice", "LATTICES", "ATOMIC_NUMBER", "make_lattice", "graphene", "mx2", "amorphous"]
+from ..tables import LATTICES
 
-#: Atomic numbers of the elements the simulator places.
-ATOMIC_NUMBER = {
-    "B": 5, "C": 6, "N": 7, "O": 8, "Si": 14, "P": 15, "S": 16, "Se": 34, "Mo": 42, "Te": 52,
-    "W": 74, "Pt": 78, "Au": 79,
-}
+__all__ = ["Lattice", "make_lattice", "graphene", "mx2", "amorphous", "lattice_constant"]
 
-#: Lattice constants a (Å) and elements of the lattices the simulator knows.
-LATTICES = {
-    "graphene": dict(a=2.46, host=("C",), dopant="Si"),
-    "ws2": dict(a=3.18, host=("W", "S"), dopant="Mo"),
-    "mos2": dict(a=3.16, host=("Mo", "S"), dopant="W"),
-    "amorphous": dict(a=None, host=("C",), dopant="Pt"),
-}
+
+def lattice_constant(name: str) -> float:
+    """Lattice constant of ``name`` in Å, from :data:`stemflow.tables.LATTICES` (which holds nm)."""
+    return round(10.0 * LATTICES[name]["a"], 9)
 
 
 @dataclass
@@ -120,11 +113,12 @@ def _hexagonal_points(a: float, basis: np.ndarray, extent: tuple[float, float, f
     return yx[keep], which[keep]
 
 
-def graphene(extent: tuple[float, float, float, float], rotation: float = 0.0, a: float = 2.46) -> Lattice:
+def graphene(extent: tuple[float, float, float, float], rotation: float = 0.0, a: float | None = None) -> Lattice:
     """Graphene sites covering ``extent`` = ``(y0, y1, x0, x1)`` (Å), rotated by ``rotation`` (deg).
 
-    The C–C distance is a/√3 = 1.420 Å for a = 2.46 Å.
+    The C–C distance is a/√3 = 1.420 Å for a = 2.46 Å (the default, from :data:`stemflow.tables.LATTICES`).
     """
+    a = lattice_constant("graphene") if a is None else a
     basis = np.array([[0.0, 0.0], [a / 2, a * np.sqrt(3) / 6]])
     pos, sub = _hexagonal_points(a, basis, extent, rotation)
     bond = a / np.sqrt(3)
@@ -140,9 +134,8 @@ def mx2(name: str, extent: tuple[float, float, float, float], rotation: float = 
     Metal and chalcogen sites form two interpenetrating triangular lattices; the projected M–X
     distance is a/√3 and the X–X and M–M distances are a.
     """
-    spec = LATTICES[name]
-    a = spec["a"] if a is None else a
-    metal, chalcogen = spec["host"]
+    a = lattice_constant(name) if a is None else a
+    metal, chalcogen = LATTICES[name]["host"]
     basis = np.array([[0.0, 0.0], [a / 2, a * np.sqrt(3) / 6]])
     pos, sub = _hexagonal_points(a, basis, extent, rotation)
     bond = a / np.sqrt(3)

@@ -21,14 +21,15 @@ import pandas as pd
 from scipy import ndimage, signal
 from scipy.spatial import cKDTree
 
-from .imaging import (_FWHM, CLASSES, Imaging, apply_afterglow, apply_line_jitter, class_mask, column_weight,
+from ..tables import CLASSES, EVENTS, LATTICES, TRUTH
+from .imaging import (_FWHM, Imaging, apply_afterglow, apply_line_jitter, class_mask, column_weight,
                       distort, jitter_shift, probe_fwhm_A, probe_kernel_px, probe_radius, render, render_probe,
                       repeat_skipped_lines, scan_shift_field, scan_shift_of, smooth_field, support_thickness)
-from .lattice import LATTICES, make_lattice
+from .lattice import make_lattice
 from .structure import DEFECT_KINDS, Structure
 
 __all__ = ["simulate_movie", "simulate_image", "SimulatedMovie", "SimulatedImage",
-           "DEFAULT_DEFECTS", "DEFAULT_RATES", "ATOM_COLUMNS", "EVENT_COLUMNS"]
+           "DEFAULT_DEFECTS", "DEFAULT_RATES"]
 
 #: Default defect densities (per nm²) of each lattice.
 DEFAULT_DEFECTS = {
@@ -42,12 +43,6 @@ DEFAULT_DEFECTS = {
 #: Default per-frame probabilities of the moves a movie's defects make.
 DEFAULT_RATES = {"hop": 0.05, "switch34": 0.03, "switch43": 0.05, "vacancy": 0.05}
 
-#: Columns of the ground-truth atoms table, in order.
-ATOM_COLUMNS = ["frame", "y", "x", "y_nm", "x_nm", "element", "count", "label", "site", "defect",
-                "defect_id", "particle"]
-#: Columns of the ground-truth events table, in order.
-EVENT_COLUMNS = ["particle", "frame", "kind", "y0", "x0", "y1", "x1", "distance_nm", "state0",
-                 "state1", "site0", "site1"]
 
 _LABEL_CODE = {name: i for i, name in enumerate(CLASSES)}
 
@@ -101,7 +96,7 @@ class SimulatedMovie:
     Attributes
     ----------
     atoms : DataFrame
-        Ground truth, one row per column or vacancy site in view per frame (``ATOM_COLUMNS``):
+        Ground truth, one row per column or vacancy site in view per frame (:data:`stemflow.tables.TRUTH`):
         ``frame``; ``y``, ``x`` (px, where the column's blob is centred in that frame's image,
         scan distortions included); ``y_nm``, ``x_nm``; ``element`` ('' for an empty site);
         ``count`` (atoms in the column); ``label`` (``lattice``/``dopant``/``vacancy``);
@@ -109,7 +104,7 @@ class SimulatedMovie:
         ``Si1C3``); ``defect_id``; ``particle`` (identity, kept as atoms and vacancies move).
     events : DataFrame
         Hops, coordination changes, appearances and disappearances of dopants and vacancies
-        (``EVENT_COLUMNS``); ``frame`` is the first frame showing the new state; positions in px.
+        (:data:`stemflow.tables.EVENTS`); ``frame`` is the first frame showing the new state; positions in px.
     drift : DataFrame
         ``frame``, ``dy``, ``dx``: displacement (px) of the specimen in the image relative to
         frame 0; subtract it to get drift-corrected positions.
@@ -230,7 +225,7 @@ class SimulatedMovie:
         return out.astype(np.float32)
 
     def frame(self, frame: int) -> tuple[np.ndarray, np.ndarray]:
-        """Image (float32 counts) and class mask (uint8, codes of ``CLASSES``) of one frame."""
+        """Image (float32 counts) and class mask (uint8, codes of :data:`stemflow.tables.CLASSES`) of one frame."""
         return self.image(frame), self.mask(frame)
 
     def image(self, frame: int) -> np.ndarray:
@@ -286,7 +281,7 @@ class SimulatedMovie:
 @dataclass
 class SimulatedImage:
     """One simulated frame: ``image`` (float32 counts), ``mask`` (uint8 class codes of
-    :data:`CLASSES`), ``atoms`` (ground truth as in :class:`SimulatedMovie`, ``frame`` = 0),
+    :data:`stemflow.tables.CLASSES`), ``atoms`` (ground truth as in :class:`SimulatedMovie`, ``frame`` = 0),
     ``expected`` (noise-free counts), ``imaging`` and ``params``."""
 
     image: np.ndarray
@@ -480,7 +475,7 @@ def simulate_movie(lattice: str = "graphene", frames: int = 16, shape=(256, 256)
     atoms = table.loc[inview].reset_index(drop=True)
     atoms["y_nm"] = atoms["y"] * im.pixel_size
     atoms["x_nm"] = atoms["x"] * im.pixel_size
-    atoms = _typed_atoms(atoms[ATOM_COLUMNS])
+    atoms = _typed_atoms(atoms[TRUTH.names])
 
     events = _events(atoms, moves, frames)
     drift_df = pd.DataFrame({"frame": np.arange(frames), "dy": d[:, 0], "dx": d[:, 1]})
@@ -603,7 +598,7 @@ def _events(atoms: pd.DataFrame, moves: list[dict], frames: int) -> pd.DataFrame
             y, x = pos[(k - 1, p)]
             rows.append(dict(particle=p, frame=k, kind="vanish", y0=y, x0=x, y1=nan, x1=nan,
                              distance_nm=nan, state0=state[(k - 1, p)], state1="", site0=site[(k - 1, p)], site1=-1))
-    ev = pd.DataFrame(rows, columns=EVENT_COLUMNS)
+    ev = pd.DataFrame(rows, columns=EVENTS.names)
     ev = ev.sort_values(["frame", "particle", "kind"], kind="stable").reset_index(drop=True)
     ev = ev.astype({"particle": np.int64, "frame": np.int64, "site0": np.int64, "site1": np.int64,
                     "y0": np.float64, "x0": np.float64, "y1": np.float64, "x1": np.float64,

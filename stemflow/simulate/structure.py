@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .lattice import LATTICES, Lattice
+from ..tables import LATTICES
+from .lattice import Lattice
 
 __all__ = ["Structure", "Defect", "DEFECT_KINDS", "defect_kinds"]
 

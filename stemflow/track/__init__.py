@@ -17,14 +17,13 @@ given to functions in nm, drift in px, time in frames (s where a frame time is g
 e⁻/Å² per frame.
 """
 
-from .alignment import DRIFT_COLUMNS, DriftEstimator, drift, lattice_spacing, subtract_drift
+from .alignment import DriftEstimator, drift, lattice_spacing, subtract_drift
 from .linking import DEFAULT_LABELS, link, link_iter
-from .pipeline import TRAJECTORY_COLUMNS, TrackResult, track
+from .pipeline import TrackResult, track
 from .sites import assign_sites, host_neighbours
 from .stats import diffusion, dwell_times, event_rates, msd, transition_matrix
-from .transitions import EVENT_COLUMNS, EVENT_KINDS, events, state_column
+from .transitions import events, state_column
 
 __all__ = ["track", "TrackResult", "drift", "subtract_drift", "DriftEstimator", "lattice_spacing", "link",
            "link_iter", "assign_sites", "host_neighbours", "events", "state_column", "dwell_times",
-           "transition_matrix", "event_rates", "msd", "diffusion", "DRIFT_COLUMNS", "EVENT_COLUMNS",
-           "EVENT_KINDS", "TRAJECTORY_COLUMNS", "DEFAULT_LABELS"]
+           "transition_matrix", "event_rates", "msd", "diffusion", "DEFAULT_LABELS"]

@@ -31,13 +31,11 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from ..errors import InputError, StemflowWarning
+from ..tables import DRIFT
 from ._validate import check_finite, require_columns, require_frame, require_table
 
-__all__ = ["drift", "subtract_drift", "DriftEstimator", "lattice_spacing", "DRIFT_COLUMNS"]
+__all__ = ["drift", "subtract_drift", "DriftEstimator", "lattice_spacing"]
 
-#: Columns of the drift table: frame, dy, dx (px, displacement of the specimen in the image
-#: relative to the first frame; subtract it), matched (atoms paired in the fine stage).
-DRIFT_COLUMNS = ["frame", "dy", "dx", "matched"]
 
 
 def lattice_spacing(points: np.ndarray) -> float:
@@ -232,8 +230,7 @@ def drift(atoms: pd.DataFrame, *, labels=("lattice",), spacing: float | None = N
     require_frame(atoms)
     require_columns(atoms, ["y", "x"])
     if len(atoms) == 0:
-        return pd.DataFrame({c: pd.Series(dtype=np.float64 if c in ("dy", "dx") else np.int64)
-                             for c in DRIFT_COLUMNS})
+        return DRIFT.empty()
     check_finite(atoms, ["y", "x"])
     host = _host_rows(atoms, labels)
     est = DriftEstimator(spacing=spacing, max_step=max_step, min_overlap=min_overlap)
@@ -249,7 +246,7 @@ def drift(atoms: pd.DataFrame, *, labels=("lattice",), spacing: float | None = N
 
 
 def _finish(rows, first: int, last: int) -> pd.DataFrame:
-    out = pd.DataFrame(rows, columns=DRIFT_COLUMNS).set_index("frame")
+    out = pd.DataFrame(rows, columns=DRIFT.names).set_index("frame")
     out = out.reindex(np.arange(first, last + 1))
     out["matched"] = out["matched"].fillna(0).astype(np.int64)
     missing = out["dy"].isna()
@@ -261,7 +258,7 @@ def _finish(rows, first: int, last: int) -> pd.DataFrame:
                       "interpolated from the neighbouring frames", StemflowWarning, stacklevel=3)
         out[["dy", "dx"]] = out[["dy", "dx"]].interpolate(limit_direction="both")
     out = out.reset_index().rename(columns={"index": "frame"})
-    return out.astype({"frame": np.int64, "dy": np.float64, "dx": np.float64})[DRIFT_COLUMNS]
+    return out.astype({"frame": np.int64, "dy": np.float64, "dx": np.float64})[DRIFT.names]
 
 
 def subtract_drift(atoms: pd.DataFrame, drift_table: pd.DataFrame) -> pd.DataFrame:

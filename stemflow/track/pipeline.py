@@ -28,15 +28,16 @@ from scipy.spatial import cKDTree
 
 from ..errors import InputError, StemflowWarning
 from ._validate import check_finite, pixel_size_of, require_columns, require_frame
-from .alignment import DRIFT_COLUMNS, DriftEstimator, _finish, lattice_spacing
+from ..tables import DRIFT, TRAJECTORIES
+from .alignment import DriftEstimator, _finish, lattice_spacing
 from .linking import DEFAULT_LABELS, _quiet_trackpy
 from .sites import NEW_SITE, SAME_SITE, assign_sites, host_neighbours
 from .transitions import events, state_column
 
-__all__ = ["track", "TrackResult", "TRAJECTORY_COLUMNS"]
+__all__ = ["track", "TrackResult"]
 
 #: Columns ``track`` adds to the atoms rows it keeps.
-TRAJECTORY_COLUMNS = ["particle", "y_corr", "x_corr", "site", "state", "coordination", "on_site"]
+_ADDED = TRAJECTORIES.names
 
 
 class TrackResult(NamedTuple):
@@ -172,7 +173,7 @@ def _empty_result(whole: pd.DataFrame | None) -> TrackResult:
                        x_corr=pd.Series(dtype=np.float64), site=pd.Series(dtype=np.int64),
                        state=pd.Series(dtype=str), coordination=pd.Series(dtype=np.int8),
                        on_site=pd.Series(dtype=bool))
-    traj = traj[[c for c in traj.columns if c not in TRAJECTORY_COLUMNS] + TRAJECTORY_COLUMNS]
+    traj = traj[[c for c in traj.columns if c not in _ADDED] + _ADDED]
     ev = events(traj.assign(y=traj["y"]), pixel_size=1.0)
     dr = pd.DataFrame({"frame": pd.Series(dtype=np.int64), "dy": pd.Series(dtype=np.float64),
                        "dx": pd.Series(dtype=np.float64), "matched": pd.Series(dtype=np.int64)})
@@ -239,8 +240,8 @@ def track(atoms, pixel_size: float | None = None, *, labels=DEFAULT_LABELS, sear
         ``state`` (str: defect, else label-coordination), ``coordination`` (int8: host atoms within
         1.5 spacings, unless given; within 1.2 spacings of the edge of the frame's lattice atoms
         the particle's nearest known value, -1 if none) and ``on_site`` (bool); sorted by frame, particle.
-        ``events``: :data:`~stemflow.track.EVENT_COLUMNS` (see :func:`stemflow.track.events`).
-        ``drift``: :data:`~stemflow.track.DRIFT_COLUMNS`, one row per frame. Each table's
+        ``events``: :data:`stemflow.tables.EVENTS` (see :func:`stemflow.track.events`).
+        ``drift``: :data:`stemflow.tables.DRIFT`, one row per frame. Each table's
         ``attrs`` hold ``pixel_size`` (nm/px) and ``spacing_nm``; with ``persist``, also
         ``persist_frames``, ``one_frame_rate`` and ``move_rate`` (:func:`~stemflow.track.assign_sites`).
 
@@ -392,7 +393,7 @@ def track(atoms, pixel_size: float | None = None, *, labels=DEFAULT_LABELS, sear
     if drift is True and estimator is not None:
         dr = _finish(rows_drift, st["first"], st["last"])
     else:
-        dr = pd.DataFrame(rows_drift, columns=DRIFT_COLUMNS).astype(
+        dr = pd.DataFrame(rows_drift, columns=DRIFT.names).astype(
             {"frame": np.int64, "dy": np.float64, "dx": np.float64, "matched": np.int64})
     state = st
 
@@ -415,8 +416,8 @@ def track(atoms, pixel_size: float | None = None, *, labels=DEFAULT_LABELS, sear
     traj["state"] = state_column(traj).astype(str).to_numpy() if len(traj) else pd.Series(dtype=str)
     traj["particle"] = traj["particle"].astype(np.int64)
     traj = traj.sort_values(["frame", "particle"], kind="stable").reset_index(drop=True)
-    traj = traj[[c for c in traj.columns if c not in TRAJECTORY_COLUMNS]
-                + [c for c in TRAJECTORY_COLUMNS if c in traj.columns]]
+    traj = traj[[c for c in traj.columns if c not in _ADDED]
+                + [c for c in _ADDED if c in traj.columns]]
     meta = dict(state["attrs"], pixel_size=px, spacing_nm=sp, **site_attrs)
     ev = events(traj, pixel_size=px, first_frame=state["first"], last_frame=state["last"])
     if bright_rows and "stay" in traj.columns:

@@ -21,15 +21,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..tables import EVENT_KINDS, EVENTS
 from ._validate import pixel_size_of, require_columns, require_table
 
-__all__ = ["events", "EVENT_COLUMNS", "EVENT_KINDS", "state_column"]
+__all__ = ["events", "state_column"]
 
-#: Columns of the events table, in order.
-EVENT_COLUMNS = ["particle", "frame", "kind", "y0", "x0", "y1", "x1", "distance_nm", "state0", "state1",
-                 "site0", "site1"]
-#: Kinds of events, the categories of ``kind``.
-EVENT_KINDS = ["hop", "coordination_change", "transformation", "appear", "vanish"]
 
 
 def state_column(df: pd.DataFrame) -> pd.Series:
@@ -50,18 +46,18 @@ def state_column(df: pd.DataFrame) -> pd.Series:
 
 
 def _empty() -> pd.DataFrame:
-    return _typed(pd.DataFrame({c: [] for c in EVENT_COLUMNS}))
+    return _typed(pd.DataFrame({c: [] for c in EVENTS.names}))
 
 
 def _typed(ev: pd.DataFrame) -> pd.DataFrame:
     ev = ev.astype({"particle": np.int64, "frame": np.int64, "site0": np.int64, "site1": np.int64,
                     "y0": np.float64, "x0": np.float64, "y1": np.float64, "x1": np.float64,
                     "distance_nm": np.float64})
-    ev["kind"] = pd.Categorical(ev["kind"], categories=EVENT_KINDS)
+    ev["kind"] = pd.Categorical(ev["kind"], categories=list(EVENT_KINDS))
     states = sorted(set(ev["state0"].astype(str)) | set(ev["state1"].astype(str)) | {""})
     for c in ("state0", "state1"):
         ev[c] = pd.Categorical(ev[c].astype(str), categories=states)
-    return ev[EVENT_COLUMNS]
+    return ev[EVENTS.names]
 
 
 def events(trajectories: pd.DataFrame, *, pixel_size: float | None = None, first_frame: int | None = None,
@@ -86,7 +82,7 @@ def events(trajectories: pd.DataFrame, *, pixel_size: float | None = None, first
     DataFrame
         One row per event, sorted by ``frame``, ``particle``, ``kind``: ``particle`` (int64),
         ``frame`` (int64, first frame of the new state), ``kind`` (category of
-        :data:`EVENT_KINDS`), ``y0``, ``x0`` / ``y1``, ``x1`` (px, the observations before and
+        :data:`stemflow.tables.EVENT_KINDS`), ``y0``, ``x0`` / ``y1``, ``x1`` (px, the observations before and
         after; NaN for the side an appearance or disappearance lacks), ``distance_nm``
         (drift-corrected displacement, nm; NaN for appear/vanish), ``state0``, ``state1``
         (category; '' where there is none), ``site0``, ``site1`` (int64; -1 where there is none).

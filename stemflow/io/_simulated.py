@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .fourd import Detector, diffraction_patterns
-from .imaging import CLASSES
-from .movie import SimulatedMovie, simulate_image
+from ..simulate.fourd import Detector, diffraction_patterns
+from ..simulate.movie import SimulatedMovie, simulate_image
+from ..tables import CLASSES
+from ._write import to_zarr
 
 __all__ = ["write_movie", "write_4d", "truth_paths"]
 
@@ -51,8 +52,6 @@ def _write_store(ds, tmp: Path, frame_chunk_mb: float, progress: bool, desc: str
     was still running has finished before the partial store is removed."""
     import dask
     from concurrent.futures import ThreadPoolExecutor
-
-    from ..io import to_zarr
 
     pool = ThreadPoolExecutor(max(1, os.cpu_count() or 1))
     try:
