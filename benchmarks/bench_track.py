@@ -9,7 +9,7 @@
    positions blurred (0.3 px) and 2 % of lattice atoms removed, no ids, no defect column; once on
    the bundled network's detections (stemflow.find_atoms) at three doses.
 2. Transition rates on a long movie (truth tables) against the simulated per-frame rates.
-3. Linking rate, features/s: stemflow.track.link against bare trackpy.link on the same tables.
+3. Linking rate, features/s: stemflow.tracking.link against bare trackpy.link on the same tables.
 4. Peak memory (tracemalloc) of track() on long movies, whole table versus streamed Parquet row
    groups.
 """
@@ -36,8 +36,8 @@ from matplotlib.figure import Figure
 import stemflow
 from stemflow import plot
 from stemflow.simulate import simulate_movie
-from stemflow.track import event_rates, link, subtract_drift, track, transition_matrix
-from stemflow.track.scoring import drift_error, score_events, trajectory_purity
+from stemflow.tracking import event_rates, link, subtract_drift, track, transition_matrix
+from stemflow.tracking.scoring import drift_error, score_events, trajectory_purity
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -285,7 +285,7 @@ def main(quick: bool = False):
         "",
         "## Linking rate",
         "",
-        "Drift-corrected tables of the seed-0 movie; `stemflow.track.link` (trackpy's streaming linker fed "
+        "Drift-corrected tables of the seed-0 movie; `stemflow.tracking.link` (trackpy's streaming linker fed "
         "frame by frame from numpy arrays) against `trackpy.link` on the same table, same search range, memory 3, "
         "adaptive stop; best of 3.",
         "",

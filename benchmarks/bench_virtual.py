@@ -117,8 +117,8 @@ def main():
     from threadpoolctl import threadpool_limits
 
     import stemflow
-    from stemflow.parallel import detector_mask, virtual_image
-    from stemflow.parallel.virtual import reduce_patterns
+    from stemflow.detectors import detector_mask, reduce_patterns
+    from stemflow.parallel import virtual_image
 
     tmp = Path(a.tmp) / f"stemflow-bench-virtual-{os.getpid()}"
     tmp.mkdir(parents=True)

@@ -35,7 +35,7 @@ from stemflow import find_atoms, match
 from stemflow.augment import TEST_SEED_START
 from stemflow.chem import identify
 from stemflow.chem.classes import cluster_descriptors, defect_descriptors, defect_patches, class_mean_patches
-from stemflow.chem.defects import _analyse
+from stemflow.chem.defects import analyse_defects
 from stemflow.tables import LATTICES as LATTICE_PARAMS  # nm
 from stemflow.simulate import DEFECT_KINDS, simulate_image
 
@@ -83,7 +83,7 @@ def _inside(d: pd.DataFrame, px: float) -> pd.DataFrame:
 def chem_case(det: pd.DataFrame, image) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``identify`` (without classes) and the defects table of one frame's detections."""
     atoms = identify(det, image=image, classes=False)
-    return _analyse(atoms, det.attrs["pixel_size"], det.attrs["lattice"], image=image)
+    return analyse_defects(atoms, det.attrs["pixel_size"], det.attrs["lattice"], image=image)
 
 
 def run_case(lattice, dose, px, seed):

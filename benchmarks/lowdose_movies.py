@@ -1,4 +1,4 @@
-"""Hops from low-dose movies: stemflow.find_atoms + stemflow.track against the simulator's truth.
+"""Hops from low-dose movies: stemflow.find_atoms + stemflow.tracking against the simulator's truth.
 
     python benchmarks/lowdose_movies.py          # writes benchmarks/results/lowdose_movies.md (+ .json)
     python benchmarks/lowdose_movies.py --quick  # one seed per dose
@@ -9,7 +9,7 @@ per frame per axis), at doses of 1e3-5e3 e⁻/Å² per frame; seeds 801-803 (no 
 development movie used them). Each movie goes through ``find_atoms`` (bundled network, no chem)
 and ``track`` twice: with each frame judged alone (``persist=None``, the code path before temporal
 evidence) and with the default temporal evidence (``persist="auto"``). Hops are scored against
-the truth events with the frame exactly right (``stemflow.track.scoring.score_events``) and, as
+the truth events with the frame exactly right (``stemflow.tracking.scoring.score_events``) and, as
 a second column, within ±1 frame. The frame-level quality of the detections is reported too: the
 expected counts of a carbon column's peak, the Si found per frame, the lattice atoms' error.
 """
@@ -29,8 +29,8 @@ from scipy.spatial import cKDTree
 import stemflow
 from stemflow.metrics import match
 from stemflow.simulate import simulate_movie
-from stemflow.track import track
-from stemflow.track.scoring import drift_error, particle_map, score_events
+from stemflow.tracking import track
+from stemflow.tracking.scoring import drift_error, particle_map, score_events
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

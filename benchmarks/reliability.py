@@ -89,10 +89,10 @@ def cases(tmp: Path, client):
     from stemflow import find_atoms, open_stem
     from stemflow.nn.weights import load_model
     from stemflow.parallel import read_atoms, run
-    from stemflow.parallel.dynamics import track_run
+    from stemflow.results import track_run
     from stemflow.simulate import simulate_image, simulate_movie
     from stemflow.io import write_movie
-    from stemflow.track import track
+    from stemflow.tracking import track
 
     sim = simulate_image("graphene", 128, pixel_size=PX, seed=1, defects={"Si1C3": 1})
     img = sim.image.astype(np.float32)

@@ -1,14 +1,19 @@
 """stemflow: atoms, dopants and vacancies in atomically resolved STEM data, at any scale.
 
-The public functions work on numpy arrays, xarray DataArrays and pandas DataFrames::
+The notebook chain, every step a plain function over numpy / xarray / pandas::
 
     import stemflow
-    da = stemflow.open_stem("movie.zarr")                       # dask-backed, dims named, nm coords
-    atoms = stemflow.find_atoms(da.isel(frame=0), lattice="graphene")
-    stemflow.score(atoms, truth)                                # precision / recall / F1 per class
+    da = stemflow.open_stem("movie.zarr")                      # dask-backed, dims named, nm coords
+    atoms = stemflow.find_atoms(da.isel(frame=slice(0, 50)), lattice="graphene")   # px and nm
+    atoms = stemflow.identify(atoms, image=da.isel(frame=slice(0, 50)))   # elements, defects
+    traj, events, drift = stemflow.track(atoms)                # trajectories, hops (nm), drift (px)
 
-Importing stemflow is light: numpy, pandas, scipy and xarray. The network (torch) is imported
-when a function that needs it is first used, e.g. ``find_atoms`` or ``load_model``.
+    summary = stemflow.run("movie.zarr", out="run/")           # the same on a Dask cluster, resumable
+    r = stemflow.open_run("run/")                              # the run directory as one object
+
+Importing stemflow is light (numpy, pandas, scipy, xarray): the network (torch) and Dask are
+imported when a function that needs them is first used. The tables that pass between the steps
+are :mod:`stemflow.tables`.
 """
 
 from __future__ import annotations
@@ -16,18 +21,28 @@ from __future__ import annotations
 import importlib
 
 from . import accessor  # noqa: F401  (registers the .stem accessor)
-from .locate import locate
-from .metrics import match, score
 
-__all__ = ["open_stem", "to_zarr", "find_atoms", "locate", "match", "score", "load_model"]
+#: The public names, each imported from its module on first use: name → module.
+_API = {
+    # data in and out
+    "open_stem": ".io", "to_zarr": ".io", "write_movie": ".io",
+    "virtual_image": ".parallel.virtual", "center_of_mass": ".parallel.virtual",
+    # the steps
+    "load_model": ".nn.weights", "find_atoms": ".find", "locate": ".locating", "identify": ".chem",
+    "track": ".tracking",
+    # at scale
+    "run": ".parallel", "open_run": ".results", "read_atoms": ".results",
+    # scoring against simulated truth
+    "score": ".metrics", "match": ".metrics",
+    "simulate_image": ".simulate", "simulate_movie": ".simulate", "simulate_4d": ".simulate",
+}
 
-#: Public names imported on first use (their modules import torch or dask): name → module.
-_LAZY = {"open_stem": ".io", "to_zarr": ".io", "find_atoms": ".find", "load_model": ".nn.weights"}
+__all__ = list(_API)
 
 
 def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    if name in _API:
+        value = getattr(importlib.import_module(_API[name], __name__), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'stemflow' has no attribute {name!r}")

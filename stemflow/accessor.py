@@ -59,11 +59,11 @@ class StemAccessor:
 
     def track(self, lattice: str = "graphene", model=None, *, find_options=None, **track_options):
         """Trajectories, events and drift of this movie (frame, y, x): :func:`stemflow.find_atoms`
-        then :func:`stemflow.track.track`. Returns ``TrackResult(trajectories, events, drift)``.
+        then :func:`stemflow.tracking.track`. Returns ``TrackResult(trajectories, events, drift)``.
 
         For movies larger than memory use ``stemflow run`` (:func:`stemflow.parallel.run`), which
         does the same chunk by chunk on a Dask cluster."""
-        from .track import track
+        from .tracking import track
 
         if "frame" not in self._da.dims:
             raise ValueError(f"track needs a movie with a 'frame' dimension; this DataArray has dims {self._da.dims}")

@@ -88,16 +88,21 @@ def _cmd_find(args) -> int:
         raise ValueError(f"{args.input} has dims {da.dims}; `stemflow find` takes images (y, x) or movies "
                          "(frame, y, x); for 4D-STEM make a virtual image first")
     if args.frames:
-        a, _, b = args.frames.partition(":")
-        da = da.isel(frame=slice(int(a) if a else None, int(b) if b else None))
+        from .frames import frame_range
+
+        if "frame" not in da.dims:
+            raise ValueError(f"--frames selects frames of a movie; {args.input} is one image (dims {da.dims})")
+        a, b = frame_range(args.frames, da.sizes["frame"])
+        da = da.isel(frame=slice(a, b))
     if args.lattice_prior and args.no_identify:
         raise ValueError("--lattice-prior needs the chemical identification (the fitted lattice); drop --no-identify")
     atoms = find_atoms(da, lattice=args.lattice, model=args.model, threshold=args.threshold, refine=args.refine,
                        identify=False if args.no_identify else None, lattice_prior=args.lattice_prior)
+    from .atomic import atomic_path
+
     out = Path(args.out)
-    tmp = out.with_name(f".{out.name}.partial")
-    atoms.to_parquet(tmp, index=False)
-    tmp.replace(out)
+    with atomic_path(out) as tmp:
+        atoms.to_parquet(tmp, index=False)
     counts = ", ".join(f"{k} {v}" for k, v in atoms.label.value_counts().items())
     print(f"wrote {out}: {len(atoms)} rows ({counts})")
     return 0
@@ -172,7 +177,7 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_track(args) -> int:
-    from .parallel.dynamics import track_run
+    from .results import track_run
 
     opts = {}
     if args.labels:
@@ -398,7 +403,7 @@ def _parts_done(args) -> str:
     """``": N of M parts complete"`` for a run directory, else what is kept."""
     out = getattr(args, "out", None)
     try:
-        from .parallel.output import MANIFEST, run_status
+        from .rundir import MANIFEST, run_status
 
         if out and (Path(out) / MANIFEST).exists():
             st = run_status(out)

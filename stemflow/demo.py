@@ -3,7 +3,7 @@
 Simulates a graphene + Si movie (dopants hopping and switching between 3- and 4-fold
 coordination, vacancies migrating, the specimen drifting), writes it to Zarr with its truth,
 starts a local Dask cluster, runs the bundled network on every frame (:func:`stemflow.parallel.run`),
-links dopants and vacancies into trajectories and events (:mod:`stemflow.track`), prints what was
+links dopants and vacancies into trajectories and events (:mod:`stemflow.tracking`), prints what was
 found beside the truth, and writes the HTML report. No data or network access needed.
 """
 
@@ -57,7 +57,7 @@ def run_demo(out="demo_out", *, frames: int = 64, size: int = 512, dose: float =
     from .parallel import connect, run
     from .simulate import simulate_movie
     from .io import write_movie
-    from .track.scoring import drift_error, score_events, trajectory_purity
+    from .tracking.scoring import drift_error, score_events, trajectory_purity
 
     t_start = time.perf_counter()
     out = Path(out)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 __all__ = ["StemflowError", "InputError", "InputNotFoundError", "FormatError", "MissingDependencyError",
-           "StemflowWarning", "check_positive"]
+           "StemflowWarning", "check_positive", "require_pixel_size"]
 
 
 class StemflowError(Exception):
@@ -46,3 +46,11 @@ def check_positive(value, what: str, unit: str) -> float:
     if not math.isfinite(value) or value <= 0:
         raise InputError(f"{what} must be a positive number in {unit}; got {value!r}")
     return value
+
+
+def require_pixel_size(pixel_size) -> float:
+    """The pixel size as a positive float (nm/px), or an :class:`InputError` saying how to give it."""
+    if pixel_size is None:
+        raise InputError("the pixel size is unknown: pass pixel_size= in nm/px (e.g. 0.012 for 12 pm/px), "
+                         "or use a table from find_atoms, which records it in df.attrs['pixel_size']")
+    return check_positive(pixel_size, "pixel_size", "nm/px (e.g. 0.012 for 12 pm/px)")

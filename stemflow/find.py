@@ -1,7 +1,7 @@
 """``find_atoms``: image(s) in, atoms table out — the public entry point of the atom finder.
 
 Each frame is resampled to the network's sampling, normalised, turned into per-pixel class
-probabilities by the network, and the blobs of those maps become rows (:func:`stemflow.locate`);
+probabilities by the network, and the blobs of those maps become rows (:func:`stemflow.locating`);
 positions are mapped back to the input's pixels. Pure numpy/torch: :mod:`stemflow.parallel`
 maps it over chunks of frames.
 """
@@ -16,11 +16,11 @@ import xarray as xr
 from scipy import ndimage
 
 from .errors import InputError
-from .locate import locate
+from .locating import locate
 from .nn.weights import Model, load_model
 from .preprocess import normalize, resample, to_input_coords, to_model_coords
 from .refine import refine_atoms
-from .spacing import check_pixel_size
+from .spacing import check_calibration
 from .tables import ATOMS, LATTICES
 
 __all__ = ["find_atoms"]
@@ -102,7 +102,7 @@ def _check_quality(ambiguous: list[float], stack: bool) -> None:
 def _heavy_atoms(labels: list, frame: np.ndarray, probs: np.ndarray, factor: float,
                  pixel_size: float) -> pd.DataFrame:
     """Heavy atoms of one frame on an amorphous support (input px), instead of the network's blobs
-    (``labels``: the categories of ``label``, as :func:`stemflow.locate` gives them).
+    (``labels``: the categories of ``label``, as :func:`stemflow.locating` gives them).
 
     The support is background, whatever texture of it the network reads as columns; a heavy atom
     is a point source significant against the *local* support and noise, ≥ ``HEAVY_SIGNIFICANCE``
@@ -211,7 +211,7 @@ def find_atoms(image, pixel_size: float | None = None, lattice: str = "graphene"
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise InputError(f"batch_size must be a whole number of frames ≥ 1; got {batch_size!r}")
     frames, pixel_size, stack = _frames_and_calibration(image, pixel_size)
-    check_pixel_size(frames[0], pixel_size, lattice, where="the first frame" if stack else "the image")
+    check_calibration(frames[0], pixel_size, lattice, where="the first frame" if stack else "the image")
     net = _get_model(model)
     factor = pixel_size / net.pixel_size
     smalls = [resample(f, factor) for f in frames]

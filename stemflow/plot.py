@@ -123,7 +123,7 @@ def mean_frame(images, drift: pd.DataFrame | None = None) -> np.ndarray:
     images : array-like (frame, y, x)
         Frames in the order of ``drift``'s rows.
     drift : DataFrame, optional
-        ``dy``, ``dx`` (px) per frame (:func:`stemflow.track.drift`); None averages as they are.
+        ``dy``, ``dx`` (px) per frame (:func:`stemflow.tracking.drift`); None averages as they are.
 
     Returns
     -------
@@ -251,7 +251,7 @@ def plot_transitions(matrix: pd.DataFrame, *, values: str = "count", ax=None, cm
     Parameters
     ----------
     matrix : DataFrame
-        Long form (:func:`stemflow.track.transition_matrix`: ``state0``, ``state1`` and
+        Long form (:func:`stemflow.tracking.transition_matrix`: ``state0``, ``state1`` and
         ``values``) or already square (index = from, columns = to).
     values : str
         ``count``, ``rate`` or another column of the long form.

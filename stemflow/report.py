@@ -67,7 +67,7 @@ def _table(df: pd.DataFrame, max_rows: int = 50, float_format="{:.4g}") -> str:
 
 
 def _read(directory: Path) -> dict[str, pd.DataFrame]:
-    from .parallel.output import MANIFEST, check_complete
+    from .rundir import MANIFEST, check_complete
 
     if (directory / MANIFEST).exists():
         check_complete(directory)            # a report of a run with frames missing would look whole
@@ -123,7 +123,7 @@ def write_report(directory, out=None, *, title: str | None = None, dose: float |
     >>> write_report("run/")                                   # doctest: +SKIP
     PosixPath('run/report.html')
     """
-    from .track import diffusion, dwell_times, event_rates, transition_matrix
+    from .tracking import diffusion, dwell_times, event_rates, transition_matrix
 
     directory = Path(directory)
     if not directory.is_dir():

@@ -15,12 +15,12 @@ import numpy as np
 from scipy import ndimage
 
 from .errors import InputError, StemflowWarning
+from .tables import LATTICES
 
-__all__ = ["lattice_spacing", "check_pixel_size", "FIRST_ORDER_NM", "PIXEL_SIZE_TOLERANCE"]
+__all__ = ["fft_spacing", "check_calibration", "FIRST_ORDER_NM", "PIXEL_SIZE_TOLERANCE"]
 
 #: First-order lattice-plane spacing of each crystalline lattice, nm (hexagonal: a·√3/2).
-FIRST_ORDER_NM = {"graphene": 0.246 * np.sqrt(3) / 2, "ws2": 0.318 * np.sqrt(3) / 2,
-                  "mos2": 0.316 * np.sqrt(3) / 2}
+FIRST_ORDER_NM = {name: spec["a"] * np.sqrt(3) / 2 for name, spec in LATTICES.items() if spec["a"] is not None}
 #: Relative disagreement between the measured and the expected spacing above which the pixel size
 #: is reported as suspect (strain and scan distortion stay within a few per cent).
 PIXEL_SIZE_TOLERANCE = 0.2
@@ -29,7 +29,7 @@ PIXEL_SIZE_TOLERANCE = 0.2
 _MIN_PROMINENCE = 4.0
 
 
-def lattice_spacing(image, pixel_size: float = 1.0) -> tuple[float, float]:
+def fft_spacing(image, pixel_size: float = 1.0) -> tuple[float, float]:
     """The strongest ring of a frame's power spectrum, as a spacing, and how clear it is.
 
     Parameters
@@ -48,7 +48,7 @@ def lattice_spacing(image, pixel_size: float = 1.0) -> tuple[float, float]:
     """
     img = np.asarray(image, np.float64)
     if img.ndim != 2:
-        raise InputError(f"lattice_spacing takes one 2-D frame; got shape {img.shape}")
+        raise InputError(f"fft_spacing takes one 2-D frame; got shape {img.shape}")
     n = min(img.shape)
     if n < 32:
         return float("nan"), 1.0
@@ -66,7 +66,7 @@ def lattice_spacing(image, pixel_size: float = 1.0) -> tuple[float, float]:
     return float(n / k * pixel_size), float(np.exp(excess[k]))
 
 
-def check_pixel_size(image, pixel_size: float, lattice: str, *, where: str = "the frame") -> float:
+def check_calibration(image, pixel_size: float, lattice: str, *, where: str = "the frame") -> float:
     """Warn (or refuse) when ``pixel_size`` disagrees with the lattice seen in ``image``.
 
     Parameters
@@ -104,7 +104,7 @@ def check_pixel_size(image, pixel_size: float, lattice: str, *, where: str = "th
         raise InputError(f"pixel_size={pixel_size} nm/px puts {lattice}'s lattice planes ({d:.3f} nm) "
                          f"{d / pixel_size:.2f} px apart, under the 2 px an image can show: the pixel size is "
                          "wrong (it is in nm/px: 10 pm/px is 0.01)")
-    spacing, prominence = lattice_spacing(image, pixel_size)
+    spacing, prominence = fft_spacing(image, pixel_size)
     if not np.isfinite(spacing) or prominence < _MIN_PROMINENCE:
         return float("nan")
     # the strongest ring is the first order, or the second ({110}: a/2 = d/√3)

@@ -172,7 +172,7 @@ ATOMS = Table("atoms", (
     _c("intensity", "float32", "image units", "image value at the centre"),
 ), categories=(("label", LABELS),))
 
-#: What :func:`stemflow.locate` returns: atoms in px with the blob's area.
+#: What :func:`stemflow.locating` returns: atoms in px with the blob's area.
 LOCATED = Table("located", (
     *_POS,
     _c("label", "category", "", "class of the blob", True),
@@ -193,7 +193,7 @@ TRUTH = Table("truth", (
     _c("particle", "int64", "", "id of the defect across frames (-1 for lattice)"),
 ), categories=(("label", LABELS),))
 
-#: Columns :func:`stemflow.track.track` adds to the atoms rows it keeps.
+#: Columns :func:`stemflow.tracking.track` adds to the atoms rows it keeps.
 TRAJECTORIES = Table("trajectories", (
     _c("particle", "int64", "", "trajectory id (trackpy's convention)", True),
     _c("y_corr", "float64", "px", "y after drift correction"),

@@ -124,7 +124,7 @@ def _fresh(code: str) -> str:
 
 
 def test_import_stemflow_does_not_import_torch():
-    out = _fresh("import sys, stemflow, stemflow.io, stemflow.tables, stemflow.chem, stemflow.track\n"
+    out = _fresh("import sys, stemflow, stemflow.io, stemflow.tables, stemflow.chem, stemflow.tracking\n"
                  "print('torch' in sys.modules)")
     assert out == "False"
     # ... and the lazy names still resolve, to the right objects
@@ -155,17 +155,18 @@ def test_tables_conform_keeps_unknown_categories_and_orders_columns():
 
 def test_parquet_metadata_round_trip(tmp_path):
     """A run's part carries its calibration: read back without the manifest, it still has it."""
+    from stemflow import results, rundir
     from stemflow.parallel import output
 
     df = tables.ATOMS.empty()
     df.attrs.update(pixel_size=0.0123, lattice="ws2", model="default", not_json=object())
     output.write_part(tmp_path, 0, df)
-    back = output.read_atoms(tmp_path / output.ATOMS_DIR)
+    back = results.read_atoms(tmp_path / rundir.ATOMS_DIR)
     assert back.attrs["pixel_size"] == 0.0123 and back.attrs["lattice"] == "ws2"
     assert "not_json" not in back.attrs
     import pyarrow.parquet as pq
 
-    meta = pq.read_schema(output.part_path(tmp_path, 0)).metadata
+    meta = pq.read_schema(rundir.part_path(tmp_path, 0)).metadata
     assert b'"y_nm": "nm"' in meta[tables.METADATA_KEY]
 
 
@@ -174,3 +175,35 @@ def test_tables_examples_run():
 
     result = doctest.testmod(tables)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_top_level_is_the_notebook_chain():
+    import pkgutil
+
+    names = stemflow.__all__
+    assert len(names) <= 25 and len(set(names)) == len(names)
+    assert {"open_stem", "find_atoms", "identify", "track", "run", "open_run", "virtual_image", "load_model",
+            "score", "simulate_image"} <= set(names)
+    # no public name is also a module of the package: `stemflow.track` is always the function
+    modules = {m.name for m in pkgutil.iter_modules(stemflow.__path__)}
+    assert sorted(set(names) & modules) == []
+    for pkg in ("chem", "tracking", "simulate", "parallel", "io", "nn"):
+        mod = __import__(f"stemflow.{pkg}", fromlist=["_"])
+        subs = {m.name for m in pkgutil.iter_modules(mod.__path__)}
+        assert sorted(set(getattr(mod, "__all__", [])) & subs) == [], pkg
+
+
+@pytest.mark.parametrize("name", stemflow.__all__)
+def test_public_function_documents_units_and_runs_its_example(name):
+    import doctest
+    import inspect
+
+    func = getattr(stemflow, name)
+    doc = inspect.getdoc(func) or ""
+    for section in ("Parameters", "Returns", "Examples"):
+        assert f"{section}\n----" in doc, f"{name} has no {section} section"
+    tests = doctest.DocTestFinder(recurse=False).find(func, name, globs=dict(func.__globals__))
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    for t in tests:
+        runner.run(t)
+    assert runner.failures == 0, f"the example of {name} fails"

@@ -110,7 +110,7 @@ def test_a_client_killed_and_restarted_gives_the_undisturbed_table(cluster, movi
     _wait(lambda: parts.is_dir() and any(parts.glob("part-*.parquet")) or p.poll() is not None, 120, "a first part")
     p.send_signal(signal.SIGKILL)
     p.wait(10)
-    from stemflow.parallel.output import complete_parts
+    from stemflow.rundir import complete_parts
 
     before = complete_parts(out)
     again = run(movie, out, scheduler=addr, frames_per_part=2, progress=False, track=False)

@@ -11,7 +11,7 @@ from stemflow.tables import IDENTIFIED
 from stemflow.chem import (assign_sites, classify_defects, coordination, defect_table,
                            empty_sites, find_rings, guess_element, identify)
 from stemflow.chem.classes import cluster_descriptors, defect_descriptors
-from stemflow.chem.defects import _analyse
+from stemflow.chem.defects import analyse_defects
 from stemflow.errors import InputError
 from stemflow.simulate import simulate_image
 
@@ -143,7 +143,7 @@ def test_unsupervised_classes_recover_the_true_kinds_without_being_told_how_many
         sim = simulate_image("graphene", 384, pixel_size=PX, seed=seed,
                              defects={"V1": 3, "Si1C3": 3, "Si2C4": 3, "V2": 3})
         t = _truth_input(sim, "graphene")
-        atoms, table = _analyse(t, PX, "graphene")
+        atoms, table = analyse_defects(t, PX, "graphene")
         Xs.append(defect_descriptors(atoms, table))
         truth = _truth_complexes(sim.atoms)
         m = match(table, truth, BOND_PX)

@@ -157,22 +157,22 @@ def test_a_wrong_pixel_size_is_named_with_the_one_the_lattice_implies():
     import warnings
 
     from stemflow.errors import InputError, StemflowWarning
-    from stemflow.spacing import check_pixel_size
+    from stemflow.spacing import check_calibration
 
     sim = simulate_image("graphene", 256, pixel_size=0.01, seed=4)
     with warnings.catch_warnings():
         warnings.simplefilter("error", StemflowWarning)
-        assert abs(check_pixel_size(sim.image, 0.01, "graphene") - 0.213) < 0.02     # right: silent
+        assert abs(check_calibration(sim.image, 0.01, "graphene") - 0.213) < 0.02     # right: silent
     with pytest.warns(StemflowWarning, match=r"probably 0\.0(09|1)"):
-        check_pixel_size(sim.image, 0.03, "graphene")                              # 3× too large
+        check_calibration(sim.image, 0.03, "graphene")                              # 3× too large
     with pytest.warns(StemflowWarning, match="pixel size is probably"):
-        check_pixel_size(sim.image, 0.004, "graphene")                             # 2.5× too small
+        check_calibration(sim.image, 0.004, "graphene")                             # 2.5× too small
     with pytest.raises(InputError, match="pixel size is wrong"):
         find_atoms(sim.image, pixel_size=1.0)                                      # 100× too large: refused
     noise = np.random.default_rng(0).poisson(20, (256, 256)).astype(float)
     with warnings.catch_warnings():
         warnings.simplefilter("error", StemflowWarning)
-        assert np.isnan(check_pixel_size(noise, 0.01, "graphene"))                 # no lattice: not judged
+        assert np.isnan(check_calibration(noise, 0.01, "graphene"))                 # no lattice: not judged
 
 
 def test_non_square_frames_are_found_as_well_as_square_ones_in_both_orientations():

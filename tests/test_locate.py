@@ -7,7 +7,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from stemflow.errors import InputError
-from stemflow.locate import locate
+from stemflow.locating import locate
 from stemflow.simulate import simulate_image
 from stemflow.tables import CLASSES, LOCATED
 from stemflow.simulate.imaging import class_mask

@@ -14,9 +14,10 @@ import zarr
 
 import stemflow
 from stemflow.errors import InputError, StemflowWarning
-from stemflow.parallel import (ClusterError, OutputMismatchError, center_of_mass, connect, detector_mask, read_atoms,
+from stemflow.detectors import detector_mask
+from stemflow.parallel import (ClusterError, OutputMismatchError, center_of_mass, connect, read_atoms,
                                run, virtual_image)
-from stemflow.parallel.output import complete_parts, part_path
+from stemflow.rundir import complete_parts, part_path
 from stemflow.nn.infer import tiles
 from stemflow.parallel.pipeline import plan_parts
 from stemflow.simulate import simulate_movie
@@ -271,8 +272,7 @@ def test_bad_inputs_get_errors_naming_the_fix(client, movie, tmp_path):
 
 
 def test_the_table_of_a_failed_run_is_never_read_as_whole(client, tmp_path):
-    from stemflow.parallel.dynamics import track_run
-    from stemflow.parallel.output import IncompleteRunError
+    from stemflow.results import IncompleteRunError, track_run
     from stemflow.report import write_report
 
     bad = np.random.default_rng(0).random((4, 64, 64)).astype(np.float32)
@@ -357,7 +357,7 @@ def test_run_with_the_lattice_prior_on_the_workers(client, movie, tmp_path):
 def test_parts_with_different_label_categories_read_back_without_losing_a_label(tmp_path):
     import pandas as pd
 
-    from stemflow.parallel.output import read_atoms
+    from stemflow.results import read_atoms
 
     folder = tmp_path / "atoms.parquet"
     folder.mkdir()
@@ -374,7 +374,7 @@ def test_parts_with_different_label_categories_read_back_without_losing_a_label(
 def test_a_corrupt_chunk_is_named_with_its_store_key_and_frames(client, movie, tmp_path):
     import shutil
 
-    from stemflow.parallel.output import IncompleteRunError
+    from stemflow.results import IncompleteRunError
 
     _, store = movie
     copy = tmp_path / "damaged.zarr"
@@ -398,6 +398,7 @@ def test_a_relative_out_lands_where_the_client_reads_it(client, movie, reference
 
 
 def test_parts_the_client_cannot_see_fail_the_run_loudly(tmp_path):
+    from stemflow import rundir as results
     from stemflow.parallel import output
     from stemflow.parallel.pipeline import _check_parts_here
 
@@ -405,7 +406,7 @@ def test_parts_the_client_cannot_see_fail_the_run_loudly(tmp_path):
     output.write_part(tmp_path, 0, output.empty_atoms())
     with pytest.raises(stemflow.errors.StemflowError, match="1 of 2 parts .*part 1: missing.*do not share"):
         _check_parts_here(tmp_path, [{"part": 0, "rows": 0}, {"part": 1, "rows": 5}], [[0, 2], [2, 4]])
-    assert output.run_status(tmp_path)["failed"][0]["frames"] == [2, 4]
+    assert results.run_status(tmp_path)["failed"][0]["frames"] == [2, 4]
 
 
 def test_a_rerun_recomputes_the_parts_whose_pixels_were_rewritten(client, movie, tmp_path):

@@ -15,7 +15,7 @@ from stemflow import plot
 from stemflow.errors import InputError, InputNotFoundError
 from stemflow.report import write_report
 from stemflow.simulate import simulate_movie
-from stemflow.track import track, transition_matrix
+from stemflow.tracking import track, transition_matrix
 
 PX = 0.01
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from stemflow import find_atoms, open_stem
 from stemflow.errors import StemflowError, StemflowWarning
-from stemflow.track import track
+from stemflow.tracking import track
 
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -1,4 +1,4 @@
-"""stemflow.track against the simulator's ground truth: drift, trajectories, hops, coordination
+"""stemflow.tracking against the simulator's ground truth: drift, trajectories, hops, coordination
 changes, rates, dwell times, diffusion, and bad input."""
 
 
@@ -10,9 +10,9 @@ from stemflow import find_atoms
 from stemflow.errors import InputError, StemflowWarning
 from stemflow.simulate import simulate_movie
 from stemflow.tables import EVENTS
-from stemflow.track import (diffusion, drift, dwell_times, event_rates, link, track,
+from stemflow.tracking import (diffusion, drift, dwell_times, event_rates, link, track,
                             transition_matrix)
-from stemflow.track.scoring import drift_error, score_events, trajectory_purity
+from stemflow.tracking.scoring import drift_error, score_events, trajectory_purity
 
 RATES = {"hop": 0.15, "switch34": 0.1, "switch43": 0.15, "vacancy": 0.15}
 PX = 0.01
@@ -252,14 +252,14 @@ def test_hop_in_a_frame_where_the_dopant_is_called_lattice_is_dated_to_that_fram
 
 
 def test_persistence_follows_the_frame_level_error_rates():
-    from stemflow.track.sites import persistence
+    from stemflow.tracking.sites import persistence
     assert persistence(0.0, 0.05) == (1, 1)                 # no one-frame errors: every frame counts
     assert persistence(0.01, 0.05)[0] == 2                  # 1 % one-frame errors, 5 % moves
     assert persistence(0.2, 0.02)[0] >= 3
 
 
 def test_appearances_vanishings_and_hop_distances_are_dated_and_measured():
-    from stemflow.track import events
+    from stemflow.tracking import events
 
     rows = []
     for f in range(7):                                    # particle 0: the whole movie, hops at frame 3

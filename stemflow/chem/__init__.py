@@ -22,7 +22,7 @@ from .classes import class_mean_patches, classify_defects, cluster_descriptors, 
 from .defects import defect_table, find_defects, ring_defect_name
 from .dopants import check_dopants, dopant_geometry
 from .elements import ELEMENT_MAPS, assign_elements, guess_element, measure_intensity
-from .identify import identify
+from .identification import identify
 from .occupancy import column_occupancy
 from .prior import lattice_prior
 from .rings import find_rings

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..errors import InputError, check_positive
+from ..errors import InputError, require_pixel_size
 from ..tables import LATTICES
 
 #: Columns every function of ``chem`` needs in an atoms table.
@@ -31,14 +31,6 @@ def check_lattice(lattice) -> str:
     if name not in LATTICES:
         raise InputError(f"unknown lattice {lattice!r}; known lattices: {', '.join(LATTICES)}")
     return name
-
-
-def check_pixel_size(pixel_size) -> float:
-    """The pixel size as a positive float (nm/px), or an :class:`InputError` saying how to give it."""
-    if pixel_size is None:
-        raise InputError("the pixel size is unknown: pass pixel_size= in nm/px (e.g. 0.012 for 12 pm/px), "
-                         "or use a table from find_atoms, which records it in df.attrs['pixel_size']")
-    return check_positive(pixel_size, "pixel_size", "nm/px (e.g. 0.012 for 12 pm/px)")
 
 
 def check_atoms(atoms, required=REQUIRED) -> pd.DataFrame:
@@ -69,7 +61,7 @@ def resolve(atoms, pixel_size=None, lattice=None, required=REQUIRED):
         pixel_size = atoms.attrs.get("pixel_size")
     if lattice is None:
         lattice = atoms.attrs.get("lattice")
-    return atoms, check_pixel_size(pixel_size), check_lattice(lattice)
+    return atoms, require_pixel_size(pixel_size), check_lattice(lattice)
 
 
 def labels_of(atoms: pd.DataFrame) -> np.ndarray:

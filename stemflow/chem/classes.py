@@ -77,12 +77,12 @@ def _relative_intensity(atoms, rows, labels, lattice, bond_px):
         return np.zeros(len(rows))
     inten = atoms["intensity"].to_numpy(np.float64)[rows]
     if lattice in ("ws2", "mos2") and "sublattice" in atoms.columns:
-        from .elements import _local_levels
+        from .elements import local_levels
         metal, chalc = LATTICES[lattice]["host"]
         sub = atoms["sublattice"].to_numpy()[rows]
         lab = labels[rows]
         pos = atoms[["y", "x"]].to_numpy(np.float64)[rows]
-        base, i_m, _ = _local_levels(pos, inten, (lab == "lattice") & (sub == 0), (lab == "lattice") & (sub == 1),
+        base, i_m, _ = local_levels(pos, inten, (lab == "lattice") & (sub == 0), (lab == "lattice") & (sub == 1),
                                      pos, metal, chalc, 1.7, 2.5 * np.sqrt(3) * bond_px)
         rel = (inten - base) / np.where(i_m - base > 0, i_m - base, np.nan)
     else:
@@ -255,11 +255,11 @@ def classify_defects(atoms: pd.DataFrame, pixel_size: float | None = None, latti
         complex, 0 for the most common class; -1 for rows in no complex). ``df.attrs["classes"]``
         holds ``n_classes``, the BIC curve and the PCA size.
     """
-    from .defects import _analyse
+    from .defects import analyse_defects
 
     atoms, pixel_size, lattice = resolve(atoms, pixel_size, lattice)
     if defects is None or "defect_id" not in atoms.columns:
-        atoms, defects = _analyse(atoms, pixel_size, lattice)
+        atoms, defects = analyse_defects(atoms, pixel_size, lattice)
     X = defect_descriptors(atoms, defects, pixel_size, lattice, image=image if image_features else None)
     lab, info = cluster_descriptors(X, max_classes=max_classes, random_state=random_state)
     out = atoms.copy()

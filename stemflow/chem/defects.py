@@ -40,7 +40,7 @@ from ._common import bond_cutoffs, frame_groups, is_mx2, labels_of, resolve, wit
 from .bonds import coordination, find_bonds
 from .rings import find_rings
 from .dopants import dopant_geometry
-from .sites import _NB as _NB_CELLS, _frame_empty, _frame_fit, assign_sites
+from .sites import NEIGHBOUR_CELLS as _NB_CELLS, frame_empty_sites, fit_frame, assign_sites
 
 __all__ = ["find_defects", "defect_table", "ring_defect_name"]
 
@@ -201,12 +201,12 @@ def _geometric_sw(fit, lp, ll, bond_px):
     return out
 
 
-def _analyse(atoms, pixel_size, lattice, cutoffs=None, element_map=None, gamma=1.7, image=None):
+def analyse_defects(atoms, pixel_size, lattice, cutoffs=None, element_map=None, gamma=1.7, image=None):
     """(atoms with defect, defect_id; defects table)."""
-    from .elements import _map_for
-    from .occupancy import OCCUPANCY_RADIUS, _frame_of, frame_occupancy
+    from .elements import element_map_for
+    from .occupancy import OCCUPANCY_RADIUS, image_of_frame, frame_occupancy
 
-    emap = _map_for(lattice, element_map)
+    emap = element_map_for(lattice, element_map)
     full = _prepare(atoms, pixel_size, lattice, cutoffs, element_map, gamma)
     n = len(full)
     labels = labels_of(full)
@@ -249,15 +249,15 @@ def _analyse(atoms, pixel_size, lattice, cutoffs=None, element_map=None, gamma=1
             kinds.append("vacancy"), nrow.append(r), npos.append(lp[r]), nsub.append(lsub[r]), ncnt.append(lcount[r])
         fit = None
         if has_lattice:
-            fit = _frame_fit(lp, ll, bond_px, None if inten is None else inten[rows], mx2=is_mx2(lattice))
+            fit = fit_frame(lp, ll, bond_px, None if inten is None else inten[rows], mx2=is_mx2(lattice))
             if fit is not None:
-                got = _frame_empty(fit, lp, ll, bond_px)
+                got = frame_empty_sites(fit, lp, ll, bond_px)
                 if got is not None:
                     cp, _, cs, _, det = got
                     ep, es = cp[~det], cs[~det].astype(np.int64)
                     occ = np.full(len(ep), np.nan)
                     if image is not None and len(ep):
-                        occ = frame_occupancy(fit, _frame_of(image, fr), lp, lsub, ep, es, ll == "lattice",
+                        occ = frame_occupancy(fit, image_of_frame(image, fr), lp, lsub, ep, es, ll == "lattice",
                                               OCCUPANCY_RADIUS * bond_px)
                     ek, ec = _empty_nodes(lattice, emap, occ, es)
                     for p, s_, k_, c_ in zip(ep, es, ek, ec):
@@ -435,7 +435,7 @@ def find_defects(atoms: pd.DataFrame, pixel_size: float | None = None, lattice: 
     defect_table : one row per complex.
     """
     atoms, pixel_size, lattice = resolve(atoms, pixel_size, lattice)
-    return _analyse(atoms, pixel_size, lattice, cutoffs, element_map, gamma, image)[0]
+    return analyse_defects(atoms, pixel_size, lattice, cutoffs, element_map, gamma, image)[0]
 
 
 def defect_table(atoms: pd.DataFrame, pixel_size: float | None = None, lattice: str | None = None, *,
@@ -460,4 +460,4 @@ def defect_table(atoms: pd.DataFrame, pixel_size: float | None = None, lattice: 
         may be cut) and ``rows`` (tuple of member row positions in ``atoms``).
     """
     atoms, pixel_size, lattice = resolve(atoms, pixel_size, lattice)
-    return _analyse(atoms, pixel_size, lattice, cutoffs, element_map, gamma, image)[1]
+    return analyse_defects(atoms, pixel_size, lattice, cutoffs, element_map, gamma, image)[1]

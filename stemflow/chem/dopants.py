@@ -45,7 +45,7 @@ from scipy.spatial import cKDTree
 
 from ..tables import LATTICES
 from ._common import bond_cutoffs, frame_groups, labels_of, resolve, with_attrs
-from .sites import _NB, BASIS, LatticeFit, _frame_fit, site_id
+from .sites import NEIGHBOUR_CELLS, BASIS, LatticeFit, fit_frame, site_id
 
 __all__ = ["check_dopants", "dopant_geometry", "DopantGeometry", "CHECKS", "OFF_LATTICE", "ON_SHELL",
            "MIN_CONTRAST", "MAX_WIDTH", "MIN_SHELL", "EDGE_BONDS", "MIN_DOPANT_PROB"]
@@ -333,7 +333,7 @@ def dopant_geometry(fit: LatticeFit | None, pos: np.ndarray, labels: np.ndarray,
     for k in range(m):
         c, s, lm = cells[k], int(subs[k]), maps[group[k]]
         core_pos[k][int(site_id(c, [s])[0])] = (c, s)
-        nbc = c + _NB[s]
+        nbc = c + NEIGHBOUR_CELLS[s]
         nbp = lm.position(nbc, np.full(3, 1 - s))
         mids = 0.5 * (sites[k] + nbp)
         j = int(np.argmin(np.hypot(*(mids - dpos[k]).T)))
@@ -356,7 +356,7 @@ def dopant_geometry(fit: LatticeFit | None, pos: np.ndarray, labels: np.ndarray,
             continue
         cand_c, cand_s = [], []
         for c, s in core_pos[k].values():
-            cand_c.append(c + _NB[s])
+            cand_c.append(c + NEIGHBOUR_CELLS[s])
             cand_s.append(np.full(3, 1 - s))
         cc, ss = np.vstack(cand_c), np.concatenate(cand_s)
         ids = site_id(cc, ss)
@@ -423,7 +423,7 @@ def dopant_geometry_frames(atoms, pixel_size, lattice, cutoffs=None):
     labels = labels_of(atoms)
     occ = atoms["occupancy"].to_numpy(np.float64) if "occupancy" in atoms.columns else None
     for fr, rows in frame_groups(atoms):
-        fit = _frame_fit(pos[rows], labels[rows], bond_px)
+        fit = fit_frame(pos[rows], labels[rows], bond_px)
         yield fr, rows, fit, dopant_geometry(fit, pos[rows], labels[rows], bond_px, cut_nm / pixel_size,
                                              None if occ is None else occ[rows])
 
@@ -580,7 +580,7 @@ def check_dopants(atoms: pd.DataFrame, image, pixel_size: float | None = None, l
     patch that raises both leaves the contrast as it is. Checks need the frame's lattice to be
     fitted for the place and shell; without a fit only the edge, contrast and width are checked.
     """
-    from .occupancy import _frame_of
+    from .occupancy import image_of_frame
 
     atoms, pixel_size, lattice = resolve(atoms, pixel_size, lattice)
     out = atoms.copy()
@@ -594,7 +594,7 @@ def check_dopants(atoms: pd.DataFrame, image, pixel_size: float | None = None, l
         for fr, rows, fit, geo in dopant_geometry_frames(out, pixel_size, lattice, cutoffs):
             if len(geo.rows) == 0:
                 continue
-            img = _frame_of(image, fr)
+            img = image_of_frame(image, fr)
             h, w = img.shape
             lp = pos[rows]
             feats = dopant_image_features(img, lp, labels[rows], geo.rows, bond_px)

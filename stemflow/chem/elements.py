@@ -135,7 +135,7 @@ def measure_intensity(atoms: pd.DataFrame, image, radius: float) -> np.ndarray:
     return out
 
 
-def _local_levels(pos, inten, metal_mask, chalc_mask, at, metal, chalc, gamma, reach, values=None):
+def local_levels(pos, inten, metal_mask, chalc_mask, at, metal, chalc, gamma, reach, values=None):
     """Local background, metal level and (for ``values``) fraction of a chalcogen pair at ``at``.
 
     Around each query point the median intensities of the pristine metal columns (``I_M``) and
@@ -170,7 +170,7 @@ def _local_levels(pos, inten, metal_mask, chalc_mask, at, metal, chalc, gamma, r
     return base, i_m, frac
 
 
-def _map_for(lattice: str, element_map) -> dict:
+def element_map_for(lattice: str, element_map) -> dict:
     m = dict(ELEMENT_MAPS[lattice])
     if element_map:
         if not isinstance(element_map, dict):
@@ -217,7 +217,7 @@ def assign_elements(atoms: pd.DataFrame, pixel_size: float | None = None, lattic
     columns of the same sublattice, so they do not depend on dose or detector gain.
     """
     atoms, pixel_size, lattice = resolve(atoms, pixel_size, lattice)
-    emap = _map_for(lattice, element_map)
+    emap = element_map_for(lattice, element_map)
     out = atoms.copy()
     if is_mx2(lattice) and "sublattice" not in out.columns:
         from .sites import assign_sites
@@ -279,7 +279,7 @@ def assign_elements(atoms: pd.DataFrame, pixel_size: float | None = None, lattic
             lr, sr = labels[rows], chal_site[rows]
             d = rows[dop[rows] & ~sr]
             v = rows[vac_ch[rows]]
-            base, i_m, _ = _local_levels(pos[rows], inten[rows], (lr == "lattice") & ~sr, (lr == "lattice") & sr,
+            base, i_m, _ = local_levels(pos[rows], inten[rows], (lr == "lattice") & ~sr, (lr == "lattice") & sr,
                                          pos[np.concatenate([d, v])], metal, chalc, gamma, reach)
             nd = len(d)
             if many:
@@ -287,7 +287,7 @@ def assign_elements(atoms: pd.DataFrame, pixel_size: float | None = None, lattic
             else:
                 element[d] = dopant_cands if isinstance(dopant_cands, str) else dopant_cands[0]
             count[d] = 1
-            _, _, frac = _local_levels(pos[rows], inten[rows], (lr == "lattice") & ~sr, (lr == "lattice") & sr,
+            _, _, frac = local_levels(pos[rows], inten[rows], (lr == "lattice") & ~sr, (lr == "lattice") & sr,
                                        pos[v], metal, chalc, gamma, reach, values=inten[v])
             half = frac > _HALF_VACANCY_Z
             element[v[half]], count[v[half]] = chalc, 1

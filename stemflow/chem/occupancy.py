@@ -29,7 +29,7 @@ from ..errors import InputError
 from ..tables import LATTICES
 from ._common import frame_groups, labels_of, resolve, with_attrs
 from .elements import measure_intensity
-from .sites import BASIS, LatticeFit, _frame_fit, _intensity
+from .sites import BASIS, LatticeFit, fit_frame, intensity_column
 
 __all__ = ["column_occupancy", "OCCUPANCY_RADIUS"]
 
@@ -40,7 +40,7 @@ _REF_K = 12      # intact columns of the same sublattice whose median is the ref
 _REACH = 2.5     # lattice constants: how far references may lie
 
 
-def _frame_of(image, frame) -> np.ndarray:
+def image_of_frame(image, frame) -> np.ndarray:
     img = np.asarray(image)
     if img.ndim == 2:
         return img
@@ -191,7 +191,7 @@ def column_occupancy(atoms: pd.DataFrame, image, pixel_size: float | None = None
     if LATTICES[lattice]["a"] is not None and len(out):
         bond_px = LATTICES[lattice]["bond"] / pixel_size
         mx2 = lattice in ("ws2", "mos2")
-        inten = _intensity(out)
+        inten = intensity_column(out)
         if mx2 and (inten is None or not np.isfinite(inten).any()):
             # The metal sublattice is the brighter one: measure the columns to tell.
             inten = measure_intensity(out, image, radius * bond_px)
@@ -205,10 +205,10 @@ def column_occupancy(atoms: pd.DataFrame, image, pixel_size: float | None = None
         pos = out[["y", "x"]].to_numpy(np.float64)
         sub = out["sublattice"].to_numpy(np.int64)
         for fr, rows in frame_groups(out):
-            fit = _frame_fit(pos[rows], labels[rows], bond_px, None if inten is None else inten[rows], mx2=mx2)
+            fit = fit_frame(pos[rows], labels[rows], bond_px, None if inten is None else inten[rows], mx2=mx2)
             if fit is None:
                 continue
-            occ[rows] = frame_occupancy(fit, _frame_of(image, fr), pos[rows], sub[rows], pos[rows], sub[rows],
+            occ[rows] = frame_occupancy(fit, image_of_frame(image, fr), pos[rows], sub[rows], pos[rows], sub[rows],
                                         labels[rows] == "lattice", radius * bond_px)
     out["occupancy"] = occ
     return with_attrs(out, atoms, pixel_size, lattice)

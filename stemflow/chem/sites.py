@@ -38,7 +38,7 @@ __all__ = ["LatticeFit", "fit_lattice", "assign_sites", "empty_sites", "site_id"
 
 BASIS = np.array([[0.0, 0.0], [1.0 / 3.0, 1.0 / 3.0]])
 # Cells of the three neighbours of a sublattice-0 site (on sublattice 1), and vice versa.
-_NB = {0: np.array([[0, 0], [-1, 0], [0, -1]]), 1: np.array([[0, 0], [1, 0], [0, 1]])}
+NEIGHBOUR_CELLS = {0: np.array([[0, 0], [-1, 0], [0, -1]]), 1: np.array([[0, 0], [1, 0], [0, 1]])}
 _OFF = 1 << 20
 _ANGLE_TOL = np.deg2rad(10.0)
 _OCCUPIED = 0.55   # an atom within this many bonds of a site occupies it
@@ -238,7 +238,7 @@ def _affine(P, cells, sub, b, bond_px) -> LatticeFit | None:
     return LatticeFit(M, t, P[keep], r[keep], sigma=1.5 * a)
 
 
-def _frame_fit(pos, labels, bond_px, intensity=None, mx2=False) -> LatticeFit | None:
+def fit_frame(pos, labels, bond_px, intensity=None, mx2=False) -> LatticeFit | None:
     fit = fit_lattice(pos, labels == "lattice", bond_px)
     if fit is None or not mx2:
         return fit
@@ -253,7 +253,7 @@ def _frame_fit(pos, labels, bond_px, intensity=None, mx2=False) -> LatticeFit | 
     return fit
 
 
-def _intensity(atoms) -> np.ndarray | None:
+def intensity_column(atoms) -> np.ndarray | None:
     if "intensity" not in atoms.columns:
         return None
     return atoms["intensity"].to_numpy(np.float64)
@@ -264,9 +264,9 @@ def _frame_fits(atoms, pixel_size, lattice, pos):
     whose lattice cannot be fitted left out."""
     bond_px = LATTICES[lattice]["bond"] / pixel_size
     labels = labels_of(atoms)
-    inten = _intensity(atoms)
+    inten = intensity_column(atoms)
     for fr, rows in frame_groups(atoms):
-        fit = _frame_fit(pos[rows], labels[rows], bond_px, None if inten is None else inten[rows],
+        fit = fit_frame(pos[rows], labels[rows], bond_px, None if inten is None else inten[rows],
                          mx2=lattice in ("ws2", "mos2"))
         if fit is not None:
             yield fr, rows, fit, labels[rows], bond_px
@@ -315,7 +315,7 @@ def assign_sites(atoms: pd.DataFrame, pixel_size: float | None = None, lattice: 
     return with_attrs(out, atoms, pixel_size, lattice)
 
 
-def _frame_empty(fit: LatticeFit, pos, labels, bond_px):
+def frame_empty_sites(fit: LatticeFit, pos, labels, bond_px):
     """Empty sites of one frame: (positions px, cells, sublattices, n occupied neighbours, detected)."""
     vac = labels == "vacancy"
     atom_pos = pos[~vac]
@@ -327,7 +327,7 @@ def _frame_empty(fit: LatticeFit, pos, labels, bond_px):
     nb_cells, nb_sub = [], []
     for k in (0, 1):
         sel = occ & (s == k)
-        for off in _NB[k]:
+        for off in NEIGHBOUR_CELLS[k]:
             nb_cells.append(c[sel] + off)
             nb_sub.append(np.full(int(sel.sum()), 1 - k))
     nb_cells = np.concatenate(nb_cells)
@@ -384,7 +384,7 @@ def empty_sites(atoms: pd.DataFrame, pixel_size: float | None = None, lattice: s
     if LATTICES[lattice]["a"] is not None:
         pos = atoms[["y", "x"]].to_numpy(np.float64)
         for fr, rows, fit, labels, bond_px in _frame_fits(atoms, pixel_size, lattice, pos):
-            got = _frame_empty(fit, pos[rows], labels, bond_px)
+            got = frame_empty_sites(fit, pos[rows], labels, bond_px)
             if got is None:
                 continue
             cp, cc, cs, cn, det = got

@@ -35,12 +35,13 @@ __all__ = [
     "write_movie",
     "write_4d",
     "truth_paths",
+    "read_parquet_parts",
 ]
 
 #: Names imported on first use (their modules import dask): name → module.
 _LAZY = {"open_stem": "._open", "describe": "._open", "find_nonfinite_frames": "._open", "check_finite": "._open",
          "to_zarr": "._write", "write_movie": "._simulated", "write_4d": "._simulated",
-         "truth_paths": "._simulated"}
+         "truth_paths": "._simulated", "read_parquet_parts": "._parquet"}
 
 
 def __getattr__(name: str):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from xarray.backends import BackendEntrypoint
 
-from ._common import _DM_EXT, _EMD_EXT, _NPY_EXT, _TIFF_EXT
+from ._common import DM_EXT, EMD_EXT, NPY_EXT, TIFF_EXT
 
 
 # ----------------------------------------------------------------------------- xarray backend
@@ -37,4 +37,4 @@ class StemflowBackendEntrypoint(BackendEntrypoint):
             ext = Path(os.fspath(filename_or_obj)).suffix.lower()
         except TypeError:
             return False
-        return ext in _NPY_EXT + _TIFF_EXT + _DM_EXT + _EMD_EXT
+        return ext in NPY_EXT + TIFF_EXT + DM_EXT + EMD_EXT

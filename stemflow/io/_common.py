@@ -40,24 +40,24 @@ DIM_ALIASES = (
         "k_x": ("k_x", "kx", "qx", "q_x", "det_x", "detector_x"),
     },
 )
-_GENERIC_DIM = re.compile(r"^((phony_)?dim|axis)_?\d+$|^<undefined>$|^$")
+GENERIC_DIM = re.compile(r"^((phony_)?dim|axis)_?\d+$|^<undefined>$|^$")
 
-_ZARR_EXT = (".zarr",)
-_NPY_EXT = (".npy",)
-_TIFF_EXT = (".tif", ".tiff")
-_H5_EXT = (".h5", ".hdf5", ".hdf")
-_DM_EXT = (".dm3", ".dm4")
-_EMD_EXT = (".emd",)
-SUPPORTED_EXTENSIONS = _ZARR_EXT + _NPY_EXT + _TIFF_EXT + _H5_EXT + _DM_EXT + _EMD_EXT
-_PREFERRED_NAMES = ("image", "data", "signal")
+ZARR_EXT = (".zarr",)
+NPY_EXT = (".npy",)
+TIFF_EXT = (".tif", ".tiff")
+H5_EXT = (".h5", ".hdf5", ".hdf")
+DM_EXT = (".dm3", ".dm4")
+EMD_EXT = (".emd",)
+SUPPORTED_EXTENSIONS = ZARR_EXT + NPY_EXT + TIFF_EXT + H5_EXT + DM_EXT + EMD_EXT
+PREFERRED_NAMES = ("image", "data", "signal")
 
-_NM_PER = {"nm": 1.0, "nanometer": 1.0, "nanometre": 1.0, "å": 0.1, "a": 0.1, "angstrom": 0.1,
+NM_PER = {"nm": 1.0, "nanometer": 1.0, "nanometre": 1.0, "å": 0.1, "a": 0.1, "angstrom": 0.1,
            "pm": 1e-3, "μm": 1e3, "um": 1e3, "micron": 1e3, "micrometer": 1e3, "mm": 1e6, "m": 1e9}
-_MRAD_PER = {"mrad": 1.0, "rad": 1e3, "μrad": 1e-3, "urad": 1e-3}
-_IO_EXTRA = 'pip install "stemflow[io]"'
+MRAD_PER = {"mrad": 1.0, "rad": 1e3, "μrad": 1e-3, "urad": 1e-3}
+IO_EXTRA = 'pip install "stemflow[io]"'
 
 
-def _unit_factor(units, table):
+def unit_factor(units, table):
     """Factor from ``units`` to the table's unit, or None when not a known unit of that kind."""
     if units is None:
         return None
@@ -65,46 +65,46 @@ def _unit_factor(units, table):
     return table.get(key.rstrip("s") if key.endswith(("meters", "metres")) else key)
 
 
-def _require(module, what):
+def require_module(module, what):
     try:
         return importlib.import_module(module)
     except ImportError as err:
         raise MissingDependencyError(
             f"reading {what} needs the optional package {module.split('.')[0]!r}, which is not "
-            f"installed; install it with: {_IO_EXTRA}"
+            f"installed; install it with: {IO_EXTRA}"
         ) from err
 
 
-def _plain(value):
+def plain_value(value):
     """An HDF5/zarr attribute value as a plain Python value."""
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):
-        return _plain(value[()]) if value.ndim == 0 else value.tolist()
+        return plain_value(value[()]) if value.ndim == 0 else value.tolist()
     return value
 
 
-def _fmt_bytes(n):
+def format_size(n):
     for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if n >= size:
             return f"{n / size:.3g} {unit}"
     return f"{int(n)} B"
 
 
-def _nbytes_on_disk(path):
+def nbytes_on_disk(path):
     path = Path(path)
     if path.is_file():
         return path.stat().st_size
     return sum((Path(root) / f).stat().st_size for root, _, files in os.walk(path) for f in files)
 
 
-def _is_zarr_dir(path):
+def is_zarr_dir(path):
     return path.is_dir() and (
         path.suffix.lower() == ".zarr"
         or any((path / m).exists() for m in ("zarr.json", ".zgroup", ".zarray"))
     )
 
 
-_positive = check_positive
+positive_option = check_positive

@@ -12,10 +12,10 @@ import xarray as xr
 
 from ..errors import InputError, StemflowWarning
 from ._common import (
-    _GENERIC_DIM, _MRAD_PER, _NM_PER, AUTO_CHECK_FINITE_BYTES, CANONICAL_DIMS, DIM_ALIASES, MAX_CHUNK_MB,
-    MB, SUPPORTED_EXTENSIONS, TARGET_CHUNK_MB, _fmt_bytes, _nbytes_on_disk, _positive, _unit_factor,
+    GENERIC_DIM, MRAD_PER, NM_PER, AUTO_CHECK_FINITE_BYTES, CANONICAL_DIMS, DIM_ALIASES, MAX_CHUNK_MB,
+    MB, SUPPORTED_EXTENSIONS, TARGET_CHUNK_MB, format_size, nbytes_on_disk, positive_option, unit_factor,
 )
-from ._read import _read_path, _zarr_dims
+from ._read import read_path, zarr_dims
 
 
 # ----------------------------------------------------------------------------- normalisation
@@ -40,7 +40,7 @@ def _canonical_dims(names, ndim):
     mapped = []
     for n in names:
         key = str(n).strip().lower()
-        mapped.append(None if _GENERIC_DIM.match(key) else lookup.get(key, "?"))
+        mapped.append(None if GENERIC_DIM.match(key) else lookup.get(key, "?"))
     known = [m for m in mapped if m is not None]
     if "?" not in known and len(set(known)) == len(known):
         free = iter(c for c in canon if c not in known)
@@ -63,7 +63,7 @@ def _rename_dims(arr, new):
 
 def _spacing(coord, table):
     """(spacing in the table's unit, factor) of a uniform 1-D numeric coord with known units."""
-    factor = _unit_factor(coord.attrs.get("units"), table)
+    factor = unit_factor(coord.attrs.get("units"), table)
     values = np.asarray(coord.values)
     if factor is None or values.dtype.kind not in "iuf" or values.ndim != 1:
         return None
@@ -79,13 +79,13 @@ def _calibrate(arr, dims, override, attr, units_attr, table, unit, warn_square=F
     """Coords of ``dims`` as index × size in ``unit`` (kept when already so); returns the size."""
     size = None
     if override is not None:
-        size = _positive(override, attr, f"{unit}/px")
+        size = positive_option(override, attr, f"{unit}/px")
     elif arr.attrs.get(attr) is not None:
-        factor = _unit_factor(arr.attrs.get(units_attr, unit), table)
+        factor = unit_factor(arr.attrs.get(units_attr, unit), table)
         if factor is None:
             raise InputError(f"attrs[{units_attr!r}] = {arr.attrs[units_attr]!r} is not a unit stemflow "
                              f"knows; use {unit} (or one of {', '.join(table)}) or pass {attr}= in {unit}/px")
-        size = _positive(arr.attrs[attr], f"attrs[{attr!r}]", f"{arr.attrs.get(units_attr, unit)}/px") * factor
+        size = positive_option(arr.attrs[attr], f"attrs[{attr!r}]", f"{arr.attrs.get(units_attr, unit)}/px") * factor
     else:
         for d in reversed(dims):
             sp = _spacing(arr[d], table) if d in arr.coords else None
@@ -119,7 +119,7 @@ def _calibrate(arr, dims, override, attr, units_attr, table, unit, warn_square=F
     return arr, size
 
 
-def _chunk_plan(shape, dims, itemsize, target_bytes, store=None):
+def chunk_plan(shape, dims, itemsize, target_bytes, store=None):
     """Chunks by dim: the last two dims whole; leading dims grouped C-order to ~target_bytes,
     in multiples of the store's chunks where that fits."""
     plan = dict(zip(dims, shape))
@@ -186,14 +186,14 @@ def _normalise(arr, *, pixel_size=None, chunks=None, check_finite="auto", store=
     arr = arr.copy(deep=False)
     arr.attrs = dict(arr.attrs)
     real = ("y", "x") if arr.ndim <= 3 else ("scan_y", "scan_x")
-    arr, ps = _calibrate(arr, real, pixel_size, "pixel_size", "pixel_size_units", _NM_PER, "nm", True)
+    arr, ps = _calibrate(arr, real, pixel_size, "pixel_size", "pixel_size_units", NM_PER, "nm", True)
     if ps is None:
         warnings.warn(
             f"no pixel size found{where}; coords are in pixels (units 'px') and attrs has no "
             "'pixel_size'. Pass open_stem(..., pixel_size=<nm per pixel>) or set attrs['pixel_size'] "
             "(nm/px) to calibrate", StemflowWarning, stacklevel=3)
     if arr.ndim >= 4:
-        arr, _ = _calibrate(arr, ("k_y", "k_x"), None, "k_pixel_size", "k_pixel_size_units", _MRAD_PER, "mrad")
+        arr, _ = _calibrate(arr, ("k_y", "k_x"), None, "k_pixel_size", "k_pixel_size_units", MRAD_PER, "mrad")
     if "frame" in dims:
         old = arr.coords["frame"] if "frame" in arr.coords else None
         if old is None or old.dtype.kind not in "iu":
@@ -201,7 +201,7 @@ def _normalise(arr, *, pixel_size=None, chunks=None, check_finite="auto", store=
                 arr = arr.assign_coords(time=("frame", old.values, old.attrs))
             arr = arr.assign_coords(frame=np.arange(arr.sizes["frame"]))
     # chunks: whole frames, ~128 MB
-    plan = _chunk_plan(arr.shape, dims, arr.dtype.itemsize, TARGET_CHUNK_MB * MB, store)
+    plan = chunk_plan(arr.shape, dims, arr.dtype.itemsize, TARGET_CHUNK_MB * MB, store)
     if chunks is not None and chunks != "auto":
         plan = _user_chunks(chunks, dims, plan)
     elif store and any(store.get(d, arr.sizes[d]) < arr.sizes[d] for d in dims[-2:]):
@@ -294,6 +294,13 @@ def open_stem(source, *, pixel_size=None, dataset=None, chunks=None, check_finit
     dimension labels, DM/EMD axis names) are used when they are canonical or known aliases
     (:data:`DIM_ALIASES`: e.g. ``time``/``t`` → ``frame``, ``ky`` → ``k_y``); names like
     ``dim_0`` count as unnamed and are taken by position.
+
+    Examples
+    --------
+    >>> import numpy as np, stemflow
+    >>> da = stemflow.open_stem(np.zeros((4, 64, 64), np.float32) + 1, pixel_size=0.0125)
+    >>> da.dims, da.attrs["pixel_size"], float(da.x[1])
+    (('frame', 'y', 'x'), 0.0125, 0.0125)
     """
     store, name, src = None, None, None
     if isinstance(source, xr.DataArray):
@@ -303,10 +310,10 @@ def open_stem(source, *, pixel_size=None, dataset=None, chunks=None, check_finit
         arr = xr.DataArray(source, dims=[f"dim_{i}" for i in range(source.ndim)])
         store = _store_chunks_of(source, arr.dims)
     elif isinstance(source, (str, os.PathLike)):
-        arr, store, name = _read_path(source, dataset, check_chunks)
+        arr, store, name = read_path(source, dataset, check_chunks)
         src = os.fspath(source)
     elif type(source).__module__.startswith("zarr") and hasattr(source, "shape"):
-        dims = [d or f"dim_{i}" for i, d in enumerate(_zarr_dims(source) or (None,) * source.ndim)]
+        dims = [d or f"dim_{i}" for i, d in enumerate(zarr_dims(source) or (None,) * source.ndim)]
         attrs = {k: v for k, v in source.attrs.asdict().items() if k != "_ARRAY_DIMENSIONS"}
         arr = xr.DataArray(dsa.from_zarr(source), dims=dims, attrs=attrs)
         store = _store_chunks_of(arr.data, arr.dims)
@@ -403,9 +410,9 @@ def _summary(arr, source=None, on_disk=None):
     if arr.ndim >= 4:
         kps = arr.attrs.get("k_pixel_size")
         lines.append(f"k pixel size: {kps:.6g} mrad/px" if kps is not None else "k pixel size: unknown")
-    lines.append(f"in memory:    {_fmt_bytes(arr.nbytes)} ({arr.nbytes} bytes)")
+    lines.append(f"in memory:    {format_size(arr.nbytes)} ({arr.nbytes} bytes)")
     if on_disk is not None:
-        lines.append(f"on disk:      {_fmt_bytes(on_disk)} ({on_disk} bytes)")
+        lines.append(f"on disk:      {format_size(on_disk)} ({on_disk} bytes)")
     return "\n".join(lines)
 
 
@@ -423,5 +430,5 @@ def describe(source, *, dataset=None):
         warnings.simplefilter("ignore", StemflowWarning)
         arr = open_stem(source, dataset=dataset, check_finite=False)
     if isinstance(source, (str, os.PathLike)) and "://" not in os.fspath(source):
-        return _summary(arr, os.fspath(source), _nbytes_on_disk(source))
+        return _summary(arr, os.fspath(source), nbytes_on_disk(source))
     return _summary(arr)

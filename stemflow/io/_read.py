@@ -17,8 +17,8 @@ from xarray.core import indexing
 
 from ..errors import FormatError, InputError, InputNotFoundError, MissingDependencyError, StemflowWarning
 from ._common import (
-    _DM_EXT, _EMD_EXT, _H5_EXT, _IO_EXTRA, _MRAD_PER, _NM_PER, _NPY_EXT, _PREFERRED_NAMES,
-    _TIFF_EXT, SUPPORTED_EXTENSIONS, _is_zarr_dir, _plain, _require, _unit_factor,
+    DM_EXT, EMD_EXT, H5_EXT, IO_EXTRA, MRAD_PER, NM_PER, NPY_EXT, PREFERRED_NAMES,
+    TIFF_EXT, SUPPORTED_EXTENSIONS, is_zarr_dir, plain_value, require_module, unit_factor,
 )
 
 
@@ -66,7 +66,7 @@ class _FileArray(BackendArray):
 
 
 def _open_tiff(path, series):
-    tifffile = _require("tifffile", "TIFF files")
+    tifffile = require_module("tifffile", "TIFF files")
     try:
         return tifffile.memmap(path, series=series, mode="r")
     except ValueError:  # compressed or not contiguous: read through tifffile's zarr store
@@ -76,7 +76,7 @@ def _open_tiff(path, series):
 
 
 def _open_h5(path, key):
-    return _require("h5py", "HDF5 files").File(path, "r")[key]
+    return require_module("h5py", "HDF5 files").File(path, "r")[key]
 
 
 def _open_zarr_array(path, key):
@@ -116,7 +116,7 @@ def _read_npy(path, dataset):
 
 
 def _read_tiff(path, dataset):
-    tifffile = _require("tifffile", "TIFF files")
+    tifffile = require_module("tifffile", "TIFF files")
     try:
         series = 0 if dataset is None else int(dataset)
     except (TypeError, ValueError):
@@ -155,7 +155,7 @@ def _tiff_pixel_size(page, imagej):
     if not num or not den:
         return None
     per_px = den / num  # resolution unit per pixel
-    factor = _unit_factor((imagej or {}).get("unit"), _NM_PER)
+    factor = unit_factor((imagej or {}).get("unit"), NM_PER)
     if factor is None:
         unit_tag = page.tags.get("ResolutionUnit")
         factor = {3: 1e7, 4: 1e6, 5: 1e3}.get(int(unit_tag.value) if unit_tag else 1)
@@ -163,7 +163,7 @@ def _tiff_pixel_size(page, imagej):
 
 
 def _read_h5(path, dataset):
-    h5py = _require("h5py", "HDF5 files")
+    h5py = require_module("h5py", "HDF5 files")
     with h5py.File(path, "r") as f:
         found = []
         f.visititems(lambda n, o: found.append(f"/{n}") if isinstance(o, h5py.Dataset) and o.ndim >= 2 else None)
@@ -180,7 +180,7 @@ def _read_h5(path, dataset):
                 "pass the one to open as dataset=, e.g. dataset=" + repr(found[0] if found else "/data")
             )
         skip = {"DIMENSION_LIST", "CLASS", "NAME", "REFERENCE_LIST", "DIMENSION_LABELS"}
-        attrs = {k: _plain(v) for k, v in obj.attrs.items() if k not in skip}
+        attrs = {k: plain_value(v) for k, v in obj.attrs.items() if k not in skip}
         dims = [d.label or None for d in obj.dims]
         _hyperspy_axes(obj, dims, attrs)
         key, shape, dtype, chunks = obj.name, obj.shape, obj.dtype, obj.chunks
@@ -196,7 +196,7 @@ def _hyperspy_axes(obj, dims, attrs):
     axes = [parent.get(f"axis-{i}") for i in range(obj.ndim)]
     if obj.name.rsplit("/", 1)[-1] != "data" or any(a is None for a in axes):
         return
-    meta = [{k: _plain(v) for k, v in a.attrs.items()} for a in axes]
+    meta = [{k: plain_value(v) for k, v in a.attrs.items()} for a in axes]
     for i, m in enumerate(meta):
         dims[i] = dims[i] or m.get("name")
     _calibration_from_axes(meta, attrs)
@@ -206,23 +206,23 @@ def _calibration_from_axes(axes, attrs):
     """Set attrs pixel_size / k_pixel_size from per-axis ``scale`` and ``units`` (array order)."""
     real = [-2, -1] if len(axes) <= 3 else [-4, -3]
     for i in (real[1], real[0]):
-        f = _unit_factor(axes[i].get("units"), _NM_PER)
+        f = unit_factor(axes[i].get("units"), NM_PER)
         if f and axes[i].get("scale"):
             attrs.setdefault("pixel_size", float(axes[i]["scale"]) * f)
             break
     if len(axes) >= 4:
-        f = _unit_factor(axes[-1].get("units"), _MRAD_PER)
+        f = unit_factor(axes[-1].get("units"), MRAD_PER)
         if f and axes[-1].get("scale"):
             attrs.setdefault("k_pixel_size", float(axes[-1]["scale"]) * f)
 
 
 def _read_rsciio(path, dataset, ext):
-    module, what = ("rsciio.digitalmicrograph", "DM3/DM4 files") if ext in _DM_EXT else ("rsciio.emd", "EMD files")
+    module, what = ("rsciio.digitalmicrograph", "DM3/DM4 files") if ext in DM_EXT else ("rsciio.emd", "EMD files")
     try:
         reader = importlib.import_module(module).file_reader
     except ImportError as err:
         raise MissingDependencyError(
-            f"reading {what} needs rosettasciio, which is not installed; install it with: {_IO_EXTRA}"
+            f"reading {what} needs rosettasciio, which is not installed; install it with: {IO_EXTRA}"
         ) from err
     signals = [s for s in reader(str(path), lazy=True) if np.ndim(s["data"]) >= 2]
     titles = [s.get("metadata", {}).get("General", {}).get("title") or f"#{i}" for i, s in enumerate(signals)]
@@ -288,7 +288,7 @@ def _repack_h5(data, dims):
     return out.rename(dict(zip(out.dims, dims)))
 
 
-def _zarr_dims(arr):
+def zarr_dims(arr):
     names = arr.metadata.dimension_names if arr.metadata.zarr_format == 3 else arr.attrs.get("_ARRAY_DIMENSIONS")
     return tuple(names) if names and any(names) else None
 
@@ -340,7 +340,7 @@ def _check_written(arr, path):
     if not miss:
         return
     n = sum(b - a for a, b in miss)
-    dim = (_zarr_dims(arr) or ("axis 0",))[0] or "axis 0"
+    dim = (zarr_dims(arr) or ("axis 0",))[0] or "axis 0"
     where = ", ".join(f"{a}–{b - 1}" if b - a > 1 else str(a) for a, b in miss[:5])
     raise InputError(f"{path}: {n} of {arr.shape[0]} {dim} entries were never written (indices {where}"
                      f"{' …' if len(miss) > 5 else ''}): their chunks are missing from the store, so they would "
@@ -358,7 +358,7 @@ def zarr_array(path, dataset=None):
         arrays = dict(node.arrays())
         coord_names = set()
         for a in arrays.values():
-            coord_names.update(_zarr_dims(a) or ())
+            coord_names.update(zarr_dims(a) or ())
             coord_names.update(str(a.attrs.get("coordinates", "")).split())
         candidates = [n for n, a in arrays.items() if a.ndim >= 2 and n not in coord_names]
         listing = ", ".join(f"{n!r} {arrays[n].shape}" for n in candidates) or "none"
@@ -370,7 +370,7 @@ def zarr_array(path, dataset=None):
         elif len(candidates) == 1:
             key = candidates[0]
         else:
-            key = next((n for n in _PREFERRED_NAMES if n in candidates), None)
+            key = next((n for n in PREFERRED_NAMES if n in candidates), None)
             if key is None:
                 raise InputError(f"{path} holds {len(candidates)} arrays of ≥2 dims ({listing}); "
                                  "pass the one to open as dataset=")
@@ -384,7 +384,7 @@ def _read_zarr(path, dataset, check_chunks: bool = True):
     name = key.rsplit("/", 1)[-1] or None
     if check_chunks:
         _check_written(arr, path)
-    dims = _zarr_dims(arr)
+    dims = zarr_dims(arr)
     store_chunks = arr.shards or arr.chunks
     if dims is None or not key:
         # a bare array, or a group array without dim names: read it as it is
@@ -394,7 +394,7 @@ def _read_zarr(path, dataset, check_chunks: bool = True):
         return da, dict(zip(names, store_chunks)), name
     # written by xarray: let it read the coords, attrs and dims (raw values, no masking)
     grp = node[parent] if parent else node
-    undimmed = [n for n, a in grp.arrays() if _zarr_dims(a) is None]
+    undimmed = [n for n, a in grp.arrays() if zarr_dims(a) is None]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         ds = xr.open_zarr(str(path), group=parent, chunks=None, mask_and_scale=False,
@@ -407,7 +407,7 @@ def _read_zarr(path, dataset, check_chunks: bool = True):
     return da, dict(zip(da.dims, store_chunks)), name
 
 
-def _read_path(source, dataset, check_chunks: bool = True):
+def read_path(source, dataset, check_chunks: bool = True):
     text = os.fspath(source)
     if "://" in str(text):  # a URL: let zarr/fsspec find it
         return _read_zarr(text, dataset, check_chunks)
@@ -417,17 +417,17 @@ def _read_path(source, dataset, check_chunks: bool = True):
                          "the spelling, or pass an absolute path")
     ext = path.suffix.lower()
     if path.is_dir():
-        if _is_zarr_dir(path):
+        if is_zarr_dir(path):
             return _read_zarr(path, dataset, check_chunks)
         raise FormatError(f"{path} is a directory but not a Zarr store (no zarr.json, .zgroup or "
                           f".zarray); pass a Zarr store or a file ({', '.join(SUPPORTED_EXTENSIONS)})")
-    if ext in _NPY_EXT:
+    if ext in NPY_EXT:
         return _read_npy(path, dataset)
-    if ext in _TIFF_EXT:
+    if ext in TIFF_EXT:
         return _read_tiff(path, dataset)
-    if ext in _H5_EXT:
+    if ext in H5_EXT:
         return _read_h5(path, dataset)
-    if ext in _DM_EXT + _EMD_EXT:
+    if ext in DM_EXT + EMD_EXT:
         return _read_rsciio(path, dataset, ext)
     raise FormatError(f"unknown format {ext or '(no extension)'!r} of {path}; stemflow reads "
                       f"{', '.join(SUPPORTED_EXTENSIONS)} (Zarr v2/v3 directories), or a NumPy/dask "

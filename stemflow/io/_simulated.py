@@ -98,6 +98,14 @@ def write_movie(movie: SimulatedMovie, store, *, overwrite: bool = False, progre
     -------
     dict
         ``{"store": ..., "atoms": ..., "events": ..., "drift": ...}`` paths.
+
+    Examples
+    --------
+    >>> import tempfile, stemflow
+    >>> movie = stemflow.simulate_movie("graphene", frames=3, shape=(64, 64), seed=1)
+    >>> paths = stemflow.write_movie(movie, tempfile.mkdtemp() + "/movie.zarr")
+    >>> stemflow.open_stem(paths["store"]).shape
+    (3, 64, 64)
     """
     import dask.array as da
     import xarray as xr

@@ -9,8 +9,8 @@ from pathlib import Path
 import xarray as xr
 
 from ..errors import InputError
-from ._common import MB, TARGET_CHUNK_MB, _is_zarr_dir, _positive
-from ._open import _chunk_plan
+from ._common import MB, TARGET_CHUNK_MB, is_zarr_dir, positive_option
+from ._open import chunk_plan
 
 
 # ----------------------------------------------------------------------------- writing
@@ -21,7 +21,7 @@ def _write_plan(var, frame_chunk_mb):
         inner = list(var.dims[-2:])
     order = [d for d in var.dims if d not in inner] + inner
     shape = [var.sizes[d] for d in order]
-    return _chunk_plan(shape, order, var.dtype.itemsize, frame_chunk_mb * MB)
+    return chunk_plan(shape, order, var.dtype.itemsize, frame_chunk_mb * MB)
 
 
 def _shard_plan(shards, plan, dims):
@@ -87,6 +87,14 @@ def to_zarr(data, store, *, frame_chunk_mb=TARGET_CHUNK_MB, shards=None, overwri
     Lazy (dask) data is written chunk by chunk and never held whole in memory. Do not write to
     the store that the data is being read from. Read it back with :func:`open_stem`; values,
     dtype, coords and attrs round-trip exactly.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, stemflow
+    >>> da = stemflow.open_stem(np.ones((2, 32, 32), np.float32), pixel_size=0.02)
+    >>> store = stemflow.to_zarr(da, tempfile.mkdtemp() + "/movie.zarr")
+    >>> stemflow.open_stem(store).attrs["pixel_size"]
+    0.02
     """
     if isinstance(data, xr.DataArray):
         ds = data.to_dataset(name=name or (data.name if data.name is not None else "image"))
@@ -99,7 +107,7 @@ def to_zarr(data, store, *, frame_chunk_mb=TARGET_CHUNK_MB, shards=None, overwri
         raise InputError(f"zarr_format must be 2 or 3; got {zarr_format!r}")
     if shards is not None and zarr_format == 2:
         raise InputError("shards= needs zarr_format=3 (Zarr v2 has no sharding)")
-    frame_chunk_mb = _positive(frame_chunk_mb, "frame_chunk_mb", "MB")
+    frame_chunk_mb = positive_option(frame_chunk_mb, "frame_chunk_mb", "MB")
     if not ds.data_vars:
         raise InputError("the Dataset has no data variables to write")
     if isinstance(store, (str, os.PathLike)) and "://" not in os.fspath(store):
@@ -108,7 +116,7 @@ def to_zarr(data, store, *, frame_chunk_mb=TARGET_CHUNK_MB, shards=None, overwri
             if not overwrite:
                 raise InputError(f"{str(path)!r} already exists; pass overwrite=True to replace it "
                                  "(its contents are deleted), or choose another path")
-            if not _is_zarr_dir(path):
+            if not is_zarr_dir(path):
                 raise InputError(f"{str(path)!r} exists and is not a Zarr store; refusing to delete it "
                                  "even with overwrite=True; choose another path")
         store = str(path)

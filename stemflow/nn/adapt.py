@@ -2,7 +2,7 @@
 
 Self-training with a frozen teacher. The teacher (the model to adapt) looks at each frame under
 the eight flips and quarter-turns and averages its class probabilities (test-time
-augmentation); the blobs of the averaged maps (:func:`stemflow.locate.locate`) whose mean class
+augmentation); the blobs of the averaged maps (:func:`stemflow.locating.locate`) whose mean class
 probability is at least ``confidence`` become pseudo-labels — disks of their class, exactly as
 the simulator's truth is drawn — and pixels that the teacher is sure are background become
 background. Everything else (uncertain blobs and their surroundings, uncertain pixels) is
@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError, check_positive
-from ..locate import locate
+from ..locating import locate
 from ..preprocess import normalize, resample
 from .weights import Model, load_model
 
@@ -108,7 +108,7 @@ def pseudo_labels(model: Model, small: np.ndarray, confidence: float = 0.9) -> d
     -------
     dict
         ``yx`` (n, 2) px and ``codes`` (n,) of the confident blobs; ``ignore`` (H, W) bool —
-        pixels the loss skips; ``table`` the teacher's blobs (:func:`stemflow.locate.locate`).
+        pixels the loss skips; ``table`` the teacher's blobs (:func:`stemflow.locating.locate`).
     """
     probs, offsets = tta_maps(model, small)
     classes = model.classes

@@ -30,7 +30,7 @@ class WeightsError(StemflowError):
     """A weights file or its card is missing, corrupt, or not a stemflow model."""
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -111,7 +111,7 @@ def save_model(net: AtomNet, card: dict, path) -> Path:
     card = dict(card)
     card["architecture"] = net.config
     card["name"] = card.get("name", path.stem)
-    card["sha256"] = _sha256(path)
+    card["sha256"] = file_sha256(path)
     card["format"] = "stemflow-atomnet-1"
     path.with_suffix(".json").write_text(json.dumps(card, indent=2, default=_json_default))
     return path
@@ -152,12 +152,25 @@ def load_model(name_or_path="default", device=None, *, trust_unsigned: bool = Fa
         Accept a card without a ``sha256`` (weights nobody can check). Off by default: every card
         ``stemflow train`` and ``stemflow adapt`` write carries it.
 
+    Returns
+    -------
+    Model
+        The network with its card (``name``, ``sha256``, ``pixel_size`` nm/px of its training
+        grid, classes); ``model.maps(images)`` gives class probabilities.
+
     Raises
     ------
     WeightsError
         Missing files, a card that is not a stemflow model card, a card without a checksum (unless
         ``trust_unsigned``), weights whose checksum differs from the card's (corrupt or replaced),
         or tensors that do not fit the architecture.
+
+    Examples
+    --------
+    >>> import stemflow
+    >>> model = stemflow.load_model()                 # the bundled default; no download
+    >>> model.name, model.net.n_classes
+    ('default', 4)
     """
     pt = _resolve(name_or_path)
     card_path = pt.with_suffix(".json")

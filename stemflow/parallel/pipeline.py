@@ -21,7 +21,9 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from .. import rundir
 from ..errors import InputError
+from ..frames import frame_range
 from . import output
 from .cluster import connect, task_resources
 from .worker import ModelPlugin, ModelRef, model_ref, process_part
@@ -81,7 +83,7 @@ class RunSummary:
 
     @property
     def atoms_path(self) -> Path:
-        return Path(self.out) / output.ATOMS_DIR
+        return Path(self.out) / rundir.ATOMS_DIR
 
     def __str__(self) -> str:
         labels = ", ".join(f"{k} {v}" for k, v in sorted(self.labels.items())) or "none new"
@@ -90,30 +92,6 @@ class RunSummary:
                 f"({self.computed} computed{changed}, "
                 f"{self.skipped} already complete; {labels}); "
                 f"{self.seconds:.1f} s, {self.frames_per_second:.2f} frames/s on {self.workers} worker(s)")
-
-
-def _frame_range(frames, n: int) -> tuple[int, int]:
-    if frames is None:
-        return 0, n
-    if isinstance(frames, str):
-        a, sep, b = frames.partition(":")
-        try:
-            if not sep:
-                a = b = int(a)
-                b += 1
-            a = int(a) if a != "" else 0
-            b = int(b) if b != "" else n
-        except ValueError:
-            raise InputError(f"frames must look like A:B (e.g. 0:100, :50, 10:); got {frames!r}") from None
-        frames = slice(a, b)
-    if isinstance(frames, (tuple, list)) and len(frames) == 2:
-        frames = slice(*frames)
-    if not isinstance(frames, slice) or frames.step not in (None, 1):
-        raise InputError(f"frames must be 'A:B', (A, B) or slice(A, B) with step 1; got {frames!r}")
-    a, b, _ = frames.indices(n)
-    if b <= a:
-        raise InputError(f"frames {frames.start}:{frames.stop} select nothing of the {n} frames; give A < B <= {n}")
-    return a, b
 
 
 def plan_parts(chunks, start: int, stop: int, frames_per_part: int | None = None) -> list[tuple[int, int]]:
@@ -218,7 +196,7 @@ def _prepare_probabilities(out: Path, n_frames: int, frame_shape, pixel_size: fl
     # the grid stemflow.preprocess.resample makes: floor(n · factor) px a side (n when factor is 1)
     shape = tuple(n if abs(factor - 1) < 1e-9 else max(1, int(np.floor(n * factor + 1e-9))) for n in frame_shape)
     classes = list(card["classes"])
-    path = out / output.PROBABILITIES
+    path = out / rundir.PROBABILITIES
     if path.exists():
         arr = zarr.open_array(str(path), mode="r")
         if arr.shape == (n_frames, len(classes), *shape):
@@ -233,7 +211,7 @@ def _prepare_probabilities(out: Path, n_frames: int, frame_shape, pixel_size: fl
 def _part_rows(out: Path, index: int) -> int:
     import pyarrow.parquet as pq
 
-    return int(pq.read_metadata(output.part_path(out, index)).num_rows)
+    return int(pq.read_metadata(rundir.part_path(out, index)).num_rows)
 
 
 def run(input, out, model=None, scheduler=None, frames=None, detector=None, save_probabilities=False,
@@ -300,9 +278,9 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
     track : bool
         For movies of more than one frame, then link the dopants and vacancies and write
         ``trajectories.parquet``, ``events.parquet``, ``drift.parquet``, ``mean_frame.npy`` and
-        ``report.html`` (:func:`stemflow.parallel.dynamics.track_run`, on the client).
+        ``report.html`` (:func:`stemflow.results.track_run`, on the client).
     track_options : dict, optional
-        Keywords of :func:`stemflow.track.track`.
+        Keywords of :func:`stemflow.tracking.track`.
     identify : bool
         Chemical identification on the workers (:func:`stemflow.chem.identify`: elements,
         occupancy, coordination, sites, defect complexes; the unsupervised classes are left out,
@@ -336,6 +314,12 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
     computes only the missing parts. A worker that dies mid-run has its tasks rerun elsewhere; the
     table is the same as an undisturbed run's. Positions are px of the input and nm; ``frame`` is
     the input's frame index (0 for a single image or 4D scan).
+
+    Examples
+    --------
+    >>> import stemflow
+    >>> summary = stemflow.run("movie.zarr", out="run/", lattice="graphene")    # doctest: +SKIP
+    >>> stemflow.open_run("run/").atoms().groupby("frame").size().head()         # doctest: +SKIP
     """
     from ..tables import LATTICES
 
@@ -353,11 +337,11 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
                          "10 pm/px; the network needs it to see atoms at the sampling it was trained at")
     det = _detector_kwargs(detector, da)
     if da.ndim in (3, 5):
-        start, stop = _frame_range(frames, da.sizes["frame"])
+        start, stop = frame_range(frames, da.sizes["frame"])
         parts = plan_parts(da.chunks[0], start, stop, frames_per_part)
         n_total = da.sizes["frame"]
     else:
-        if frames is not None and _frame_range(frames, 1) != (0, 1):
+        if frames is not None and frame_range(frames, 1) != (0, 1):
             raise InputError(f"frames={frames!r}: this input is a single frame (dims {da.dims})")
         start, stop, parts, n_total = 0, 1, [(0, 1)], 1
     ref = model_ref(model, embed=embed_model)
@@ -420,7 +404,7 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
                       model_card={k: card.get(k) for k in ("name", "pixel_size", "classes")},
                       execution={"batch_size": int(batch_size), "workers": n_workers_used})
         if track and da.ndim == 3 and n_frames > 1:
-            from .dynamics import track_run
+            from ..results import track_run
 
             result = track_run(out, pixel_size=float(ps), images=da, dose=da.attrs.get("dose"),
                                frame_time=da.attrs.get("frame_time"), **(track_options or {}))
@@ -462,9 +446,9 @@ def _changed_parts(client, da, source, det, parts, done, out) -> list[int]:
     changed = []
     for f in futs:
         r = f.result()
-        if output.part_meta(out, r["part"]).get("input") != r["digest"]:
+        if rundir.part_meta(out, r["part"]).get("input") != r["digest"]:
             changed.append(r["part"])
-            output.part_path(out, r["part"]).unlink(missing_ok=True)
+            rundir.part_path(out, r["part"]).unlink(missing_ok=True)
     return changed
 
 
@@ -481,7 +465,7 @@ def _check_parts_here(out: Path, stats: list[dict], parts: list):
 
     bad = []
     for s in stats:
-        p = output.part_path(out, s["part"])
+        p = rundir.part_path(out, s["part"])
         try:
             n = _part_rows(out, s["part"])
         except (OSError, ValueError):

@@ -1,7 +1,7 @@
 """Virtual detectors: 4D-STEM diffraction patterns → images, chunk by chunk.
 
-A virtual detector is a weight per detector pixel (a mask); the image is, at every probe
-position, the sum of the pattern times the weights. The sums run over each Dask chunk of whole
+A virtual detector is a weight per detector pixel (a mask, :mod:`stemflow.detectors`); the image
+is, at every probe position, the sum of the pattern times the weights. The sums run over each Dask chunk of whole
 patterns with :func:`dask.array.blockwise`, so the 4D data are read once, a chunk at a time, and
 never held whole in memory; the result is the small (scan_y, scan_x) image (or a stack of them for
 5-D data). Angles are in mrad when the data carry ``attrs["k_pixel_size"]`` (mrad/px), else in
@@ -14,117 +14,10 @@ import dask.array as dsa
 import numpy as np
 import xarray as xr
 
+from ..detectors import DETECTORS, com_weights, detector_mask, reduce_patterns
 from ..errors import InputError
 
-__all__ = ["DETECTORS", "detector_mask", "virtual_image", "center_of_mass", "reduce_patterns"]
-
-#: Named annular detectors: (inner, outer) collection angles in mrad.
-DETECTORS = {
-    "bf": (0.0, 15.0),
-    "abf": (15.0, 30.0),
-    "adf": (40.0, 120.0),
-    "maadf": (40.0, 80.0),
-    "haadf": (80.0, 200.0),
-}
-
-#: Patterns converted to float64 at a time inside one chunk (keeps the buffer in cache).
-_BATCH = 256
-
-
-def _radius(shape, k_pixel_size, center):
-    """Distance of each detector pixel from ``center`` (px), in mrad or px."""
-    ky, kx = (int(n) for n in shape)
-    cy, cx = ((ky - 1) / 2, (kx - 1) / 2) if center is None else (float(center[0]), float(center[1]))
-    r = np.hypot(np.arange(ky)[:, None] - cy, np.arange(kx)[None, :] - cx)
-    return r * k_pixel_size if k_pixel_size else r
-
-
-def detector_mask(shape, detector="haadf", *, inner=None, outer=None, k_pixel_size=None, center=None) -> np.ndarray:
-    """Boolean mask of an annular virtual detector.
-
-    Parameters
-    ----------
-    shape : (int, int)
-        Detector pixels (k_y, k_x).
-    detector : str
-        ``"bf"``, ``"abf"``, ``"adf"``, ``"maadf"``, ``"haadf"`` (angles in :data:`DETECTORS`,
-        mrad) or ``"annular"`` (give ``inner`` and ``outer``).
-    inner, outer : float, optional
-        Collection angles that override the named detector's: mrad when ``k_pixel_size`` is
-        given, else detector px. A pixel is in the detector when ``inner <= r <= outer``.
-    k_pixel_size : float, optional
-        mrad per detector px. Without it the named detectors cannot be placed, and ``inner`` /
-        ``outer`` are taken as px.
-    center : (float, float), optional
-        Centre of the pattern (the unscattered beam), detector px; default the middle of the
-        detector, ``((k_y - 1) / 2, (k_x - 1) / 2)``.
-
-    Returns
-    -------
-    ndarray of bool, shape (k_y, k_x)
-
-    Raises
-    ------
-    InputError
-        Unknown detector name, a named detector on an uncalibrated detector without ``inner`` /
-        ``outer``, angles that are not ``0 <= inner < outer``, or an annulus that holds no pixel.
-    """
-    name = str(detector).lower()
-    if name not in DETECTORS and name != "annular":
-        raise InputError(f"unknown detector {detector!r}; use one of {', '.join(DETECTORS)}, 'annular' "
-                         "(with inner= and outer=), or pass a mask array")
-    if k_pixel_size is not None and not (np.isfinite(k_pixel_size) and k_pixel_size > 0):
-        raise InputError(f"k_pixel_size must be a positive number of mrad/px; got {k_pixel_size}")
-    if (inner is None or outer is None) and (name == "annular" or not k_pixel_size):
-        why = ("an 'annular' detector needs both angles" if name == "annular" else
-               "the detector is not calibrated (no k_pixel_size, mrad/px)")
-        raise InputError(f"{why}: give inner= and outer= ({'mrad' if k_pixel_size else 'detector px'}), or "
-                         "open the data with its k_pixel_size (attrs['k_pixel_size'] in mrad/px)")
-    lo, hi = DETECTORS.get(name, (None, None))
-    lo = float(lo if inner is None else inner)
-    hi = float(hi if outer is None else outer)
-    if not (np.isfinite(lo) and np.isfinite(hi) and 0 <= lo < hi):
-        raise InputError(f"detector angles must satisfy 0 <= inner < outer; got inner={lo}, outer={hi}")
-    r = _radius(shape, k_pixel_size, center)
-    mask = (r >= lo) & (r <= hi)
-    if not mask.any():
-        unit = "mrad" if k_pixel_size else "px"
-        raise InputError(f"the {name} detector ({lo:g}–{hi:g} {unit}) holds no detector pixel (the detector "
-                         f"reaches {r.max():.3g} {unit}); choose angles inside it with inner=/outer=")
-    return mask
-
-
-def reduce_patterns(block: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Weighted sums of the diffraction patterns of one in-memory block.
-
-    Parameters
-    ----------
-    block : ndarray, shape (..., k_y, k_x)
-        Whole diffraction patterns (any real dtype).
-    weights : ndarray, shape (k_y, k_x, m)
-        One weight map per output channel.
-
-    Returns
-    -------
-    ndarray of float64, shape (..., m)
-        ``sum over (k_y, k_x) of block * weights[..., j]``. Patterns are converted to float64 a
-        few hundred at a time and multiplied with the weights (BLAS); for integer data and 0/1
-        masks every product and partial sum is an integer below 2**53, so the result is exact
-        whatever the summation order.
-    """
-    lead = block.shape[:-2]
-    k = block.shape[-2] * block.shape[-1]
-    w = np.ascontiguousarray(weights, dtype=np.float64).reshape(k, -1)
-    flat = np.asarray(block).reshape(-1, k)
-    out = np.empty((flat.shape[0], w.shape[1]), np.float64)
-    buf = np.empty((min(_BATCH, max(1, flat.shape[0])), k), np.float64)
-    for i in range(0, flat.shape[0], _BATCH):
-        part = flat[i:i + _BATCH]
-        n = part.shape[0]
-        np.copyto(buf[:n], part, casting="unsafe")
-        np.matmul(buf[:n], w, out=out[i:i + n])
-    return out.reshape(*lead, w.shape[1])
-
+__all__ = ["virtual_image", "center_of_mass"]
 
 def _as_4d(data):
     """(DataArray with canonical dims, k_pixel_size) from what the virtual detector accepts."""
@@ -247,18 +140,18 @@ def center_of_mass(data, *, mask=None, center=None, k_pixel_size=None) -> xr.Dat
         Dims ``(component, y, x)`` (or ``(component, frame, y, x)``) with ``component`` =
         ``com_y``, ``com_x``: the shift in mrad when calibrated, else in detector px
         (``attrs["units"]``). NaN where a pattern has no counts inside the mask.
+
+    Examples
+    --------
+    >>> import stemflow
+    >>> scan = stemflow.simulate_4d("graphene", scan_shape=(16, 16), seed=0)
+    >>> com = stemflow.center_of_mass(scan.data)
+    >>> com.dims, com.attrs["units"]
+    (('component', 'y', 'x'), 'px')
     """
     data = _as_4d(data)
-    ky, kx = data.sizes["k_y"], data.sizes["k_x"]
     kps = k_pixel_size if k_pixel_size is not None else data.attrs.get("k_pixel_size")
-    cy, cx = ((ky - 1) / 2, (kx - 1) / 2) if center is None else center
-    m = np.ones((ky, kx)) if mask is None else np.asarray(mask, np.float64)
-    if m.shape != (ky, kx):
-        raise InputError(f"mask has shape {m.shape} but the patterns are {(ky, kx)} (k_y, k_x)")
-    scale = float(kps) if kps else 1.0
-    gy = (np.arange(ky)[:, None] - cy) * scale * np.ones((1, kx))
-    gx = (np.arange(kx)[None, :] - cx) * scale * np.ones((ky, 1))
-    w = np.stack([m, m * gy, m * gx], axis=-1)
+    w = com_weights((data.sizes["k_y"], data.sizes["k_x"]), mask=mask, center=center, k_pixel_size=kps)
     x = data.data if isinstance(data.data, dsa.Array) else dsa.from_array(data.data, chunks="auto")
     s = _contract(x, w)
     total = s[..., 0]

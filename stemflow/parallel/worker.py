@@ -25,7 +25,7 @@ import pandas as pd
 
 from ..errors import InputError, StemflowWarning
 from ..nn.weights import WEIGHTS_DIR, Model, bundled_models, load_model, model_from_bytes
-from ..nn.weights import _sha256 as _sha256_file
+from ..nn.weights import file_sha256 as _sha256_file
 
 __all__ = ["ModelRef", "model_ref", "get_model", "worker_device", "ModelPlugin", "TiledModel",
            "find_frames", "load_frames", "process_part"]
@@ -336,7 +336,8 @@ def process_part(index: int, start: int, stop: int, source, ref: ModelRef, param
     InputError
         NaN or Inf in the frames (named by global frame index).
     """
-    from .output import PROBABILITIES, input_digest, write_part
+    from ..rundir import PROBABILITIES
+    from .output import input_digest, write_part
 
     t0 = time.perf_counter()
     from ..io import check_finite

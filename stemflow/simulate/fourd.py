@@ -124,8 +124,34 @@ def simulate_4d(lattice: str = "graphene", scan_shape=(64, 64), *, detector: Det
                 seed: int = 0, dtype=np.uint16, **options) -> Simulated4D:
     """Simulate a 4D-STEM scan of a lattice: one diffraction pattern per probe position.
 
-    ``options`` go to :func:`~stemflow.simulate.simulate_image` (``pixel_size`` nm/px, ``dose``
-    e⁻/Å², ``defects``, ...). The dose sets the electrons per probe position.
+    Parameters
+    ----------
+    lattice : str
+        As for :func:`~stemflow.simulate.simulate_image`.
+    scan_shape : (int, int)
+        Probe positions (scan_y, scan_x).
+    detector : Detector
+        The camera: pattern size (px), mrad per px, bright-field disk.
+    seed : int
+        Structure and noise follow from it.
+    dtype : numpy dtype
+        Of the counts.
+    **options
+        For :func:`~stemflow.simulate.simulate_image` (``pixel_size`` nm/px, ``dose`` e⁻/Å²,
+        ``defects``, ...). The dose sets the electrons per probe position.
+
+    Returns
+    -------
+    Simulated4D
+        ``data`` (scan_y, scan_x, k_y, k_x) counts, the ADF ``image``, ``detector``,
+        ``pixel_size`` (nm/px) and the ``frame`` with its ground truth.
+
+    Examples
+    --------
+    >>> import stemflow
+    >>> scan = stemflow.simulate_4d("graphene", scan_shape=(16, 16), seed=0)
+    >>> scan.data.ndim, scan.data.shape[:2]
+    (4, (16, 16))
     """
     from .movie import simulate_image
 

@@ -31,7 +31,7 @@ __all__ = ["Imaging", "render", "class_mask", "column_weight", "support_thicknes
            "probe_profile", "render_probe", "electron_wavelength", "detector_z_exponent",
            "scan_shift_field", "scan_shift_of", "apply_afterglow", "repeat_skipped_lines"]
 
-_FWHM = 2.0 * np.sqrt(2.0 * np.log(2.0))
+FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 #: Probe models of :class:`Imaging`.
 PROBES = ("gaussian", "aberrated")
 
@@ -272,7 +272,7 @@ class Imaging:
     @property
     def sigma_px(self) -> float:
         """Standard deviation of the probe core, px."""
-        return self.probe_fwhm / _FWHM / self.pixel_A
+        return self.probe_fwhm / FWHM_PER_SIGMA / self.pixel_A
 
     @property
     def z_exponent(self) -> float:
@@ -578,7 +578,7 @@ def _aberrated_kernel(key: tuple) -> tuple[np.ndarray, int]:
         wave[inside] = aperture[inside] * np.exp(-1j * aberration_phase(kk[inside], lam, df, c3 * 1e7, c5 * 1e7))
         intensity += wt * np.abs(sfft.ifft2(wave)) ** 2
     if source > 0:
-        s = source / _FWHM
+        s = source / FWHM_PER_SIGMA
         intensity = sfft.ifft2(sfft.fft2(intensity) * np.exp(-2 * np.pi**2 * s**2 * kk**2)).real
     intensity = sfft.fftshift(intensity)
     c = n // 2
@@ -641,7 +641,7 @@ def probe_profile(imaging: Imaging, shape_px) -> np.ndarray:
         t = imaging.tail_fraction
         out += render(c, np.array([1.0 - t]), imaging.sigma_px, (h, w))
         if t:
-            out += render(c, np.array([t]), imaging.tail_fwhm / _FWHM / imaging.pixel_A, (h, w))
+            out += render(c, np.array([t]), imaging.tail_fwhm / FWHM_PER_SIGMA / imaging.pixel_A, (h, w))
     return out / out.sum()
 
 

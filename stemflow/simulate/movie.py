@@ -22,7 +22,7 @@ from scipy import ndimage, signal
 from scipy.spatial import cKDTree
 
 from ..tables import CLASSES, EVENTS, LATTICES, TRUTH
-from .imaging import (_FWHM, Imaging, apply_afterglow, apply_line_jitter, class_mask, column_weight,
+from .imaging import (FWHM_PER_SIGMA, Imaging, apply_afterglow, apply_line_jitter, class_mask, column_weight,
                       distort, jitter_shift, probe_fwhm_A, probe_kernel_px, probe_radius, render, render_probe,
                       repeat_skipped_lines, scan_shift_field, scan_shift_of, smooth_field, support_thickness)
 from .lattice import make_lattice
@@ -184,7 +184,7 @@ class SimulatedMovie:
         if t:
             img += _render_smooth(rows[["y", "x"]].to_numpy(),
                                   rows["weight"].to_numpy() * (t * im.dose * im.cross_section),
-                                  im.tail_fwhm / _FWHM / im.pixel_A, (h, w))
+                                  im.tail_fwhm / FWHM_PER_SIGMA / im.pixel_A, (h, w))
         return self._finish(img, rows, frame)
 
     def _finish(self, img: np.ndarray, rows: pd.DataFrame, frame: int) -> np.ndarray:
@@ -195,7 +195,7 @@ class SimulatedMovie:
         if im.tds_background:
             img += _render_smooth(rows[["y", "x"]].to_numpy(),
                                   rows["weight"].to_numpy() * (im.tds_background * im.dose * im.cross_section),
-                                  im.tds_fwhm / _FWHM / im.pixel_A, (h, w))
+                                  im.tds_fwhm / FWHM_PER_SIGMA / im.pixel_A, (h, w))
         if self._background is not None:
             img += self._background * (im.background * self._host_peak)
         if self._support is not None:
@@ -348,6 +348,16 @@ def simulate_movie(lattice: str = "graphene", frames: int = 16, shape=(256, 256)
     Returns
     -------
     SimulatedMovie
+        ``frame(i)`` renders frame ``i`` (image: float32 counts, class mask); ``atoms`` (ground
+        truth per frame, px and nm), ``events`` (hops, coordination changes) and ``drift`` (px) tables.
+
+    Examples
+    --------
+    >>> import stemflow
+    >>> movie = stemflow.simulate_movie("graphene", frames=4, shape=(64, 64), seed=2)
+    >>> image, mask = movie.frame(0)
+    >>> image.shape, sorted(movie.atoms["frame"].unique().tolist())
+    ((64, 64), [0, 1, 2, 3])
     """
     if lattice not in LATTICES:
         raise ValueError(f"unknown lattice {lattice!r}; known lattices: {', '.join(LATTICES)}")
@@ -403,7 +413,7 @@ def simulate_movie(lattice: str = "graphene", frames: int = 16, shape=(256, 256)
     n_c = rng.poisson(im.contamination * (y_hi - y_lo) * (x_hi - x_lo) / 100.0)
     contamination = np.column_stack([
         rng.uniform(y_lo, y_hi, n_c), rng.uniform(x_lo, x_hi, n_c),
-        rng.uniform(7.0, 24.0, n_c) / _FWHM,
+        rng.uniform(7.0, 24.0, n_c) / FWHM_PER_SIGMA,
         rng.uniform(0.5, 3.0, n_c) * 14.0**im.z_exponent,
     ]) if n_c else np.empty((0, 4))
 
@@ -417,7 +427,7 @@ def simulate_movie(lattice: str = "graphene", frames: int = 16, shape=(256, 256)
             cand = cand[tree.query(cand)[0] > 0.9][:n_a]
         else:
             cand = cand[:n_a]
-        probe_sigma = probe_fwhm_A(im) / _FWHM
+        probe_sigma = probe_fwhm_A(im) / FWHM_PER_SIGMA
         blobs = np.column_stack([cand, probe_sigma * rng.uniform(1.0, 2.0, len(cand)),
                                  rng.uniform(0.5, 2.5, len(cand)) * 14.0**im.z_exponent])
         contamination = np.vstack([contamination, blobs])
@@ -438,7 +448,7 @@ def simulate_movie(lattice: str = "graphene", frames: int = 16, shape=(256, 256)
     q = distort(q, shape, im.scan_drift)
     table["y"], table["x"] = q[:, 0], q[:, 1]
     table["weight"] = column_weight(table["element"].to_numpy(), table["count"].to_numpy(), im.z_exponent)
-    reach = 5 * max(im.sigma_px, im.tail_fwhm / _FWHM / pA if im.tail_fraction else 0.0) + 2
+    reach = 5 * max(im.sigma_px, im.tail_fwhm / FWHM_PER_SIGMA / pA if im.tail_fraction else 0.0) + 2
     if im.probe == "aberrated":
         reach = max(reach, probe_radius(im) / pA + 2)
     if im.tds_background:
@@ -459,7 +469,7 @@ def simulate_movie(lattice: str = "graphene", frames: int = 16, shape=(256, 256)
             walk[k] = np.cumsum(steps)
             walk[k] -= walk[k].mean()
     if im.scan_distorted:
-        blob_sigma = probe_fwhm_A(im) / _FWHM / pA
+        blob_sigma = probe_fwhm_A(im) / FWHM_PER_SIGMA / pA
         table["x"] = table["x"].to_numpy() + _per_frame_scan_shift(table, jitter, walk, im, shape, blob_sigma)
     elif im.line_jitter:
         table["x"] = table["x"].to_numpy() + _per_frame_jitter_shift(table, jitter, im.sigma_px)
@@ -526,9 +536,9 @@ def _support_canvas(im: Imaging, shape, d: np.ndarray, rng: np.random.Generator)
         t = im.tail_fraction
         img = (1 - t) * ndimage.gaussian_filter(atoms, im.sigma_px, mode="nearest")
         if t:
-            img += t * ndimage.gaussian_filter(atoms, im.tail_fwhm / _FWHM / im.pixel_A, mode="nearest")
+            img += t * ndimage.gaussian_filter(atoms, im.tail_fwhm / FWHM_PER_SIGMA / im.pixel_A, mode="nearest")
     if im.tds_background:
-        img = img + im.tds_background * ndimage.gaussian_filter(atoms, im.tds_fwhm / _FWHM / im.pixel_A,
+        img = img + im.tds_background * ndimage.gaussian_filter(atoms, im.tds_fwhm / FWHM_PER_SIGMA / im.pixel_A,
                                                                  mode="nearest")
     # canvas pixel (i, j) shows the specimen point seen at image pixel (i, j) + lo in frame 0
     return (img * z).astype(np.float32), lo
@@ -615,17 +625,35 @@ def simulate_image(lattice: str = "graphene", shape=(256, 256), *, defects=None,
                    disorder: float = 0.0, relax: float = 0.0, **options) -> SimulatedImage:
     """Simulate one STEM image with exact ground truth.
 
-    Parameters are those of :func:`simulate_movie` (no dynamics, no frame-to-frame drift);
-    ``options`` set :class:`Imaging` fields, e.g. ``pixel_size=0.012`` (nm/px), ``dose=5e4``
-    (e⁻/Å²), ``probe_fwhm=1.0`` (Å), ``line_jitter=0.3`` (px); ``disorder`` and ``relax`` (Å)
-    displace columns from the ideal lattice.
+    Parameters
+    ----------
+    lattice : str
+        ``"graphene"``, ``"ws2"``, ``"mos2"`` or ``"amorphous"`` (heavy atoms on a carbon support).
+    shape : int or (int, int)
+        Image size, px.
+    defects : dict, optional
+        Defect kind → count or density per nm², as for :func:`simulate_movie`.
+    rotation : float, optional
+        Lattice orientation, degrees; random (from ``seed``) if None.
+    seed : int
+        Everything (structure, noise) follows from it.
+    imaging : Imaging, optional
+        Image formation; ``options`` set its fields instead, e.g. ``pixel_size=0.012`` (nm/px),
+        ``dose=5e4`` (e⁻/Å²), ``probe_fwhm=1.0`` (Å), ``line_jitter=0.3`` (px).
+    disorder, relax : float
+        Random and strain-like displacements of the columns from the ideal lattice, Å.
+
+    Returns
+    -------
+    SimulatedImage
+        ``image`` (float32 counts), ``mask`` (class codes), ``atoms`` (ground truth, px and nm).
 
     Examples
     --------
     >>> from stemflow.simulate import simulate_image
-    >>> sim = simulate_image("graphene", 128, seed=1, defects={"Si1C3": 2})
+    >>> sim = simulate_image("graphene", 256, seed=1, defects={"Si1C3": 2})
     >>> sim.image.shape, int((sim.atoms.label == "dopant").sum())
-    ((128, 128), 2)
+    ((256, 256), 2)
     """
     mov = simulate_movie(lattice, 1, shape, defects=defects, rates={}, rotation=rotation, seed=seed,
                          imaging=imaging, disorder=disorder, relax=relax, **options)

@@ -332,7 +332,7 @@ def assign_sites(trajectories: pd.DataFrame, spacing: float, *, same: float = SA
     """
     trajectories = require_table(trajectories, "trajectories")
     require_columns(trajectories, ["frame", "particle"], "trajectories",
-                    "link the atoms first (stemflow.track.link or stemflow.track.track)")
+                    "link the atoms first (stemflow.tracking.link or stemflow.tracking.track)")
     if not (np.isfinite(spacing) and spacing > 0):
         raise InputError(f"spacing={spacing} must be a positive distance in px (the host lattice's "
                          "nearest-neighbour distance)")

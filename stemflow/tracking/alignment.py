@@ -242,10 +242,10 @@ def drift(atoms: pd.DataFrame, *, labels=("lattice",), spacing: float | None = N
         pts = np.empty((0, 2)) if g is None else g[["y", "x"]].to_numpy(np.float64)
         img = None if images is None else np.asarray(images[i])
         rows.append((int(f), *est.update(int(f), pts, img)))
-    return _finish(rows, int(frames[0]), int(frames[-1]))
+    return finish_drift(rows, int(frames[0]), int(frames[-1]))
 
 
-def _finish(rows, first: int, last: int) -> pd.DataFrame:
+def finish_drift(rows, first: int, last: int) -> pd.DataFrame:
     out = pd.DataFrame(rows, columns=DRIFT.names).set_index("frame")
     out = out.reindex(np.arange(first, last + 1))
     out["matched"] = out["matched"].fillna(0).astype(np.int64)
@@ -286,7 +286,7 @@ def subtract_drift(atoms: pd.DataFrame, drift_table: pd.DataFrame) -> pd.DataFra
     require_frame(atoms)
     require_columns(atoms, ["y", "x"])
     require_table(drift_table, "drift")
-    require_columns(drift_table, ["frame", "dy", "dx"], "drift", "pass the table stemflow.track.drift returns")
+    require_columns(drift_table, ["frame", "dy", "dx"], "drift", "pass the table stemflow.tracking.drift returns")
     d = drift_table.set_index("frame")[["dy", "dx"]]
     fr = atoms["frame"].to_numpy()
     try:
@@ -294,7 +294,7 @@ def subtract_drift(atoms: pd.DataFrame, drift_table: pd.DataFrame) -> pd.DataFra
     except KeyError:
         absent = sorted(set(np.unique(fr).tolist()) - set(d.index.tolist()))[:5]
         raise InputError(f"the drift table has no row for frame(s) {absent}; measure it on the same movie "
-                         "(stemflow.track.drift(atoms))") from None
+                         "(stemflow.tracking.drift(atoms))") from None
     out = atoms.copy()
     out["y_corr"] = out["y"].to_numpy(np.float64) - dd[:, 0]
     out["x_corr"] = out["x"].to_numpy(np.float64) - dd[:, 1]

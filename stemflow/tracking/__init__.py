@@ -3,7 +3,7 @@
 Every function takes and returns pandas DataFrames with documented columns, so the steps chain in
 a notebook::
 
-    from stemflow.track import track, dwell_times, transition_matrix, diffusion
+    from stemflow.tracking import track, dwell_times, transition_matrix, diffusion
     traj, ev, dr = track(atoms, pixel_size=0.01)          # atoms of a movie: frame, y, x, label
     ev.query("kind == 'hop'")                              # hops: particle, frame, y0, x0, y1, x1, ...
     transition_matrix(traj, dose=1e5)                      # per-frame (and per-dose) rates

@@ -24,7 +24,7 @@ __all__ = ["dwell_times", "transition_matrix", "event_rates", "msd", "diffusion"
 def _sorted(traj: pd.DataFrame, cols) -> pd.DataFrame:
     traj = require_table(traj, "trajectories")
     require_columns(traj, ["particle", "frame", *cols], "trajectories",
-                    "make it with stemflow.track.track")
+                    "make it with stemflow.tracking.track")
     return traj.sort_values(["particle", "frame"], kind="stable")
 
 
@@ -161,7 +161,7 @@ def event_rates(events: pd.DataFrame, trajectories: pd.DataFrame, *, dose: float
     Parameters
     ----------
     events : DataFrame
-        Events table (:func:`stemflow.track.events`).
+        Events table (:func:`stemflow.tracking.events`).
     trajectories : DataFrame
         The trajectories the events came from (``particle``, ``frame``, ``state``).
     dose, frame_time : float, optional
@@ -178,7 +178,7 @@ def event_rates(events: pd.DataFrame, trajectories: pd.DataFrame, *, dose: float
     """
     events = require_table(events, "events")
     require_columns(events, ["particle", "frame", "kind", "state0", "state1"], "events",
-                    "make it with stemflow.track.events")
+                    "make it with stemflow.tracking.events")
     t = _sorted(trajectories, [])
     a, b = _consecutive(t)
     s = _states(t, "state").astype(str)
@@ -206,7 +206,7 @@ def event_rates(events: pd.DataFrame, trajectories: pd.DataFrame, *, dose: float
 
 def _trackpy_table(trajectories: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     pos = ["y_corr", "x_corr"] if {"y_corr", "x_corr"} <= set(trajectories.columns) else ["y", "x"]
-    require_columns(trajectories, ["particle", "frame", *pos], "trajectories", "make it with stemflow.track.track")
+    require_columns(trajectories, ["particle", "frame", *pos], "trajectories", "make it with stemflow.tracking.track")
     return trajectories, pos
 
 

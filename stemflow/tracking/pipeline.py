@@ -1,12 +1,12 @@
 """``track``: atoms table of a movie in; trajectories, events and drift out.
 
 One pass over the frames: each frame's lattice atoms update the drift estimate
-(:class:`~stemflow.track.alignment.DriftEstimator`), its rows are drift-corrected, the dopants and
+(:class:`~stemflow.tracking.alignment.DriftEstimator`), its rows are drift-corrected, the dopants and
 vacancies get their host-atom neighbourhood (coordination, on-site flag) and are handed to
 trackpy's streaming linker. Only the tracked rows are kept, so a movie may be given as an iterator
 of per-frame tables (e.g. Parquet row groups) and memory stays bounded by the trajectories, not
 the atoms. Sites and events follow on the trajectories, judged on stays (runs of frames at one
-place, :func:`~stemflow.track.assign_sites`) rather than on single frames.
+place, :func:`~stemflow.tracking.assign_sites`) rather than on single frames.
 
 At low dose the network may call a dopant ``lattice`` for a frame (most often in the very frame it
 hops). Lattice rows as bright as dopants, next to a tracked dopant, are therefore kept aside (a few
@@ -29,8 +29,8 @@ from scipy.spatial import cKDTree
 from ..errors import InputError, StemflowWarning
 from ._validate import check_finite, pixel_size_of, require_columns, require_frame
 from ..tables import DRIFT, TRAJECTORIES
-from .alignment import DriftEstimator, _finish, lattice_spacing
-from .linking import DEFAULT_LABELS, _quiet_trackpy
+from .alignment import DriftEstimator, finish_drift, lattice_spacing
+from .linking import DEFAULT_LABELS, quiet_trackpy
 from .sites import NEW_SITE, SAME_SITE, assign_sites, host_neighbours
 from .transitions import events, state_column
 
@@ -83,7 +83,7 @@ def _steady_coordination(traj: pd.DataFrame, still: float) -> pd.DataFrame:
     A coordination change moves the atom (a 4-fold Si sits half a bond from its 3-fold site), so
     within a *stay* the coordination is one number: the stay's most common count (the larger on a
     tie, since a missed host atom lowers the count more often than a false one raises it). Stays
-    are the ``stay`` column of :func:`~stemflow.track.assign_sites` when there is one, else runs
+    are the ``stay`` column of :func:`~stemflow.tracking.assign_sites` when there is one, else runs
     of consecutive observations less than ``still`` px apart. Counts left unknown at the frame
     edge (-1) take the particle's nearest known value.
     """
@@ -203,13 +203,13 @@ def track(atoms, pixel_size: float | None = None, *, labels=DEFAULT_LABELS, sear
     memory : int
         Frames a tracked atom may go undetected and keep its id.
     drift : bool or DataFrame
-        True: measure it from the lattice atoms (:func:`stemflow.track.drift`); a table with
+        True: measure it from the lattice atoms (:func:`stemflow.tracking.drift`); a table with
         ``frame``, ``dy``, ``dx`` (px) to use one already known; False: no correction.
     spacing : float, optional
         Host nearest-neighbour distance, nm (measured on the first frame with lattice atoms when
         None; required when the table has no lattice rows).
     max_step : float, optional
-        Largest change of the drift step between frames, px (see :func:`stemflow.track.drift`).
+        Largest change of the drift step between frames, px (see :func:`stemflow.tracking.drift`).
     images : array-like (frame, y, x), optional
         The frames, for a coarse image cross-correlation before the atoms refine the drift.
     first_particle : int
@@ -218,7 +218,7 @@ def track(atoms, pixel_size: float | None = None, *, labels=DEFAULT_LABELS, sear
         Smallest search range trackpy's adaptive search may shrink to, nm (default 0.2 ×
         ``search_range``).
     same_site, new_site : float
-        Site thresholds in units of the spacing (:func:`stemflow.track.assign_sites`).
+        Site thresholds in units of the spacing (:func:`stemflow.tracking.assign_sites`).
     given_sites : bool
         Use the table's own ``site`` column (ids that name the same physical site in every frame)
         instead of assigning sites; by default sites are assigned and an input ``site`` column is
@@ -227,7 +227,7 @@ def track(atoms, pixel_size: float | None = None, *, labels=DEFAULT_LABELS, sear
         Temporal evidence for sites and events: a place must be held for this many observations
         (frames where the atom is seen) to count; shorter excursions are noise. ``"auto"`` (the
         default) chooses it from the movie's own rate of one-frame excursions
-        (:func:`stemflow.track.sites.persistence`: 1 on clean data, 2 at a few per cent); an int
+        (:func:`stemflow.tracking.sites.persistence`: 1 on clean data, 2 at a few per cent); an int
         fixes it; None judges every frame on its own (no stays, no dating in gaps). With it, a hop
         that ends a gap is dated by bright ``lattice``-labelled rows in the gap (needs an
         ``intensity`` column, as ``find_atoms`` gives).
@@ -240,10 +240,10 @@ def track(atoms, pixel_size: float | None = None, *, labels=DEFAULT_LABELS, sear
         ``state`` (str: defect, else label-coordination), ``coordination`` (int8: host atoms within
         1.5 spacings, unless given; within 1.2 spacings of the edge of the frame's lattice atoms
         the particle's nearest known value, -1 if none) and ``on_site`` (bool); sorted by frame, particle.
-        ``events``: :data:`stemflow.tables.EVENTS` (see :func:`stemflow.track.events`).
+        ``events``: :data:`stemflow.tables.EVENTS` (see :func:`stemflow.tracking.events`).
         ``drift``: :data:`stemflow.tables.DRIFT`, one row per frame. Each table's
         ``attrs`` hold ``pixel_size`` (nm/px) and ``spacing_nm``; with ``persist``, also
-        ``persist_frames``, ``one_frame_rate`` and ``move_rate`` (:func:`~stemflow.track.assign_sites`).
+        ``persist_frames``, ``one_frame_rate`` and ``move_rate`` (:func:`~stemflow.tracking.assign_sites`).
 
     Raises
     ------
@@ -273,7 +273,7 @@ def track(atoms, pixel_size: float | None = None, *, labels=DEFAULT_LABELS, sear
     """
     chunks, whole = _chunks(atoms)
     if isinstance(drift, pd.DataFrame):
-        require_columns(drift, ["frame", "dy", "dx"], "drift", "pass the table stemflow.track.drift returns")
+        require_columns(drift, ["frame", "dy", "dx"], "drift", "pass the table stemflow.tracking.drift returns")
         known = drift.set_index("frame")[["dy", "dx"]]
     elif not isinstance(drift, (bool, np.bool_)):
         raise InputError(f"drift must be True, False or a drift table (frame, dy, dx); got {type(drift).__name__}")
@@ -330,7 +330,7 @@ def track(atoms, pixel_size: float | None = None, *, labels=DEFAULT_LABELS, sear
                 else:
                     if f not in known.index:
                         raise InputError(f"the drift table has no row for frame {f}; pass the drift of every "
-                                         "frame (stemflow.track.drift(atoms))")
+                                         "frame (stemflow.tracking.drift(atoms))")
                     d = known.loc[f].to_numpy(np.float64)
                     rows_drift.append((f, float(d[0]), float(d[1]), 0))
                 idx = a + np.flatnonzero(keep_m[a:b])
@@ -385,13 +385,13 @@ def track(atoms, pixel_size: float | None = None, *, labels=DEFAULT_LABELS, sear
         yield first
         yield from stream
 
-    with _quiet_trackpy():
+    with quiet_trackpy():
         ids = [np.asarray(i, np.int64) for _, i in
                trackpy.linking.link_iter(chain(), sr, memory=int(memory), adaptive_stop=stop)]
     traj = pd.concat(pieces, ignore_index=True) if pieces else pd.DataFrame()
     traj["particle"] = (np.concatenate(ids) if ids else np.empty(0, np.int64)) + np.int64(first_particle)
     if drift is True and estimator is not None:
-        dr = _finish(rows_drift, st["first"], st["last"])
+        dr = finish_drift(rows_drift, st["first"], st["last"])
     else:
         dr = pd.DataFrame(rows_drift, columns=DRIFT.names).astype(
             {"frame": np.int64, "dy": np.float64, "dx": np.float64, "matched": np.int64})

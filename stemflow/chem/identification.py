@@ -18,7 +18,7 @@ from ..tables import IDENTIFIED, LATTICES
 from ._common import resolve, with_attrs
 from .bonds import coordination
 from .classes import classify_defects
-from .defects import _analyse
+from .defects import analyse_defects
 from .dopants import CHECKS, check_dopants
 from .elements import assign_elements, measure_intensity
 from .occupancy import column_occupancy
@@ -134,7 +134,7 @@ def identify(atoms: pd.DataFrame, pixel_size: float | None = None, lattice: str 
         out["dopant_check"] = pd.Categorical(verdict, categories=CHECKS)
     out = assign_elements(out, pixel_size, lattice, element_map=element_map, gamma=gamma)
     out = coordination(out, pixel_size, lattice, cutoffs=cutoffs)
-    out, table = _analyse(out, pixel_size, lattice, cutoffs, element_map, gamma, image=image)
+    out, table = analyse_defects(out, pixel_size, lattice, cutoffs, element_map, gamma, image=image)
     if classes:
         out = classify_defects(out, pixel_size, lattice, image, defects=table, max_classes=max_classes,
                                random_state=random_state)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..chem._common import check_pixel_size
-from ..errors import InputError
+from ..errors import InputError, require_pixel_size
 
 __all__ = ["require_frame", "require_columns", "pixel_size_of", "check_finite", "require_table"]
 
@@ -58,4 +57,4 @@ def pixel_size_of(df: pd.DataFrame | None, pixel_size=None, name: str = "atoms")
             ok = np.abs(y) > 1.0
             if ok.any():
                 pixel_size = float(np.median(df["y_nm"].to_numpy(np.float64)[ok] / y[ok]))
-    return check_pixel_size(pixel_size)
+    return require_pixel_size(pixel_size)

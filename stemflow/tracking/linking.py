@@ -30,7 +30,7 @@ DEFAULT_LABELS = ("dopant", "vacancy")
 
 
 @contextlib.contextmanager
-def _quiet_trackpy():
+def quiet_trackpy():
     """Silence trackpy's per-frame progress messages while linking, then restore its level."""
     log = logging.getLogger("trackpy")
     level = log.level
@@ -93,7 +93,7 @@ def link_iter(frames: Iterable[pd.DataFrame], search_range: float, *, memory: in
     if adaptive_stop is None:
         adaptive_stop = 0.2 * search_range
     pos_columns = list(pos_columns)
-    with _quiet_trackpy():
+    with quiet_trackpy():
         it = trackpy.link_df_iter(iter(frames), search_range, pos_columns=pos_columns, t_column="frame",
                                   memory=int(memory), adaptive_stop=adaptive_stop,
                                   adaptive_step=adaptive_step)
@@ -106,7 +106,7 @@ def _link_arrays(frame: np.ndarray, pos: np.ndarray, search_range: float, **kwar
     """Particle ids of rows sorted by ``frame``, linked frame by frame by trackpy's streaming linker."""
     bounds = np.flatnonzero(np.r_[True, frame[1:] != frame[:-1], True])
     coords = ((int(frame[a]), pos[a:b]) for a, b in zip(bounds[:-1], bounds[1:]))
-    with _quiet_trackpy():
+    with quiet_trackpy():
         ids = [np.asarray(i, np.int64) for _, i in trackpy.linking.link_iter(coords, search_range, **kwargs)]
     return np.concatenate(ids) if ids else np.empty(0, np.int64)
 
@@ -120,7 +120,7 @@ def link(atoms: pd.DataFrame, search_range: float | None = None, *, pixel_size: 
     ----------
     atoms : DataFrame
         Atoms table of a movie: ``frame``, ``y``, ``x`` (px), ``label``; drift-corrected
-        ``y_corr``, ``x_corr`` (:func:`stemflow.track.subtract_drift`) are linked when present.
+        ``y_corr``, ``x_corr`` (:func:`stemflow.tracking.subtract_drift`) are linked when present.
     search_range : float
         Largest distance an atom moves between observations, nm (a hop in graphene is 0.142 nm,
         an S vacancy's step in WS2 0.318 nm). Required.
@@ -159,7 +159,7 @@ def link(atoms: pd.DataFrame, search_range: float | None = None, *, pixel_size: 
     require_columns(atoms, ["y", "x"])
     if search_range is None:
         raise InputError("link needs search_range= (nm), the largest step between observations; e.g. "
-                         "0.3 for dopant hops in graphene. stemflow.track.track chooses it from the lattice")
+                         "0.3 for dopant hops in graphene. stemflow.tracking.track chooses it from the lattice")
     px = pixel_size_of(atoms, pixel_size)
     rows = select_labels(atoms, labels)
     pos = _positions(rows)

@@ -1,0 +1,63 @@
+"""Atomic writes: a file or folder appears under its final name only once it is complete.
+
+Every writer of stemflow (run parts, manifests, tracking tables, simulated stores, ``stemflow
+find --out``) writes to a hidden temporary name in the same directory and renames it into place,
+so an interrupted or failed write never leaves output that looks finished.
+
+Examples
+--------
+>>> import json, tempfile
+>>> from pathlib import Path
+>>> from stemflow.atomic import atomic_path
+>>> final = Path(tempfile.mkdtemp()) / "table.json"
+>>> with atomic_path(final) as tmp:
+...     _ = tmp.write_text(json.dumps({"rows": 3}))
+>>> json.loads(final.read_text())
+{'rows': 3}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["atomic_path", "write_json"]
+
+
+@contextmanager
+def atomic_path(final):
+    """A hidden temporary path beside ``final``; renamed onto ``final`` when the block succeeds.
+
+    Parameters
+    ----------
+    final : str or Path
+        Where the output belongs. Its directory must exist.
+
+    Yields
+    ------
+    Path
+        ``.NAME.<random>.tmp`` in the same directory (so the rename is atomic). Write a file or a
+        folder there. On an exception it is removed and ``final`` is left as it was.
+    """
+    final = Path(final)
+    tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+
+
+def write_json(path, obj, default=None) -> Path:
+    """Write ``obj`` as indented JSON to ``path`` atomically; ``default`` as for :func:`json.dumps`."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, default=default))
+    return path
