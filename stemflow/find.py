@@ -1,14 +1,22 @@
 """``find_atoms``: image(s) in, atoms table out — the public entry point of the atom finder.
 
-Each frame is resampled to the network's sampling, normalised, turned into per-pixel class
-probabilities by the network, and the blobs of those maps become rows (:func:`stemflow.locating`);
-positions are mapped back to the input's pixels. Pure numpy/torch: :mod:`stemflow.parallel`
-maps it over chunks of frames.
+``find_atoms`` is three public steps, run a batch of frames at a time:
+
+1. :func:`predict` — each frame resampled to the network's sampling, normalised and turned into
+   per-pixel class probabilities (and sub-pixel offsets): a :class:`ClassMaps`;
+2. :func:`atoms_from_maps` — the blobs of those maps become rows (:func:`stemflow.locate`),
+   positions mapped back to the input's pixels, optionally refined on the image
+   (:func:`stemflow.refine.refine_atoms`); on amorphous supports the heavy atoms come from a
+   matched filter instead (:mod:`stemflow.chem.heavy`);
+3. optionally :func:`stemflow.identify` (elements, sites, bonds, defects).
+
+Pure numpy/torch: :mod:`stemflow.parallel` composes the same steps over chunks of frames.
 """
 
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -23,7 +31,7 @@ from .refine import refine_atoms
 from .spacing import check_calibration
 from .tables import ATOMS, LATTICES
 
-__all__ = ["find_atoms"]
+__all__ = ["find_atoms", "predict", "atoms_from_maps", "ClassMaps", "atoms_table", "warn_unrecognised", "AMBIGUOUS_SHARE_LIMIT"]
 
 #: Starting width (standard deviation, nm) of a column for the refinement: a 1.1 Å FWHM probe.
 _PROBE_SIGMA_NM = 0.045
@@ -82,17 +90,18 @@ def _frames_and_calibration(image, pixel_size):
 AMBIGUOUS_SHARE_LIMIT = 0.3
 
 
-def _check_quality(ambiguous: list[float], stack: bool) -> None:
+def warn_unrecognised(ambiguous, stack: bool = True, first_frame: int = 0) -> None:
     """Warn about frames the network cannot make sense of (noise, another modality, a wrong
-    pixel size)."""
-    bad = [k for k, v in enumerate(ambiguous) if v > AMBIGUOUS_SHARE_LIMIT]
+    pixel size): those whose share of ambiguous pixels (:attr:`ClassMaps.ambiguous_share`)
+    exceeds :data:`AMBIGUOUS_SHARE_LIMIT`. ``first_frame`` numbers the frames in the message."""
+    bad = [first_frame + k for k, v in enumerate(ambiguous) if v > AMBIGUOUS_SHARE_LIMIT]
     if bad:
         import warnings
 
         from .errors import StemflowWarning
 
         where = f"frame(s) {bad[:10]}{' …' if len(bad) > 10 else ''}" if stack else "the frame"
-        worst = max(ambiguous[k] for k in bad)
+        worst = max(ambiguous[k - first_frame] for k in bad)
         warnings.warn(f"{where} look unlike anything the model knows: up to {worst:.0%} of the pixels are "
                       f"ambiguous (simulated frames: under 5 %); check the pixel size and that this is an "
                       f"atomic-resolution HAADF/ADF image, or fine-tune with `stemflow adapt`. The per-frame "
@@ -123,6 +132,191 @@ def _heavy_atoms(labels: list, frame: np.ndarray, probs: np.ndarray, factor: flo
     return out.assign(label=pd.Categorical(["dopant"] * len(out), categories=labels),
                       prob=fg[ys, xs].astype(np.float32), intensity=smooth[yi, xi].astype(np.float32),
                       significance=out["significance"].astype(np.float32))
+
+
+@dataclass(frozen=True)
+class ClassMaps:
+    """What the network makes of a batch of frames (:func:`predict`), on its own sampling.
+
+    Attributes
+    ----------
+    probabilities : ndarray of float32, shape (n, n_classes, y', x')
+        Per-pixel class probabilities (softmax over ``classes``), on the network's grid.
+    offsets : ndarray of float32, shape (n, 2, y', x'), or None
+        Sub-pixel offsets (dy, dx) from each pixel to its atom's centre, network px; None for a
+        model without them.
+    classes : tuple of str
+        Class names, background first (:data:`stemflow.tables.CLASSES`).
+    factor : float
+        Input px per network px (``pixel_size / model.pixel_size``).
+    pixel_size : float
+        nm/px of the input frames.
+    model : str
+        Name of the model.
+    """
+
+    probabilities: np.ndarray
+    offsets: np.ndarray | None
+    classes: tuple
+    factor: float
+    pixel_size: float
+    model: str
+
+    @property
+    def ambiguous_share(self) -> np.ndarray:
+        """Per frame, the share of pixels whose foreground probability lies between 0.2 and 0.8."""
+        fg = 1.0 - self.probabilities[:, 0]
+        return ((fg > 0.2) & (fg < 0.8)).mean(axis=(1, 2))
+
+
+def predict(frames, pixel_size: float, model=None, *, batch_size: int = 4, tile: int = 1024) -> ClassMaps:
+    """Class probabilities of frames: resampled to the network's sampling, normalised, inferred.
+
+    Parameters
+    ----------
+    frames : ndarray, shape (y, x) or (n, y, x)
+        Images, any real dtype (counts).
+    pixel_size : float
+        nm/px of the frames.
+    model : Model, str or Path, optional
+        As for :func:`find_atoms` (default: the bundled model).
+    batch_size : int
+        Frames per network pass.
+    tile : int
+        Largest side of one network pass, px on the network's grid; larger frames are cut into
+        tiles with a halo whose stitched maps equal a whole-frame pass.
+
+    Returns
+    -------
+    ClassMaps
+        Probabilities and offsets on the network's grid, and how to map back (``factor``).
+
+    Raises
+    ------
+    InputError
+        A frame smaller than 16 px a side on the network's grid.
+
+    Examples
+    --------
+    >>> import stemflow
+    >>> from stemflow.find import predict
+    >>> sim = stemflow.simulate_image("graphene", 96, pixel_size=0.012, seed=0)
+    >>> maps = predict(sim.image, 0.012)
+    >>> maps.probabilities.shape[:2], maps.classes[0]
+    ((1, 4), 'background')
+    """
+    net = _get_model(model)
+    arr = np.asarray(frames, np.float32)
+    arr = arr[None] if arr.ndim == 2 else arr
+    factor = pixel_size / net.pixel_size
+    smalls = [resample(f, factor) for f in arr]
+    if min(smalls[0].shape) < 16:
+        raise InputError(f"the image is too small: {arr.shape[-2:]} px at {pixel_size} nm/px is "
+                         f"{smalls[0].shape} px at the network's {net.pixel_size} nm/px; give at least "
+                         f"{int(np.ceil(16 / factor))} px a side")
+    norm = np.stack([normalize(s) for s in smalls])
+    probs, offsets = net.maps(norm, tile=tile, batch_size=batch_size)
+    return ClassMaps(probs, offsets, tuple(net.classes), float(factor), float(pixel_size), net.name)
+
+
+def atoms_from_maps(maps: ClassMaps, frames, *, lattice: str = "graphene", threshold: float = 0.5,
+                    refine: bool = False, keep_fit: bool = False) -> pd.DataFrame:
+    """The atoms of frames from their class maps, in the frames' pixels.
+
+    Parameters
+    ----------
+    maps : ClassMaps
+        :func:`predict` of ``frames``.
+    frames : ndarray, shape (y, x) or (n, y, x)
+        The same frames (input sampling), for intensities, refinement and heavy atoms.
+    lattice : str
+        ``"amorphous"`` takes heavy atoms from a matched filter on the frame
+        (:mod:`stemflow.chem.heavy`) instead of the network's blobs.
+    threshold : float
+        Foreground probability above which a pixel belongs to a blob (:func:`stemflow.locate`).
+    refine : bool
+        Refine the centres on the frame (:func:`stemflow.refine.refine_atoms`); adds ``xy_error``.
+    keep_fit : bool
+        Keep the Gaussian fit's own centres (``y_fit``, ``x_fit``, ``fit_error``), for the
+        lattice prior.
+
+    Returns
+    -------
+    DataFrame
+        ``frame`` (0 for the first of ``frames``), ``y``, ``x`` (px of the input), ``label``,
+        ``prob``, ``intensity`` and, as asked, ``xy_error`` (px), ``y_fit``, ``x_fit``,
+        ``fit_error`` (px), ``significance`` (σ, amorphous).
+
+    Examples
+    --------
+    >>> import stemflow
+    >>> from stemflow.find import atoms_from_maps, predict
+    >>> sim = stemflow.simulate_image("graphene", 96, pixel_size=0.012, seed=0)
+    >>> atoms = atoms_from_maps(predict(sim.image, 0.012), sim.image)
+    >>> list(atoms.columns[:3]), atoms.frame.unique().tolist()
+    (['frame', 'y', 'x'], [0])
+    """
+    arr = np.asarray(frames, np.float32)
+    arr = arr[None] if arr.ndim == 2 else arr
+    if len(arr) != len(maps.probabilities):
+        raise InputError(f"{len(arr)} frames but class maps of {len(maps.probabilities)}; pass the frames "
+                         "the maps were predicted from")
+    factor, pixel_size = maps.factor, maps.pixel_size
+    tables = []
+    for j, (frame, p) in enumerate(zip(arr, maps.probabilities)):
+        if lattice == "amorphous":
+            t = _heavy_atoms(list(maps.classes[1:]), frame, p, factor, pixel_size)
+        else:
+            small = resample(frame, factor)
+            t = locate(p, small, classes=maps.classes, threshold=threshold,
+                       offsets=None if maps.offsets is None else maps.offsets[j])
+            t["y"] = to_input_coords(t["y"].to_numpy(), factor)
+            t["x"] = to_input_coords(t["x"].to_numpy(), factor)
+        if refine:
+            floor, slope, inflation = _NET_ERROR
+            net_px = pixel_size / factor
+            t = refine_atoms(frame, t, _PROBE_SIGMA_NM / pixel_size,
+                             net_error=(floor * net_px / pixel_size, slope, inflation), keep_fit=keep_fit)
+        t.insert(0, "frame", np.int64(j))
+        tables.append(t)
+    return pd.concat(tables, ignore_index=True)
+
+
+def atoms_table(raw: pd.DataFrame, pixel_size: float, lattice: str, model: str) -> pd.DataFrame:
+    """The atoms table of :func:`find_atoms` from the rows of :func:`atoms_from_maps`: ``y_nm``,
+    ``x_nm`` added, the columns of :data:`stemflow.tables.ATOMS` first (``frame`` when ``raw`` has
+    it) and then, when present, ``xy_error``, ``y_fit``, ``x_fit``, ``fit_error``,
+    ``significance``; the calibration in ``attrs``.
+
+    Parameters
+    ----------
+    raw : DataFrame
+        Rows of :func:`atoms_from_maps` (positions in px of the input).
+    pixel_size : float
+        nm/px.
+    lattice, model : str
+        Recorded in ``attrs``.
+
+    Returns
+    -------
+    DataFrame
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> raw = pd.DataFrame({"y": [2.0], "x": [4.0], "label": ["lattice"], "prob": [1.0], "intensity": [3.0],
+    ...                     "area": [9]})
+    >>> atoms_table(raw, 0.01, "graphene", "default")[["y_nm", "x_nm"]].to_numpy().tolist()
+    [[0.02, 0.04]]
+    """
+    out = raw.copy()
+    out["y_nm"] = out["y"] * pixel_size
+    out["x_nm"] = out["x"] * pixel_size
+    base = ATOMS.names if "frame" in out.columns else ATOMS.names[1:]
+    cols = base + [c for c in ("xy_error", "y_fit", "x_fit", "fit_error", "significance") if c in out.columns]
+    out = out[cols]
+    out.attrs.update(pixel_size=pixel_size, lattice=lattice, model=model)
+    return out
 
 
 def find_atoms(image, pixel_size: float | None = None, lattice: str = "graphene", model=None, *,
@@ -213,49 +407,23 @@ def find_atoms(image, pixel_size: float | None = None, lattice: str = "graphene"
     frames, pixel_size, stack = _frames_and_calibration(image, pixel_size)
     check_calibration(frames[0], pixel_size, lattice, where="the first frame" if stack else "the image")
     net = _get_model(model)
-    factor = pixel_size / net.pixel_size
-    smalls = [resample(f, factor) for f in frames]
-    if min(smalls[0].shape) < 16:
-        raise InputError(f"the image is too small: {frames.shape[-2:]} px at {pixel_size} nm/px is "
-                         f"{smalls[0].shape} px at the network's {net.pixel_size} nm/px; give at least "
-                         f"{int(np.ceil(16 / factor))} px a side")
     tables = []
     ambiguous = []
-    for i0 in range(0, len(smalls), batch_size):
-        block = smalls[i0:i0 + batch_size]
-        norm = np.stack([normalize(s) for s in block])
-        probs, offsets = net.maps(norm, batch_size=batch_size)
-        fg = 1.0 - probs[:, 0]
-        ambiguous += [float(v) for v in ((fg > 0.2) & (fg < 0.8)).mean(axis=(1, 2))]
-        for j, (small, p) in enumerate(zip(block, probs)):
-            if lattice == "amorphous":
-                t = _heavy_atoms(list(net.classes[1:]), frames[i0 + j], p, factor, pixel_size)
-            else:
-                t = locate(p, small, classes=net.classes, threshold=threshold,
-                           offsets=None if offsets is None else offsets[j])
-                t["y"] = to_input_coords(t["y"].to_numpy(), factor)
-                t["x"] = to_input_coords(t["x"].to_numpy(), factor)
-            if refine:
-                floor, slope, inflation = _NET_ERROR
-                t = refine_atoms(frames[i0 + j], t, _PROBE_SIGMA_NM / pixel_size,
-                                 net_error=(floor * net.pixel_size / pixel_size, slope, inflation),
-                                 keep_fit=lattice_prior)
-            if stack:
-                t.insert(0, "frame", np.int64(i0 + j))
-            tables.append(t)
-    out = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    for i0 in range(0, len(frames), batch_size):       # a batch at a time: memory bounded by the batch
+        block = frames[i0:i0 + batch_size]
+        maps = predict(block, pixel_size, net, batch_size=batch_size)
+        ambiguous += [float(v) for v in maps.ambiguous_share]
+        t = atoms_from_maps(maps, block, lattice=lattice, threshold=threshold, refine=refine,
+                            keep_fit=lattice_prior)
+        t["frame"] += i0
+        tables.append(t if stack else t.drop(columns="frame"))
+    out = pd.concat(tables, ignore_index=True)
     h, w = frames.shape[-2:]
     if border > 0:
         keep = out.y.between(border, h - 1 - border) & out.x.between(border, w - 1 - border)
         out = out.loc[keep].reset_index(drop=True)
-    out["y_nm"] = out["y"] * pixel_size
-    out["x_nm"] = out["x"] * pixel_size
-    cols = ((ATOMS.names if stack else ATOMS.names[1:]) + (["xy_error"] if refine else [])
-            + (["y_fit", "x_fit", "fit_error"] if lattice_prior else [])
-            + (["significance"] if lattice == "amorphous" else []))
-    out = out[cols]
-    out.attrs.update(pixel_size=pixel_size, lattice=lattice, model=net.name)
-    _check_quality(ambiguous, stack)
+    out = atoms_table(out, pixel_size, lattice, net.name)
+    warn_unrecognised(ambiguous, stack)
     if identify:
         from .chem import identify as chem_identify
 

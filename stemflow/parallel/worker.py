@@ -27,7 +27,7 @@ from ..errors import InputError, StemflowWarning
 from ..nn.weights import WEIGHTS_DIR, Model, bundled_models, load_model, model_from_bytes
 from ..nn.weights import file_sha256 as _sha256_file
 
-__all__ = ["ModelRef", "model_ref", "get_model", "worker_device", "ModelPlugin", "TiledModel",
+__all__ = ["ModelRef", "model_ref", "get_model", "worker_device", "ModelPlugin",
            "find_frames", "load_frames", "process_part"]
 
 _MODELS: dict[str, Model] = {}
@@ -165,28 +165,6 @@ class ModelPlugin(WorkerPlugin):
         get_model(self.ref)
 
 
-@dataclass
-class TiledModel(Model):
-    """A :class:`Model` whose network passes use a given ``tile`` (px on the network's grid) and
-    that keeps the class maps it computes when ``keep`` is a list.
-
-    Shares the network (and device) of the model it was made from; see :meth:`of`.
-    """
-
-    tile: int = 1024
-    keep: list | None = None
-
-    @classmethod
-    def of(cls, model: Model, tile: int = 1024, keep: list | None = None) -> "TiledModel":
-        return cls(net=model.net, card=model.card, device=model.device, tile=int(tile), keep=keep)
-
-    def maps(self, images, tile=None, batch_size=4):
-        probs, offsets = Model.maps(self, images, tile=self.tile if tile is None else tile, batch_size=batch_size)
-        if self.keep is not None:
-            self.keep.append(probs)
-        return probs, offsets
-
-
 def find_frames(frames: np.ndarray, first_frame: int, model: Model, pixel_size: float, *, lattice="graphene",
                 threshold=0.5, refine=False, batch_size=4, tile=1024, keep_maps=False, identify=False,
                 lattice_prior=False):
@@ -219,18 +197,32 @@ def find_frames(frames: np.ndarray, first_frame: int, model: Model, pixel_size: 
     DataFrame or (DataFrame, ndarray)
         The atoms table of :func:`stemflow.find_atoms` with ``frame`` = ``first_frame + i``.
     """
-    from ..find import find_atoms
+    from ..chem import identify as chem_identify
+    from ..chem import lattice_prior as chem_prior
+    from ..find import atoms_from_maps, atoms_table, predict, warn_unrecognised
 
-    keep = [] if keep_maps else None
-    net = TiledModel.of(model, tile=tile, keep=keep)
-    df = find_atoms(np.asarray(frames), pixel_size=pixel_size, lattice=lattice, model=net, threshold=threshold,
-                    refine=refine, batch_size=batch_size, identify=bool(identify),
-                    identify_options={"classes": False}, lattice_prior=bool(lattice_prior))
-    if "frame" not in df.columns:
-        df.insert(0, "frame", np.int64(0))
+    frames = np.asarray(frames, np.float32)
+    tables, kept, ambiguous = [], [], []
+    for i0 in range(0, len(frames), batch_size):             # the steps of find_atoms, a batch at a time
+        block = frames[i0:i0 + batch_size]
+        maps = predict(block, pixel_size, model, batch_size=batch_size, tile=tile)
+        ambiguous += [float(v) for v in maps.ambiguous_share]
+        t = atoms_from_maps(maps, block, lattice=lattice, threshold=threshold, refine=refine or lattice_prior,
+                            keep_fit=lattice_prior)
+        t["frame"] += i0
+        tables.append(t)
+        if keep_maps:
+            kept.append(maps.probabilities)
+    df = atoms_table(pd.concat(tables, ignore_index=True), pixel_size, lattice, model.name)
+    warn_unrecognised(ambiguous, first_frame=int(first_frame))
+    if identify:
+        df = chem_identify(df, pixel_size, lattice, image=frames, classes=False)
+        if lattice_prior:
+            df = chem_prior(df, pixel_size, lattice)
     df["frame"] = df["frame"].astype(np.int64) + int(first_frame)
+    df.attrs.update(pixel_size=pixel_size, lattice=lattice, model=model.name, ambiguous_share=ambiguous)
     if keep_maps:
-        return df, np.concatenate(keep) if keep else None
+        return df, np.concatenate(kept) if kept else None
     return df
 
 
