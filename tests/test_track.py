@@ -10,7 +10,7 @@ from stemflow import find_atoms
 from stemflow.errors import InputError, StemflowWarning
 from stemflow.simulate import simulate_movie
 from stemflow.tables import EVENTS
-from stemflow.tracking import (diffusion, drift, dwell_times, event_rates, link, track,
+from stemflow.tracking import (diffusion, drift, msd, dwell_times, event_rates, link, track,
                             transition_matrix)
 from stemflow.tracking.scoring import drift_error, score_events, trajectory_purity
 
@@ -276,3 +276,56 @@ def test_appearances_vanishings_and_hop_distances_are_dated_and_measured():
     assert hop.distance_nm == pytest.approx(0.142, abs=1e-3) and (hop.site0, hop.site1) == (10, 11)
     assert np.isnan(ev[ev.kind == "appear"].distance_nm).all() and np.isnan(ev[ev.kind == "vanish"].y1).all()
     assert ev[ev.kind == "vanish"].iloc[0][["y0", "x0"]].tolist() == [80.0, 80.0]
+
+
+def test_subtract_drift_removes_each_frames_own_drift():
+    from stemflow.tracking import subtract_drift
+
+    atoms = pd.DataFrame({"frame": [0, 1, 2, 2], "y": [10.0, 11.0, 12.0, 20.0], "x": [5.0, 5.0, 5.0, 9.0],
+                          "label": "dopant"})
+    dr = pd.DataFrame({"frame": [0, 1, 2], "dy": [0.0, 0.5, 1.25], "dx": [0.0, -0.3, 0.4]})
+    out = subtract_drift(atoms, dr)
+    np.testing.assert_array_equal(out["y_corr"], [10.0, 10.5, 10.75, 18.75])
+    np.testing.assert_array_equal(out["x_corr"], [5.0, 5.3, 4.6, 8.6])
+    assert out["y"].tolist() == atoms["y"].tolist()              # the measured positions are kept
+    with pytest.raises(InputError, match=r"no row for frame\(s\) \[2\]"):
+        subtract_drift(atoms, dr[dr.frame < 2])
+    with pytest.raises(InputError, match="dx"):
+        subtract_drift(atoms, dr.drop(columns="dx"))
+
+
+def _two_particles(n=8):
+    """Particle 0 moves +1 px per frame along x; particle 1 stands still."""
+    f = np.arange(n)
+    return pd.DataFrame({"particle": np.r_[np.zeros(n, int), np.ones(n, int)], "frame": np.r_[f, f],
+                         "y_corr": np.r_[np.full(n, 5.0), np.full(n, 30.0)],
+                         "x_corr": np.r_[10.0 + f, np.full(n, 40.0)],
+                         "label": ["dopant"] * n + ["vacancy"] * n})
+
+
+def test_msd_of_a_moving_and_a_still_particle_is_exact_in_nm_and_seconds():
+    t = _two_particles()
+    per = msd(t, pixel_size=0.1, per_particle=True, max_lag=4)
+    np.testing.assert_allclose(per[0].to_numpy(), (0.1 * np.arange(1, 5)) ** 2)
+    np.testing.assert_allclose(per[1].to_numpy(), 0.0)
+    ens = msd(t, pixel_size=0.1, frame_time=0.5, max_lag=4)
+    np.testing.assert_allclose(ens["lag"], 0.5 * np.arange(1, 5))              # s
+    np.testing.assert_allclose(ens["msd"], (0.1 * np.arange(1, 5)) ** 2 / 2)   # nm², mean of the two
+    assert (ens["N"] > 0).all()
+
+
+def test_diffusion_is_the_weighted_slope_of_the_msd_over_four_per_group():
+    t = _two_particles()
+    d = diffusion(t, pixel_size=0.1, max_lag=3).set_index("group")
+    assert list(d.index) == ["dopant", "vacancy"] and d["particles"].tolist() == [1, 1]
+    m = msd(t[t.label == "dopant"], pixel_size=0.1, max_lag=3)
+    slope = np.sum(m.N * m.lag * m.msd) / np.sum(m.N * m.lag ** 2)
+    assert d.loc["dopant", "D"] == pytest.approx(slope / 4, rel=1e-12)
+    assert d.loc["vacancy", "D"] == 0.0
+    assert d.loc["dopant", "unit"] == "nm^2/frame"
+    per_frame = diffusion(t, pixel_size=0.1, max_lag=3, by=None)
+    per_s = diffusion(t, pixel_size=0.1, frame_time=2.0, max_lag=3, by=None)
+    assert per_s["group"].tolist() == ["all"] and per_s["unit"].tolist() == ["nm^2/s"]
+    assert per_s["D"][0] == pytest.approx(per_frame["D"][0] / 2.0, rel=1e-12)     # 2 s per frame
+    with pytest.raises(InputError, match="no column 'state'"):
+        diffusion(t, pixel_size=0.1, by="state")

@@ -75,10 +75,8 @@ def frame_groups(atoms: pd.DataFrame):
         return []
     if "frame" not in atoms.columns:
         return [(None, np.arange(len(atoms)))]
-    codes, uniq = pd.factorize(atoms["frame"], sort=True)
-    order = np.argsort(codes, kind="stable")
-    bounds = np.searchsorted(codes[order], np.arange(len(uniq) + 1))
-    return [(uniq[k], order[bounds[k]:bounds[k + 1]]) for k in range(len(uniq))]
+    groups = atoms.groupby("frame", sort=True, observed=True).indices     # frame → row positions, in order
+    return [(frame, np.asarray(rows, np.int64)) for frame, rows in groups.items()]
 
 
 def positions_nm(atoms: pd.DataFrame, pixel_size: float) -> np.ndarray:

@@ -245,7 +245,8 @@ def msd(trajectories: pd.DataFrame, *, pixel_size: float | None = None, frame_ti
         m.index.name = "lag"
         return m
     m = trackpy.emsd(tt, mpp=px, fps=fps, max_lagtime=int(max_lag), detail=True, pos_columns=["x", "y"])
-    return pd.DataFrame({"lag": m.index.to_numpy(np.float64), "msd": m["msd"].to_numpy(np.float64),
+    # with detail=True trackpy indexes by lag in frames and gives the lag time in ``lagt``
+    return pd.DataFrame({"lag": m["lagt"].to_numpy(np.float64), "msd": m["msd"].to_numpy(np.float64),
                          "N": m["N"].to_numpy(np.float64)})
 
 
