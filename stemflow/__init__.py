@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib
 
 from . import accessor  # noqa: F401  (registers the .stem accessor)
+from . import errors  # noqa: F401  (stemflow.errors.InputError ... always at hand)
 
 #: The public names, each imported from its module on first use: name → module.
 _API = {

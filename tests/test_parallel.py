@@ -174,7 +174,9 @@ def test_tiles_equal_whole_frames(client, tmp_path):
     np.testing.assert_allclose(b[["y", "x"]], a[["y", "x"]], atol=1e-3)
     s = stemflow.score(_inner(b, mov.shape), _inner(mov.atoms, mov.shape), pixel_size=PX)
     assert s.loc["lattice", "f1"] > 0.98 and s.loc["vacancy", "recall"] >= 0.8
-    norm = stemflow.preprocess.normalize(mov.images()[0])
+    from stemflow.preprocess import normalize
+
+    norm = normalize(mov.images()[0])
     p_whole, _ = model.maps(norm, tile=1024)
     p_tiled, _ = model.maps(norm, tile=224)
     np.testing.assert_allclose(p_tiled, p_whole, atol=1e-4)
