@@ -75,7 +75,10 @@ def _configure(work: Path, mutate: list[str], tests: list[str]) -> None:
              'source_paths = ["stemflow/"]\n'
              f"only_mutate = {q(mutate)}\n"
              f"pytest_add_cli_args_test_selection = {q(tests)}\n"
-             'pytest_add_cli_args = ["-x", "-q", "-p", "no:cacheprovider"]\n')
+             'pytest_add_cli_args = ["-x", "-q", "-p", "no:cacheprovider"]\n'
+             # mutants run in processes forked from a server that never ran a test: forking the
+             # process that ran the suite (Dask thread pools, torch) can deadlock a mutant
+             'process_isolation = "forkserver"\n')
     py.write_text(text)
 
 
