@@ -31,7 +31,7 @@ from .refine import refine_atoms
 from .spacing import check_calibration
 from .tables import ATOMS, LATTICES
 
-__all__ = ["find_atoms", "predict", "atoms_from_maps", "ClassMaps", "atoms_table", "warn_unrecognised", "AMBIGUOUS_SHARE_LIMIT"]
+__all__ = ["find_atoms", "FindOptions", "predict", "atoms_from_maps", "ClassMaps", "atoms_table", "warn_unrecognised", "AMBIGUOUS_SHARE_LIMIT"]
 
 #: Starting width (standard deviation, nm) of a column for the refinement: a 1.1 Å FWHM probe.
 _PROBE_SIGMA_NM = 0.045
@@ -132,6 +132,85 @@ def _heavy_atoms(labels: list, frame: np.ndarray, probs: np.ndarray, factor: flo
     return out.assign(label=pd.Categorical(["dopant"] * len(out), categories=labels),
                       prob=fg[ys, xs].astype(np.float32), intensity=smooth[yi, xi].astype(np.float32),
                       significance=out["significance"].astype(np.float32))
+
+
+@dataclass(frozen=True)
+class FindOptions:
+    """How frames become atoms: one object for the API, the command line, the Dask workers and a
+    run's manifest.
+
+    Attributes
+    ----------
+    lattice : str
+        ``"graphene"``, ``"ws2"``, ``"mos2"`` or ``"amorphous"`` (:data:`stemflow.tables.LATTICES`).
+    threshold : float
+        Foreground probability above which a pixel belongs to a blob, 0 < threshold < 1.
+    refine : bool
+        Refine centres on the image (:func:`stemflow.refine.refine_atoms`).
+    identify : bool or None
+        Chemical identification (:func:`stemflow.identify`); None: on for crystalline lattices.
+    lattice_prior : bool
+        Pull regular columns towards the fitted lattice; implies ``refine`` and ``identify``.
+    batch_size : int
+        Frames per network pass (≥ 1).
+    tile : int
+        Largest side of one network pass, px on the network's grid (≥ 64).
+
+    Raises
+    ------
+    InputError
+        A value out of range; the message names it and what is allowed.
+
+    Examples
+    --------
+    >>> from stemflow.find import FindOptions
+    >>> FindOptions(lattice="ws2", lattice_prior=True).refine
+    True
+    >>> FindOptions(lattice="amorphous").identify
+    False
+    """
+
+    lattice: str = "graphene"
+    threshold: float = 0.5
+    refine: bool = False
+    identify: bool | None = None
+    lattice_prior: bool = False
+    batch_size: int = 4
+    tile: int = 1024
+
+    def __post_init__(self):
+        if self.lattice not in LATTICES:
+            raise InputError(f"unknown lattice {self.lattice!r}; known lattices: {', '.join(LATTICES)}")
+        try:
+            threshold = float(self.threshold)
+        except (TypeError, ValueError):
+            threshold = float("nan")
+        if not 0.0 < threshold < 1.0:
+            raise InputError(f"threshold must lie between 0 and 1 (a foreground probability); got {self.threshold!r}")
+        for name, least in (("batch_size", 1), ("tile", 64)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < least:
+                unit = "frames" if name == "batch_size" else "px on the network's grid"
+                raise InputError(f"{name} must be a whole number ≥ {least} ({unit}); got {v!r}")
+        identify = self.lattice != "amorphous" if self.identify is None else bool(self.identify)
+        if self.lattice_prior and (self.lattice == "amorphous" or not identify):
+            raise InputError("lattice_prior=True needs a crystalline lattice (graphene, ws2, mos2) and "
+                             "identify=True: the prior is the fitted lattice of the identification")
+        object.__setattr__(self, "threshold", threshold)
+        object.__setattr__(self, "identify", identify)
+        object.__setattr__(self, "refine", bool(self.refine) or bool(self.lattice_prior))
+        object.__setattr__(self, "lattice_prior", bool(self.lattice_prior))
+        object.__setattr__(self, "batch_size", int(self.batch_size))
+        object.__setattr__(self, "tile", int(self.tile))
+
+    def manifest(self) -> dict:
+        """The entries a run's manifest records (``batch_size`` is left out: it changes no result;
+        ``lattice_prior`` only when on, so that manifests of runs without it stay comparable)."""
+        out = {"lattice": self.lattice, "threshold": self.threshold, "refine": self.refine,
+               "identify": self.identify, "tile": self.tile}
+        if self.lattice_prior:
+            out["lattice_prior"] = True
+        return out
 
 
 @dataclass(frozen=True)
@@ -393,17 +472,9 @@ def find_atoms(image, pixel_size: float | None = None, lattice: str = "graphene"
     >>> atoms = find_atoms(sim.image, pixel_size=0.012)                  # doctest: +SKIP
     >>> atoms.label.value_counts()                                        # doctest: +SKIP
     """
-    if lattice not in LATTICES:
-        raise InputError(f"unknown lattice {lattice!r}; known lattices: {', '.join(LATTICES)}")
-    if identify is None:
-        identify = lattice != "amorphous"
-    if lattice_prior:
-        if lattice == "amorphous" or not identify:
-            raise InputError("lattice_prior=True needs a crystalline lattice (graphene, ws2, mos2) and "
-                             "identify=True: the prior is the fitted lattice of the identification")
-        refine = True
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise InputError(f"batch_size must be a whole number of frames ≥ 1; got {batch_size!r}")
+    opts = FindOptions(lattice=lattice, threshold=threshold, refine=refine, identify=identify,
+                       lattice_prior=lattice_prior, batch_size=batch_size)
+    identify, refine = opts.identify, opts.refine
     frames, pixel_size, stack = _frames_and_calibration(image, pixel_size)
     check_calibration(frames[0], pixel_size, lattice, where="the first frame" if stack else "the image")
     net = _get_model(model)

@@ -1,5 +1,7 @@
 """find_atoms with the bundled weights: a real check of the shipped model, and its errors."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -185,3 +187,21 @@ def test_non_square_frames_are_found_as_well_as_square_ones_in_both_orientations
         s = score(inner(found), inner(truth), pixel_size=0.02)
         assert s.loc["all", "f1"] > 0.99 and s.loc["all", "rmse_px"] < 0.3, (img.shape, s)
         assert s.loc["dopant", "recall"] == 1.0 and s.loc["vacancy", "recall"] == 1.0
+
+
+def test_find_options_are_checked_once_and_recorded_as_runs_always_recorded_them():
+    from stemflow.find import FindOptions
+
+    o = FindOptions()
+    assert o.manifest() == {"lattice": "graphene", "threshold": 0.5, "refine": False, "identify": True, "tile": 1024}
+    p = FindOptions(lattice="ws2", lattice_prior=True, batch_size=np.int64(2))
+    assert (p.refine, p.identify, p.batch_size, p.manifest()["lattice_prior"]) == (True, True, 2, True)
+    assert FindOptions(lattice="amorphous").identify is False
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        o.threshold = 0.7
+    for bad, message in [({"lattice": "gold"}, "unknown lattice 'gold'"), ({"threshold": 1.0}, "threshold"),
+                         ({"threshold": "x"}, "threshold"), ({"batch_size": 0}, "batch_size"),
+                         ({"batch_size": True}, "batch_size"), ({"tile": 32}, "tile"),
+                         ({"lattice": "amorphous", "lattice_prior": True}, "crystalline")]:
+        with pytest.raises(InputError, match=message):
+            FindOptions(**bad)

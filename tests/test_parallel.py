@@ -4,6 +4,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -447,3 +449,27 @@ def test_one_run_at_a_time_per_output_directory(client, movie, reference, tmp_pa
     with pytest.warns(StemflowWarning, match="is gone; taking over"):
         summary = run(store, out, client=client, frames_per_part=4, progress=False)
     assert summary.rows == len(reference[1]) and not lock.exists()
+
+
+_RERUN = """
+import sys
+from stemflow.parallel import run
+if __name__ == "__main__":
+    for _ in range(2):       # stemflow's own cluster each time, and no default Dask client in this process
+        s = run(sys.argv[1], sys.argv[2], n_workers=1, progress=False, track=False, frames=(0, 4))
+        print(s.computed, s.skipped, s.changed)
+"""
+
+
+def test_a_rerun_in_a_fresh_process_checks_its_parts_on_its_own_cluster(movie, tmp_path):
+    """The input check of a rerun goes through the run's client, not a default one the user may
+    not have (the test fixtures' client is a default client, which hid this)."""
+    _, store = movie
+    script = tmp_path / "rerun.py"
+    script.write_text(_RERUN)
+    r = subprocess.run([sys.executable, str(script), str(store), str(tmp_path / "run")], capture_output=True,
+                       text=True, timeout=400)
+    assert r.returncode == 0, r.stderr[-2000:]
+    first, second = (line.split() for line in r.stdout.split("\n")[:2])
+    assert int(first[0]) >= 1 and first[1:] == ["0", "0"]          # computed, none skipped or changed
+    assert second == ["0", first[0], "0"]                           # all skipped, none changed

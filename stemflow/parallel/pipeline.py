@@ -321,15 +321,11 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
     >>> summary = stemflow.run("movie.zarr", out="run/", lattice="graphene")    # doctest: +SKIP
     >>> stemflow.open_run("run/").atoms().groupby("frame").size().head()         # doctest: +SKIP
     """
-    from ..tables import LATTICES
+    from ..find import FindOptions
 
     t_start = time.perf_counter()
-    if lattice not in LATTICES:
-        raise InputError(f"unknown lattice {lattice!r}; known lattices: {', '.join(LATTICES)}")
-    if not 0 < float(threshold) < 1:
-        raise InputError(f"threshold must lie between 0 and 1; got {threshold}")
-    if int(tile) < 64:
-        raise InputError(f"tile must be at least 64 px (network grid); got {tile}")
+    options = FindOptions(lattice=lattice, threshold=threshold, refine=refine, identify=bool(identify) or bool(lattice_prior),
+                          lattice_prior=lattice_prior, batch_size=batch_size, tile=tile)
     da, source = _open_input(input, pixel_size, dataset)
     ps = da.attrs.get("pixel_size")
     if ps is None:
@@ -346,16 +342,11 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
         start, stop, parts, n_total = 0, 1, [(0, 1)], 1
     ref = model_ref(model, embed=embed_model)
     card = _card_of(ref)
-    identify = bool(identify) or bool(lattice_prior)
-    refine = bool(refine) or bool(lattice_prior)
-    params = {"pixel_size": float(ps), "lattice": lattice, "threshold": float(threshold), "refine": bool(refine),
-              "identify": identify,
-              "tile": int(tile), "batch_size": int(batch_size), "save_probabilities": bool(save_probabilities)}
-    if lattice_prior:       # only when on: manifests of runs without it stay comparable
-        params["lattice_prior"] = True
+    params = {"pixel_size": float(ps), "options": options, "save_probabilities": bool(save_probabilities)}
+    # the manifest's parameters: the same keys as ever, so that earlier runs still resume
+    recorded = {"pixel_size": float(ps), **options.manifest(), "save_probabilities": bool(save_probabilities)}
     manifest = {"format": FORMAT, "input": _identity(da, source), "model": {"name": ref.name, "sha256": ref.sha256},
-                "parameters": {**{k: v for k, v in params.items() if k != "batch_size"},
-                               "frames": [start, stop], "detector": _json_detector(det)},
+                "parameters": {**recorded, "frames": [start, stop], "detector": _json_detector(det)},
                 "parts": [list(p) for p in parts]}
     # resolved here: workers (on an external scheduler, in another working directory) get an
     # absolute path, never one relative to wherever they were started
@@ -434,18 +425,14 @@ def _changed_parts(client, da, source, det, parts, done, out) -> list[int]:
     """Complete parts whose input is no longer what they were computed from (their frames are
     read again and hashed on the workers; parts of older runs without a record count as changed).
     Those parts' files are removed."""
-    from distributed import wait
-
     from .worker import input_of_part
 
     srcs = _sources(client, da, source, det, parts, sorted(done))
     run_id = uuid.uuid4().hex[:8]
     futs = [client.submit(input_of_part, i, parts[i][0], parts[i][1], srcs[i], pure=False,
                           key=f"stemflow-check-{run_id}-{i:06d}") for i in sorted(done)]
-    wait(futs)
     changed = []
-    for f in futs:
-        r = f.result()
+    for r in client.gather(futs):          # this run's client: a process may hold several, or none by default
         if rundir.part_meta(out, r["part"]).get("input") != r["digest"]:
             changed.append(r["part"])
             rundir.part_path(out, r["part"]).unlink(missing_ok=True)

@@ -165,9 +165,8 @@ class ModelPlugin(WorkerPlugin):
         get_model(self.ref)
 
 
-def find_frames(frames: np.ndarray, first_frame: int, model: Model, pixel_size: float, *, lattice="graphene",
-                threshold=0.5, refine=False, batch_size=4, tile=1024, keep_maps=False, identify=False,
-                lattice_prior=False):
+def find_frames(frames: np.ndarray, first_frame: int, model: Model, pixel_size: float, options, *,
+                keep_maps: bool = False):
     """Atoms in a block of frames, with global frame numbers.
 
     Parameters
@@ -179,18 +178,12 @@ def find_frames(frames: np.ndarray, first_frame: int, model: Model, pixel_size: 
     model : Model
     pixel_size : float
         nm/px of the frames.
-    lattice, threshold, refine, batch_size
-        As in :func:`stemflow.find_atoms`.
-    tile : int
-        Largest side of one network pass, px on the network's grid; larger frames are cut into
-        tiles with a halo (half the receptive field) whose stitched maps equal a whole-frame pass.
+    options : stemflow.find.FindOptions
+        As for :func:`stemflow.find_atoms`; ``tile`` cuts larger frames into tiles with a halo
+        whose stitched maps equal a whole-frame pass. The identification runs without the
+        unsupervised classes, which need all the complexes of a dataset at once.
     keep_maps : bool
         Also return the class probabilities, (n, classes, y', x') on the network's grid.
-    identify : bool
-        Add the chemical identification (:func:`stemflow.chem.identify`) without the
-        unsupervised classes, which need all the complexes of a dataset at once.
-    lattice_prior : bool
-        As in :func:`stemflow.find_atoms` (needs ``identify``).
 
     Returns
     -------
@@ -203,21 +196,23 @@ def find_frames(frames: np.ndarray, first_frame: int, model: Model, pixel_size: 
 
     frames = np.asarray(frames, np.float32)
     tables, kept, ambiguous = [], [], []
-    for i0 in range(0, len(frames), batch_size):             # the steps of find_atoms, a batch at a time
-        block = frames[i0:i0 + batch_size]
-        maps = predict(block, pixel_size, model, batch_size=batch_size, tile=tile)
+    o = options
+    lattice = o.lattice
+    for i0 in range(0, len(frames), o.batch_size):           # the steps of find_atoms, a batch at a time
+        block = frames[i0:i0 + o.batch_size]
+        maps = predict(block, pixel_size, model, batch_size=o.batch_size, tile=o.tile)
         ambiguous += [float(v) for v in maps.ambiguous_share]
-        t = atoms_from_maps(maps, block, lattice=lattice, threshold=threshold, refine=refine or lattice_prior,
-                            keep_fit=lattice_prior)
+        t = atoms_from_maps(maps, block, lattice=lattice, threshold=o.threshold, refine=o.refine,
+                            keep_fit=o.lattice_prior)
         t["frame"] += i0
         tables.append(t)
         if keep_maps:
             kept.append(maps.probabilities)
     df = atoms_table(pd.concat(tables, ignore_index=True), pixel_size, lattice, model.name)
     warn_unrecognised(ambiguous, first_frame=int(first_frame))
-    if identify:
+    if o.identify:
         df = chem_identify(df, pixel_size, lattice, image=frames, classes=False)
-        if lattice_prior:
+        if o.lattice_prior:
             df = chem_prior(df, pixel_size, lattice)
     df["frame"] = df["frame"].astype(np.int64) + int(first_frame)
     df.attrs.update(pixel_size=pixel_size, lattice=lattice, model=model.name, ambiguous_share=ambiguous)
@@ -339,10 +334,7 @@ def process_part(index: int, start: int, stop: int, source, ref: ModelRef, param
     check_finite(frames, start)
     model = get_model(ref)
     save = bool(params.get("save_probabilities"))
-    res = find_frames(frames, start, model, params["pixel_size"], lattice=params["lattice"],
-                      threshold=params["threshold"], refine=params["refine"], batch_size=params["batch_size"],
-                      tile=params["tile"], keep_maps=save, identify=params.get("identify", False),
-                      lattice_prior=params.get("lattice_prior", False))
+    res = find_frames(frames, start, model, params["pixel_size"], params["options"], keep_maps=save)
     df, maps = res if save else (res, None)
     if save:
         import zarr
