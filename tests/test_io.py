@@ -484,3 +484,40 @@ def test_a_three_frame_tiff_written_with_tifffile_defaults_opens_as_frames(tmp_p
     tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")  # interleaved: a colour picture
     with pytest.raises(InputError, match="colour"):
         open_stem(tmp_path / "rgb.tif", pixel_size=0.01)
+
+
+def _hspy(path, data, axes):
+    """A HyperSpy-style HDF5 signal: /Experiments/s/data with axis-i groups (name, scale, units)."""
+    h5py = pytest.importorskip("h5py")
+    with h5py.File(path, "w") as f:
+        g = f.create_group("Experiments/s")
+        g.create_dataset("data", data=data)
+        for i, (name, scale, units) in enumerate(axes):
+            a = g.create_group(f"axis-{i}")
+            a.attrs.update(name=name, scale=scale, units=units)
+    return path
+
+
+@pytest.mark.parametrize("axes, pixel_size, k_pixel_size, dims", [
+    # 4D-STEM: the scan axes give the pixel size (Å → nm), the detector's last axis mrad/px
+    ([("y", 0.5, "Å"), ("x", 0.5, "Å"), ("ky", 0.8, "mrad"), ("kx", 0.8, "mrad")], 0.05, 0.8,
+     ("scan_y", "scan_x", "k_y", "k_x")),
+    # the scan's x axis calibrated, y not: x is used
+    ([("y", 1.0, "<undefined>"), ("x", 0.02, "nm"), ("ky", 1.5, "mrad"), ("kx", 1.5, "mrad")], 0.02, 1.5,
+     ("scan_y", "scan_x", "k_y", "k_x")),
+    # a detector in px: no k calibration
+    ([("y", 0.02, "nm"), ("x", 0.02, "nm"), ("ky", 1.0, "px"), ("kx", 1.0, "px")], 0.02, None,
+     ("scan_y", "scan_x", "k_y", "k_x")),
+    # a movie: the last two axes are real space, in pm
+    ([("time", 1.0, "s"), ("y", 12.0, "pm"), ("x", 12.0, "pm")], 0.012, None, ("frame", "y", "x")),
+    ([("y", 0.3, "nm"), ("x", 0.3, "nm")], 0.3, None, ("y", "x")),
+])
+def test_hyperspy_axes_give_dims_and_calibration(tmp_path, axes, pixel_size, k_pixel_size, dims):
+    shape = (3, 4, 8, 8)[-len(axes):] if len(axes) == 4 else (2, 16, 16)[-len(axes):]
+    path = _hspy(tmp_path / "signal.hspy", np.ones(shape, np.float32), axes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StemflowWarning)
+        arr = open_stem(path)
+    assert arr.dims == dims
+    assert arr.attrs.get("pixel_size") == pytest.approx(pixel_size, rel=1e-9)
+    assert arr.attrs.get("k_pixel_size") == (None if k_pixel_size is None else pytest.approx(k_pixel_size))
