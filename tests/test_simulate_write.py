@@ -73,3 +73,27 @@ def test_4d_store_holds_patterns_whose_virtual_adf_is_the_image(tmp_path):
     adf = ds.adf.values
     at = adf[np.rint(inside.y).astype(int), np.rint(inside.x).astype(int)]
     assert (at > np.median(adf)).all()                # every true column sits on a bright spot
+
+
+def test_written_4d_scan_carries_the_dose_and_the_same_frame_as_simulate_4d(tmp_path):
+    """Every probe position gets dose × pixel area electrons (e⁻/Å² × Å²); the expected ADF image
+    is the one simulate_4d makes with the same seed; k coordinates are mrad about the centre."""
+    import json
+
+    from stemflow import simulate_4d
+
+    dose, px = 2e5, 0.02                                              # e⁻/Å², nm/px
+    paths = write_4d(tmp_path / "d.zarr", "graphene", (16, 16), seed=1, dose=dose, pixel_size=px,
+                     progress=False, rows_per_chunk=5)
+    ds = xr.open_zarr(paths["store"])
+    per_pattern = ds.data.values.sum(axis=(2, 3)) / (dose * (10 * px) ** 2)
+    assert 0.97 < per_pattern.mean() <= 1.0 and per_pattern.std() < 0.02
+    ref = simulate_4d("graphene", (16, 16), seed=1, dose=dose, pixel_size=px)
+    assert np.array_equal(ds.adf.values, ref.image)
+    assert ds.attrs["pixel_size"] == px and ds.scan_x.values[1] == pytest.approx(px)
+    k = ds.k_y.values
+    assert k[0] == pytest.approx(-k[-1]) and np.diff(k) == pytest.approx(np.full(len(k) - 1, 4.0))
+    det = json.loads(ds.attrs["detector"])
+    assert det["shape"] == [64, 64] and det["k_pixel_size"] == 4.0
+    with pytest.raises(FileExistsError):
+        write_4d(tmp_path / "d.zarr", "graphene", (16, 16), progress=False)
