@@ -18,10 +18,9 @@ are :mod:`stemflow.tables`.
 
 from __future__ import annotations
 
-import importlib
-
 from . import accessor  # noqa: F401  (registers the .stem accessor)
 from . import errors  # noqa: F401  (stemflow.errors.InputError ... always at hand)
+from .lazy import lazy_names
 
 #: The public names, each imported from its module on first use: name → module.
 _API = {
@@ -41,13 +40,4 @@ _API = {
 __all__ = list(_API)
 
 
-def __getattr__(name: str):
-    if name in _API:
-        value = getattr(importlib.import_module(_API[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'stemflow' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_names(__name__, _API, globals())

@@ -16,8 +16,7 @@ Sizes are in MB = 10**6 bytes throughout.
 Importing this module is light (no dask): the readers are imported on first use.
 """
 
-import importlib
-
+from ..lazy import lazy_names
 from ._backend import StemflowBackendEntrypoint
 from ._common import CANONICAL_DIMS, DIM_ALIASES, MB, SUPPORTED_EXTENSIONS
 
@@ -44,13 +43,4 @@ _LAZY = {"open_stem": "._open", "describe": "._open", "find_nonfinite_frames": "
          "truth_paths": "._simulated", "read_parquet_parts": "._parquet"}
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'stemflow.io' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, globals())
