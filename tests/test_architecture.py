@@ -207,3 +207,13 @@ def test_public_function_documents_units_and_runs_its_example(name):
     for t in tests:
         runner.run(t)
     assert runner.failures == 0, f"the example of {name} fails"
+
+
+def test_no_private_name_is_imported_across_modules():
+    found = []
+    for mod, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module != "__future__" and (
+                    node.level or (node.module or "").startswith("stemflow")):
+                found += [f"{mod}: {a.name}" for a in node.names if a.name.startswith("_")]
+    assert found == []
