@@ -29,7 +29,7 @@ from .atomic import atomic_path
 from .errors import InputError
 from .rundir import (ATOMS_DIR, DYNAMICS_TABLES, MANIFEST, IncompleteRunError, check_complete, read_manifest,
                      run_status)
-from .tables import ATOMS, LABELS, attrs_from_metadata
+from .tables import ATOMS, DRIFT, EVENTS, LABELS, TRAJECTORIES, attrs_from_metadata, parquet_metadata
 
 __all__ = ["open_run", "Run", "read_atoms", "track_run", "IncompleteRunError"]
 
@@ -101,11 +101,21 @@ def read_atoms(out, lazy: bool = False, partial: bool = False):
     return df
 
 
+#: The contract of each table track_run writes, recorded in its Parquet metadata.
+_CONTRACTS = {"trajectories.parquet": TRAJECTORIES, "events.parquet": EVENTS, "drift.parquet": DRIFT}
+
+
 def _write_table(df: pd.DataFrame, path: Path):
+    """Write ``df`` atomically, with its kind, units and calibration (``attrs``) in the Parquet metadata."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     d = df.copy()
-    d.attrs = {}
+    attrs, d.attrs = dict(df.attrs), {}
+    t = pa.Table.from_pandas(d, preserve_index=False)
+    t = t.replace_schema_metadata({**(t.schema.metadata or {}), **parquet_metadata(_CONTRACTS[path.name], attrs)})
     with atomic_path(path) as tmp:
-        d.to_parquet(tmp, index=False)
+        pq.write_table(t, tmp)
 
 
 def _parts(folder: Path):
@@ -260,8 +270,10 @@ class Run:
             raise InputError(f"{str(path)!r} is not there yet; run stemflow.open_run({str(self.path)!r}).track() "
                              f"(or `stemflow track {self.path}`) first")
         check_complete(self.path)
+        import pyarrow.parquet as pq
+
         df = pd.read_parquet(path)
-        df.attrs.update({k: v for k, v in {"pixel_size": self.pixel_size}.items() if v is not None})
+        df.attrs.update(attrs_from_metadata(pq.read_schema(path).metadata))      # pixel size, spacing ...
         return df
 
     def track(self, **options):

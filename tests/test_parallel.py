@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,7 @@ from stemflow.parallel.pipeline import plan_parts
 from stemflow.simulate import simulate_movie
 from stemflow.simulate.fourd import Detector
 from stemflow.io import write_4d, write_movie
+from stemflow.tables import EVENTS
 
 distributed = pytest.importorskip("distributed")
 
@@ -473,3 +475,34 @@ def test_a_rerun_in_a_fresh_process_checks_its_parts_on_its_own_cluster(movie, t
     first, second = (line.split() for line in r.stdout.split("\n")[:2])
     assert int(first[0]) >= 1 and first[1:] == ["0", "0"]          # computed, none skipped or changed
     assert second == ["0", first[0], "0"]                           # all skipped, none changed
+
+
+def test_open_run_is_the_run_directory_as_one_object(reference, tmp_path):
+    import shutil
+
+    from stemflow import open_run
+    from stemflow.results import IncompleteRunError
+
+    summary, atoms = reference
+    r = open_run(summary.out)
+    assert r.complete and r.pixel_size == PX and repr(r).startswith(f"<stemflow run {Path(summary.out).name!r}: complete")
+    got = r.atoms()
+    pd.testing.assert_frame_equal(got, atoms)
+    assert got.attrs["pixel_size"] == PX and got.attrs["lattice"] == "graphene"
+    events = r.table("events")
+    assert list(events.columns) == EVENTS.names
+    assert events.attrs["pixel_size"] == PX and events.attrs["spacing_nm"] > 0      # from the file's own metadata
+    with pytest.raises(InputError, match="unknown table 'atoms'"):
+        r.table("atoms")
+    # a copy with a part missing reads as incomplete everywhere
+    broken = tmp_path / "broken"
+    shutil.copytree(summary.out, broken)
+    next(iter(sorted((broken / "atoms.parquet").glob("part-*.parquet")))).unlink()
+    b = open_run(broken)
+    assert not b.complete and "incomplete (1 of" in repr(b)
+    with pytest.raises(IncompleteRunError, match="parts missing"):
+        b.atoms()
+    with pytest.raises(IncompleteRunError):
+        b.table("events")
+    with pytest.raises(InputError, match="not a run directory"):
+        open_run(tmp_path / "nothing")
