@@ -232,6 +232,8 @@ class ClassMaps:
         nm/px of the input frames.
     model : str
         Name of the model.
+    images : ndarray of float32, shape (n, y', x')
+        The frames resampled to the network's grid (before normalisation), for intensities.
     """
 
     probabilities: np.ndarray
@@ -240,6 +242,7 @@ class ClassMaps:
     factor: float
     pixel_size: float
     model: str
+    images: np.ndarray
 
     @property
     def ambiguous_share(self) -> np.ndarray:
@@ -295,7 +298,8 @@ def predict(frames, pixel_size: float, model=None, *, batch_size: int = 4, tile:
                          f"{int(np.ceil(16 / factor))} px a side")
     norm = np.stack([normalize(s) for s in smalls])
     probs, offsets = net.maps(norm, tile=tile, batch_size=batch_size)
-    return ClassMaps(probs, offsets, tuple(net.classes), float(factor), float(pixel_size), net.name)
+    return ClassMaps(probs, offsets, tuple(net.classes), float(factor), float(pixel_size), net.name,
+                     np.stack(smalls))
 
 
 def atoms_from_maps(maps: ClassMaps, frames, *, lattice: str = "graphene", threshold: float = 0.5,
@@ -346,8 +350,7 @@ def atoms_from_maps(maps: ClassMaps, frames, *, lattice: str = "graphene", thres
         if lattice == "amorphous":
             t = _heavy_atoms(list(maps.classes[1:]), frame, p, factor, pixel_size)
         else:
-            small = resample(frame, factor)
-            t = locate(p, small, classes=maps.classes, threshold=threshold,
+            t = locate(p, maps.images[j], classes=maps.classes, threshold=threshold,
                        offsets=None if maps.offsets is None else maps.offsets[j])
             t["y"] = to_input_coords(t["y"].to_numpy(), factor)
             t["x"] = to_input_coords(t["x"].to_numpy(), factor)
