@@ -2,7 +2,7 @@
 
 Runs a fixed set of cases — ``find_atoms`` on simulated graphene (plain, refined with the lattice
 prior), WS2 (refined), Pt on an amorphous support and a 6-frame movie with hops in batches, then ``track``
-on that movie's atoms — in a clean copy of ``--base`` (``git archive``) and in the working tree,
+on that movie's atoms and on the truth of a 30-frame movie with hops — in a clean copy of ``--base`` (``git archive``) and in the working tree,
 each in its own process, and compares every table cell by cell. Writes
 ``benchmarks/results/same_results.md``; exits 1 when any table differs.
 
@@ -49,6 +49,11 @@ out = {
 }
 tr = track(out["find_atoms 6-frame movie (batches of 4)"], 0.012)
 out.update({"track: trajectories": tr[0], "track: events": tr[1], "track: drift": tr[2]})
+m2 = simulate_movie("graphene", frames=30, shape=(160, 160), seed=7, pixel_size=0.012, drift=(0.2, -0.1),
+                    defects={"Si1C3": 4, "Si1C4": 2, "V1": 2}, rates={"hop": 0.2, "switch34": 0.1, "vacancy": 0.2})
+tr = track(m2.atoms, 0.012)
+out.update({"track 30 frames of truth: trajectories": tr[0], "track 30 frames of truth: events": tr[1],
+            "track 30 frames of truth: drift": tr[2]})
 pickle.dump({k: v.reset_index(drop=True) for k, v in out.items()}, open(sys.argv[1], "wb"))
 '''
 

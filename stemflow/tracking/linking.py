@@ -23,7 +23,7 @@ import trackpy
 from ..errors import InputError
 from ._validate import check_finite, pixel_size_of, require_columns, require_frame, require_table
 
-__all__ = ["link", "link_iter", "DEFAULT_LABELS"]
+__all__ = ["link", "link_iter", "link_positions", "DEFAULT_LABELS"]
 
 #: Labels linked by default: the defects, whose motion is the point of tracking.
 DEFAULT_LABELS = ("dopant", "vacancy")
@@ -102,12 +102,51 @@ def link_iter(frames: Iterable[pd.DataFrame], search_range: float, *, memory: in
             yield df
 
 
+def link_positions(frames: Iterable[tuple[int, np.ndarray]], search_range: float, *, memory: int = 3,
+                   adaptive_stop: float | None = None, adaptive_step: float = 0.95) -> Iterator[np.ndarray]:
+    """Link a stream of per-frame positions; yield each frame's particle ids.
+
+    The array form of :func:`link_iter` (no table is copied): what :func:`link` and
+    :func:`stemflow.track` stream their positions through.
+
+    Parameters
+    ----------
+    frames : iterable of (int, ndarray)
+        ``(frame, positions)`` in increasing frame order; positions (n, 2) px, ``(y, x)``.
+    search_range : float
+        Largest distance a particle moves between observations, px.
+    memory : int
+        Frames a particle may go unseen and still keep its id.
+    adaptive_stop, adaptive_step : float
+        As for :func:`link_iter` (default stop 0.2 × ``search_range``).
+
+    Yields
+    ------
+    ndarray of int64
+        The particle id of each position of the frame, in order.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> frames = [(0, np.array([[0.0, 0.0], [5.0, 5.0]])), (1, np.array([[5.2, 5.1], [0.1, 0.0]]))]
+    >>> [ids.tolist() for ids in link_positions(frames, 1.0)]
+    [[0, 1], [1, 0]]
+    """
+    if not (np.isfinite(search_range) and search_range > 0):
+        raise InputError(f"search_range={search_range} must be a positive distance")
+    if adaptive_stop is None:
+        adaptive_stop = 0.2 * search_range
+    with quiet_trackpy():
+        for _, ids in trackpy.linking.link_iter(iter(frames), search_range, memory=int(memory),
+                                                adaptive_stop=adaptive_stop, adaptive_step=adaptive_step):
+            yield np.asarray(ids, np.int64)
+
+
 def _link_arrays(frame: np.ndarray, pos: np.ndarray, search_range: float, **kwargs) -> np.ndarray:
-    """Particle ids of rows sorted by ``frame``, linked frame by frame by trackpy's streaming linker."""
+    """Particle ids of rows sorted by ``frame``, linked frame by frame (:func:`link_positions`)."""
     bounds = np.flatnonzero(np.r_[True, frame[1:] != frame[:-1], True])
     coords = ((int(frame[a]), pos[a:b]) for a, b in zip(bounds[:-1], bounds[1:]))
-    with quiet_trackpy():
-        ids = [np.asarray(i, np.int64) for _, i in trackpy.linking.link_iter(coords, search_range, **kwargs)]
+    ids = list(link_positions(coords, search_range, **kwargs))
     return np.concatenate(ids) if ids else np.empty(0, np.int64)
 
 

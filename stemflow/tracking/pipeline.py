@@ -23,14 +23,13 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
-import trackpy
 from scipy.spatial import cKDTree
 
 from ..errors import InputError, StemflowWarning
 from ._validate import check_finite, pixel_size_of, require_columns, require_frame
 from ..tables import DRIFT, TRAJECTORIES
 from .alignment import DriftEstimator, finish_drift, lattice_spacing
-from .linking import DEFAULT_LABELS, quiet_trackpy
+from .linking import DEFAULT_LABELS, link_positions
 from .sites import NEW_SITE, SAME_SITE, assign_sites, host_neighbours
 from .transitions import events, state_column
 
@@ -385,9 +384,7 @@ def track(atoms, pixel_size: float | None = None, *, labels=DEFAULT_LABELS, sear
         yield first
         yield from stream
 
-    with quiet_trackpy():
-        ids = [np.asarray(i, np.int64) for _, i in
-               trackpy.linking.link_iter(chain(), sr, memory=int(memory), adaptive_stop=stop)]
+    ids = list(link_positions(chain(), sr, memory=int(memory), adaptive_stop=stop))
     traj = pd.concat(pieces, ignore_index=True) if pieces else pd.DataFrame()
     traj["particle"] = (np.concatenate(ids) if ids else np.empty(0, np.int64)) + np.int64(first_particle)
     if drift is True and estimator is not None:
