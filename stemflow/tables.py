@@ -245,7 +245,7 @@ RINGS = Table("rings", (
     _c("ring", "int64"), _c("size", "int64", "atoms"), *_POS, _c("atoms", "object", "", "rows of the ring's atoms"),
 ))
 
-#: Columns ``assign_sites`` adds to an atoms table.
+#: Columns :func:`stemflow.chem.assign_sites` adds to an atoms table.
 SITES = Table("sites", (
     _c("site", "int64"), _c("sublattice", "int8", "", "0 metal / A, 1 chalcogen / B"),
     _c("site_y", "float64", "px"), _c("site_x", "float64", "px"),

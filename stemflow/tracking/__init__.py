@@ -10,7 +10,7 @@ a notebook::
     diffusion(traj)                                        # D in nm²/frame
 
 or one step at a time: :func:`drift` → :func:`subtract_drift` → :func:`link` →
-:func:`assign_sites` → :func:`events`.
+:func:`trajectory_sites` → :func:`events`.
 
 Units: positions in tables px (``y``, ``x``; drift-corrected ``y_corr``, ``x_corr``), distances
 given to functions in nm, drift in px, time in frames (s where a frame time is given), dose in
@@ -18,12 +18,12 @@ e⁻/Å² per frame.
 """
 
 from .alignment import DriftEstimator, drift, lattice_spacing, subtract_drift
-from .linking import DEFAULT_LABELS, link, link_iter
+from .linking import DEFAULT_LABELS, link, link_iter, link_positions
 from .pipeline import TrackResult, track
-from .sites import assign_sites, host_neighbours
+from .sites import host_neighbours, trajectory_sites
 from .stats import diffusion, dwell_times, event_rates, msd, transition_matrix
 from .transitions import events, state_column
 
 __all__ = ["track", "TrackResult", "drift", "subtract_drift", "DriftEstimator", "lattice_spacing", "link",
-           "link_iter", "assign_sites", "host_neighbours", "events", "state_column", "dwell_times",
+           "link_iter", "link_positions", "trajectory_sites", "host_neighbours", "events", "state_column", "dwell_times",
            "transition_matrix", "event_rates", "msd", "diffusion", "DEFAULT_LABELS"]

@@ -6,7 +6,7 @@ vacancies get their host-atom neighbourhood (coordination, on-site flag) and are
 trackpy's streaming linker. Only the tracked rows are kept, so a movie may be given as an iterator
 of per-frame tables (e.g. Parquet row groups) and memory stays bounded by the trajectories, not
 the atoms. Sites and events follow on the trajectories, judged on stays (runs of frames at one
-place, :func:`~stemflow.tracking.assign_sites`) rather than on single frames.
+place, :func:`~stemflow.tracking.trajectory_sites`) rather than on single frames.
 
 At low dose the network may call a dopant ``lattice`` for a frame (most often in the very frame it
 hops). Lattice rows as bright as dopants, next to a tracked dopant, are therefore kept aside (a few
@@ -30,7 +30,7 @@ from ._validate import check_finite, pixel_size_of, require_columns, require_fra
 from ..tables import DRIFT, TRAJECTORIES
 from .alignment import DriftEstimator, finish_drift, lattice_spacing
 from .linking import DEFAULT_LABELS, link_positions
-from .sites import NEW_SITE, SAME_SITE, assign_sites, host_neighbours
+from .sites import NEW_SITE, SAME_SITE, host_neighbours, trajectory_sites
 from .transitions import events, state_column
 
 __all__ = ["track", "TrackResult"]
@@ -82,7 +82,7 @@ def _steady_coordination(traj: pd.DataFrame, still: float) -> pd.DataFrame:
     A coordination change moves the atom (a 4-fold Si sits half a bond from its 3-fold site), so
     within a *stay* the coordination is one number: the stay's most common count (the larger on a
     tie, since a missed host atom lowers the count more often than a false one raises it). Stays
-    are the ``stay`` column of :func:`~stemflow.tracking.assign_sites` when there is one, else runs
+    are the ``stay`` column of :func:`~stemflow.tracking.trajectory_sites` when there is one, else runs
     of consecutive observations less than ``still`` px apart. Counts left unknown at the frame
     edge (-1) take the particle's nearest known value.
     """
@@ -217,7 +217,7 @@ def track(atoms, pixel_size: float | None = None, *, labels=DEFAULT_LABELS, sear
         Smallest search range trackpy's adaptive search may shrink to, nm (default 0.2 ×
         ``search_range``).
     same_site, new_site : float
-        Site thresholds in units of the spacing (:func:`stemflow.tracking.assign_sites`).
+        Site thresholds in units of the spacing (:func:`stemflow.tracking.trajectory_sites`).
     given_sites : bool
         Use the table's own ``site`` column (ids that name the same physical site in every frame)
         instead of assigning sites; by default sites are assigned and an input ``site`` column is
@@ -242,7 +242,7 @@ def track(atoms, pixel_size: float | None = None, *, labels=DEFAULT_LABELS, sear
         ``events``: :data:`stemflow.tables.EVENTS` (see :func:`stemflow.tracking.events`).
         ``drift``: :data:`stemflow.tables.DRIFT`, one row per frame. Each table's
         ``attrs`` hold ``pixel_size`` (nm/px) and ``spacing_nm``; with ``persist``, also
-        ``persist_frames``, ``one_frame_rate`` and ``move_rate`` (:func:`~stemflow.tracking.assign_sites`).
+        ``persist_frames``, ``one_frame_rate`` and ``move_rate`` (:func:`~stemflow.tracking.trajectory_sites`).
 
     Raises
     ------
@@ -401,7 +401,7 @@ def track(atoms, pixel_size: float | None = None, *, labels=DEFAULT_LABELS, sear
     if not given_sites or "site" not in traj.columns or traj["site"].isna().any():
         if "site" in traj.columns:
             traj = traj.rename(columns={"site": "site_input"})
-        traj = assign_sites(traj, sp / px, same=same_site, new=new_site, persist=persist)
+        traj = trajectory_sites(traj, sp / px, same=same_site, new=new_site, persist=persist)
     site_attrs = {k: traj.attrs[k] for k in ("persist_frames", "persist_frames_side", "one_frame_rate", "move_rate")
                   if k in traj.attrs}
     if len(traj):

@@ -52,7 +52,7 @@ from scipy.spatial import cKDTree
 from ..errors import InputError
 from ._validate import check_finite, require_columns, require_table
 
-__all__ = ["assign_sites", "host_neighbours", "persistence", "SAME_SITE", "NEW_SITE", "MAX_PERSIST"]
+__all__ = ["trajectory_sites", "host_neighbours", "persistence", "SAME_SITE", "NEW_SITE", "MAX_PERSIST"]
 
 #: Observations within this many spacings of a site are on it.
 SAME_SITE = 0.3
@@ -292,7 +292,7 @@ def _labels_of_runs(labels: np.ndarray | None, lab: np.ndarray) -> np.ndarray | 
     return np.add.reduceat(main, starts) * 2 >= lengths
 
 
-def assign_sites(trajectories: pd.DataFrame, spacing: float, *, same: float = SAME_SITE,
+def trajectory_sites(trajectories: pd.DataFrame, spacing: float, *, same: float = SAME_SITE,
                  new: float = NEW_SITE, persist: int | str | None = "auto") -> pd.DataFrame:
     """Give every observation of every trajectory a lattice-site id.
 

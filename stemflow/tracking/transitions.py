@@ -68,7 +68,7 @@ def events(trajectories: pd.DataFrame, *, pixel_size: float | None = None, first
     ----------
     trajectories : DataFrame
         ``particle``, ``frame``, ``y``, ``x`` (px), ``site`` (int; see
-        :func:`stemflow.tracking.assign_sites`), optional ``y_corr``, ``x_corr`` (drift-corrected px,
+        :func:`stemflow.tracking.trajectory_sites`), optional ``y_corr``, ``x_corr`` (drift-corrected px,
         used for distances), ``state``, ``coordination``, ``defect``, ``label``. Without ``state``
         it is made by :func:`state_column`.
     pixel_size : float, optional
@@ -99,7 +99,7 @@ def events(trajectories: pd.DataFrame, *, pixel_size: float | None = None, first
     """
     trajectories = require_table(trajectories, "trajectories")
     require_columns(trajectories, ["particle", "frame", "y", "x", "site"], "trajectories",
-                    "make it with stemflow.tracking.track, or add sites with stemflow.tracking.assign_sites")
+                    "make it with stemflow.tracking.track, or add sites with stemflow.tracking.trajectory_sites")
     if len(trajectories) == 0:
         return _empty()
     px = pixel_size_of(trajectories, pixel_size, "trajectories")
