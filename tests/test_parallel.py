@@ -506,3 +506,70 @@ def test_open_run_is_the_run_directory_as_one_object(reference, tmp_path):
         b.table("events")
     with pytest.raises(InputError, match="not a run directory"):
         open_run(tmp_path / "nothing")
+
+
+def test_write_part_keeps_its_record_the_calibration_and_pandas_metadata(tmp_path):
+    import pyarrow.parquet as pq
+
+    from stemflow import results, rundir
+    from stemflow.parallel import output
+
+    out = tmp_path / "new" / "run"                       # parents created as needed
+    df = pd.DataFrame({"frame": [3, 3], "y": [1.0, 2.0], "x": [4.0, 5.0], "y_nm": [0.01, 0.02],
+                       "x_nm": [0.04, 0.05], "label": ["dopant", "Si"], "prob": [0.9, 0.8],
+                       "intensity": [10.0, 11.0]}, index=[7, 8])
+    df.attrs.update(pixel_size=0.01, lattice="graphene")
+    output.write_part(out, 5, df, meta={"input": "abc", "model": "0f"})
+    assert rundir.part_meta(out, 5) == {"input": "abc", "model": "0f"}
+    path = rundir.part_path(out, 5)
+    meta = pq.read_schema(path).metadata
+    assert b"pandas" in meta and b"stemflow" in meta             # pyarrow's own record kept beside ours
+    back = results.read_atoms(out / rundir.ATOMS_DIR)
+    assert list(back.columns) == list(df.columns) and back.index.tolist() == [0, 1]   # no index column
+    assert back["label"].tolist() == ["dopant", "Si"] and back.attrs["pixel_size"] == 0.01
+    with pytest.raises(InputError, match=r"lacks columns \['prob'\]"):
+        output.write_part(out, 6, df.drop(columns="prob"))
+    assert not rundir.part_path(out, 6).exists()
+
+
+def test_record_failure_names_the_error_once_per_part_and_marks_the_run_incomplete(tmp_path):
+    from stemflow import rundir
+    from stemflow.parallel import output
+
+    output.prepare(tmp_path, {"format": "x", "parts": [[0, 2], [2, 4]]})
+    output.finish(tmp_path, rows=0)
+    assert rundir.read_manifest(tmp_path)["complete"] is True
+    output.record_failure(tmp_path, 1, (2, 4), ValueError("bad\n   frame  2"))
+    output.record_failure(tmp_path, 0, (0, 2), "written by a worker but missing")
+    output.record_failure(tmp_path, 1, (2, 4), KeyError("again"))          # replaces the first record
+    m = rundir.read_manifest(tmp_path)
+    assert m["complete"] is False
+    assert sorted((f["part"], f["frames"], f["error"]) for f in m["failed"]) == [
+        (0, [0, 2], "written by a worker but missing"), (1, [2, 4], "KeyError: 'again'")]
+    output.record_failure(tmp_path / "no-run", 0, (0, 1), "x")            # no manifest: nothing to record
+
+
+def test_input_digest_changes_with_any_pixel_dtype_or_shape():
+    from stemflow.parallel.output import input_digest
+
+    a = np.arange(24, dtype=np.uint16).reshape(2, 3, 4)
+    assert input_digest(a) == input_digest(a.copy()) and len(input_digest(a)) == 32
+    b = a.copy()
+    b[1, 2, 3] += 1
+    assert input_digest(b) != input_digest(a)
+    assert input_digest(a.astype(np.int16)) != input_digest(a)             # same bytes, other dtype
+    assert input_digest(a.reshape(2, 4, 3)) != input_digest(a)             # same bytes, other shape
+    assert input_digest(np.asfortranarray(a)) == input_digest(a)           # layout in memory does not matter
+
+
+def test_manifest_values_from_numpy_and_paths_are_written_as_json(tmp_path):
+    from stemflow import rundir
+    from stemflow.parallel import output
+
+    output.prepare(tmp_path, {"format": "x", "parts": [(0, 2)], "input": {"n": np.int64(3), "px": np.float32(0.5),
+                                                                     "path": tmp_path / "a.zarr", "shape": (2, 3)}})
+    m = rundir.read_manifest(tmp_path)
+    assert m["input"] == {"n": 3, "px": 0.5, "path": str(tmp_path / "a.zarr"), "shape": [2, 3]}
+    assert m["parts"] == [[0, 2]]
+    with pytest.raises(TypeError, match="not JSON-serialisable: object"):
+        output.prepare(tmp_path / "b", {"format": "x", "parts": [], "input": {"bad": object()}})
