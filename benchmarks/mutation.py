@@ -41,7 +41,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 #: module → (files mutated, glob patterns relative to the repository; tests run against them).
 MODULES: dict[str, tuple[list[str], list[str]]] = {
     "locate": (["stemflow/locating.py"], ["tests/test_locate.py", "tests/test_find.py"]),
-    "chem": (["stemflow/chem/*"], ["tests/test_chem.py", "tests/test_prior.py"]),
+    "chem": (["stemflow/chem/*"], ["tests/test_chem.py", "tests/test_prior.py", "tests/test_find.py"]),
     "track": (["stemflow/tracking/*"], ["tests/test_track.py"]),
     "parallel/output": (["stemflow/parallel/output.py"], ["tests/test_parallel.py"]),
     "io": (["stemflow/io/*"], ["tests/test_io.py", "tests/test_simulate_write.py"]),
