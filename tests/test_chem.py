@@ -441,3 +441,24 @@ def test_mx2_coordination_counts_the_atoms_of_the_other_sublattice_next_to_a_col
     assert (got[inner] == expected[inner]).mean() >= 0.99
     assert set(expected[inner & metal]) >= {6, 5, 4} and set(expected[inner & ~metal]) >= {3, 2}  # defects seen
     assert (got[inner & metal] == 6).mean() > 0.8 and (got[inner & ~metal] == 3).mean() > 0.8
+
+
+def test_empty_sites_report_their_neighbours_nm_position_and_the_networks_vacancy_rows():
+    from stemflow.tables import EMPTY_SITES
+
+    sim = simulate_image("graphene", 256, pixel_size=PX, seed=5, defects={"V1": 2, "V2": 1})
+    t = _truth_input(sim, "graphene")
+    e = empty_sites(t)                                            # vacancy rows kept: they are "detected"
+    assert len(e) == 4 and e["detected"].all()
+    assert list(e.columns) == EMPTY_SITES.names
+    np.testing.assert_allclose(e["y_nm"], e["y"] * PX)
+    np.testing.assert_allclose(e["x_nm"], e["x"] * PX)
+    # a single vacancy keeps its three neighbours; each site of a divacancy has two
+    lone = e.sort_values("n_neighbours")
+    assert lone["n_neighbours"].tolist() == [2, 2, 3, 3]
+    assert set(e["sublattice"].tolist()) <= {0, 1} and e["site"].is_unique
+    # stacks: the same per frame, numbered by frame
+    two = pd.concat([t.assign(frame=0), t.assign(frame=4)], ignore_index=True)
+    two.attrs.update(t.attrs)
+    es = empty_sites(two)
+    assert list(es.columns) == ["frame"] + EMPTY_SITES.names and es["frame"].tolist() == [0] * 4 + [4] * 4
