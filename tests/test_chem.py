@@ -462,3 +462,27 @@ def test_empty_sites_report_their_neighbours_nm_position_and_the_networks_vacanc
     two.attrs.update(t.attrs)
     es = empty_sites(two)
     assert list(es.columns) == ["frame"] + EMPTY_SITES.names and es["frame"].tolist() == [0] * 4 + [4] * 4
+
+
+def test_local_levels_recover_background_metal_level_and_the_fraction_of_a_chalcogen_pair():
+    """Z-contrast I = B + k Σ Z^γ: from the pristine W columns and S pairs around a point, the
+    background B, the metal level and the share of a pair in any column come out exactly."""
+    from stemflow.chem.elements import local_levels
+
+    gamma, k = 1.7, 0.01
+    rng = np.random.default_rng(0)
+    pos = rng.uniform(0, 100, (400, 2))
+    metal = np.arange(400) % 2 == 0
+    background = np.where(pos[:, 1] < 50, 5.0, 20.0)              # left and right halves differ
+    inten = background + k * np.where(metal, 74 ** gamma, 2 * 16 ** gamma)
+    at = np.array([[50.0, 20.0], [50.0, 80.0]])
+    one_s = np.array([5.0, 20.0]) + k * 16 ** gamma                # a single S atom at each point
+    base, i_m, frac = local_levels(pos, inten, metal, ~metal, at, "W", "S", gamma, reach=15.0, values=one_s)
+    np.testing.assert_allclose(base, [5.0, 20.0], rtol=1e-9)
+    np.testing.assert_allclose(i_m, np.array([5.0, 20.0]) + k * 74 ** gamma, rtol=1e-9)
+    np.testing.assert_allclose(frac, [0.5, 0.5], rtol=1e-9)
+    # too few columns within reach: the frame's medians are used
+    base, i_m, _ = local_levels(pos, inten, metal, ~metal, [[500.0, 500.0]], "W", "S", gamma, reach=5.0)
+    assert i_m[0] == pytest.approx(np.median(inten[metal]))
+    # no query point: empty answers
+    assert [len(a) for a in local_levels(pos, inten, metal, ~metal, np.empty((0, 2)), "W", "S", gamma, 5.0)] == [0, 0, 0]
