@@ -9,7 +9,8 @@ survived + no tests)``.
 
 The tree is ``git archive HEAD`` (committed code only) extracted under
 ``benchmarks/_cache/mutation/<module>``; mutmut keeps its state there, so a run stopped by
-``--minutes`` (or Ctrl-C) resumes where it stopped and only re-tests functions that changed since.
+``--minutes`` (or Ctrl-C) resumes where it stopped and only re-tests functions that changed since
+(``--fresh`` starts over: needed after modules are renamed).
 Writes ``benchmarks/results/mutation.md`` and ``mutation.json`` from whatever has been checked so
 far (modules not yet run keep their last figures; unfinished modules are marked).
 
@@ -82,9 +83,13 @@ def _configure(work: Path, mutate: list[str], tests: list[str]) -> None:
     py.write_text(text)
 
 
-def _run_module(name: str, max_children: int, minutes: float | None) -> dict:
+def _run_module(name: str, max_children: int, minutes: float | None, fresh: bool = False) -> dict:
     mutate, tests = MODULES[name]
     work = CACHE / name.replace("/", "_")
+    if fresh and work.exists():
+        import shutil
+
+        shutil.rmtree(work)
     commit = _extract_head(work)
     _configure(work, mutate, tests)
     log = work / "mutmut.log"
@@ -185,6 +190,9 @@ def main(argv=None) -> int:
                     help="mutants tested in parallel (default: cores - 1)")
     ap.add_argument("--minutes", type=float, default=None,
                     help="stop each module after this long; rerun to resume")
+    ap.add_argument("--fresh", action="store_true",
+                    help="forget the module's earlier state (needed after modules were renamed: mutmut "
+                         "then keeps the old modules' test map, and mutants of the new names meet too few tests)")
     args = ap.parse_args(argv)
     unknown = sorted(set(args.modules) - set(MODULES))
     if unknown:
@@ -197,7 +205,7 @@ def main(argv=None) -> int:
     path = RESULTS / "mutation.json"
     rows = json.loads(path.read_text()) if path.exists() else {}
     for name in args.modules or MODULES:
-        rows[name] = _run_module(name, args.max_children, args.minutes)
+        rows[name] = _run_module(name, args.max_children, args.minutes, args.fresh)
         rows[name]["date"] = _dt.date.today().isoformat()
         _write(rows)
         r = rows[name]
