@@ -42,6 +42,19 @@ def atomic_path(final):
     Path
         ``.NAME.<random>.tmp`` in the same directory (so the rename is atomic). Write a file or a
         folder there. On an exception it is removed and ``final`` is left as it was.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from stemflow.atomic import atomic_path
+    >>> final = Path(tempfile.mkdtemp()) / "notes.txt"
+    >>> with atomic_path(final) as tmp:
+    ...     _ = tmp.write_text("done")
+    ...     print(tmp.name.startswith(".notes.txt."), final.exists())
+    True False
+    >>> final.read_text()
+    'done'
     """
     final = Path(final)
     tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
@@ -56,7 +69,32 @@ def atomic_path(final):
 
 
 def write_json(path, obj, default=None) -> Path:
-    """Write ``obj`` as indented JSON to ``path`` atomically; ``default`` as for :func:`json.dumps`."""
+    """Write ``obj`` as indented JSON to ``path`` atomically; ``default`` as for :func:`json.dumps`.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file to write (replaced if it exists). Its directory must exist.
+    obj : object
+        Anything :func:`json.dumps` can serialise (with ``default``).
+    default : callable, optional
+        Called for objects JSON cannot serialise, returning something it can.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Examples
+    --------
+    >>> import json, tempfile
+    >>> import numpy as np
+    >>> from stemflow.atomic import write_json
+    >>> path = write_json(tempfile.mkdtemp() + "/run.json", {"frames": 8, "dose": np.float64(1e4)},
+    ...                   default=float)
+    >>> path.name, json.loads(path.read_text())
+    ('run.json', {'frames': 8, 'dose': 10000.0})
+    """
     path = Path(path)
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, default=default))

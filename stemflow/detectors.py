@@ -53,6 +53,16 @@ def detector_radius(shape, k_pixel_size=None, center=None) -> np.ndarray:
     Returns
     -------
     ndarray of float64, shape (k_y, k_x)
+        mrad with ``k_pixel_size``, else detector px.
+
+    Examples
+    --------
+    >>> from stemflow.detectors import detector_radius
+    >>> r = detector_radius((5, 5), k_pixel_size=2.0)       # 2 mrad/px, centre (2, 2)
+    >>> r.shape, float(r[2, 2]), float(r[0, 2])
+    ((5, 5), 0.0, 4.0)
+    >>> float(detector_radius((5, 5), center=(0, 0))[3, 4])  # px
+    5.0
     """
     ky, kx = (int(n) for n in shape)
     cy, cx = ((ky - 1) / 2, (kx - 1) / 2) if center is None else (float(center[0]), float(center[1]))
@@ -89,6 +99,16 @@ def detector_mask(shape, detector="haadf", *, inner=None, outer=None, k_pixel_si
     InputError
         Unknown detector name, a named detector on an uncalibrated detector without ``inner`` /
         ``outer``, angles that are not ``0 <= inner < outer``, or an annulus that holds no pixel.
+
+    Examples
+    --------
+    >>> from stemflow.detectors import detector_mask
+    >>> bf = detector_mask((64, 64), "bf", k_pixel_size=4.0)       # 0–15 mrad at 4 mrad/px
+    >>> bf.shape, int(bf.sum())
+    ((64, 64), 44)
+    >>> ring = detector_mask((64, 64), "annular", inner=10, outer=20)   # px, uncalibrated
+    >>> int(ring.sum())
+    948
     """
     name = str(detector).lower()
     if name not in DETECTORS and name != "annular":
@@ -132,6 +152,18 @@ def reduce_patterns(block: np.ndarray, weights: np.ndarray) -> np.ndarray:
         few hundred at a time and multiplied with the weights (BLAS); for integer data and 0/1
         masks every product and partial sum is an integer below 2**53, so the result is exact
         whatever the summation order.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from stemflow.detectors import detector_mask, reduce_patterns
+    >>> patterns = np.ones((2, 3, 16, 16), np.uint16)       # (scan_y, scan_x, k_y, k_x)
+    >>> inner = detector_mask((16, 16), "annular", inner=0, outer=3)
+    >>> outer = detector_mask((16, 16), "annular", inner=3.5, outer=7)
+    >>> weights = np.stack([inner, outer], axis=-1)        # two virtual detectors
+    >>> out = reduce_patterns(patterns, weights)
+    >>> out.shape, out[0, 0].tolist() == [inner.sum(), outer.sum()]
+    ((2, 3, 2), True)
     """
     lead = block.shape[:-2]
     k = block.shape[-2] * block.shape[-1]
@@ -165,6 +197,19 @@ def com_weights(shape, *, mask=None, center=None, k_pixel_size=None) -> np.ndarr
     -------
     ndarray of float64, shape (k_y, k_x, 3)
         For :func:`reduce_patterns`; the centre of mass is ``(s[..., 1] / s[..., 0], s[..., 2] / s[..., 0])``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from stemflow.detectors import com_weights, reduce_patterns
+    >>> pattern = np.zeros((1, 1, 9, 9))
+    >>> pattern[0, 0, 2, 6] = 5.0                            # beam 2 px up, 2 px right of centre
+    >>> w = com_weights((9, 9), k_pixel_size=0.5)            # 0.5 mrad/px
+    >>> w.shape
+    (9, 9, 3)
+    >>> s = reduce_patterns(pattern, w)
+    >>> float(s[0, 0, 1] / s[0, 0, 0]), float(s[0, 0, 2] / s[0, 0, 0])   # mrad
+    (-1.0, 1.0)
     """
     ky, kx = (int(n) for n in shape)
     cy, cx = ((ky - 1) / 2, (kx - 1) / 2) if center is None else center

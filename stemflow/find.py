@@ -93,7 +93,33 @@ AMBIGUOUS_SHARE_LIMIT = 0.3
 def warn_unrecognised(ambiguous, stack: bool = True, first_frame: int = 0) -> None:
     """Warn about frames the network cannot make sense of (noise, another modality, a wrong
     pixel size): those whose share of ambiguous pixels (:attr:`ClassMaps.ambiguous_share`)
-    exceeds :data:`AMBIGUOUS_SHARE_LIMIT`. ``first_frame`` numbers the frames in the message."""
+    exceeds :data:`AMBIGUOUS_SHARE_LIMIT`. ``first_frame`` numbers the frames in the message.
+
+    Parameters
+    ----------
+    ambiguous : sequence of float
+        Share of ambiguous pixels of each frame, 0–1 (``df.attrs['ambiguous_share']``).
+    stack : bool
+        The frames are a stack (the message names them) rather than one image ("the frame").
+    first_frame : int
+        Frame number of ``ambiguous[0]``.
+
+    Returns
+    -------
+    None
+        Issues one :class:`~stemflow.errors.StemflowWarning` when any frame exceeds the limit,
+        nothing otherwise.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> from stemflow.find import warn_unrecognised
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     warn_unrecognised([0.02, 0.6, 0.01], first_frame=10)
+    >>> len(caught), str(caught[0].message).split(" look")[0]
+    (1, 'frame(s) [11]')
+    """
     bad = [first_frame + k for k, v in enumerate(ambiguous) if v > AMBIGUOUS_SHARE_LIMIT]
     if bad:
         import warnings

@@ -38,6 +38,14 @@ def frame_range(frames, n: int) -> tuple[int, int]:
     ------
     InputError
         Not one of the forms above, or a selection with no frame in it.
+
+    Examples
+    --------
+    >>> from stemflow.frames import frame_range
+    >>> frame_range("10:", 100), frame_range(":50", 100), frame_range("7", 100), frame_range(None, 100)
+    ((10, 100), (0, 50), (7, 8), (0, 100))
+    >>> frame_range((-10, None), 100), frame_range(slice(2, 5), 100)
+    ((90, 100), (2, 5))
     """
     if frames is None:
         return 0, n
@@ -63,7 +71,28 @@ def frame_range(frames, n: int) -> tuple[int, int]:
 
 
 def describe_ranges(ranges, limit: int = 6) -> str:
-    """``[[a, b), ...]`` as text for messages: ``"0–7, 16"`` (at most ``limit`` ranges named)."""
+    """``[[a, b), ...]`` as text for messages: ``"0–7, 16"`` (at most ``limit`` ranges named).
+
+    Parameters
+    ----------
+    ranges : iterable of (int, int)
+        Frame ranges ``[a, b)``: first frame and end frame (exclusive).
+    limit : int
+        Most ranges named; the rest are counted.
+
+    Returns
+    -------
+    str
+        The ranges with inclusive ends (``a–(b-1)``, or ``a`` for one frame), comma-separated.
+
+    Examples
+    --------
+    >>> from stemflow.frames import describe_ranges
+    >>> describe_ranges([[0, 8], [16, 17]])
+    '0–7, 16'
+    >>> describe_ranges([[i, i + 1] for i in range(0, 16, 2)], limit=3)
+    '0, 2, 4 and 5 more parts'
+    """
     ranges = list(ranges)
     txt = ", ".join(f"{a}–{b - 1}" if b - a > 1 else f"{a}" for a, b in ranges[:limit])
     return txt + (f" and {len(ranges) - limit} more parts" if len(ranges) > limit else "")

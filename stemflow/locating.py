@@ -268,6 +268,16 @@ def refine_centres(image, y, x, sigma: float, *, box: float | None = None,
     centre at once, so few iterations are needed; the fixed point is the same. All centres are
     processed together (no Python loop per blob), about ``n · (6 sigma + 1)²`` operations per
     iteration.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from stemflow.locating import refine_centres
+    >>> yy, xx = np.mgrid[:32, :32]
+    >>> image = np.exp(-((yy - 10.3) ** 2 + (xx - 12.6) ** 2) / (2 * 1.5 ** 2))   # spot at (10.3, 12.6) px
+    >>> y, x = refine_centres(image, [10.0], [12.0], sigma=1.5)
+    >>> round(float(y[0]), 2), round(float(x[0]), 2)
+    (10.3, 12.6)
     """
     img = np.asarray(image, np.float32)
     if img.ndim != 2:

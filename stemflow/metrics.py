@@ -166,10 +166,33 @@ def default_max_distance(truth: pd.DataFrame) -> float:
     neighbours, so the matching cannot confuse neighbours. For graphene at 12 pm/px (C–C
     1.42 Å = 11.8 px) it is 5.9 px.
 
+    Parameters
+    ----------
+    truth : DataFrame
+        True atoms table: ``y``, ``x`` (px); optional ``frame`` (neighbours are looked for only
+        within the same frame).
+
+    Returns
+    -------
+    float
+        Half the median nearest-neighbour distance, px.
+
     Raises
     ------
     InputError
         No frame of ``truth`` has two rows.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from stemflow.metrics import default_max_distance
+    >>> truth = pd.DataFrame({"y": [0.0, 0.0, 0.0], "x": [0.0, 10.0, 30.0]})
+    >>> default_max_distance(truth)          # nearest neighbours 10, 10, 20 px
+    5.0
+    >>> from stemflow.simulate import simulate_image
+    >>> sim = simulate_image("graphene", 96, pixel_size=0.012, seed=1)
+    >>> round(default_max_distance(sim.atoms), 1)   # half of C–C, 0.142 nm / 0.012 nm/px
+    5.9
     """
     y, x, f = _positions(truth, "truth")
     pts = _stacked(y, x, f, None)

@@ -44,13 +44,60 @@ class IncompleteRunError(StemflowError):
 
 
 def part_path(out, index: int) -> Path:
-    """``OUT/atoms.parquet/part-NNNNNN.parquet``."""
+    """``OUT/atoms.parquet/part-NNNNNN.parquet``.
+
+    Parameters
+    ----------
+    out : str or Path
+        The run directory.
+    index : int
+        Index of the part (a chunk of whole frames) in the run's plan, from 0.
+
+    Returns
+    -------
+    Path
+        Where the part's Parquet file belongs (it need not exist).
+
+    Examples
+    --------
+    >>> from stemflow.rundir import part_path
+    >>> part_path("out", 3).as_posix()
+    'out/atoms.parquet/part-000003.parquet'
+    """
     return Path(out) / ATOMS_DIR / f"part-{int(index):06d}.parquet"
 
 
 def part_meta(out, index: int) -> dict:
     """The record a part was written with (``input``: digest, ``model``: SHA-256), ``{}`` when
-    it has none (parts of older runs) or is missing."""
+    it has none (parts of older runs) or is missing.
+
+    Parameters
+    ----------
+    out : str or Path
+        The run directory.
+    index : int
+        Index of the part, from 0.
+
+    Returns
+    -------
+    dict
+        The JSON record under :data:`PART_META_KEY` in the part's Parquet schema metadata; ``{}``
+        when the part is missing, unreadable or has no record. Only the schema is read.
+
+    Examples
+    --------
+    >>> import json, tempfile
+    >>> import pyarrow as pa, pyarrow.parquet as pq
+    >>> from stemflow.rundir import PART_META_KEY, part_meta, part_path
+    >>> out = tempfile.mkdtemp()
+    >>> part_meta(out, 0)                                             # no such part
+    {}
+    >>> part_path(out, 0).parent.mkdir()
+    >>> table = pa.table({"y": [1.0]}).replace_schema_metadata({PART_META_KEY: json.dumps({"input": "abc"})})
+    >>> pq.write_table(table, part_path(out, 0))
+    >>> part_meta(out, 0)
+    {'input': 'abc'}
+    """
     import pyarrow.parquet as pq
 
     try:
@@ -61,7 +108,32 @@ def part_meta(out, index: int) -> dict:
 
 
 def complete_parts(out) -> set[int]:
-    """Indices of the parts whose files are in place (temporary files do not count)."""
+    """Indices of the parts whose files are in place (temporary files do not count).
+
+    Parameters
+    ----------
+    out : str or Path
+        The run directory.
+
+    Returns
+    -------
+    set of int
+        Indices of the ``part-NNNNNN.parquet`` files under ``OUT/atoms.parquet``; empty when the
+        folder does not exist. Only names are listed, no file is read.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from stemflow.rundir import complete_parts, part_path
+    >>> out = tempfile.mkdtemp()
+    >>> complete_parts(out)
+    set()
+    >>> part_path(out, 0).parent.mkdir()
+    >>> for i in (0, 2):
+    ...     part_path(out, i).touch()
+    >>> sorted(complete_parts(out))
+    [0, 2]
+    """
     folder = Path(out) / ATOMS_DIR
     if not folder.is_dir():
         return set()
@@ -131,6 +203,22 @@ def check_complete(out, partial: bool = False) -> dict:
     IncompleteRunError
         Parts are missing or the run never finished; the message names the missing frames and
         the failures the manifest recorded.
+
+    Examples
+    --------
+    >>> import json, tempfile, warnings
+    >>> from pathlib import Path
+    >>> from stemflow.rundir import check_complete, part_path
+    >>> out = tempfile.mkdtemp()
+    >>> check_complete(out)["manifest"]                    # no manifest: nothing to check
+    False
+    >>> _ = (Path(out) / "manifest.json").write_text(json.dumps({"complete": True, "parts": [[0, 8], [8, 16]]}))
+    >>> part_path(out, 0).parent.mkdir()
+    >>> part_path(out, 0).touch()
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore")
+    ...     check_complete(out, partial=True)["missing"]   # frames [first, end) of missing parts
+    [[8, 16]]
     """
     st = run_status(out)
     if st["complete"]:
@@ -149,6 +237,35 @@ def check_complete(out, partial: bool = False) -> dict:
 
 
 def read_manifest(out) -> dict:
-    """The run's ``manifest.json`` as a dict (``{}`` when there is none)."""
+    """The run's ``manifest.json`` as a dict (``{}`` when there is none).
+
+    Parameters
+    ----------
+    out : str or Path
+        The run directory.
+
+    Returns
+    -------
+    dict
+        The parsed manifest (input identity, model hash, parameters, ``parts``: the plan as
+        ``[first_frame, end_frame]`` pairs, ``complete``, ``failed``); ``{}`` without one.
+
+    Raises
+    ------
+    ValueError
+        The manifest is not valid JSON (:class:`json.JSONDecodeError`).
+
+    Examples
+    --------
+    >>> import json, tempfile
+    >>> from pathlib import Path
+    >>> from stemflow.rundir import read_manifest
+    >>> out = tempfile.mkdtemp()
+    >>> read_manifest(out)
+    {}
+    >>> _ = (Path(out) / "manifest.json").write_text(json.dumps({"complete": True, "parts": [[0, 8]]}))
+    >>> read_manifest(out)["parts"]
+    [[0, 8]]
+    """
     mpath = Path(out) / MANIFEST
     return json.loads(mpath.read_text()) if mpath.exists() else {}

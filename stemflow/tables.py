@@ -297,6 +297,16 @@ def parquet_metadata(table: Table, attrs: dict | None = None) -> dict[bytes, byt
     -------
     dict
         ``{METADATA_KEY: JSON bytes}``, to merge into a pyarrow schema's metadata.
+
+    Examples
+    --------
+    >>> import json
+    >>> import numpy as np
+    >>> from stemflow.tables import DRIFT, METADATA_KEY, parquet_metadata
+    >>> meta = parquet_metadata(DRIFT, {"pixel_size": 0.01, "mean": np.zeros(3)})   # arrays are dropped
+    >>> rec = json.loads(meta[METADATA_KEY])
+    >>> rec["table"], rec["units"]["dy"], rec["attrs"]
+    ('drift', 'px', {'pixel_size': 0.01})
     """
     from importlib.metadata import PackageNotFoundError, version
 
@@ -315,7 +325,28 @@ def parquet_metadata(table: Table, attrs: dict | None = None) -> dict[bytes, byt
 
 
 def attrs_from_metadata(metadata: dict | None) -> dict:
-    """The ``attrs`` a Parquet file's stemflow record holds (``{}`` when it has none)."""
+    """The ``attrs`` a Parquet file's stemflow record holds (``{}`` when it has none).
+
+    Parameters
+    ----------
+    metadata : dict or None
+        A Parquet schema's metadata (``pyarrow.parquet.read_schema(path).metadata``: bytes keys
+        and values), as :func:`parquet_metadata` wrote it; None for a file without any.
+
+    Returns
+    -------
+    dict
+        The recorded ``attrs`` (``pixel_size`` in nm/px, ``lattice``, ...); ``{}`` when there is
+        no stemflow record or it is not valid JSON.
+
+    Examples
+    --------
+    >>> from stemflow.tables import DRIFT, attrs_from_metadata, parquet_metadata
+    >>> attrs_from_metadata(parquet_metadata(DRIFT, {"pixel_size": 0.01, "lattice": "graphene"}))
+    {'pixel_size': 0.01, 'lattice': 'graphene'}
+    >>> attrs_from_metadata(None), attrs_from_metadata({b"pandas": b"{}"})
+    ({}, {})
+    """
     raw = (metadata or {}).get(METADATA_KEY)
     if not raw:
         return {}

@@ -123,6 +123,18 @@ def defect_descriptors(atoms: pd.DataFrame, defects: pd.DataFrame, pixel_size: f
     -----
     Relative intensity: a column's intensity over that of a pristine host column (the metal in
     MX2, where the background is first removed using the metal and chalcogen levels nearby).
+
+    Examples
+    --------
+    >>> from stemflow.chem import defect_descriptors, defect_table
+    >>> from stemflow.simulate import simulate_image
+    >>> sim = simulate_image("graphene", 128, pixel_size=0.012, seed=2, defects={"Si1C3": 2, "V1": 2})
+    >>> atoms = sim.atoms[["frame", "y", "x", "label"]]
+    >>> dt = defect_table(atoms, pixel_size=0.012, lattice="graphene")
+    >>> defect_descriptors(atoms, dt, pixel_size=0.012, lattice="graphene").shape
+    (3, 21)
+    >>> defect_descriptors(atoms, dt, pixel_size=0.012, lattice="graphene", image=sim.image).shape
+    (3, 98)
     """
     atoms, pixel_size, lattice = resolve(atoms, pixel_size, lattice)
     bond_px = LATTICES[lattice]["bond"] / pixel_size
@@ -185,6 +197,16 @@ def cluster_descriptors(X: np.ndarray, max_classes: int = 8, random_state: int =
         Class of each row, numbered by decreasing size (0 = most common).
     info : dict
         ``n_classes``, ``bic`` (list, one per number tried), ``n_components`` (PCA).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from stemflow.chem import cluster_descriptors
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.vstack([rng.normal(0.0, 0.1, (30, 3)), rng.normal(5.0, 0.1, (10, 3))])
+    >>> labels, info = cluster_descriptors(X, max_classes=3)
+    >>> np.bincount(labels).tolist(), info["n_classes"], len(info["bic"])
+    ([30, 10], 2, 3)
     """
     from sklearn.decomposition import PCA
     from sklearn.exceptions import ConvergenceWarning
@@ -254,6 +276,21 @@ def classify_defects(atoms: pd.DataFrame, pixel_size: float | None = None, latti
         The atoms table (with the defect columns) plus ``cluster`` (int64: the class of the row's
         complex, 0 for the most common class; -1 for rows in no complex). ``df.attrs["classes"]``
         holds ``n_classes``, the BIC curve and the PCA size.
+
+    Examples
+    --------
+    >>> from stemflow.chem import classify_defects
+    >>> from stemflow.simulate import simulate_image
+    >>> sim = simulate_image("graphene", 128, pixel_size=0.012, seed=2, defects={"Si1C3": 2, "V1": 2})
+    >>> atoms = sim.atoms[["frame", "y", "x", "label"]]
+    >>> c = classify_defects(atoms, pixel_size=0.012, lattice="graphene", max_classes=3)
+    >>> members = c[c["cluster"] >= 0]
+    >>> members["defect"].tolist()
+    ['V1', 'V1', 'Si1C3']
+    >>> bool(members["cluster"].iloc[0] == members["cluster"].iloc[1])   # the two V1 share a class
+    True
+    >>> sorted(c.attrs["classes"])
+    ['bic', 'n_classes', 'n_components']
     """
     from .defects import analyse_defects
 
@@ -300,6 +337,17 @@ def defect_patches(defects: pd.DataFrame, image, pixel_size: float, lattice: str
     ndarray (n_defects, n, n)
         Patches rotated by ``-angle`` (long axis of each complex along x), each divided by its
         own mean so that doses mix.
+
+    Examples
+    --------
+    >>> from stemflow.chem import defect_patches, defect_table
+    >>> from stemflow.simulate import simulate_image
+    >>> sim = simulate_image("graphene", 128, pixel_size=0.012, seed=2, defects={"Si1C3": 2, "V1": 2})
+    >>> atoms = sim.atoms[["frame", "y", "x", "label"]]
+    >>> dt = defect_table(atoms, pixel_size=0.012, lattice="graphene")
+    >>> p = defect_patches(dt, sim.image, pixel_size=0.012, lattice="graphene", size=6.0, n=41)
+    >>> p.shape, round(float(p[0].mean()), 6)         # 6 bonds (0.85 nm) square, mean 1
+    ((3, 41, 41), 1.0)
     """
     bond_px = LATTICES[lattice]["bond"] / pixel_size
     u = (np.linspace(-0.5, 0.5, n) * size * bond_px)
@@ -318,6 +366,29 @@ def defect_patches(defects: pd.DataFrame, image, pixel_size: float, lattice: str
 
 
 def class_mean_patches(patches: np.ndarray, labels) -> dict[int, np.ndarray]:
-    """Mean patch of each class: ``{class: (n, n) array}`` (classes < 0 left out)."""
+    """Mean patch of each class: ``{class: (n, n) array}`` (classes < 0 left out).
+
+    Parameters
+    ----------
+    patches : ndarray (n_defects, n, n)
+        Patches, e.g. from :func:`defect_patches` (each divided by its own mean).
+    labels : array_like of int (n_defects,)
+        Class of each patch (:func:`cluster_descriptors`, or the ``cluster`` of
+        :func:`classify_defects` per complex); negative classes are left out.
+
+    Returns
+    -------
+    dict of int to ndarray (n, n)
+        The mean patch of each class present, keyed by class (same units as ``patches``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from stemflow.chem import class_mean_patches
+    >>> patches = np.stack([np.full((5, 5), v) for v in (1.0, 3.0, 2.0, 9.0)])
+    >>> means = class_mean_patches(patches, [0, 0, 1, -1])
+    >>> sorted(means), means[0].shape, float(means[0][0, 0]), float(means[1][0, 0])
+    ([0, 1], (5, 5), 2.0, 2.0)
+    """
     labels = np.asarray(labels)
     return {int(c): patches[labels == c].mean(axis=0) for c in np.unique(labels) if c >= 0}

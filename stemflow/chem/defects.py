@@ -56,6 +56,21 @@ _MIN_HOST_GAP = 0.85
 def ring_defect_name(sizes) -> str:
     """Name of a cluster of non-hexagonal rings from its ring sizes.
 
+    Parameters
+    ----------
+    sizes : iterable of int
+        Number of members of each ring of the cluster, in any order.
+
+    Returns
+    -------
+    str
+        ``"SW"`` (Stone–Wales: pentagons and heptagons only, at most four rings, so also 5-7-7
+        or 5-5-7 when a bond is missed), ``"585"`` (two pentagons and an octagon: a
+        reconstructed divacancy), else ``"R"`` followed by the sorted ring sizes.
+
+    Examples
+    --------
+    >>> from stemflow.chem import ring_defect_name
     >>> ring_defect_name([5, 7, 7, 5]), ring_defect_name([5, 7, 7]), ring_defect_name([5, 8, 5])
     ('SW', 'SW', '585')
     >>> ring_defect_name([5, 5, 5])
@@ -433,6 +448,18 @@ def find_defects(atoms: pd.DataFrame, pixel_size: float | None = None, lattice: 
     See Also
     --------
     defect_table : one row per complex.
+
+    Examples
+    --------
+    >>> from stemflow.chem import find_defects
+    >>> from stemflow.simulate import simulate_image
+    >>> sim = simulate_image("graphene", 96, pixel_size=0.012, seed=1, defects={"Si1C3": 1})
+    >>> atoms = sim.atoms[["frame", "y", "x", "label"]]
+    >>> d = find_defects(atoms, pixel_size=0.012, lattice="graphene")
+    >>> d.columns.tolist()[4:]
+    ['site', 'sublattice', 'site_y', 'site_x', 'element', 'count', 'coordination', 'defect', 'defect_id']
+    >>> d.loc[d["defect_id"] >= 0, ["label", "defect"]].values.tolist()   # the Si is the member
+    [['dopant', 'Si1C3']]
     """
     atoms, pixel_size, lattice = resolve(atoms, pixel_size, lattice)
     return analyse_defects(atoms, pixel_size, lattice, cutoffs, element_map, gamma, image)[0]
@@ -458,6 +485,19 @@ def defect_table(atoms: pd.DataFrame, pixel_size: float | None = None, lattice: 
         network), ``n_empty`` (empty sites found by the lattice fit only), ``n_shell`` (host atoms
         bonded to its dopants), ``at_edge`` (centre within 1.5 bond of the field's edge: the shell
         may be cut) and ``rows`` (tuple of member row positions in ``atoms``).
+
+    Examples
+    --------
+    >>> from stemflow.chem import defect_table
+    >>> from stemflow.simulate import simulate_image
+    >>> sim = simulate_image("graphene", 128, pixel_size=0.012, seed=2, defects={"Si1C3": 2, "V1": 2})
+    >>> atoms = sim.atoms[["frame", "y", "x", "label"]]
+    >>> dt = defect_table(atoms, pixel_size=0.012, lattice="graphene")
+    >>> dt[["defect", "n_dopant", "n_vacancy", "n_shell"]]
+      defect  n_dopant  n_vacancy  n_shell
+    0  Si1C3         1          0        3
+    1     V1         0          1        0
+    2     V1         0          1        0
     """
     atoms, pixel_size, lattice = resolve(atoms, pixel_size, lattice)
     return analyse_defects(atoms, pixel_size, lattice, cutoffs, element_map, gamma, image)[1]

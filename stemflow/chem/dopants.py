@@ -294,6 +294,21 @@ def dopant_geometry(fit: LatticeFit | None, pos: np.ndarray, labels: np.ndarray,
     Returns
     -------
     DopantGeometry
+        One entry per ``dopant`` row: its kind of place, offset (bonds) from the nearest site,
+        local lattice shift (px), core and shell sites, and the host rows on its shell.
+
+    Examples
+    --------
+    >>> from stemflow.chem import dopant_geometry, fit_lattice
+    >>> from stemflow.simulate import simulate_image
+    >>> sim = simulate_image("graphene", 96, pixel_size=0.012, seed=1, defects={"Si1C3": 1})
+    >>> pos = sim.atoms[["y", "x"]].to_numpy()                 # px
+    >>> labels = sim.atoms["label"].astype(str).to_numpy()
+    >>> bond_px = 0.142 / 0.012                                # C–C bond, px
+    >>> fit = fit_lattice(pos, labels == "lattice", bond_px)
+    >>> geo = dopant_geometry(fit, pos, labels, bond_px, dopant_cut_px=0.27 / 0.012)
+    >>> geo.kind.tolist(), geo.coordination().tolist()         # substitutional, three C around
+    (['site'], [3])
     """
     rows = np.flatnonzero(labels == "dopant")
     m = len(rows)
@@ -579,6 +594,19 @@ def check_dopants(atoms: pd.DataFrame, image, pixel_size: float | None = None, l
     the background of the same neighbourhood (:func:`dopant_image_features`), so a contamination
     patch that raises both leaves the contrast as it is. Checks need the frame's lattice to be
     fitted for the place and shell; without a fit only the edge, contrast and width are checked.
+
+    Examples
+    --------
+    >>> from stemflow.chem import check_dopants
+    >>> from stemflow.simulate import simulate_image
+    >>> sim = simulate_image("graphene", 96, pixel_size=0.012, seed=1, defects={"Si1C3": 1})
+    >>> atoms = sim.atoms[["frame", "y", "x", "label"]].copy()
+    >>> atoms.loc[18, "label"] = "dopant"                      # a C column called a dopant
+    >>> out = check_dopants(atoms, sim.image, pixel_size=0.012, lattice="graphene")
+    >>> out.loc[out["dopant_check"] != "", ["label", "dopant_check"]]
+          label dopant_check
+    16   dopant       dopant
+    18  lattice          dim
     """
     from .occupancy import image_of_frame
 

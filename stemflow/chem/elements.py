@@ -103,6 +103,21 @@ def measure_intensity(atoms: pd.DataFrame, image, radius: float) -> np.ndarray:
     -------
     ndarray of float64
         One value per row (image units); pixels outside the image are left out.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from stemflow.chem import measure_intensity
+    >>> from stemflow.simulate import simulate_image
+    >>> sim = simulate_image("graphene", 96, pixel_size=0.012, seed=1, defects={"Si1C3": 1})
+    >>> atoms = sim.atoms
+    >>> inten = measure_intensity(atoms, sim.image, radius=2.0)        # 2 px disk
+    >>> inten.shape
+    (50,)
+    >>> si = inten[(atoms["label"] == "dopant").to_numpy()]
+    >>> c = np.median(inten[(atoms["label"] == "lattice").to_numpy()])
+    >>> bool(3 < si[0] / c < 6)                 # Z-contrast: Si about (14/6)**1.7 ≈ 4 C columns
+    True
     """
     img = np.asarray(image, np.float64)
     if img.ndim == 2:
@@ -215,6 +230,18 @@ def assign_elements(atoms: pd.DataFrame, pixel_size: float | None = None, lattic
     -----
     Intensity ratios are taken per frame against the median of the pristine (``lattice``)
     columns of the same sublattice, so they do not depend on dose or detector gain.
+
+    Examples
+    --------
+    >>> from stemflow.chem import assign_elements
+    >>> from stemflow.simulate import simulate_image
+    >>> sim = simulate_image("graphene", 96, pixel_size=0.012, seed=1, defects={"Si1C3": 1})
+    >>> atoms = sim.atoms[["frame", "y", "x", "label"]]
+    >>> el = assign_elements(atoms, pixel_size=0.012, lattice="graphene")
+    >>> el.columns.tolist()[4:]
+    ['element', 'count']
+    >>> el.loc[el["label"] == "dopant", "element"].tolist(), int(el["count"].sum())
+    (['Si'], 50)
     """
     atoms, pixel_size, lattice = resolve(atoms, pixel_size, lattice)
     emap = element_map_for(lattice, element_map)

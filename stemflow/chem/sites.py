@@ -49,13 +49,57 @@ def site_id(cells: np.ndarray, sub: np.ndarray) -> np.ndarray:
 
     The id is ``((i + 2**20) * 2**21 + (j + 2**20)) * 2 + s``: unique within a frame's fit and
     decoded by :func:`site_cells`.
+
+    Parameters
+    ----------
+    cells : array_like of int (n, 2)
+        Integer cell indices ``(i, j)`` of the sites (in lattice vectors, not px); each must lie
+        within ±2**20.
+    sub : array_like of int (n,)
+        Sublattice of each site: 0 (A / metal) or 1 (B / chalcogen).
+
+    Returns
+    -------
+    ndarray of int64 (n,)
+        One id per site, as in the ``site`` column of :func:`assign_sites`.
+
+    Examples
+    --------
+    >>> from stemflow.chem import site_cells, site_id
+    >>> ids = site_id([[0, 0], [1, -2]], [0, 1])
+    >>> ids.dtype, len(set(ids.tolist()))
+    (dtype('int64'), 2)
+    >>> cells, sub = site_cells(ids)
+    >>> cells.tolist(), sub.tolist()
+    ([[0, 0], [1, -2]], [0, 1])
     """
     cells = np.asarray(cells, np.int64).reshape(-1, 2)
     return ((cells[:, 0] + _OFF) * (1 << 21) + (cells[:, 1] + _OFF)) * 2 + np.asarray(sub, np.int64)
 
 
 def site_cells(site) -> tuple[np.ndarray, np.ndarray]:
-    """Inverse of :func:`site_id`: cells (n, 2) and sublattices (n,) of site ids."""
+    """Inverse of :func:`site_id`: cells (n, 2) and sublattices (n,) of site ids.
+
+    Parameters
+    ----------
+    site : array_like of int (n,)
+        Site ids from :func:`site_id` (e.g. the ``site`` column of :func:`assign_sites`; -1, no
+        site, does not decode to a real cell).
+
+    Returns
+    -------
+    cells : ndarray of int64 (n, 2)
+        Integer cell indices ``(i, j)`` (in lattice vectors, not px).
+    sub : ndarray of int64 (n,)
+        Sublattice of each site, 0 or 1.
+
+    Examples
+    --------
+    >>> from stemflow.chem import site_cells, site_id
+    >>> cells, sub = site_cells(site_id([[3, -1]], [1]))
+    >>> cells.tolist(), sub.tolist()
+    ([[3, -1]], [1])
+    """
     site = np.asarray(site, np.int64)
     sub = site % 2
     rest = site // 2
@@ -157,6 +201,17 @@ def fit_lattice(pos: np.ndarray, host: np.ndarray, bond: float) -> LatticeFit | 
     -------
     LatticeFit or None
         None when fewer than six host atoms have three bonds of the lattice's length and direction.
+
+    Examples
+    --------
+    >>> from stemflow.chem import fit_lattice
+    >>> from stemflow.simulate import simulate_image
+    >>> sim = simulate_image("graphene", 96, pixel_size=0.012, seed=1, defects={"Si1C3": 1})
+    >>> pos = sim.atoms[["y", "x"]].to_numpy()                 # px
+    >>> host = (sim.atoms["label"] == "lattice").to_numpy()
+    >>> fit = fit_lattice(pos, host, bond=0.142 / 0.012)       # bond: 0.142 nm at 0.012 nm/px
+    >>> round(float(fit.a) * 0.012, 3), round(float(fit.bond) * 0.012, 3)   # nm: a and a/√3
+    (0.246, 0.142)
     """
     pos = np.asarray(pos, np.float64)
     hidx = np.flatnonzero(host)
@@ -298,6 +353,21 @@ def assign_sites(atoms: pd.DataFrame, pixel_size: float | None = None, lattice: 
     frames by ``site_y``, ``site_x`` after drift correction. An atom far from every site (a
     Stone–Wales pair sits 0.68 bond off its sites, Si in a divacancy 0.5 bond) still gets the
     nearest one; its distance from it is ``hypot(y - site_y, x - site_x)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from stemflow.chem import assign_sites
+    >>> from stemflow.simulate import simulate_image
+    >>> sim = simulate_image("graphene", 96, pixel_size=0.012, seed=1, defects={"Si1C3": 1})
+    >>> atoms = sim.atoms[["frame", "y", "x", "label"]]
+    >>> s = assign_sites(atoms, pixel_size=0.012, lattice="graphene")
+    >>> s.columns.tolist()[4:]
+    ['site', 'sublattice', 'site_y', 'site_x']
+    >>> bool((s["site"] >= 0).all()), s["sublattice"].value_counts().sort_index().tolist()
+    (True, [27, 23])
+    >>> bool(np.hypot(s["y"] - s["site_y"], s["x"] - s["site_x"]).max() < 0.5)   # px
+    True
     """
     atoms, pixel_size, lattice = resolve(atoms, pixel_size, lattice)
     out = atoms.copy()
@@ -378,6 +448,21 @@ def empty_sites(atoms: pd.DataFrame, pixel_size: float | None = None, lattice: s
     by atoms (0.5 bond from its bounding box). A missed atom looks like an empty site that is not
     ``detected``; a Stone–Wales pair leaves its two sites empty, and Si in a divacancy sits 0.5 bond
     from each of its two (not empty).
+
+    Examples
+    --------
+    >>> from stemflow.chem import empty_sites
+    >>> from stemflow.simulate import simulate_image
+    >>> sim = simulate_image("graphene", 96, pixel_size=0.012, seed=1, defects={"V1": 1})
+    >>> atoms = sim.atoms[["frame", "y", "x", "label"]]
+    >>> e = empty_sites(atoms, pixel_size=0.012, lattice="graphene")
+    >>> e.columns.tolist()
+    ['frame', 'y', 'x', 'y_nm', 'x_nm', 'site', 'sublattice', 'n_neighbours', 'detected']
+    >>> e["n_neighbours"].tolist(), e["detected"].tolist()     # the vacancy row lies on it
+    ([3], [True])
+    >>> missed = atoms[atoms["label"] != "vacancy"]              # without the vacancy row
+    >>> empty_sites(missed, pixel_size=0.012, lattice="graphene")["detected"].tolist()
+    [False]
     """
     atoms, pixel_size, lattice = resolve(atoms, pixel_size, lattice)
     frames = []

@@ -350,6 +350,17 @@ def find_nonfinite_frames(data):
     -------
     list of int
         Positional indices (use with ``da.isel(frame=...)``), ascending; empty for integer data.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from stemflow.io import find_nonfinite_frames
+    >>> stack = np.ones((4, 8, 8), np.float32)
+    >>> stack[2, 3, 3] = np.nan
+    >>> find_nonfinite_frames(stack)
+    [2]
+    >>> find_nonfinite_frames(np.ones((3, 8, 8), np.uint8))        # integer data is always finite
+    []
     """
     x = data.data if isinstance(data, xr.DataArray) else data
     if np.dtype(x.dtype).kind not in "fc":
@@ -374,6 +385,31 @@ def check_finite(block, frame_offset=0, *, dim="frame"):
         Index of the block's first frame in the whole array, so messages name global frames.
     dim : str
         Name of the frame dim for the message (``"frame"``, or ``"scan_y"`` for 4-D data).
+
+    Returns
+    -------
+    None
+        When every value of ``block`` is finite (integer blocks always are).
+
+    Raises
+    ------
+    InputError
+        The block holds NaN or Inf; the message names the frames (``frame_offset`` + index).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from stemflow.errors import InputError
+    >>> from stemflow.io import check_finite
+    >>> block = np.ones((4, 8, 8), np.float32)
+    >>> check_finite(block) is None
+    True
+    >>> block[2, 0, 0] = np.inf
+    >>> try:
+    ...     check_finite(block, frame_offset=100)
+    ... except InputError as e:
+    ...     print(str(e).split(";")[0])
+    frames 102 contain NaN or Inf
     """
     block = np.asarray(block)
     if block.dtype.kind not in "fc":
@@ -423,6 +459,31 @@ def describe(source, *, dataset=None):
     when known, pixel size in nm/px (or "unknown"), k pixel size in mrad/px for 4-D data, size in
     memory and, for paths, size on disk (all files of the store). MB = 10**6 bytes.
     Reads only metadata; a DataArray is described as it is (not normalised).
+
+    Parameters
+    ----------
+    source : str, os.PathLike, numpy.ndarray, dask.array.Array or xarray.DataArray
+        Anything :func:`open_stem` opens.
+    dataset : str or int, optional
+        Which array of a multi-array file to describe, as for :func:`open_stem`.
+
+    Returns
+    -------
+    str
+        One ``key: value`` line per item, without a trailing newline.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from stemflow.io import describe
+    >>> print(describe(np.zeros((4, 32, 32), np.float32)))
+    source:       in-memory DataArray
+    dims:         frame: 4, y: 32, x: 32
+    shape:        (4, 32, 32)
+    dtype:        float32
+    chunks:       (4, 32, 32), 0.0164 MB per chunk, 1 chunk
+    pixel size:   unknown
+    in memory:    16.4 kB (16384 bytes)
     """
     if isinstance(source, xr.DataArray):
         return _summary(source, source.encoding.get("source"))

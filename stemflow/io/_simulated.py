@@ -27,7 +27,25 @@ _FRAME_CHUNK_MB = 128
 
 
 def truth_paths(store) -> dict[str, Path]:
-    """Paths of the truth tables written beside ``store`` (``X.zarr`` → ``X.atoms.parquet``, ...)."""
+    """Paths of the truth tables written beside ``store`` (``X.zarr`` → ``X.atoms.parquet``, ...).
+
+    Parameters
+    ----------
+    store : str or Path
+        The Zarr store of a simulated movie or scan (``.zarr`` suffix or not). Nothing is read.
+
+    Returns
+    -------
+    dict of str to Path
+        ``{"atoms": ..., "events": ..., "drift": ...}``: the Parquet files in the store's
+        directory. :func:`write_movie` writes all three, :func:`write_4d` only ``atoms``.
+
+    Examples
+    --------
+    >>> from stemflow.io import truth_paths
+    >>> {k: p.name for k, p in truth_paths("runs/movie.zarr").items()}
+    {'atoms': 'movie.atoms.parquet', 'events': 'movie.events.parquet', 'drift': 'movie.drift.parquet'}
+    """
     store = Path(store)
     stem = store.name[:-5] if store.name.endswith(".zarr") else store.name
     return {name: store.with_name(f"{stem}.{name}.parquet") for name in ("atoms", "events", "drift")}
@@ -175,6 +193,53 @@ def write_4d(store, lattice: str = "graphene", scan_shape=(128, 128), *,
     go to :func:`~stemflow.simulate.simulate_image` (``pixel_size`` nm/px, ``dose`` e⁻/Å², ...).
     Writes ``store`` with a ``data`` array (scan_y, scan_x, k_y, k_x; uint16 counts), the
     expected ``adf`` image, and ``X.atoms.parquet`` beside it.
+
+    Parameters
+    ----------
+    store : str or Path
+        Zarr directory to create (``.zarr`` suffix recommended).
+    lattice : str
+        Specimen, a key of :data:`stemflow.tables.LATTICES` (``"graphene"``, ``"ws2"``, ...).
+    scan_shape : (int, int)
+        Scan positions (scan_y, scan_x), at least 16 on a side.
+    detector : Detector
+        Diffraction camera: pattern shape (k_y, k_x) px, ``k_pixel_size`` mrad/px, convergence
+        and ADF angles (mrad).
+    rows_per_chunk : int, optional
+        Scan rows per chunk (and per block of patterns); default: as many as fit
+        ``frame_chunk_mb``.
+    seed : int
+        Seed of the real-space frame and of every block's patterns: the same seed writes the
+        same scan.
+    overwrite : bool
+        Replace existing outputs.
+    progress : bool
+        Show a progress bar while patterns are written.
+    frame_chunk_mb : float
+        Target Zarr chunk size, MB.
+    **options
+        Passed to :func:`~stemflow.simulate.simulate_image` (``pixel_size`` nm/px, ``dose``
+        e⁻/Å², ...).
+
+    Returns
+    -------
+    dict of str to Path
+        ``{"store": ..., "atoms": ...}`` paths.
+
+    Raises
+    ------
+    FileExistsError
+        An output exists and ``overwrite`` is False.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from stemflow.io import open_stem, write_4d
+    >>> paths = write_4d(tempfile.mkdtemp() + "/s.zarr", "graphene", (16, 16), progress=False)
+    >>> sorted(paths)
+    ['atoms', 'store']
+    >>> open_stem(paths["store"], dataset="data").dims
+    ('scan_y', 'scan_x', 'k_y', 'k_x')
     """
     import dask.array as da
     import xarray as xr

@@ -88,6 +88,17 @@ def predict(model: Model, images, tile: int = 1024, batch_size: int = 4) -> np.n
     ndarray of float32, (channels, y, x) or (n, channels, y, x)
         The ``n_classes`` class probabilities, then (for models with offsets) the offsets
         ``dy``, ``dx`` in px.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from stemflow.nn import load_model, predict
+    >>> model = load_model("default", device="cpu")
+    >>> out = predict(model, np.zeros((2, 32, 32), np.float32))
+    >>> out.shape                                       # 4 class probabilities + dy, dx
+    (2, 6, 32, 32)
+    >>> bool(np.allclose(out[:, :4].sum(axis=1), 1, atol=1e-4))
+    True
     """
     arr = check_images(images)
     single = np.asarray(images).ndim == 2

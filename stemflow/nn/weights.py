@@ -39,7 +39,20 @@ def file_sha256(path: Path) -> str:
 
 
 def bundled_models() -> list[str]:
-    """Names of the models shipped in the package."""
+    """Names of the models shipped in the package.
+
+    Returns
+    -------
+    list of str
+        Sorted names of the models in ``stemflow/weights/`` that have both their ``NAME.pt`` and
+        ``NAME.json``; each can be passed to :func:`load_model`.
+
+    Examples
+    --------
+    >>> from stemflow.nn import bundled_models
+    >>> "default" in bundled_models()
+    True
+    """
     return sorted(p.stem for p in WEIGHTS_DIR.glob("*.json") if (WEIGHTS_DIR / f"{p.stem}.pt").exists())
 
 
@@ -101,7 +114,37 @@ class Model:
 
 
 def save_model(net: AtomNet, card: dict, path) -> Path:
-    """Write ``NAME.pt`` and ``NAME.json`` (the card gets the weights' SHA-256); return the .pt path."""
+    """Write ``NAME.pt`` and ``NAME.json`` (the card gets the weights' SHA-256); return the .pt path.
+
+    Parameters
+    ----------
+    net : AtomNet
+        The network; its ``state_dict`` is saved from the CPU.
+    card : dict
+        What :func:`load_model` needs and people want to know: ``classes`` (one per class
+        channel), ``pixel_size`` (nm/px the network works at), and optionally ``name``,
+        ``training``, ``metrics``. ``architecture``, ``name`` (default: the file's stem),
+        ``sha256`` and ``format`` are filled in; numpy scalars and arrays are written as JSON.
+    path : str or Path
+        Where to write; the suffix is replaced by ``.pt`` (the card goes beside it as ``.json``).
+        Missing folders are created; existing files are overwritten.
+
+    Returns
+    -------
+    Path
+        The ``.pt`` path.
+
+    Examples
+    --------
+    >>> import json, tempfile
+    >>> from stemflow.nn import AtomNet, load_model, save_model
+    >>> card = {"classes": ["background", "lattice", "dopant", "vacancy"], "pixel_size": 0.02}
+    >>> pt = save_model(AtomNet(), card, tempfile.mkdtemp() + "/tiny")
+    >>> pt.name, sorted(json.loads(pt.with_suffix(".json").read_text()))
+    ('tiny.pt', ['architecture', 'classes', 'format', 'name', 'pixel_size', 'sha256'])
+    >>> load_model(pt, device="cpu").pixel_size                     # nm/px
+    0.02
+    """
     path = Path(path)
     if path.suffix != ".pt":
         path = path.with_suffix(".pt")

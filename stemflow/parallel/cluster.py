@@ -108,11 +108,22 @@ def connect(scheduler: str | None = None, *, n_workers: int | None = None, threa
     Yields
     ------
     distributed.Client
+        Connected to the scheduler (not set as the default client). On exit the client is
+        closed, and so is a local cluster started here; a remote scheduler keeps running.
 
     Raises
     ------
     ClusterError
         The scheduler did not answer within ``timeout`` s.
+    MissingDependencyError
+        ``gpu=True`` without dask-cuda or a visible GPU.
+
+    Examples
+    --------
+    >>> from stemflow.parallel import connect
+    >>> with connect(n_workers=2, quiet=True) as client:          # doctest: +SKIP
+    ...     print(client.submit(sum, [1, 2, 3]).result())
+    6
     """
     from distributed import Client
 

@@ -91,6 +91,22 @@ def diffraction_patterns(adf_expected: np.ndarray, electrons: float, detector: D
     -------
     ndarray, shape (scan_y, scan_x, k_y, k_x)
         Counts (``dtype``) or expected counts (float32 if ``noise`` is False).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from stemflow.simulate import diffraction_patterns
+    >>> from stemflow.simulate.fourd import Detector
+    >>> det = Detector()                                   # 64 × 64 px at 4 mrad/px, ADF 60–120 mrad
+    >>> adf = np.full((2, 3), 50.0)                        # expected ADF counts per probe position
+    >>> p = diffraction_patterns(adf, electrons=1000.0, detector=det, noise=False)
+    >>> p.shape, p.dtype
+    ((2, 3, 64, 64), dtype('float32'))
+    >>> round(float(p[0, 0].sum()), 1), round(float(p[0, 0][det.adf_mask()].sum()), 1)
+    (1000.0, 50.0)
+    >>> counts = diffraction_patterns(adf, 1000.0, det, rng=np.random.default_rng(0))
+    >>> counts.dtype
+    dtype('uint16')
     """
     f = np.clip(np.asarray(adf_expected, np.float64) / electrons, 0.0, 1.0 / detector.low_angle)
     bf, low, adf = detector.profiles()

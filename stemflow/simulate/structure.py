@@ -28,6 +28,30 @@ def defect_kinds(lattice: str) -> tuple[str, ...]:
     ``V_X2`` (both missing), ``V_M`` (metal vacancy), ``D_M`` (substitutional metal dopant), with
     the element symbols filled in (``V_S``, ``V_S2``, ``V_W``, ``Mo_W`` for WS2). amorphous:
     ``Pt1`` (heavy single atoms on the support).
+
+    Parameters
+    ----------
+    lattice : str
+        ``"graphene"``, ``"ws2"``, ``"mos2"`` or ``"amorphous"``.
+
+    Returns
+    -------
+    tuple of str
+        The defect names, as accepted by the ``defects`` option of
+        :func:`~stemflow.simulate.simulate_image` (``{"Si1C3": 1}``).
+
+    Raises
+    ------
+    ValueError
+        Unknown lattice.
+
+    Examples
+    --------
+    >>> from stemflow.simulate import defect_kinds
+    >>> defect_kinds("ws2")
+    ('V_S', 'V_S2', 'V_W', 'Mo_W')
+    >>> "SW" in defect_kinds("graphene"), defect_kinds("amorphous")
+    (True, ('Pt1',))
     """
     if lattice == "graphene":
         return ("V1", "V2", "Si1C3", "Si1C4", "Si2C4", "Si3C6", "SW")

@@ -39,7 +39,29 @@ __all__ = ["drift", "subtract_drift", "DriftEstimator", "lattice_spacing"]
 
 
 def lattice_spacing(points: np.ndarray) -> float:
-    """Median nearest-neighbour distance of ``points`` ((n, 2) px), px; NaN for fewer than 2 points."""
+    """Median nearest-neighbour distance of ``points`` ((n, 2) px), px; NaN for fewer than 2 points.
+
+    Parameters
+    ----------
+    points : array-like, (n, 2)
+        Positions ``(y, x)`` of the lattice atoms of one frame, px.
+
+    Returns
+    -------
+    float
+        The median distance from each point to its nearest neighbour, px (the host lattice's
+        nearest-neighbour distance for lattice atoms); NaN when there are fewer than 2 points.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from stemflow.tracking import lattice_spacing
+    >>> yy, xx = np.mgrid[0:4, 0:4]
+    >>> lattice_spacing(np.column_stack([yy.ravel(), xx.ravel()]) * 2.5)    # square grid, 2.5 px
+    2.5
+    >>> lattice_spacing(np.zeros((1, 2)))
+    nan
+    """
     points = np.asarray(points, np.float64)
     if len(points) < 2:
         return float("nan")
@@ -281,6 +303,15 @@ def subtract_drift(atoms: pd.DataFrame, drift_table: pd.DataFrame) -> pd.DataFra
     ------
     InputError
         A column is missing, or a frame of ``atoms`` has no drift.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from stemflow.tracking import subtract_drift
+    >>> atoms = pd.DataFrame({"frame": [0, 1], "y": [10.0, 11.5], "x": [20.0, 19.0]})
+    >>> drift_table = pd.DataFrame({"frame": [0, 1], "dy": [0.0, 1.5], "dx": [0.0, -1.0]})
+    >>> subtract_drift(atoms, drift_table)[["y_corr", "x_corr"]].to_numpy().tolist()   # px
+    [[10.0, 20.0], [10.0, 20.0]]
     """
     atoms = require_table(atoms)
     require_frame(atoms)

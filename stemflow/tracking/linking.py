@@ -87,6 +87,15 @@ def link_iter(frames: Iterable[pd.DataFrame], search_range: float, *, memory: in
     -----
     Memory is bounded by ``memory`` frames, whatever the number of frames. Each yielded table is a
     copy (trackpy's :func:`~trackpy.link_df_iter`); :func:`link` on a whole table skips that copy.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from stemflow.tracking import link_iter
+    >>> frames = [pd.DataFrame({"frame": [0, 0], "y_corr": [0.0, 5.0], "x_corr": [0.0, 5.0]}),
+    ...           pd.DataFrame({"frame": [1, 1], "y_corr": [5.2, 0.1], "x_corr": [5.1, 0.0]})]
+    >>> [df["particle"].tolist() for df in link_iter(frames, 1.0, first_particle=10)]
+    [[10, 11], [11, 10]]
     """
     if not (np.isfinite(search_range) and search_range > 0):
         raise InputError(f"search_range={search_range} must be a positive distance")

@@ -84,6 +84,17 @@ def host_neighbours(points: np.ndarray, host: np.ndarray, spacing: float,
         Host atoms within ``cutoff`` × b.
     on_site : (n,) bool
         At least two host atoms lie 0.8–1.15 b away.
+
+    Examples
+    --------
+    A substitutional dopant with its 3 host neighbours one bond away, and a point half a bond off it:
+
+    >>> import numpy as np
+    >>> from stemflow.tracking import host_neighbours
+    >>> host = np.array([[1.0, 0.0], [-0.5, 0.866], [-0.5, -0.866]])     # px
+    >>> coordination, on_site = host_neighbours(np.array([[0.0, 0.0], [0.5, 0.0]]), host, spacing=1.0)
+    >>> coordination.tolist(), on_site.tolist()
+    ([3, 3], [True, False])
     """
     points = np.asarray(points, np.float64).reshape(-1, 2)
     host = np.asarray(host, np.float64).reshape(-1, 2)
@@ -329,6 +340,20 @@ def trajectory_sites(trajectories: pd.DataFrame, spacing: float, *, same: float 
     ------
     InputError
         Missing columns, NaN positions, or thresholds out of order.
+
+    Examples
+    --------
+    One particle that sits for three frames, then moves one spacing (5 px) and stays:
+
+    >>> import pandas as pd
+    >>> from stemflow.tracking import trajectory_sites
+    >>> traj = pd.DataFrame({"frame": range(6), "particle": 0, "x_corr": 0.0,
+    ...                      "y_corr": [0.0, 0.1, 0.0, 5.0, 5.1, 5.0]})
+    >>> t = trajectory_sites(traj, spacing=5.0)
+    >>> t["site"].tolist(), t["stay"].tolist()
+    ([0, 0, 0, 1, 1, 1], [0, 0, 0, 1, 1, 1])
+    >>> t.attrs["persist_frames"]
+    1
     """
     trajectories = require_table(trajectories, "trajectories")
     require_columns(trajectories, ["frame", "particle"], "trajectories",

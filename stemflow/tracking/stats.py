@@ -56,8 +56,14 @@ def dwell_times(trajectories: pd.DataFrame, by: str = "state") -> pd.DataFrame:
 
     Examples
     --------
-    >>> d = dwell_times(traj)                                            # doctest: +SKIP
-    >>> d[~d.censored].groupby("state").frames.mean()                     # mean lifetime, frames
+    >>> import pandas as pd
+    >>> from stemflow.tracking import dwell_times
+    >>> traj = pd.DataFrame({"particle": 0, "frame": range(5), "state": ["A", "A", "B", "B", "A"]})
+    >>> d = dwell_times(traj)
+    >>> d[["state", "first_frame", "frames", "censored"]].to_numpy().tolist()
+    [['A', 0, 2, True], ['B', 2, 2, False], ['A', 4, 1, True]]
+    >>> d[~d.censored].groupby("state").frames.mean().to_dict()          # mean lifetime, frames
+    {'B': 2.0}
     """
     t = _sorted(trajectories, [by] if by != "state" else [])
     cols = ["particle", by, "first_frame", "last_frame", "frames", "observations", "censored"]
@@ -133,6 +139,17 @@ def transition_matrix(trajectories: pd.DataFrame, by: str = "state", *, dose: fl
     -----
     Only pairs of observations in consecutive frames count, so gaps bridged by the linker's
     memory neither add transitions nor exposure.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from stemflow.tracking import transition_matrix
+    >>> traj = pd.DataFrame({"particle": 0, "frame": range(5), "state": ["A", "A", "B", "B", "B"]})
+    >>> tm = transition_matrix(traj)
+    >>> tm[["state0", "state1", "count", "exposure", "rate"]].to_numpy().tolist()   # rate per frame
+    [['A', 'A', 1, 2, 0.5], ['A', 'B', 1, 2, 0.5], ['B', 'B', 2, 2, 1.0]]
+    >>> "rate_per_dose" in transition_matrix(traj, dose=1e4).columns     # per e⁻/Å²
+    True
     """
     t = _sorted(trajectories, [by] if by != "state" else [])
     cols = ["state0", "state1", "count", "exposure", "rate", "rate_err"]
@@ -175,6 +192,19 @@ def event_rates(events: pd.DataFrame, trajectories: pd.DataFrame, *, dose: float
         (frame pairs in ``state0``), ``rate`` (per frame), ``rate_err``; plus per-dose and
         per-second columns when asked. The hop rate of Si1C3 is the row
         ``kind == 'hop' and state0 == 'Si1C3'``.
+
+    Examples
+    --------
+    One Si1C3 dopant hopping once (10 px) in 5 frames:
+
+    >>> import pandas as pd
+    >>> from stemflow.tracking import event_rates, events
+    >>> traj = pd.DataFrame({"particle": 0, "frame": range(5), "y": [0.0, 0, 0, 10, 10], "x": 0.0,
+    ...                      "site": [0, 0, 0, 1, 1], "state": "Si1C3"})
+    >>> ev = events(traj, pixel_size=0.01)
+    >>> r = event_rates(ev, traj)
+    >>> r[["kind", "state0", "count", "exposure", "rate"]].to_numpy().tolist()   # rate per frame
+    [['hop', 'Si1C3', 1, 4, 0.25]]
     """
     events = require_table(events, "events")
     require_columns(events, ["particle", "frame", "kind", "state0", "state1"], "events",
@@ -232,6 +262,19 @@ def msd(trajectories: pd.DataFrame, *, pixel_size: float | None = None, frame_ti
     DataFrame
         Ensemble: ``lag`` (frames or s), ``msd`` (nm²), ``N`` (independent displacements).
         Per particle: index ``lag``, one column of nm² per particle id.
+
+    Examples
+    --------
+    A particle moving 1 px (0.1 nm) per frame:
+
+    >>> import pandas as pd
+    >>> from stemflow.tracking import msd
+    >>> traj = pd.DataFrame({"particle": 0, "frame": range(5), "y_corr": 0.0, "x_corr": [0.0, 1, 2, 3, 4]})
+    >>> m = msd(traj, pixel_size=0.1, max_lag=3)
+    >>> m["lag"].round(4).tolist(), m["msd"].round(4).tolist()            # frames, nm²
+    ([1.0, 2.0, 3.0], [0.01, 0.04, 0.09])
+    >>> msd(traj, pixel_size=0.1, max_lag=3, per_particle=True).shape    # 3 lags × 1 particle
+    (3, 1)
     """
     t, pos = _trackpy_table(require_table(trajectories, "trajectories"))
     px = pixel_size_of(t, pixel_size, "trajectories")
@@ -276,6 +319,18 @@ def diffusion(trajectories: pd.DataFrame, *, pixel_size: float | None = None, fr
     Notes
     -----
     A lattice hop of length b made with probability k per frame gives D = k b² / 4 per frame.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from stemflow.tracking import diffusion
+    >>> traj = pd.DataFrame({"particle": 0, "frame": range(5), "y_corr": 0.0,
+    ...                      "x_corr": [0.0, 1, 2, 3, 4], "label": "dopant"})
+    >>> d = diffusion(traj, pixel_size=0.1, max_lag=2)
+    >>> d[["group", "particles", "unit"]].to_numpy().tolist()
+    [['dopant', 1, 'nm^2/frame']]
+    >>> round(float(d["D"].iloc[0]), 4)                                   # nm²/frame
+    0.0042
     """
     t, pos = _trackpy_table(require_table(trajectories, "trajectories"))
     px = pixel_size_of(t, pixel_size, "trajectories")

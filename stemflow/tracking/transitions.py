@@ -33,6 +33,28 @@ def state_column(df: pd.DataFrame) -> pd.Series:
 
     ``defect`` when the table has it and it is not empty (e.g. ``Si1C3``), else the label with the
     coordination (``dopant-3``) when there is a ``coordination`` column, else the label.
+
+    Parameters
+    ----------
+    df : DataFrame
+        Atoms or trajectories table with any of ``label``, ``coordination`` (host neighbours) and
+        ``defect`` (defect name, ``''`` or NaN for none).
+
+    Returns
+    -------
+    Series of str
+        One state per row, with the index of ``df`` (``''`` when the table has none of the three
+        columns).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from stemflow.tracking import state_column
+    >>> df = pd.DataFrame({"label": ["dopant", "dopant", "vacancy"], "coordination": [3, 4, 3]})
+    >>> state_column(df).tolist()
+    ['dopant-3', 'dopant-4', 'vacancy-3']
+    >>> state_column(df.assign(defect=["Si1C3", "", "V1"])).tolist()
+    ['Si1C3', 'dopant-4', 'V1']
     """
     label = df["label"].astype(str) if "label" in df.columns else pd.Series("", index=df.index)
     state = label.copy()
