@@ -193,20 +193,28 @@ def test_top_level_is_the_notebook_chain():
         assert sorted(set(getattr(mod, "__all__", [])) & subs) == [], pkg
 
 
-@pytest.mark.parametrize("name", stemflow.__all__)
-def test_public_function_documents_units_and_runs_its_example(name):
+def _check_documented(name: str, func) -> None:
+    """``func`` has Parameters (when it takes any), Returns or Yields, and Examples, and its
+    examples pass when run in its module's namespace."""
     import doctest
     import inspect
 
-    func = getattr(stemflow, name)
     doc = inspect.getdoc(func) or ""
-    for section in ("Parameters", "Returns", "Examples"):
+    takes = [p for p in inspect.signature(func).parameters.values() if p.kind is not p.VAR_KEYWORD]
+    sections = (["Parameters"] if takes else []) + [
+        "Yields" if inspect.isgeneratorfunction(func) or "Yields\n---" in doc else "Returns", "Examples"]
+    for section in sections:
         assert f"{section}\n----" in doc, f"{name} has no {section} section"
     tests = doctest.DocTestFinder(recurse=False).find(func, name, globs=dict(func.__globals__))
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     for t in tests:
         runner.run(t)
     assert runner.failures == 0, f"the example of {name} fails"
+
+
+@pytest.mark.parametrize("name", stemflow.__all__)
+def test_public_function_documents_units_and_runs_its_example(name):
+    _check_documented(name, getattr(stemflow, name))
 
 
 def test_no_private_name_is_imported_across_modules():
@@ -241,18 +249,4 @@ def _public_functions():
 
 @pytest.mark.parametrize("name", sorted(_public_functions()))
 def test_every_public_function_documents_its_parameters_result_and_an_example_that_runs(name):
-    import doctest
-    import inspect
-
-    func = _public_functions()[name]
-    doc = inspect.getdoc(func) or ""
-    takes = [p for p in inspect.signature(func).parameters.values() if p.kind is not p.VAR_KEYWORD]
-    sections = (["Parameters"] if takes else []) + [
-        "Yields" if inspect.isgeneratorfunction(func) or "Yields\n---" in doc else "Returns", "Examples"]
-    for section in sections:
-        assert f"{section}\n----" in doc, f"{name} has no {section} section"
-    tests = doctest.DocTestFinder(recurse=False).find(func, name, globs=dict(func.__globals__))
-    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    for t in tests:
-        runner.run(t)
-    assert runner.failures == 0, f"the example of {name} fails"
+    _check_documented(name, _public_functions()[name])
