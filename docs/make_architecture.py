@@ -22,7 +22,7 @@ OUT = ROOT / "docs" / "images" / "architecture.png"
 
 #: Colour per kind of part.
 KIND = {
-    "ground": ("errors", "tables", "atomic", "frames"),
+    "ground": ("errors", "tables", "atomic", "frames", "lazy"),
     "dask": ("parallel", "io"),
     "surface": ("accessor", "cli", "demo", "stemflow"),
 }
