@@ -274,6 +274,8 @@ class Run:
 
         df = pd.read_parquet(path)
         df.attrs.update(attrs_from_metadata(pq.read_schema(path).metadata))      # pixel size, spacing ...
+        if df.attrs.get("pixel_size") is None and self.pixel_size is not None:     # tables of older runs
+            df.attrs["pixel_size"] = self.pixel_size
         return df
 
     def track(self, **options):
