@@ -23,7 +23,7 @@ from stemflow.parallel import (ClusterError, OutputMismatchError, center_of_mass
 from stemflow.rundir import complete_parts, part_path
 from stemflow.nn.infer import tiles
 from stemflow.parallel.pipeline import plan_parts
-from stemflow.simulate import simulate_movie
+from stemflow.simulate import simulate_image, simulate_movie
 from stemflow.simulate.fourd import Detector
 from stemflow.io import write_4d, write_movie
 from stemflow.tables import EVENTS
@@ -573,3 +573,13 @@ def test_manifest_values_from_numpy_and_paths_are_written_as_json(tmp_path):
     assert m["parts"] == [[0, 2]]
     with pytest.raises(TypeError, match="not JSON-serialisable: object"):
         output.prepare(tmp_path / "b", {"format": "x", "parts": [], "input": {"bad": object()}})
+
+
+def test_the_workers_check_the_pixel_size_against_the_lattice_as_find_atoms_does():
+    from stemflow import load_model
+    from stemflow.find import FindOptions
+    from stemflow.parallel.worker import find_frames
+
+    sim = simulate_image("graphene", 256, seed=4, pixel_size=0.01)
+    with pytest.warns(StemflowWarning, match=r"frame 7.*pixel size is probably|pixel size is probably.*frame 7"):
+        find_frames(sim.image[None], 7, load_model(), 0.03, FindOptions(identify=False))

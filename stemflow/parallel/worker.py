@@ -194,10 +194,13 @@ def find_frames(frames: np.ndarray, first_frame: int, model: Model, pixel_size: 
     from ..chem import lattice_prior as chem_prior
     from ..find import atoms_from_maps, atoms_table, predict, warn_unrecognised
 
+    from ..spacing import check_calibration
+
     frames = np.asarray(frames, np.float32)
     tables, kept, ambiguous = [], [], []
     o = options
     lattice = o.lattice
+    check_calibration(frames[0], pixel_size, lattice, where=f"frame {int(first_frame)}")    # as find_atoms does
     for i0 in range(0, len(frames), o.batch_size):           # the steps of find_atoms, a batch at a time
         block = frames[i0:i0 + o.batch_size]
         maps = predict(block, pixel_size, model, batch_size=o.batch_size, tile=o.tile)
