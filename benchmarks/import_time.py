@@ -12,14 +12,14 @@ Run: ``python benchmarks/import_time.py --base COMMIT [--repeats 5]`` (about a m
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 from pathlib import Path
+
+from committed_tree import extract, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "import_time.md"
@@ -49,17 +49,10 @@ def main(argv=None) -> int:
     ap.add_argument("--base", required=True, help="commit to compare the working tree with")
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args(argv)
-    commit = subprocess.run(["git", "rev-parse", args.base], cwd=ROOT, check=True, capture_output=True,
-                            text=True).stdout.strip()
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, check=True, capture_output=True,
-                          text=True).stdout.strip()
+    head = resolve("HEAD")
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "base"
-        base.mkdir()
-        blob = subprocess.run(["git", "archive", "--format=tar", commit], cwd=ROOT, check=True,
-                              capture_output=True).stdout
-        with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
-            tar.extractall(base, filter="data")
+        commit = extract(args.base, base)
         nc = Path(tmp) / "plain.nc"
         subprocess.run([sys.executable, "-c", "import numpy as np, xarray as xr, sys; "
                         "xr.Dataset({'a': ('x', np.arange(3.0))}).to_netcdf(sys.argv[1])", str(nc)], check=True)

@@ -29,11 +29,11 @@ import os
 import signal
 import subprocess
 import sys
-import io
-import tarfile
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
+
+from committed_tree import extract
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "benchmarks" / "_cache" / "mutation"
@@ -53,18 +53,6 @@ __doc__ = __doc__.format(modules=", ".join(MODULES))
 _STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped",
            36: "timeout", 24: "timeout", -24: "timeout", 152: "timeout", 255: "timeout",
            None: "not checked"}
-
-
-def _extract_head(dest: Path) -> str:
-    """Write the committed tree (HEAD) over ``dest``; return the commit hash."""
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, check=True, capture_output=True,
-                            text=True).stdout.strip()
-    blob = subprocess.run(["git", "archive", "--format=tar", commit], cwd=ROOT, check=True,
-                          capture_output=True).stdout
-    dest.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
-        tar.extractall(dest, filter="data")
-    return commit
 
 
 def _configure(work: Path, mutate: list[str], tests: list[str]) -> None:
@@ -90,7 +78,7 @@ def _run_module(name: str, max_children: int, minutes: float | None, fresh: bool
         import shutil
 
         shutil.rmtree(work)
-    commit = _extract_head(work)
+    commit = extract("HEAD", work)                  # the committed tree only
     _configure(work, mutate, tests)
     log = work / "mutmut.log"
     t0 = time.perf_counter()

@@ -12,13 +12,13 @@ Run: ``python benchmarks/same_results.py --base COMMIT`` (about 2 minutes on 2 c
 from __future__ import annotations
 
 import argparse
-import io
 import pickle
 import subprocess
 import sys
-import tarfile
 import tempfile
 from pathlib import Path
+
+from committed_tree import extract, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "same_results.md"
@@ -87,17 +87,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--base", required=True, help="commit to compare the working tree with")
     args = ap.parse_args(argv)
-    commit = subprocess.run(["git", "rev-parse", args.base], cwd=ROOT, check=True, capture_output=True,
-                            text=True).stdout.strip()
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, check=True, capture_output=True,
-                          text=True).stdout.strip()
+    head = resolve("HEAD")
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "base"
-        base.mkdir()
-        blob = subprocess.run(["git", "archive", "--format=tar", commit], cwd=ROOT, check=True,
-                              capture_output=True).stdout
-        with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
-            tar.extractall(base, filter="data")
+        commit = extract(args.base, base)
         old = _tables(base, Path(tmp) / "old.pkl")
         new = _tables(ROOT, Path(tmp) / "new.pkl")
     rows = [(k, len(old[k]), _compare(old[k], new[k])) for k in old]
