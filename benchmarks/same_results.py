@@ -54,6 +54,15 @@ m2 = simulate_movie("graphene", frames=30, shape=(160, 160), seed=7, pixel_size=
 tr = track(m2.atoms, 0.012)
 out.update({"track 30 frames of truth: trajectories": tr[0], "track 30 frames of truth: events": tr[1],
             "track 30 frames of truth: drift": tr[2]})
+tr = track(out["find_atoms 6-frame movie (batches of 4)"], 0.012, images=stack, memory=1)
+out.update({"track with images, memory 1: trajectories": tr[0], "track with images, memory 1: events": tr[1],
+            "track with images, memory 1: drift": tr[2]})
+chunks = [g for _, g in m2.atoms.groupby(m2.atoms["frame"] // 7)]
+tr = track(iter(chunks), 0.012, drift=m2.drift, labels=("dopant",), persist=None)
+out.update({"track streamed, drift given, no persist: trajectories": tr[0],
+            "track streamed, drift given, no persist: events": tr[1]})
+tr = track(m2.atoms, 0.012, drift=False, labels=None, search_range=0.05)
+out.update({"track every row, no drift: trajectories": tr[0], "track every row, no drift: events": tr[1]})
 pickle.dump({k: v.reset_index(drop=True) for k, v in out.items()}, open(sys.argv[1], "wb"))
 '''
 

@@ -178,6 +178,7 @@ def _cmd_evaluate(args) -> int:
 
 def _cmd_track(args) -> int:
     from .results import track_run
+    from .tracking import TrackOptions
 
     opts = {}
     if args.labels:
@@ -187,7 +188,7 @@ def _cmd_track(args) -> int:
     if args.memory is not None:
         opts["memory"] = args.memory
     traj, ev, dr = track_run(args.out, atoms=args.input, pixel_size=args.pixel_size, dose=args.dose,
-                             frame_time=args.frame_time, report=not args.no_report, **opts)
+                             frame_time=args.frame_time, report=not args.no_report, options=TrackOptions(**opts))
     kinds = ", ".join(f"{v} {k}" for k, v in ev["kind"].astype(str).value_counts().items()) or "no events"
     print(f"{traj['particle'].nunique() if len(traj) else 0} trajectories, {kinds}; wrote "
           f"{', '.join(str(Path(args.out) / n) for n in ('trajectories.parquet', 'events.parquet', 'drift.parquet'))}"

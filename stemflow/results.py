@@ -127,7 +127,7 @@ def _parts(folder: Path):
 
 def track_run(out, *, atoms=None, pixel_size: float | None = None, images=None, dose: float | None = None,
               frame_time: float | None = None, report: bool = True, title: str | None = None,
-              **track_options):
+              options=None, **keywords):
     """Link the atoms of a run directory and write its dynamics tables and report.
 
     The atoms table of a run is small next to the data (tens of bytes per atom) and linking is
@@ -155,8 +155,11 @@ def track_run(out, *, atoms=None, pixel_size: float | None = None, images=None, 
         Write ``report.html``.
     title : str, optional
         The report's title.
-    **track_options
-        Passed to :func:`stemflow.tracking.track` (``labels``, ``search_range`` nm, ``memory``…).
+    options : TrackOptions or dict, optional
+        How to track (:class:`stemflow.tracking.TrackOptions`); recorded in the tables' metadata.
+    **keywords
+        Fields of :class:`~stemflow.tracking.TrackOptions` replacing those of ``options``
+        (``labels``, ``search_range`` nm, ``memory`` frames…).
 
     Returns
     -------
@@ -193,7 +196,7 @@ def track_run(out, *, atoms=None, pixel_size: float | None = None, images=None, 
             pixel_size = (attrs_from_metadata(schema.metadata).get("pixel_size")
                           or ((schema.pandas_metadata or {}).get("attributes") or {}).get("pixel_size"))
     source = _parts(atoms_path) if atoms_path.is_dir() else [pd.read_parquet(atoms_path)]
-    result = track(source, pixel_size=pixel_size, **track_options)
+    result = track(source, pixel_size, options, **keywords)
     for name, df in zip(DYNAMICS_TABLES, result):
         _write_table(df, out / name)
     if images is not None and len(result.drift):

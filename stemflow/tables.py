@@ -290,8 +290,9 @@ def parquet_metadata(table: Table, attrs: dict | None = None) -> dict[bytes, byt
     table : Table
         The table's contract (its name and units are recorded).
     attrs : dict, optional
-        The DataFrame's ``attrs``; JSON-serialisable scalars are kept (``pixel_size`` in nm/px,
-        ``lattice``, ``model`` ...), others dropped.
+        The DataFrame's ``attrs``; JSON-serialisable values (scalars, and dicts and lists of them)
+        are kept (``pixel_size`` in nm/px, ``lattice``, ``model``, ``track_options`` ...), others
+        dropped.
 
     Returns
     -------
@@ -318,7 +319,11 @@ def parquet_metadata(table: Table, attrs: dict | None = None) -> dict[bytes, byt
     for k, v in (attrs or {}).items():
         if isinstance(v, (np.generic,)):
             v = v.item()
-        if isinstance(v, (str, int, float, bool)) or v is None:
+        if isinstance(v, (str, int, float, bool, dict, list)) or v is None:
+            try:
+                json.dumps(v)
+            except (TypeError, ValueError):
+                continue
             kept[str(k)] = v
     rec = {"table": table.name, "units": table.units, "stemflow": __version__, "attrs": kept}
     return {METADATA_KEY: json.dumps(rec).encode()}

@@ -27,6 +27,7 @@ from stemflow.simulate import simulate_image, simulate_movie
 from stemflow.simulate.fourd import Detector
 from stemflow.io import write_4d, write_movie
 from stemflow.tables import EVENTS
+from stemflow.tracking import TrackOptions
 
 distributed = pytest.importorskip("distributed")
 
@@ -492,6 +493,7 @@ def test_open_run_is_the_run_directory_as_one_object(reference, tmp_path):
     events = r.table("events")
     assert list(events.columns) == EVENTS.names
     assert events.attrs["pixel_size"] == PX and events.attrs["spacing_nm"] > 0      # from the file's own metadata
+    assert events.attrs["track_options"]["labels"] == ["dopant", "vacancy"]          # how it was tracked
     with pytest.raises(InputError, match="unknown table 'atoms'"):
         r.table("atoms")
     # a copy with a part missing reads as incomplete everywhere
@@ -583,3 +585,12 @@ def test_the_workers_check_the_pixel_size_against_the_lattice_as_find_atoms_does
     sim = simulate_image("graphene", 256, seed=4, pixel_size=0.01)
     with pytest.warns(StemflowWarning, match=r"frame 7.*pixel size is probably|pixel size is probably.*frame 7"):
         find_frames(sim.image[None], 7, load_model(), 0.03, FindOptions(identify=False))
+
+
+def test_bad_track_options_are_refused_before_any_frame_is_computed(movie, tmp_path):
+    _, store = movie
+    with pytest.raises(InputError, match="unknown tracking option.*serch_range"):
+        run(store, tmp_path / "r", progress=False, track_options={"serch_range": 0.3})
+    with pytest.raises(InputError, match="memory"):
+        run(store, tmp_path / "r", progress=False, track_options=TrackOptions(memory=2).manifest() | {"memory": -1})
+    assert not (tmp_path / "r").exists()

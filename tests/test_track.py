@@ -329,3 +329,29 @@ def test_diffusion_is_the_weighted_slope_of_the_msd_over_four_per_group():
     assert per_s["D"][0] == pytest.approx(per_frame["D"][0] / 2.0, rel=1e-12)     # 2 s per frame
     with pytest.raises(InputError, match="no column 'state'"):
         diffusion(t, pixel_size=0.1, by="state")
+
+
+def test_track_options_are_checked_and_recorded():
+    from stemflow.tracking import TrackOptions
+
+    with pytest.raises(InputError, match="memory"):
+        TrackOptions(memory=-1)
+    with pytest.raises(InputError, match="search_range"):
+        TrackOptions(search_range=0)
+    with pytest.raises(InputError, match="same_site < new_site"):
+        TrackOptions(same_site=0.8)
+    with pytest.raises(InputError, match="persist"):
+        TrackOptions(persist=True)
+    with pytest.raises(InputError, match="unknown tracking option.*serch_range"):
+        TrackOptions.from_keywords(None, serch_range=0.3)
+    assert TrackOptions(labels="dopant").labels == ("dopant",)
+    base = TrackOptions(memory=1, labels=["vacancy"])
+    assert TrackOptions.from_keywords(base, memory=2) == TrackOptions(memory=2, labels=("vacancy",))
+    assert TrackOptions.from_keywords({"memory": 2}).memory == 2
+    # the options a track was made with travel with its tables
+    mov = simulate_movie("graphene", 6, 128, seed=2, defects={"Si1C3": 2})
+    traj, ev, dr = track(mov.atoms[["frame", "y", "x", "label"]], mov.pixel_size, base, memory=2)
+    for t in (traj, ev, dr):
+        assert t.attrs["track_options"]["memory"] == 2
+        assert t.attrs["track_options"]["labels"] == ["vacancy"]
+    assert set(traj["label"]) <= {"vacancy"}

@@ -279,8 +279,9 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
         For movies of more than one frame, then link the dopants and vacancies and write
         ``trajectories.parquet``, ``events.parquet``, ``drift.parquet``, ``mean_frame.npy`` and
         ``report.html`` (:func:`stemflow.results.track_run`, on the client).
-    track_options : dict, optional
-        Keywords of :func:`stemflow.tracking.track`.
+    track_options : TrackOptions or dict, optional
+        How to track (:class:`stemflow.tracking.TrackOptions`); checked before any frame is
+        computed.
     identify : bool
         Chemical identification on the workers (:func:`stemflow.chem.identify`: elements,
         occupancy, coordination, sites, defect complexes; the unsupervised classes are left out,
@@ -322,8 +323,10 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
     >>> stemflow.open_run("run/").atoms().groupby("frame").size().head()         # doctest: +SKIP
     """
     from ..find import FindOptions
+    from ..tracking.options import TrackOptions
 
     t_start = time.perf_counter()
+    track_options = TrackOptions.from_keywords(track_options)
     options = FindOptions(lattice=lattice, threshold=threshold, refine=refine, identify=bool(identify) or bool(lattice_prior),
                           lattice_prior=lattice_prior, batch_size=batch_size, tile=tile)
     da, source = _open_input(input, pixel_size, dataset)
@@ -398,7 +401,7 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
             from ..results import track_run
 
             result = track_run(out, pixel_size=float(ps), images=da, dose=da.attrs.get("dose"),
-                               frame_time=da.attrs.get("frame_time"), **(track_options or {}))
+                               frame_time=da.attrs.get("frame_time"), options=track_options)
             summary.events = len(result.events)
             summary.seconds = time.perf_counter() - t_start
         return summary

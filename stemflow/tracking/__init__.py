@@ -19,11 +19,12 @@ e⁻/Å² per frame.
 
 from .alignment import DriftEstimator, drift, lattice_spacing, subtract_drift
 from .linking import DEFAULT_LABELS, link, link_iter, link_positions
+from .options import TrackOptions
 from .pipeline import TrackResult, track
 from .sites import host_neighbours, trajectory_sites
 from .stats import diffusion, dwell_times, event_rates, msd, transition_matrix
 from .transitions import events, state_column
 
-__all__ = ["track", "TrackResult", "drift", "subtract_drift", "DriftEstimator", "lattice_spacing", "link",
+__all__ = ["track", "TrackResult", "TrackOptions", "drift", "subtract_drift", "DriftEstimator", "lattice_spacing", "link",
            "link_iter", "link_positions", "trajectory_sites", "host_neighbours", "events", "state_column", "dwell_times",
            "transition_matrix", "event_rates", "msd", "diffusion", "DEFAULT_LABELS"]

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import warnings
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from itertools import chain
 from typing import NamedTuple
 
 import numpy as np
@@ -29,8 +30,9 @@ from ..errors import InputError, StemflowWarning
 from ._validate import check_finite, pixel_size_of, require_columns, require_frame
 from ..tables import DRIFT, TRAJECTORIES
 from .alignment import DriftEstimator, finish_drift, lattice_spacing
-from .linking import DEFAULT_LABELS, link_positions
-from .sites import NEW_SITE, SAME_SITE, host_neighbours, trajectory_sites
+from .linking import link_positions
+from .options import TrackOptions
+from .sites import host_neighbours, trajectory_sites
 from .transitions import events, state_column
 
 __all__ = ["track", "TrackResult"]
@@ -179,12 +181,175 @@ def _empty_result(whole: pd.DataFrame | None) -> TrackResult:
     return TrackResult(traj, ev, dr)
 
 
-def track(atoms, pixel_size: float | None = None, *, labels=DEFAULT_LABELS, search_range: float | None = None,
-          memory: int = 3, drift=True, spacing: float | None = None, max_step: float | None = None,
-          images=None, first_particle: int = 0, adaptive_stop: float | None = None,
-          same_site: float = SAME_SITE, new_site: float = NEW_SITE, given_sites: bool = False,
-          persist: int | str | None = "auto") -> TrackResult:
+class _Pass:
+    """One pass over a movie's frames: what :func:`track` learns frame by frame.
+
+    :meth:`positions` streams each frame's drift-corrected positions of the tracked rows to the
+    linker; on the way it measures the drift (:class:`~stemflow.tracking.DriftEstimator`, or a
+    given table), counts each tracked row's host neighbours
+    (:func:`~stemflow.tracking.host_neighbours`), keeps the tracked rows and sets aside the bright
+    host-labelled rows next to recent dopants (:func:`_bright_host_rows`). Memory: the kept rows, a
+    drift row per frame, and ``memory`` + 1 frames of recent dopants.
+    """
+
+    def __init__(self, opts: TrackOptions, pixel_size, drift, images, whole):
+        self.opts, self.drift, self.images, self.whole = opts, drift, images, whole
+        self.known = drift.set_index("frame")[["dy", "dx"]] if isinstance(drift, pd.DataFrame) else None
+        self.px, self.spacing = pixel_size, opts.spacing
+        self.first = self.last = None
+        self.n, self.attrs, self.dopant_intensity = 0, {}, None
+        self.estimator = None
+        self.rescue = opts.persist is not None and (opts.labels is None or "dopant" in opts.labels)
+        self.recent = deque(maxlen=opts.memory + 1)       # drift-corrected dopants of the last frames
+        self.pieces, self.drift_rows, self.bright_rows = [], [], []
+
+    def _begin(self, chunk: pd.DataFrame) -> None:
+        source = self.whole if self.whole is not None else chunk
+        self.attrs = dict(source.attrs)
+        self.px = pixel_size_of(source, self.px)
+        if "label" not in chunk.columns and self.opts.labels is not None:
+            raise InputError("the atoms table has no 'label' column; track needs it to choose the "
+                             "rows to follow (pass labels=None to follow every row)")
+
+    def _drift_of(self, f: int, host: np.ndarray, rows: np.ndarray, spacing_px) -> np.ndarray:
+        """Drift (dy, dx) px of frame ``f`` (measured from its host atoms, given, or none)."""
+        if self.drift is True:
+            if self.estimator is None:
+                self.estimator = DriftEstimator(spacing=spacing_px, max_step=self.opts.max_step)
+            img = None if self.images is None else np.asarray(self.images[self.n - 1])
+            dy, dx, m = self.estimator.update(f, host if len(host) >= 3 else rows, img)
+            self.drift_rows.append((f, dy, dx, m))
+            return np.array([dy, dx]) if np.isfinite(dy) else np.zeros(2)
+        if self.drift is False:
+            self.drift_rows.append((f, 0.0, 0.0, 0))
+            return np.zeros(2)
+        if f not in self.known.index:
+            raise InputError(f"the drift table has no row for frame {f}; pass the drift of every "
+                             "frame (stemflow.tracking.drift(atoms))")
+        d = self.known.loc[f].to_numpy(np.float64)
+        self.drift_rows.append((f, float(d[0]), float(d[1]), 0))
+        return d
+
+    @staticmethod
+    def _neighbourhood(q, host, spacing_px, counted: bool):
+        """Coordination and on-site flag of the tracked rows ``q`` from the frame's host atoms; -1
+        where the host shell is cut by the edge of the frame's lattice (filled in later)."""
+        if spacing_px is None or not len(q):
+            return np.full(len(q), -1, np.int8), np.ones(len(q), bool)
+        coord, on_site = host_neighbours(q, host, spacing_px)
+        if counted and len(host):
+            edge = (np.minimum(q - host.min(axis=0), host.max(axis=0) - q) < 1.2 * spacing_px).any(axis=1)
+            coord = np.where(edge, -1, coord).astype(np.int8)
+        return coord, on_site
+
+    def _set_aside(self, f, yx, d, inten, host_m, dopant_m, spacing_px) -> None:
+        """Keep the frame's bright host-labelled rows next to recent dopants (for dating hops)."""
+        dq = yx[dopant_m] - d
+        if len(dq):
+            self.dopant_intensity = float(np.median(inten[dopant_m]))
+        keep = _bright_host_rows(yx - d, inten, host_m, self.dopant_intensity, [*self.recent, dq], spacing_px)
+        self.recent.append(dq)
+        if len(keep):
+            self.bright_rows.append(np.column_stack([np.full(len(keep), f), yx[keep], yx[keep] - d, inten[keep]]))
+
+    def positions(self, chunks: Iterable[pd.DataFrame]) -> Iterator[tuple[int, np.ndarray]]:
+        """``(frame, drift-corrected positions px of the tracked rows)``, frame by frame."""
+        wanted = self.opts.labels
+        for chunk in chunks:
+            if self.first is None:
+                self._begin(chunk)
+            check_finite(chunk, ["y", "x"])
+            fr = chunk["frame"].to_numpy(np.int64)
+            yx = chunk[["y", "x"]].to_numpy(np.float64)
+            lab = chunk["label"].astype(str).to_numpy() if "label" in chunk.columns else None
+            host_m = lab == "lattice" if lab is not None else np.zeros(len(fr), bool)
+            keep_m = np.isin(lab, wanted) if wanted is not None else np.ones(len(fr), bool)
+            counted = "coordination" not in chunk.columns
+            inten = chunk["intensity"].to_numpy(np.float64) if self.rescue and "intensity" in chunk.columns \
+                and lab is not None else None
+            bounds = np.flatnonzero(np.r_[True, fr[1:] != fr[:-1], True])
+            idx_all, corr_all, coord_all, on_all = [], [], [], []
+            for a, b in zip(bounds[:-1], bounds[1:]):
+                f = int(fr[a])
+                if self.first is None:
+                    self.first = f
+                self.last = f
+                self.n += 1
+                host = yx[a:b][host_m[a:b]]
+                if self.spacing is None and len(host) >= 3:
+                    self.spacing = lattice_spacing(host) * self.px
+                sp_px = None if self.spacing is None else self.spacing / self.px
+                d = self._drift_of(f, host, yx[a:b], sp_px)
+                idx = a + np.flatnonzero(keep_m[a:b])
+                q = yx[idx]
+                coord, on_site = self._neighbourhood(q, host, sp_px, counted)
+                if inten is not None and sp_px is not None:
+                    self._set_aside(f, yx[a:b], d, inten[a:b], host_m[a:b], lab[a:b] == "dopant", sp_px)
+                idx_all.append(idx)
+                corr_all.append(q - d)
+                coord_all.append(coord)
+                on_all.append(on_site)
+                yield f, q - d
+            piece = chunk.iloc[np.concatenate(idx_all)].copy()
+            corr = np.vstack(corr_all)
+            piece["y_corr"], piece["x_corr"] = corr[:, 0], corr[:, 1]
+            if counted:
+                piece["coordination"] = np.concatenate(coord_all)
+            piece["on_site"] = np.concatenate(on_all)
+            self.pieces.append(piece)
+
+    def trajectories(self, ids: list, first_particle: int) -> pd.DataFrame:
+        """The kept rows with their ``particle`` ids (``ids``: the linker's, one array per frame)."""
+        traj = pd.concat(self.pieces, ignore_index=True) if self.pieces else pd.DataFrame()
+        traj["particle"] = (np.concatenate(ids) if ids else np.empty(0, np.int64)) + np.int64(first_particle)
+        return traj
+
+    def drift_table(self) -> pd.DataFrame:
+        """:data:`stemflow.tables.DRIFT`, one row per frame."""
+        if self.drift is True and self.estimator is not None:
+            return finish_drift(self.drift_rows, self.first, self.last)
+        return pd.DataFrame(self.drift_rows, columns=DRIFT.names).astype(
+            {"frame": np.int64, "dy": np.float64, "dx": np.float64, "matched": np.int64})
+
+    def bright(self) -> pd.DataFrame:
+        """The rows set aside: ``frame``, ``y``, ``x``, ``y_corr``, ``x_corr`` (px), ``intensity``."""
+        cols = ["frame", "y", "x", "y_corr", "x_corr", "intensity"]
+        if not self.bright_rows:
+            return pd.DataFrame(columns=cols)
+        return pd.DataFrame(np.vstack(self.bright_rows), columns=cols).astype({"frame": np.int64})
+
+
+def _sites_and_states(traj: pd.DataFrame, opts: TrackOptions, spacing_px: float) -> pd.DataFrame:
+    """Sites (assigned, or the table's own), steady coordination and ``state`` of the trajectories."""
+    if not opts.given_sites or "site" not in traj.columns or traj["site"].isna().any():
+        if "site" in traj.columns:
+            traj = traj.rename(columns={"site": "site_input"})
+        traj = trajectory_sites(traj, spacing_px, same=opts.same_site, new=opts.new_site, persist=opts.persist)
+    site_attrs = {k: traj.attrs[k] for k in ("persist_frames", "persist_frames_side", "one_frame_rate", "move_rate")
+                  if k in traj.attrs}
+    if len(traj):
+        # Counted here or given by chem, a coordination flickering without the atom moving is
+        # noise: a real change moves it (see _steady_coordination).
+        traj = _steady_coordination(traj, opts.same_site * spacing_px)
+    traj["coordination"] = traj["coordination"].astype(np.int8)
+    traj["on_site"] = traj["on_site"].astype(bool)
+    traj["state"] = state_column(traj).astype(str).to_numpy() if len(traj) else pd.Series(dtype=str)
+    traj["particle"] = traj["particle"].astype(np.int64)
+    traj = traj.sort_values(["frame", "particle"], kind="stable").reset_index(drop=True)
+    traj = traj[[c for c in traj.columns if c not in _ADDED] + [c for c in _ADDED if c in traj.columns]]
+    traj.attrs = site_attrs
+    return traj
+
+
+def track(atoms, pixel_size: float | None = None, options: TrackOptions | dict | None = None, *, drift=True,
+          images=None, first_particle: int = 0, **keywords) -> TrackResult:
     """Drift-correct, link and find the events of a movie's atoms table.
+
+    The steps are the public ones, streamed: per frame, the drift
+    (:class:`~stemflow.tracking.DriftEstimator`, as :func:`~stemflow.tracking.drift`), the host
+    neighbourhood of each tracked row (:func:`~stemflow.tracking.host_neighbours`) and linking
+    (:func:`~stemflow.tracking.link_positions`, as :func:`~stemflow.tracking.link`); then, on the
+    trajectories, :func:`~stemflow.tracking.trajectory_sites` and :func:`~stemflow.tracking.events`.
 
     Parameters
     ----------
@@ -194,42 +359,26 @@ def track(atoms, pixel_size: float | None = None, *, labels=DEFAULT_LABELS, sear
         tables (one or more whole frames each, in frame order) is processed as a stream.
     pixel_size : float, optional
         nm/px; default ``atoms.attrs['pixel_size']`` (``find_atoms`` records it) or ``y_nm / y``.
-    labels : sequence of str or None
-        Rows to track (default dopants and vacancies); None tracks every row.
-    search_range : float, optional
-        Largest move between observations, nm. Default twice the host lattice's nearest-neighbour
-        distance (0.28 nm in graphene, 0.37 nm in WS2): a hop plus slack.
-    memory : int
-        Frames a tracked atom may go undetected and keep its id.
+    options : TrackOptions or dict, optional
+        How to link and judge (:class:`~stemflow.tracking.TrackOptions`); keywords replace single
+        fields.
     drift : bool or DataFrame
         True: measure it from the lattice atoms (:func:`stemflow.tracking.drift`); a table with
         ``frame``, ``dy``, ``dx`` (px) to use one already known; False: no correction.
-    spacing : float, optional
-        Host nearest-neighbour distance, nm (measured on the first frame with lattice atoms when
-        None; required when the table has no lattice rows).
-    max_step : float, optional
-        Largest change of the drift step between frames, px (see :func:`stemflow.tracking.drift`).
     images : array-like (frame, y, x), optional
         The frames, for a coarse image cross-correlation before the atoms refine the drift.
     first_particle : int
         First particle id; give disjoint ranges to runs whose tables will be concatenated.
-    adaptive_stop : float, optional
-        Smallest search range trackpy's adaptive search may shrink to, nm (default 0.2 ×
-        ``search_range``).
-    same_site, new_site : float
-        Site thresholds in units of the spacing (:func:`stemflow.tracking.trajectory_sites`).
-    given_sites : bool
-        Use the table's own ``site`` column (ids that name the same physical site in every frame)
-        instead of assigning sites; by default sites are assigned and an input ``site`` column is
-        kept as ``site_input``.
-    persist : "auto", int or None
-        Temporal evidence for sites and events: a place must be held for this many observations
-        (frames where the atom is seen) to count; shorter excursions are noise. ``"auto"`` (the
-        default) chooses it from the movie's own rate of one-frame excursions
-        (:func:`stemflow.tracking.sites.persistence`: 1 on clean data, 2 at a few per cent); an int
-        fixes it; None judges every frame on its own (no stays, no dating in gaps). With it, a hop
-        that ends a gap is dated by bright ``lattice``-labelled rows in the gap (needs an
-        ``intensity`` column, as ``find_atoms`` gives).
+    **keywords
+        Fields of :class:`~stemflow.tracking.TrackOptions`: ``labels`` (rows to track, default
+        dopants and vacancies), ``search_range`` (nm, default twice the host nearest-neighbour
+        distance), ``memory`` (frames, default 3), ``spacing`` (nm), ``max_step`` (px),
+        ``adaptive_stop`` (nm), ``same_site``/``new_site`` (spacings), ``given_sites`` and
+        ``persist`` (observations: ``"auto"`` chooses it from the movie's own rate of one-frame
+        excursions, :func:`stemflow.tracking.sites.persistence`; None judges every frame on its own,
+        with no stays and no dating in gaps). With ``persist``, a hop that ends a gap is dated by
+        bright ``lattice``-labelled rows in the gap (needs an ``intensity`` column, as
+        ``find_atoms`` gives).
 
     Returns
     -------
@@ -241,14 +390,16 @@ def track(atoms, pixel_size: float | None = None, *, labels=DEFAULT_LABELS, sear
         the particle's nearest known value, -1 if none) and ``on_site`` (bool); sorted by frame, particle.
         ``events``: :data:`stemflow.tables.EVENTS` (see :func:`stemflow.tracking.events`).
         ``drift``: :data:`stemflow.tables.DRIFT`, one row per frame. Each table's
-        ``attrs`` hold ``pixel_size`` (nm/px) and ``spacing_nm``; with ``persist``, also
-        ``persist_frames``, ``one_frame_rate`` and ``move_rate`` (:func:`~stemflow.tracking.trajectory_sites`).
+        ``attrs`` hold ``pixel_size`` (nm/px), ``spacing_nm`` and ``track_options``
+        (:meth:`TrackOptions.manifest`); with ``persist``, also ``persist_frames``,
+        ``one_frame_rate`` and ``move_rate`` (:func:`~stemflow.tracking.trajectory_sites`).
 
     Raises
     ------
     InputError
         No ``frame`` column, missing ``y``/``x``/``label``, NaN positions, unknown pixel size, no
-        lattice atoms to measure the spacing from and no ``spacing``.
+        lattice atoms to measure the spacing from and no ``spacing``, an unknown or out-of-range
+        option.
 
     Warns
     -----
@@ -270,158 +421,42 @@ def track(atoms, pixel_size: float | None = None, *, labels=DEFAULT_LABELS, sear
     >>> traj, ev, dr = track(atoms, pixel_size=mov.pixel_size)
     >>> ev.query("kind == 'hop'")[["particle", "frame", "distance_nm"]]   # doctest: +SKIP
     """
+    opts = TrackOptions.from_keywords(options, **keywords)
     chunks, whole = _chunks(atoms)
     if isinstance(drift, pd.DataFrame):
         require_columns(drift, ["frame", "dy", "dx"], "drift", "pass the table stemflow.tracking.drift returns")
-        known = drift.set_index("frame")[["dy", "dx"]]
     elif not isinstance(drift, (bool, np.bool_)):
         raise InputError(f"drift must be True, False or a drift table (frame, dy, dx); got {type(drift).__name__}")
-    wanted = None if labels is None else [str(v) for v in labels]
-    st = dict(px=pixel_size, spacing=spacing, first=None, last=None, n=0, attrs={}, derived=False, dopant_I=None)
-    pieces, rows_drift = [], []
-    estimator = None
-    rescue = persist is not None and (wanted is None or "dopant" in wanted)
-    recent = deque(maxlen=int(memory) + 1)       # drift-corrected dopants of the last frames
-    bright_rows = []
-
-    def coords():
-        """(frame, drift-corrected positions of the tracked rows) for trackpy, frame by frame."""
-        nonlocal estimator
-        for chunk in chunks:
-            if st["first"] is None:
-                st["attrs"] = dict((whole if whole is not None else chunk).attrs)
-                st["px"] = pixel_size_of(whole if whole is not None else chunk, pixel_size)
-                if "label" not in chunk.columns and labels is not None:
-                    raise InputError("the atoms table has no 'label' column; track needs it to choose the "
-                                     "rows to follow (pass labels=None to follow every row)")
-            check_finite(chunk, ["y", "x"])
-            fr = chunk["frame"].to_numpy(np.int64)
-            yx = chunk[["y", "x"]].to_numpy(np.float64)
-            lab = chunk["label"].astype(str).to_numpy() if "label" in chunk.columns else None
-            host_m = lab == "lattice" if lab is not None else np.zeros(len(fr), bool)
-            keep_m = np.isin(lab, wanted) if wanted is not None else np.ones(len(fr), bool)
-            has_coord = "coordination" in chunk.columns
-            inten = chunk["intensity"].to_numpy(np.float64) if rescue and "intensity" in chunk.columns \
-                and lab is not None else None
-            bright_m = lab == "dopant" if inten is not None else None
-            bounds = np.flatnonzero(np.r_[True, fr[1:] != fr[:-1], True])
-            idx_all, corr_all, coord_all, on_all = [], [], [], []
-            for a, b in zip(bounds[:-1], bounds[1:]):
-                f = int(fr[a])
-                if st["first"] is None:
-                    st["first"] = f
-                st["last"] = f
-                st["n"] += 1
-                hp = yx[a:b][host_m[a:b]]
-                if st["spacing"] is None and len(hp) >= 3:
-                    st["spacing"] = lattice_spacing(hp) * st["px"]
-                sp_px = None if st["spacing"] is None else st["spacing"] / st["px"]
-                if drift is True:
-                    if estimator is None:
-                        estimator = DriftEstimator(spacing=sp_px, max_step=max_step)
-                    img = None if images is None else np.asarray(images[st["n"] - 1])
-                    dy, dx, m = estimator.update(f, hp if len(hp) >= 3 else yx[a:b], img)
-                    rows_drift.append((f, dy, dx, m))
-                    d = np.array([dy, dx]) if np.isfinite(dy) else np.zeros(2)
-                elif drift is False:
-                    rows_drift.append((f, 0.0, 0.0, 0))
-                    d = np.zeros(2)
-                else:
-                    if f not in known.index:
-                        raise InputError(f"the drift table has no row for frame {f}; pass the drift of every "
-                                         "frame (stemflow.tracking.drift(atoms))")
-                    d = known.loc[f].to_numpy(np.float64)
-                    rows_drift.append((f, float(d[0]), float(d[1]), 0))
-                idx = a + np.flatnonzero(keep_m[a:b])
-                q = yx[idx]
-                if sp_px is not None and len(idx):
-                    coord, on_site = host_neighbours(q, hp, sp_px)
-                    if not has_coord and len(hp):   # host shell cut by the frame edge: filled in later
-                        edge = (np.minimum(q - hp.min(axis=0), hp.max(axis=0) - q) < 1.2 * sp_px).any(axis=1)
-                        coord = np.where(edge, -1, coord).astype(np.int8)
-                else:
-                    coord, on_site = np.full(len(idx), -1, np.int8), np.ones(len(idx), bool)
-                if inten is not None and sp_px is not None:
-                    dq = yx[a:b][bright_m[a:b]] - d
-                    if len(dq):
-                        st["dopant_I"] = float(np.median(inten[a:b][bright_m[a:b]]))
-                    keep = _bright_host_rows(yx[a:b] - d, inten[a:b], host_m[a:b], st["dopant_I"],
-                                             [*recent, dq], sp_px)
-                    recent.append(dq)
-                    if len(keep):
-                        bright_rows.append(np.column_stack([np.full(len(keep), f), yx[a:b][keep],
-                                                            yx[a:b][keep] - d, inten[a:b][keep]]))
-                idx_all.append(idx)
-                corr_all.append(q - d)
-                coord_all.append(coord)
-                on_all.append(on_site)
-                yield f, q - d
-            idx = np.concatenate(idx_all) if idx_all else np.empty(0, np.int64)
-            piece = chunk.iloc[idx].copy()
-            corr = np.vstack(corr_all) if corr_all else np.empty((0, 2))
-            piece["y_corr"], piece["x_corr"] = corr[:, 0], corr[:, 1]
-            if not has_coord:
-                piece["coordination"] = np.concatenate(coord_all) if coord_all else np.empty(0, np.int8)
-                st["derived"] = True
-            piece["on_site"] = np.concatenate(on_all) if on_all else np.empty(0, bool)
-            pieces.append(piece)
-
-    stream = coords()
+    else:
+        drift = bool(drift)
+    one = _Pass(opts, pixel_size, drift, images, whole)
+    stream = one.positions(chunks)
     first = next(stream, None)
     if first is None:
         warnings.warn("the atoms table is empty: there are no frames to track, so the trajectories, events "
                       "and drift are empty. Find atoms first (stemflow.find_atoms on a (frame, y, x) stack)",
                       StemflowWarning, stacklevel=2)
         return _empty_result(whole)
-    if st["spacing"] is None:
+    if one.spacing is None:
         raise InputError("the host lattice spacing is unknown: the first frame has no 'lattice' atoms. Pass "
                          "spacing= (nm, e.g. 0.142 for graphene) or include the lattice atoms in the table")
-    px, sp = st["px"], st["spacing"]
-    sr = (2.0 * sp if search_range is None else float(search_range)) / px
-    stop = 0.2 * sr if adaptive_stop is None else adaptive_stop / px
-
-    def chain():
-        yield first
-        yield from stream
-
-    ids = list(link_positions(chain(), sr, memory=int(memory), adaptive_stop=stop))
-    traj = pd.concat(pieces, ignore_index=True) if pieces else pd.DataFrame()
-    traj["particle"] = (np.concatenate(ids) if ids else np.empty(0, np.int64)) + np.int64(first_particle)
-    if drift is True and estimator is not None:
-        dr = finish_drift(rows_drift, st["first"], st["last"])
-    else:
-        dr = pd.DataFrame(rows_drift, columns=DRIFT.names).astype(
-            {"frame": np.int64, "dy": np.float64, "dx": np.float64, "matched": np.int64})
-    state = st
-
-    if state["n"] < 2:
+    px, sp = one.px, one.spacing
+    sr = (2.0 * sp if opts.search_range is None else opts.search_range) / px
+    stop = 0.2 * sr if opts.adaptive_stop is None else opts.adaptive_stop / px
+    ids = list(link_positions(chain([first], stream), sr, memory=opts.memory, adaptive_stop=stop))
+    traj = one.trajectories(ids, first_particle)
+    dr = one.drift_table()
+    if one.n < 2:
         warnings.warn("the movie has a single frame: there is nothing to link, so the trajectories and "
                       "events are empty. Pass the atoms of two or more frames", StemflowWarning, stacklevel=2)
         traj = traj.iloc[:0]
-    if not given_sites or "site" not in traj.columns or traj["site"].isna().any():
-        if "site" in traj.columns:
-            traj = traj.rename(columns={"site": "site_input"})
-        traj = trajectory_sites(traj, sp / px, same=same_site, new=new_site, persist=persist)
-    site_attrs = {k: traj.attrs[k] for k in ("persist_frames", "persist_frames_side", "one_frame_rate", "move_rate")
-                  if k in traj.attrs}
-    if len(traj):
-        # Counted here or given by chem, a coordination flickering without the atom moving is
-        # noise: a real change moves it (see _steady_coordination).
-        traj = _steady_coordination(traj, same_site * sp / px)
-    traj["coordination"] = traj["coordination"].astype(np.int8)
-    traj["on_site"] = traj["on_site"].astype(bool)
-    traj["state"] = state_column(traj).astype(str).to_numpy() if len(traj) else pd.Series(dtype=str)
-    traj["particle"] = traj["particle"].astype(np.int64)
-    traj = traj.sort_values(["frame", "particle"], kind="stable").reset_index(drop=True)
-    traj = traj[[c for c in traj.columns if c not in _ADDED]
-                + [c for c in _ADDED if c in traj.columns]]
-    meta = dict(state["attrs"], pixel_size=px, spacing_nm=sp, **site_attrs)
-    ev = events(traj, pixel_size=px, first_frame=state["first"], last_frame=state["last"])
-    if bright_rows and "stay" in traj.columns:
-        bright = pd.DataFrame(np.vstack(bright_rows), columns=["frame", "y", "x", "y_corr", "x_corr", "intensity"])
-        ev = _date_hops_in_gaps(ev, traj, bright.astype({"frame": np.int64}), sp / px, same_site)
+    traj = _sites_and_states(traj, opts, sp / px)
+    meta = dict(one.attrs, pixel_size=px, spacing_nm=sp, **traj.attrs, track_options=opts.manifest())
+    ev = events(traj, pixel_size=px, first_frame=one.first, last_frame=one.last)
+    bright = one.bright()
+    if len(bright) and "stay" in traj.columns:
+        ev = _date_hops_in_gaps(ev, traj, bright, sp / px, opts.same_site)
     traj = traj.drop(columns="stay", errors="ignore")
-    traj.attrs.update(meta)
-    ev.attrs.update(meta)
-    dr.attrs.update(meta)
+    for table in (traj, ev, dr):
+        table.attrs = dict(meta)
     return TrackResult(traj, ev, dr)

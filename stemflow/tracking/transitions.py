@@ -149,7 +149,7 @@ def events(trajectories: pd.DataFrame, *, pixel_size: float | None = None, first
         changed = changed | cchg
     else:
         coord_kind = np.full(len(a), "transformation")
-    frames_out, kinds, sel = [], [], []
+    kinds, sel = [], []
     for mask, kind in ((hop, None), (changed, coord_kind)):
         idx = np.flatnonzero(mask)
         sel.append(idx)
