@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import InputError
 from .linking import DEFAULT_LABELS
-from .sites import NEW_SITE, SAME_SITE
+from .sites import NEW_SITE, SAME_SITE, check_persist
 
 __all__ = ["TrackOptions"]
 
@@ -108,10 +108,7 @@ class TrackOptions:
         object.__setattr__(self, "same_site", same)
         object.__setattr__(self, "new_site", new)
         object.__setattr__(self, "given_sites", bool(self.given_sites))
-        p = self.persist
-        if not (p is None or p == "auto" or (isinstance(p, (int, np.integer)) and not isinstance(p, bool) and p >= 1)):
-            raise InputError(f"persist={p!r} must be 'auto', a number of observations ≥ 1, or None")
-        object.__setattr__(self, "persist", p if p is None or p == "auto" else int(p))
+        object.__setattr__(self, "persist", check_persist(self.persist))
 
     @classmethod
     def from_keywords(cls, options: TrackOptions | dict | None = None, **keywords) -> TrackOptions:

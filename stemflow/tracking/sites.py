@@ -303,6 +303,36 @@ def _labels_of_runs(labels: np.ndarray | None, lab: np.ndarray) -> np.ndarray | 
     return np.add.reduceat(main, starts) * 2 >= lengths
 
 
+def check_persist(persist):
+    """``persist`` as :func:`trajectory_sites` takes it: ``"auto"``, an int ≥ 1 or None.
+
+    Parameters
+    ----------
+    persist : object
+        The value given.
+
+    Returns
+    -------
+    "auto", int or None
+        The value, an int where one was given as a numpy integer.
+
+    Raises
+    ------
+    InputError
+        Anything else (a bool, a float, 0).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> check_persist(np.int64(2)), check_persist("auto")
+    (2, 'auto')
+    """
+    if not (persist is None or persist == "auto" or (isinstance(persist, (int, np.integer))
+                                                     and not isinstance(persist, bool) and persist >= 1)):
+        raise InputError(f"persist={persist!r} must be 'auto', a number of observations ≥ 1, or None")
+    return persist if persist is None or persist == "auto" else int(persist)
+
+
 def trajectory_sites(trajectories: pd.DataFrame, spacing: float, *, same: float = SAME_SITE,
                  new: float = NEW_SITE, persist: int | str | None = "auto") -> pd.DataFrame:
     """Give every observation of every trajectory a lattice-site id.
@@ -363,9 +393,7 @@ def trajectory_sites(trajectories: pd.DataFrame, spacing: float, *, same: float 
                          "nearest-neighbour distance)")
     if not 0 < same < new:
         raise InputError(f"thresholds must satisfy 0 < same < new; got same={same}, new={new}")
-    if not (persist is None or persist == "auto" or (isinstance(persist, (int, np.integer))
-                                                     and not isinstance(persist, bool) and persist >= 1)):
-        raise InputError(f"persist={persist!r} must be 'auto', a number of observations ≥ 1, or None")
+    persist = check_persist(persist)
     pos = ["y_corr", "x_corr"] if {"y_corr", "x_corr"} <= set(trajectories.columns) else ["y", "x"]
     require_columns(trajectories, pos, "trajectories")
     check_finite(trajectories, pos, "trajectories")
