@@ -46,6 +46,10 @@ out = {
     "find_atoms WS2, refined": find_atoms(s2.image, pixel_size=0.011, lattice="ws2", refine=True),
     "find_atoms Pt on amorphous": find_atoms(s3.image, pixel_size=0.015, lattice="amorphous"),
     "find_atoms 6-frame movie (batches of 4)": find_atoms(stack, pixel_size=0.012, batch_size=4, border=3),
+    "find_atoms graphene 512², 20 pm/px": find_atoms(simulate_image("graphene", 512, pixel_size=0.02, seed=1).image,
+                                                   pixel_size=0.02, identify=False),
+    "find_atoms MoS2 384², refined": find_atoms(simulate_image("mos2", 384, pixel_size=0.015, seed=8).image,
+                                              pixel_size=0.015, lattice="mos2", refine=True),
 }
 tr = track(out["find_atoms 6-frame movie (batches of 4)"], 0.012)
 out.update({"track: trajectories": tr[0], "track: events": tr[1], "track: drift": tr[2]})

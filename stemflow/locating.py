@@ -354,18 +354,21 @@ def refine_centres(image, y, x, sigma: float, *, box: float | None = None,
 def _split(labels: np.ndarray, n: int, height: np.ndarray, binary: np.ndarray, radius: float):
     """Split blobs that hold several maxima of ``height`` by a watershed from those maxima.
 
-    A maximum is a pixel equal to the largest ``height`` within ``0.75 * radius`` px; a group of
-    touching maxima (a plateau) is one marker.
+    Maxima are :func:`skimage.feature.peak_local_max`'s: a pixel equal to the largest ``height``
+    within ``0.75 * radius`` px, inside the blobs; touching maxima (a plateau) are one marker.
     """
+    from skimage.feature import peak_local_max
     from skimage.segmentation import watershed
 
     md = max(1, int(round(0.75 * radius)))
-    hmax = ndimage.maximum_filter(height, size=2 * md + 1, mode="constant", cval=0.0)
-    peaks = binary & (height >= hmax) & (height > 0)
-    pk, npk = ndimage.label(peaks, structure=_FOOTPRINT8)
-    at = np.flatnonzero(pk)
+    at = peak_local_max(height, footprint=np.ones((2 * md + 1, 2 * md + 1), bool), threshold_abs=0.0,
+                        exclude_border=False)
+    at = at[binary[at[:, 0], at[:, 1]]]
+    peaks = np.zeros(labels.shape, bool)
+    peaks[at[:, 0], at[:, 1]] = True
+    pk, npk = ndimage.label(peaks, structure=_FOOTPRINT8)   # touching maxima (a plateau): one marker
     owner = np.zeros(npk + 1, np.int64)
-    owner[pk.ravel()[at]] = labels.ravel()[at]
+    owner[pk[at[:, 0], at[:, 1]]] = labels[at[:, 0], at[:, 1]]
     multi = np.flatnonzero(np.bincount(owner[1:], minlength=n + 1)[1:] > 1) + 1
     if multi.size == 0:
         return labels, n
