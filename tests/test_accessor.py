@@ -32,7 +32,7 @@ def test_info_summarises_an_in_memory_dataarray():
     text = arr.stem.info()
     assert "frame: 5, y: 16, x: 20" in text
     assert "float32" in text
-    assert "(5, 16, 20), 0.0064 MB per chunk, 1 chunk" in text
+    assert "(5, 16, 20), 6.25 kiB per chunk, 1 chunk" in text
     assert "0.02 nm/px" in text
     assert "(6400 bytes)" in text
 

@@ -417,9 +417,9 @@ def test_describe_reports_shape_chunks_pixel_size_and_sizes(tmp_path, movie):
     assert "frame: 8, y: 32, x: 48" in text
     assert "uint16" in text
     # working chunks: the whole 24.6 kB movie in one; the store's own chunks listed too
-    assert "chunks:       (8, 32, 48), 0.0246 MB per chunk, 1 chunk\n" in text
+    assert "chunks:       (8, 32, 48), 24.00 kiB per chunk, 1 chunk\n" in text
     assert "stored as:    (4, 32, 48)" in text
-    assert "(2, 32, 48), 0.00614 MB per chunk, 4 chunks" in describe(open_stem(path, chunks=2))
+    assert "(2, 32, 48), 6.00 kiB per chunk, 4 chunks" in describe(open_stem(path, chunks=2))
     assert "0.05 nm/px" in text
     assert f"({movie.nbytes} bytes)" in text
     disk = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs)
@@ -521,3 +521,19 @@ def test_hyperspy_axes_give_dims_and_calibration(tmp_path, axes, pixel_size, k_p
     assert arr.dims == dims
     assert arr.attrs.get("pixel_size") == pytest.approx(pixel_size, rel=1e-9)
     assert arr.attrs.get("k_pixel_size") == (None if k_pixel_size is None else pytest.approx(k_pixel_size))
+
+
+def test_chunk_plan_keeps_scan_rows_and_stored_chunks_whole():
+    from stemflow.io._open import chunk_plan
+
+    mb = 10**6
+    dims4 = ("scan_y", "scan_x", "k_y", "k_x")
+    # whole scan rows, C-order, ~128 MB: 15 rows of 256 patterns of 128² uint16 (dask alone would spread it 62 × 62)
+    assert chunk_plan((256, 256, 128, 128), dims4, 2, 128 * mb) == {"scan_y": 15, "scan_x": 256, "k_y": 128, "k_x": 128}
+    # a stored chunk larger than the target is read by one task, not cut in two (up to 256 MB)
+    assert chunk_plan((1000, 512, 512), ("frame", "y", "x"), 2, 1 * mb, {"frame": 33})["frame"] == 33
+    assert chunk_plan((1000, 512, 512), ("frame", "y", "x"), 2, 1 * mb, {"frame": 999})["frame"] == 1   # 524 MB: cut
+    # in multiples of the stored chunks where they fit
+    assert chunk_plan((1000, 512, 512), ("frame", "y", "x"), 2, 128 * mb, {"frame": 64})["frame"] == 192
+    # a length-1 scan dim counts as whole
+    assert chunk_plan((124, 1, 852, 1118), dims4, 2, 1 * mb, {"scan_y": 13})["scan_y"] == 13

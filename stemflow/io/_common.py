@@ -86,13 +86,6 @@ def plain_value(value):
     return value
 
 
-def format_size(n):
-    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= size:
-            return f"{n / size:.3g} {unit}"
-    return f"{int(n)} B"
-
-
 def nbytes_on_disk(path):
     path = Path(path)
     if path.is_file():

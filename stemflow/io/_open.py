@@ -7,13 +7,14 @@ import os
 import warnings
 
 import dask.array as dsa
+from dask.utils import format_bytes
 import numpy as np
 import xarray as xr
 
 from ..errors import InputError, StemflowWarning
 from ._common import (
     GENERIC_DIM, MRAD_PER, NM_PER, AUTO_CHECK_FINITE_BYTES, CANONICAL_DIMS, DIM_ALIASES, MAX_CHUNK_MB,
-    MB, SUPPORTED_EXTENSIONS, TARGET_CHUNK_MB, format_size, nbytes_on_disk, positive_option, unit_factor,
+    MB, SUPPORTED_EXTENSIONS, TARGET_CHUNK_MB, nbytes_on_disk, positive_option, unit_factor,
 )
 from ._read import read_path, zarr_dims
 
@@ -120,28 +121,31 @@ def _calibrate(arr, dims, override, attr, units_attr, table, unit, warn_square=F
 
 
 def chunk_plan(shape, dims, itemsize, target_bytes, store=None):
-    """Chunks by dim: the last two dims whole; leading dims grouped C-order to ~target_bytes,
-    in multiples of the store's chunks where that fits."""
-    plan = dict(zip(dims, shape))
-    budget = max(1, int(target_bytes // max(1, math.prod(shape[-2:]) * itemsize)))
+    """Chunks by dim: the last two dims whole; leading dims grouped C-order to ~``target_bytes``.
+
+    The innermost leading dims are kept whole while they fit (a scan row is one contiguous read);
+    the first that does not is sized by :func:`dask.array.core.normalize_chunks` (``"auto"``, in
+    multiples of the store's chunks where that fits) and the dims before it get 1. A store chunk
+    larger than that is kept whole up to ``MAX_CHUNK_MB``, so no stored chunk is read by two tasks.
+    """
+    from dask.array.core import normalize_chunks
+
+    spec, split = [-1] * len(shape), None
     step = math.prod(shape[-2:]) * itemsize  # bytes per index of dim i (with everything after it)
     for i in reversed(range(len(shape) - 2)):
-        n = shape[i]
-        if budget >= n:
-            budget //= n
-            step *= n
+        if shape[i] == 1 or step * shape[i] <= target_bytes:
+            step *= shape[i]
             continue
-        c = budget
-        s = (store or {}).get(dims[i])
-        if s and s < n:
-            if s <= c:
-                c = c // s * s
-            elif s * step <= MAX_CHUNK_MB * MB:
-                c = s
-        plan[dims[i]] = max(1, c)
-        for j in range(i):
-            plan[dims[j]] = 1
+        spec[:i], spec[i], split = [1] * i, "auto", i
         break
+    previous = tuple((store or {}).get(d, n) for d, n in zip(dims, shape))
+    chunks = normalize_chunks(tuple(spec), tuple(shape), limit=target_bytes, dtype=np.dtype(f"V{itemsize}"),
+                              previous_chunks=previous)
+    plan = {d: c[0] for d, c in zip(dims, chunks)}
+    if split is not None:
+        s = (store or {}).get(dims[split])
+        if s and plan[dims[split]] < s < shape[split] and s * step <= MAX_CHUNK_MB * MB:
+            plan[dims[split]] = s
     return plan
 
 
@@ -435,7 +439,7 @@ def _summary(arr, source=None, on_disk=None):
     if isinstance(arr.data, dsa.Array):
         chunk = tuple(c[0] for c in arr.data.chunks)
         per = math.prod(chunk) * arr.dtype.itemsize
-        lines.append(f"chunks:       {chunk}, {per / MB:.3g} MB per chunk, {arr.data.npartitions} chunk{'s' if arr.data.npartitions != 1 else ''}")
+        lines.append(f"chunks:       {chunk}, {format_bytes(per)} per chunk, {arr.data.npartitions} chunk{'s' if arr.data.npartitions != 1 else ''}")
     else:
         lines.append("chunks:       none (in memory)")
     stored = arr.encoding.get("preferred_chunks")
@@ -446,9 +450,9 @@ def _summary(arr, source=None, on_disk=None):
     if arr.ndim >= 4:
         kps = arr.attrs.get("k_pixel_size")
         lines.append(f"k pixel size: {kps:.6g} mrad/px" if kps is not None else "k pixel size: unknown")
-    lines.append(f"in memory:    {format_size(arr.nbytes)} ({arr.nbytes} bytes)")
+    lines.append(f"in memory:    {format_bytes(arr.nbytes)} ({arr.nbytes} bytes)")
     if on_disk is not None:
-        lines.append(f"on disk:      {format_size(on_disk)} ({on_disk} bytes)")
+        lines.append(f"on disk:      {format_bytes(on_disk)} ({on_disk} bytes)")
     return "\n".join(lines)
 
 
