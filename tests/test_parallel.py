@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -594,3 +595,41 @@ def test_bad_track_options_are_refused_before_any_frame_is_computed(movie, tmp_p
     with pytest.raises(InputError, match="memory"):
         run(store, tmp_path / "r", progress=False, track_options=TrackOptions(memory=2).manifest() | {"memory": -1})
     assert not (tmp_path / "r").exists()
+
+
+def test_the_dashboard_link_is_given_only_when_it_serves_the_dashboard():
+    import http.server
+    import threading
+    import urllib.request
+
+    from stemflow.parallel import connect, dashboard_link
+
+    with connect(n_workers=1, quiet=True) as client:
+        link, message = dashboard_link(client)
+        assert link == client.dashboard_link and message == f"dashboard: {link}"
+        with urllib.request.urlopen(link, timeout=10) as r:
+            assert r.status == 200 and b"needs bokeh" not in r.read().lower()
+
+    class NoBokeh(http.server.BaseHTTPRequestHandler):        # what a scheduler without bokeh serves
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"Dask needs bokeh>=3.1.0 for the dashboard.")
+
+        def log_message(self, *a):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), NoBokeh)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        fake = types.SimpleNamespace(dashboard_link=f"http://127.0.0.1:{server.server_port}/status")
+        link, message = dashboard_link(fake)
+        assert link is None and 'pip install "bokeh>=3.1"' in message
+    finally:
+        server.shutdown()
+    with socket.socket() as s:                      # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    link, message = dashboard_link(types.SimpleNamespace(dashboard_link=f"http://127.0.0.1:{port}/status"))
+    assert link is None and "not reachable from here" in message
+    assert dashboard_link(types.SimpleNamespace(dashboard_link=None)) == (None, "no dashboard (the scheduler serves none)")

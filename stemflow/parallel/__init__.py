@@ -7,11 +7,11 @@
 * :func:`connect` — the cluster a run uses (local processes, one worker per GPU, or a scheduler).
 """
 
-from .cluster import ClusterError, connect
+from .cluster import ClusterError, connect, dashboard_link
 from ..results import read_atoms
 from .output import OutputMismatchError
 from .pipeline import RunSummary, run
 from .virtual import center_of_mass, virtual_image
 
 __all__ = ["run", "RunSummary", "read_atoms", "virtual_image", "center_of_mass",
-           "connect", "ClusterError", "OutputMismatchError"]
+           "connect", "dashboard_link", "ClusterError", "OutputMismatchError"]

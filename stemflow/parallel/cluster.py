@@ -9,7 +9,8 @@
   each advertising the resource ``GPU=1``;
 * otherwise → ``LocalCluster`` of processes, one thread each, as many as CPU cores.
 
-The dashboard link is printed so the run can be watched.
+The dashboard link is printed so the run can be watched, once it is known to serve the dashboard
+(:func:`dashboard_link`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import sys
 
 from ..errors import MissingDependencyError, StemflowError
 
-__all__ = ["connect", "ClusterError", "gpu_count", "task_resources", "SCHEDULER_ENV"]
+__all__ = ["connect", "dashboard_link", "ClusterError", "gpu_count", "task_resources", "SCHEDULER_ENV"]
 
 #: Environment variable naming a scheduler to connect to (same name as the Dask convention).
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
@@ -28,6 +29,54 @@ SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 
 class ClusterError(StemflowError, ConnectionError):
     """No Dask scheduler could be reached or started."""
+
+
+def dashboard_link(client, timeout: float = 3.0) -> tuple[str | None, str]:
+    """The client's dashboard link if it serves the dashboard from here, and what to print.
+
+    Parameters
+    ----------
+    client : distributed.Client
+        A connected client.
+    timeout : float
+        Seconds to wait for the dashboard's answer.
+
+    Returns
+    -------
+    link : str or None
+        ``client.dashboard_link`` when an HTTP GET of it answers with the dashboard; None when
+        the scheduler serves none, serves only Dask's "needs bokeh" page, or cannot be reached
+        from this machine.
+    message : str
+        ``"dashboard: LINK"``, or why there is none and what to do.
+
+    Examples
+    --------
+    >>> from stemflow.parallel import connect, dashboard_link
+    >>> with connect(n_workers=1, quiet=True) as client:          # doctest: +SKIP
+    ...     print(dashboard_link(client)[1])
+    dashboard: http://127.0.0.1:8787/status
+    """
+    import urllib.error
+    import urllib.request
+
+    try:
+        link = client.dashboard_link
+    except Exception:          # no dashboard configured on the scheduler
+        link = None
+    if not link:
+        return None, "no dashboard (the scheduler serves none)"
+    try:
+        with urllib.request.urlopen(link, timeout=timeout) as r:
+            body = r.read(1 << 16)
+            status = r.status
+    except (OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        return None, f"dashboard not reachable from here at {link} ({reason}); open it on the scheduler's machine"
+    if status != 200 or b"needs bokeh" in body.lower():
+        return None, ("no dashboard: the scheduler lacks bokeh (pip install \"bokeh>=3.1\" where the scheduler "
+                      f"runs); {link} serves only a notice")
+    return link, f"dashboard: {link}"
 
 
 def gpu_count() -> int:
@@ -140,7 +189,7 @@ def connect(scheduler: str | None = None, *, n_workers: int | None = None, threa
                 f"--scheduler out (and unset {SCHEDULER_ENV}) to start a local cluster") from None
         try:
             if dashboard:
-                say(f"Dask scheduler {address}; dashboard: {client.dashboard_link}")
+                say(f"Dask scheduler {address}; {dashboard_link(client)[1]}")
             yield client
         finally:
             client.close()
@@ -164,7 +213,7 @@ def connect(scheduler: str | None = None, *, n_workers: int | None = None, threa
     try:
         if dashboard:
             what = f"{n_gpu} GPU worker(s)" if n_gpu else f"{len(cluster.workers)} worker process(es) × {threads_per_worker} thread(s)"
-            say(f"local Dask cluster, {what}; dashboard: {client.dashboard_link}")
+            say(f"local Dask cluster, {what}; {dashboard_link(client)[1]}")
         yield client
     finally:
         client.close()

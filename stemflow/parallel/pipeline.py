@@ -25,7 +25,7 @@ from .. import rundir
 from ..errors import InputError
 from ..frames import frame_range
 from . import output
-from .cluster import connect, task_resources
+from .cluster import connect, dashboard_link, task_resources
 from .worker import ModelPlugin, ModelRef, model_ref, process_part
 
 __all__ = ["run", "RunSummary", "plan_parts"]
@@ -62,7 +62,7 @@ class RunSummary:
     workers : int
         Worker processes used (0 when nothing was left to compute).
     dashboard : str or None
-        The Dask dashboard link.
+        The Dask dashboard link, when it served the dashboard (checked by an HTTP GET).
     events : int or None
         Events found by the tracking step (None when it did not run).
     """
@@ -367,7 +367,7 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
             ctx = (nullcontext(client) if client is not None
                    else connect(scheduler, n_workers=n_workers, quiet=not progress))
             with ctx as cl:
-                dashboard = cl.dashboard_link
+                dashboard = dashboard_link(cl)[0]
                 n_workers_used = len(cl.nthreads())
                 if done and verify_input:
                     changed = _changed_parts(cl, da, source, det, parts, done, out)
