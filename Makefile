@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --quiet
 
-.PHONY: demo test bench docs clean
+.PHONY: demo test bench docs figures clean
 
 # torch 2.13.0 first: a CPU build from a local wheel; a bare `torch` requirement would pull CUDA.
 $(VENV)/.torch:
@@ -28,7 +28,13 @@ test: $(VENV)/.installed-io+test
 bench: $(VENV)/.installed-io+test
 	$(PY) benchmarks/run_all.py
 
-docs: $(VENV)/.installed-io
+# The documentation site (site/), offline; its examples run during the build.
+docs: $(VENV)/.installed-io+docs
+	$(PY) -m mkdocs build --strict --quiet
+	@echo "wrote site/index.html"
+
+# The user guide's figures from the simulator.
+figures: $(VENV)/.installed-io
 	$(PY) docs/make_figures.py
 
 clean:

@@ -31,7 +31,7 @@ class StemAccessor:
         return None if value is None else float(value)
 
     def info(self) -> str:
-        """Text summary: dims, shape, dtype, chunks (shape, MB per chunk, count), pixel size
+        """Text summary: dims, shape, dtype, chunks (shape, bytes per chunk, count), pixel size
         (nm/px) and size in memory; the same as :func:`stemflow.io.describe`."""
         from .io import describe
 

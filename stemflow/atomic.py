@@ -29,13 +29,16 @@ __all__ = ["atomic_path", "write_json"]
 
 
 @contextmanager
-def atomic_path(final):
+def atomic_path(final, *, replace: bool = False):
     """A hidden temporary path beside ``final``; renamed onto ``final`` when the block succeeds.
 
     Parameters
     ----------
     final : str or Path
         Where the output belongs. Its directory must exist.
+    replace : bool
+        An existing folder at ``final`` is replaced (moved aside, the new one renamed in, the old
+        one deleted); without it only a file is replaced and a folder is an error.
 
     Yields
     ------
@@ -60,7 +63,13 @@ def atomic_path(final):
     tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
     try:
         yield tmp
-        os.replace(tmp, final)
+        if replace and final.is_dir() and not final.is_symlink():
+            old = final.with_name(f".{final.name}.{uuid.uuid4().hex}.old")
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
     finally:
         if tmp.is_dir() and not tmp.is_symlink():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -63,7 +63,7 @@ def _cmd_simulate(args) -> int:
                          overwrite=args.overwrite, progress=not args.quiet, defects=args.defects,
                          **options)
     else:
-        movie = simulate_movie(args.lattice, args.frames, (args.size, args.size), seed=args.seed,
+        movie = simulate_movie(args.lattice, args.n_frames, (args.size, args.size), seed=args.seed,
                                defects=args.defects, drift=tuple(args.drift), **options)
         paths = write_movie(movie, args.out, overwrite=args.overwrite, progress=not args.quiet)
     for name, p in paths.items():
@@ -74,7 +74,7 @@ def _cmd_simulate(args) -> int:
 def _cmd_demo(args) -> int:
     from .demo import run_demo
 
-    run_demo(args.out, frames=args.frames, size=args.size, dose=args.dose, seed=args.seed, workers=args.workers,
+    run_demo(args.out, frames=args.n_frames, size=args.size, dose=args.dose, seed=args.seed, workers=args.workers,
              progress=not args.quiet)
     return 0
 
@@ -94,10 +94,10 @@ def _cmd_find(args) -> int:
             raise ValueError(f"--frames selects frames of a movie; {args.input} is one image (dims {da.dims})")
         a, b = frame_range(args.frames, da.sizes["frame"])
         da = da.isel(frame=slice(a, b))
-    if args.lattice_prior and args.no_identify:
+    if args.lattice_prior and not args.identify:
         raise ValueError("--lattice-prior needs the chemical identification (the fitted lattice); drop --no-identify")
     atoms = find_atoms(da, lattice=args.lattice, model=args.model, threshold=args.threshold, refine=args.refine,
-                       identify=False if args.no_identify else None, lattice_prior=args.lattice_prior)
+                       identify=None if args.identify else False, lattice_prior=args.lattice_prior)
     from .atomic import atomic_path
 
     out = Path(args.out)
@@ -180,15 +180,11 @@ def _cmd_track(args) -> int:
     from .results import track_run
     from .tracking import TrackOptions
 
-    opts = {}
-    if args.labels:
-        opts["labels"] = tuple(x.strip() for x in args.labels.split(",") if x.strip())
-    if args.search_range is not None:
-        opts["search_range"] = args.search_range
-    if args.memory is not None:
-        opts["memory"] = args.memory
+    labels = None if args.labels.strip().lower() == "all" else tuple(x.strip() for x in args.labels.split(",") if x.strip())
+    opts = TrackOptions(labels=labels,
+                        search_range=args.search_range, memory=args.memory)
     traj, ev, dr = track_run(args.out, atoms=args.input, pixel_size=args.pixel_size, dose=args.dose,
-                             frame_time=args.frame_time, report=not args.no_report, options=TrackOptions(**opts))
+                             frame_time=args.frame_time, report=not args.no_report, options=opts)
     kinds = ", ".join(f"{v} {k}" for k, v in ev["kind"].astype(str).value_counts().items()) or "no events"
     print(f"{traj['particle'].nunique() if len(traj) else 0} trajectories, {kinds}; wrote "
           f"{', '.join(str(Path(args.out) / n) for n in ('trajectories.parquet', 'events.parquet', 'drift.parquet'))}"
@@ -211,30 +207,85 @@ def _cmd_run(args) -> int:
                   progress=not args.quiet, lattice=args.lattice, threshold=args.threshold, refine=args.refine,
                   pixel_size=args.pixel_size, dataset=args.dataset, frames_per_part=args.frames_per_part,
                   tile=args.tile, batch_size=args.batch_size, n_workers=args.workers, embed_model=args.embed_model,
-                  identify=args.identify, lattice_prior=args.lattice_prior)
+                  identify=None if args.identify else False, lattice_prior=args.lattice_prior,
+                  track=not args.no_track)
     print(f"wrote {summary}")
     return 0
 
 
+#: Examples shown under each command's ``--help``.
+EXAMPLES = {
+    "info": "stemflow info movie.zarr\n  stemflow info scan.h5 --dataset /entry/data",
+    "simulate": "stemflow simulate --lattice graphene --n-frames 64 --size 512 --pixel-size 0.01 --dose 1e5 \\\n"
+                "      --defects Si1C3=0.05,V1=0.02 --drift 0.3 -0.2 --out movie.zarr\n"
+                "  stemflow simulate --4d --size 64 --detector-size 64 --out scan.zarr",
+    "find": "stemflow find image.dm4 --out atoms.parquet\n"
+            "  stemflow find movie.zarr --frames 0:8 --lattice ws2 --refine --out atoms.parquet\n"
+            "  stemflow find frames.tif --pixel-size 0.0117 --no-identify --out atoms.parquet",
+    "train": "stemflow train --lattice graphene,ws2 --steps 6000 --threads 2 --out mymodel.pt",
+    "adapt": "stemflow adapt session1.dm4 session2.dm4 --out my_scope.pt --steps 150\n"
+             "  stemflow find frame.dm4 --model my_scope.pt --out atoms.parquet",
+    "evaluate": "stemflow evaluate                          # writes ./evaluation/\n"
+                "  stemflow evaluate --model mymodel.pt --lattice graphene --out eval_mymodel",
+    "run": "stemflow run movie.zarr --out run1                        # local cluster, one worker per core\n"
+           "  stemflow run movie.zarr --out run1 --frames 0:1000 --no-identify\n"
+           "  stemflow run scan.zarr --out run2 --detector haadf --scheduler tcp://head:8786\n"
+           "  stemflow run movie.zarr --out run1                        # again: resumes where it stopped",
+    "track": "stemflow track run1/atoms.parquet --out run1\n"
+             "  stemflow track atoms.parquet --out tracks --search-range 0.3 --labels dopant --dose 1e5",
+    "report": "stemflow report run1 --dose 1e5 --frame-time 0.5",
+    "demo": "stemflow demo\n  stemflow demo --n-frames 16 --size 256 --out demo_small",
+}
+
+
+def _frames_count(text):
+    raise argparse.ArgumentTypeError(f"--frames is a range A:B (in find and run); the number of frames is "
+                                     f"--n-frames {text}")
+
+
+def _command(sub, name: str, help: str, func, **kw) -> argparse.ArgumentParser:
+    s = sub.add_parser(name, help=help, description=help, formatter_class=_HelpFormatter,
+                       epilog="examples:\n  " + EXAMPLES[name], **kw)
+    s.set_defaults(func=func)
+    return s
+
+
+def _count_option(s, default: int, what: str) -> None:
+    s.add_argument("--n-frames", type=int, default=default, help=f"number of frames {what}")
+    s.add_argument("--frames", type=_frames_count, help=argparse.SUPPRESS)
+
+
+def _identify_option(s) -> None:
+    s.add_argument("--identify", action=argparse.BooleanOptionalAction, default=True,
+                   help="chemical identification: elements, coordination, defect complexes (crystalline "
+                        "lattices; ~0.35 ms per atom, several times the network's share)")
+
+
+LATTICE_CHOICES = ["graphene", "ws2", "mos2", "amorphous"]
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="stemflow", description="Atoms, dopants and vacancies in STEM data, at scale.")
+    p = argparse.ArgumentParser(prog="stemflow", description="Atoms, dopants and vacancies in STEM data, at scale.",
+                                formatter_class=_HelpFormatter,
+                                epilog="examples:\n  stemflow demo\n  stemflow run movie.zarr --out run1\n"
+                                       "  stemflow COMMAND --help        # options and examples of one command")
     p.add_argument("--version", action="version", version=f"stemflow {_version()}")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("info", help="describe a dataset (Zarr, HDF5, TIFF, .npy, .dm3/.dm4/.emd)")
-    s.add_argument("path")
-    s.set_defaults(func=_cmd_info)
+    s = _command(sub, "info", "describe a dataset (Zarr, HDF5, TIFF, .npy, .dm3/.dm4/.emd, .hspy/.zspy)", _cmd_info)
+    s.add_argument("path", help="file or store")
 
-    s = sub.add_parser("simulate", help="simulate a movie (or a 4D-STEM scan) with ground truth")
-    s.add_argument("--lattice", default="graphene", choices=["graphene", "ws2", "mos2", "amorphous"])
-    s.add_argument("--frames", type=int, default=16, help="number of frames (movies)")
-    s.add_argument("--size", type=int, default=512, help="frame size, px (square)")
-    s.add_argument("--pixel-size", type=float, default=0.01, help="nm/px (default 0.01)")
-    s.add_argument("--dose", type=float, default=1e5, help="e⁻/Å² per frame (default 1e5)")
-    s.add_argument("--seed", type=int, default=0)
+    s = _command(sub, "simulate", "simulate a movie (or a 4D-STEM scan) with its ground truth", _cmd_simulate)
+    s.add_argument("--lattice", default="graphene", choices=LATTICE_CHOICES, help="host lattice")
+    _count_option(s, 16, "(movies)")
+    s.add_argument("--size", type=int, default=512, help="frame side, px (square); 4D: scan positions per side")
+    s.add_argument("--pixel-size", type=float, default=0.01, help="nm/px")
+    s.add_argument("--dose", type=float, default=1e5, help="e⁻/Å² per frame")
+    s.add_argument("--seed", type=int, default=0, help="random seed (the same seed gives the same data)")
     s.add_argument("--defects", type=_defects_arg, default=None,
                    help="KIND=VALUE,...: an int is a count, a float a density per nm² (e.g. Si1C3=0.1,V1=2)")
-    s.add_argument("--drift", type=float, nargs=2, default=(0.0, 0.0), metavar=("DY", "DX"), help="px/frame")
+    s.add_argument("--drift", type=float, nargs=2, default=(0.0, 0.0), metavar=("DY", "DX"),
+                   help="drift, px/frame")
     s.add_argument("--line-jitter", type=float, default=0.0, help="scan-line jitter, px RMS")
     s.add_argument("--background", type=float, default=0.0, help="smooth background, fraction of a host column peak")
     s.add_argument("--contamination", type=float, default=0.0, help="contamination patches per nm²")
@@ -242,48 +293,41 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--4d", dest="fourd", action="store_true", help="write a 4D-STEM scan of --size² probe positions")
     s.add_argument("--detector-size", type=int, default=64, help="4D: detector pixels per side")
     s.add_argument("--out", required=True, help="Zarr store to write (truth tables go beside it)")
-    s.add_argument("--overwrite", action="store_true")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing store")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
-    s.set_defaults(func=_cmd_simulate)
 
-    s = sub.add_parser("find", help="find atoms, dopants and vacancies in an image or movie")
-    s.add_argument("input")
-    s.add_argument("--pixel-size", type=float, default=None, help="nm/px (default: from the file)")
-    s.add_argument("--lattice", default="graphene", choices=["graphene", "ws2", "mos2", "amorphous"])
-    s.add_argument("--model", default=None, help="bundled model name or NAME.pt path (default: default)")
-    s.add_argument("--dataset", default=None, help="array inside the file (HDF5 path, Zarr array name)")
-    s.add_argument("--frames", default=None, help="A:B, a range of frames")
-    s.add_argument("--threshold", type=float, default=0.5)
-    s.add_argument("--refine", action="store_true",
-                   help="refine centres by a Gaussian fit on the image (better from ~1e5-3e5 e/Å² up; slower)")
+    s = _command(sub, "find", "find atoms, dopants and vacancies in an image or movie (in this process)", _cmd_find)
+    s.add_argument("input", help="image (y, x) or movie (frame, y, x): any format `stemflow info` reads")
     s.add_argument("--out", required=True, help="atoms table to write (.parquet)")
-    s.add_argument("--no-identify", action="store_true",
-                   help="skip the chemical identification (elements, coordination, defect complexes)")
+    s.add_argument("--pixel-size", type=float, default=None, help="nm/px (default: from the file)")
+    s.add_argument("--lattice", default="graphene", choices=LATTICE_CHOICES, help="host lattice")
+    s.add_argument("--model", default=None, help="bundled model name or NAME.pt path (default: the bundled default)")
+    s.add_argument("--dataset", default=None, help="array inside the file (HDF5 path, Zarr array name)")
+    s.add_argument("--frames", default=None, help="A:B, frames A to B-1 (global indices kept; default all)")
+    s.add_argument("--threshold", type=float, default=0.5, help="foreground probability of a blob, 0–1")
+    s.add_argument("--refine", action="store_true",
+                   help="refine centres by a Gaussian fit on the image (better from ~1e5-3e5 e⁻/Å² up; slower)")
+    _identify_option(s)
     s.add_argument("--lattice-prior", action="store_true",
                    help="move regular lattice columns towards their fitted sites as far as the frame's own "
                         "scatter allows (implies --refine; adds y_fit, x_fit: the unbiased fit, for strain maps)")
-    s.set_defaults(func=_cmd_find)
 
-    s = sub.add_parser("train", help="train a network on streamed simulated data")
+    s = _command(sub, "train", "train a network on streamed simulated data", _cmd_train)
     s.add_argument("--lattice", default="graphene,ws2,mos2,amorphous", help="comma-separated lattices")
-    s.add_argument("--steps", type=int, default=6000)
-    s.add_argument("--batch-size", type=int, default=16)
-    s.add_argument("--lr", type=float, default=3e-3)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--steps", type=int, default=6000, help="optimisation steps")
+    s.add_argument("--batch-size", type=int, default=16, help="samples per step (crops on the network's grid)")
+    s.add_argument("--lr", type=float, default=3e-3, help="learning rate")
+    s.add_argument("--seed", type=int, default=0, help="random seed")
     s.add_argument("--threads", type=int, default=1, help="torch threads of the training step")
     s.add_argument("--workers", type=int, default=1, help="processes simulating training data")
     s.add_argument("--out", required=True, help="NAME.pt to write (NAME.json beside it)")
-    s.add_argument("--quiet", action="store_true")
-    s.set_defaults(func=_cmd_train)
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    s = sub.add_parser(
-        "adapt", help="fine-tune a model on your own unlabelled frames (self-training on confident answers)",
-        formatter_class=_HelpFormatter,
-        epilog="example: stemflow adapt session1.dm4 session2.dm4 --out my_scope.pt --steps 150\n"
-               "         stemflow find frame.dm4 --model my_scope.pt --out atoms.parquet")
+    s = _command(sub, "adapt", "fine-tune a model on your own unlabelled frames (self-training on confident answers)",
+                 _cmd_adapt)
     s.add_argument("inputs", nargs="+", help="images or movies to adapt to (any format open_stem reads)")
     s.add_argument("--out", required=True, help="NAME.pt to write (NAME.json, its card, beside it)")
-    s.add_argument("--model", default=None, help="model to start from: bundled name or NAME.pt (default: default)")
+    s.add_argument("--model", default=None, help="model to start from: bundled name or NAME.pt (default: the bundled default)")
     s.add_argument("--pixel-size", type=float, default=None, help="nm/px (default: from each file)")
     s.add_argument("--dataset", default=None, help="array inside the file (HDF5 path, Zarr array name)")
     s.add_argument("--max-frames", type=int, default=32, help="frames sampled evenly from each movie")
@@ -291,79 +335,79 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int, default=8, help="crops per step (128 px on the network's grid)")
     s.add_argument("--lr", type=float, default=3e-4, help="learning rate")
     s.add_argument("--confidence", type=float, default=0.7,
-                   help="teacher blobs at least this probable become pseudo-labels")
-    s.add_argument("--sim-share", type=float, default=0.25, help="share of simulated samples in each batch")
-    s.add_argument("--seed", type=int, default=0)
+                   help="teacher blobs at least this probable (0–1) become pseudo-labels")
+    s.add_argument("--sim-share", type=float, default=0.25, help="share of simulated samples in each batch, 0–1")
+    s.add_argument("--seed", type=int, default=0, help="random seed")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
-    s.set_defaults(func=_cmd_adapt)
 
-    s = sub.add_parser("evaluate", help="score a model on the held-out simulated test set")
-    s.add_argument("--model", default=None)
-    s.add_argument("--lattice", default="graphene,ws2")
+    s = _command(sub, "evaluate", "score a model on the held-out simulated test set", _cmd_evaluate)
+    s.add_argument("--model", default=None, help="bundled model name or NAME.pt path (default: the bundled default)")
+    s.add_argument("--lattice", default="graphene,ws2", help="comma-separated lattices")
     s.add_argument("--repeats", type=int, default=2, help="frames per lattice × dose × pixel size")
-    s.add_argument("--out", default="docs/evaluation")
+    s.add_argument("--out", default="evaluation", help="folder for the tables and the figure (under the current "
+                                                      "directory unless a path is given)")
     s.add_argument("--lattice-prior", action="store_true",
                    help="score find_atoms(..., lattice_prior=True) (files get a _lattice_prior suffix)")
-    s.add_argument("--quiet", action="store_true")
-    s.set_defaults(func=_cmd_evaluate)
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    s = sub.add_parser("run", help="find atoms in a whole dataset on a Dask cluster → OUT/atoms.parquet (resumable)")
+    s = _command(sub, "run", "find atoms in a whole dataset on a Dask cluster → OUT/atoms.parquet (resumable); "
+                             "movies are then tracked", _cmd_run)
     s.add_argument("input", help="movie (frame, y, x), image, 4D-STEM scan or 5-D movie of scans")
-    s.add_argument("--out", required=True, help="output directory (atoms.parquet/, manifest.json)")
-    s.add_argument("--model", default=None, help="bundled model name or NAME.pt path (default: default)")
+    s.add_argument("--out", required=True, help="output directory (atoms.parquet/, manifest.json, tracking tables)")
+    s.add_argument("--model", default=None, help="bundled model name or NAME.pt path (default: the bundled default)")
     s.add_argument("--scheduler", default=None,
                    help="address of a running Dask scheduler (default: $DASK_SCHEDULER_ADDRESS, else a local cluster)")
-    s.add_argument("--frames", default=None, help="A:B, a range of frames (global indices kept)")
+    s.add_argument("--frames", default=None, help="A:B, frames A to B-1 (global indices kept; default all)")
     s.add_argument("--detector", default=None,
-                   help="4D-STEM virtual detector: haadf (default), adf, maadf, abf, bf, or NAME:INNER:OUTER in mrad "
-                        "(detector px when uncalibrated)")
+                   help="4D-STEM virtual detector: haadf (the default), adf, maadf, abf, bf, or NAME:INNER:OUTER in "
+                        "mrad (detector px when uncalibrated)")
     s.add_argument("--save-probabilities", action="store_true", help="also write class maps to OUT/probabilities.zarr")
     s.add_argument("--overwrite", action="store_true", help="recompute when OUT holds a run with other settings")
-    s.add_argument("--lattice", default="graphene", choices=["graphene", "ws2", "mos2", "amorphous"])
+    s.add_argument("--lattice", default="graphene", choices=LATTICE_CHOICES, help="host lattice")
     s.add_argument("--pixel-size", type=float, default=None, help="nm/px (default: from the file)")
     s.add_argument("--dataset", default=None, help="array inside the file (HDF5 path, Zarr array name)")
-    s.add_argument("--threshold", type=float, default=0.5)
+    s.add_argument("--threshold", type=float, default=0.5, help="foreground probability of a blob, 0–1")
     s.add_argument("--refine", action="store_true",
-                   help="refine centres by a Gaussian fit on the image (better from ~1e5-3e5 e/Å² up; slower)")
+                   help="refine centres by a Gaussian fit on the image (better from ~1e5-3e5 e⁻/Å² up; slower)")
+    _identify_option(s)
+    s.add_argument("--lattice-prior", action="store_true",
+                   help="move regular lattice columns towards their fitted sites (implies --refine and --identify)")
     s.add_argument("--frames-per-part", type=int, default=None, help="frames per task (default: one input chunk)")
     s.add_argument("--tile", type=int, default=1024, help="largest network pass, px on the network's grid")
     s.add_argument("--batch-size", type=int, default=4, help="frames per network pass")
     s.add_argument("--workers", type=int, default=None, help="local cluster: worker processes (default: one per core)")
     s.add_argument("--embed-model", action="store_true", help="send the weights to the workers instead of their path")
-    s.add_argument("--identify", action="store_true",
-                   help="add the chemical identification (elements, coordination, defect complexes; ~0.1 ms per atom)")
-    s.add_argument("--lattice-prior", action="store_true",
-                   help="move regular lattice columns towards their fitted sites (implies --refine and --identify)")
+    s.add_argument("--no-track", action="store_true", help="movies: do not link and write the tracking tables")
     s.add_argument("--quiet", action="store_true", help="no dashboard link or progress bar")
-    s.set_defaults(func=_cmd_run)
 
-    s = sub.add_parser("track", help="link dopants and vacancies of an atoms table → trajectories, events, drift, report")
+    s = _command(sub, "track", "link dopants and vacancies of an atoms table → trajectories, events, drift, report",
+                 _cmd_track)
     s.add_argument("input", help="atoms table: a Parquet file or a folder of parts (e.g. RUN/atoms.parquet)")
     s.add_argument("--out", required=True, help="output directory")
     s.add_argument("--pixel-size", type=float, default=None, help="nm/px (default: from the table)")
-    s.add_argument("--labels", default=None, help="labels to track, comma-separated (default: dopant,vacancy)")
-    s.add_argument("--search-range", type=float, default=None, help="largest move between frames, nm")
-    s.add_argument("--memory", type=int, default=None, help="frames a particle may be missed")
+    s.add_argument("--labels", default="dopant,vacancy", help="labels to track, comma-separated, or all")
+    s.add_argument("--search-range", type=float, default=None,
+                   help="largest move between observations, nm (default: twice the host's nearest-neighbour "
+                        "distance, 0.28 nm in graphene)")
+    s.add_argument("--memory", type=int, default=3, help="frames a particle may go unseen and keep its id")
     s.add_argument("--dose", type=float, default=None, help="e⁻/Å² per frame, for rates per dose")
     s.add_argument("--frame-time", type=float, default=None, help="s per frame, for rates per second")
     s.add_argument("--no-report", action="store_true", help="do not write report.html")
-    s.set_defaults(func=_cmd_track)
 
-    s = sub.add_parser("report", help="write DIR/report.html from the tables in a run directory")
-    s.add_argument("directory")
-    s.add_argument("--dose", type=float, default=None, help="e⁻/Å² per frame")
-    s.add_argument("--frame-time", type=float, default=None, help="s per frame")
-    s.set_defaults(func=_cmd_report)
+    s = _command(sub, "report", "write DIR/report.html from the tables in a run directory", _cmd_report)
+    s.add_argument("directory", help="run directory (stemflow run or stemflow track output)")
+    s.add_argument("--dose", type=float, default=None, help="e⁻/Å² per frame (default: the input's)")
+    s.add_argument("--frame-time", type=float, default=None, help="s per frame (default: the input's)")
 
-    s = sub.add_parser("demo", help="run the tour on simulated data (no input needed)")
-    s.add_argument("--out", default="demo_out")
-    s.add_argument("--frames", type=int, default=64)
+    s = _command(sub, "demo", "the whole pipeline on a simulated movie, scored against its truth (no input needed)",
+                 _cmd_demo)
+    s.add_argument("--out", default="demo_out", help="output directory")
+    _count_option(s, 64, "to simulate")
     s.add_argument("--size", type=int, default=512, help="frame side, px (10 pm/px)")
     s.add_argument("--dose", type=float, default=1e5, help="e⁻/Å² per frame")
-    s.add_argument("--seed", type=int, default=7)
+    s.add_argument("--seed", type=int, default=7, help="random seed")
     s.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
-    s.add_argument("--quiet", action="store_true")
-    s.set_defaults(func=_cmd_demo)
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 

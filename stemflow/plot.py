@@ -20,7 +20,7 @@ from scipy import ndimage
 
 from .errors import InputError
 
-__all__ = ["plot_atoms", "plot_trajectories", "plot_events", "plot_transitions", "plot_drift", "mean_frame",
+__all__ = ["plot_atoms", "plot_trajectories", "plot_events", "plot_transitions", "plot_drift", "mean_frame", "scale_bar",
            "LABEL_COLORS", "EVENT_STYLE"]
 
 #: Colours of the atom labels.
@@ -57,6 +57,56 @@ def _show_image(ax, image):
     ax.imshow(img, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
 
 
+def scale_bar(ax, pixel_size: float | None, *, length_nm: float | None = None, color: str = "white",
+              loc: str = "lower left"):
+    """Draw a scale bar in nm on an image drawn in px.
+
+    Parameters
+    ----------
+    ax : matplotlib Axes
+        Axes whose data coordinates are px.
+    pixel_size : float or None
+        nm/px; None draws nothing.
+    length_nm : float, optional
+        Bar length, nm; default the largest 1, 2 or 5 × 10ⁿ nm within a fifth of the axes' width.
+    color : str
+        Bar and label colour (white over images; use black on white).
+    loc : str
+        Where, as for :class:`matplotlib.offsetbox.AnchoredOffsetbox`.
+
+    Returns
+    -------
+    float or None
+        The bar's length, nm (None when nothing was drawn).
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import matplotlib.pyplot as plt
+    >>> fig, ax = plt.subplots()
+    >>> _ = ax.imshow(np.zeros((512, 512)))
+    >>> scale_bar(ax, 0.01)          # 512 px at 10 pm/px: 5.12 nm wide
+    1.0
+    """
+    if pixel_size is None or not np.isfinite(pixel_size) or pixel_size <= 0:
+        return None
+    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+
+    width_px = abs(float(np.diff(ax.get_xlim())[0]))
+    if length_nm is None:
+        target = 0.2 * width_px * pixel_size
+        if target <= 0:
+            return None
+        decade = 10.0 ** np.floor(np.log10(target))
+        length_nm = max(m * decade for m in (1, 2, 5) if m * decade <= target)
+    label = f"{length_nm:g} nm"
+    bar = AnchoredSizeBar(ax.transData, length_nm / pixel_size, label, loc, pad=0.4, color=color, frameon=False,
+                          size_vertical=max(1.0, 0.012 * width_px), label_top=True, fontproperties={"size": 9})
+    ax.add_artist(bar)
+    return float(length_nm)
+
+
 def _palette(values):
     import matplotlib
 
@@ -65,7 +115,7 @@ def _palette(values):
 
 
 def plot_atoms(atoms: pd.DataFrame, frame: int | None = None, *, image=None, by: str = "label", ax=None,
-               size: float = 12.0, legend: bool = True):
+               size: float = 12.0, legend: bool = True, pixel_size: float | None = None):
     """Atoms of one frame as dots coloured by ``by`` (label, defect, state, ...), over the image.
 
     Parameters
@@ -82,6 +132,9 @@ def plot_atoms(atoms: pd.DataFrame, frame: int | None = None, *, image=None, by:
     size : float
         Marker area, points²; dopants and vacancies are drawn three times larger.
     legend : bool
+    pixel_size : float, optional
+        nm/px, for a scale bar (:func:`scale_bar`); default ``atoms.attrs["pixel_size"]``, none
+        when unknown.
 
     Returns
     -------
@@ -112,6 +165,8 @@ def plot_atoms(atoms: pd.DataFrame, frame: int | None = None, *, image=None, by:
     ax.set_ylabel("y (px)")
     if legend and len(t):
         ax.legend(loc="upper right", fontsize="small", framealpha=0.8)
+    scale_bar(ax, pixel_size if pixel_size is not None else atoms.attrs.get("pixel_size"),
+              color="white" if image is not None else "black")
     return ax
 
 
@@ -148,7 +203,7 @@ def mean_frame(images, drift: pd.DataFrame | None = None) -> np.ndarray:
 
 
 def plot_trajectories(trajectories: pd.DataFrame, *, image=None, ax=None, by: str = "label",
-                      corrected: bool = True, annotate: bool = False):
+                      corrected: bool = True, annotate: bool = False, pixel_size: float | None = None):
     """Trajectories as lines over the (drift-corrected mean) frame, sites as dots.
 
     Parameters
@@ -165,6 +220,8 @@ def plot_trajectories(trajectories: pd.DataFrame, *, image=None, ax=None, by: st
         Draw drift-corrected positions.
     annotate : bool
         Write each particle id at its start.
+    pixel_size : float, optional
+        nm/px, for a scale bar; default ``trajectories.attrs["pixel_size"]``, none when unknown.
 
     Returns
     -------
@@ -195,6 +252,8 @@ def plot_trajectories(trajectories: pd.DataFrame, *, image=None, ax=None, by: st
     ax.set_title(f"{t['particle'].nunique()} trajectories")
     if seen:
         ax.legend(loc="upper right", fontsize="small", framealpha=0.8)
+    scale_bar(ax, pixel_size if pixel_size is not None else trajectories.attrs.get("pixel_size"),
+              color="white" if image is not None else "black")
     return ax
 
 

@@ -11,6 +11,7 @@ Units: positions px, drift px, time frames, distances nm, as in the tables.
 from __future__ import annotations
 
 import base64
+import json
 import html
 import io
 from datetime import datetime, timezone
@@ -20,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from . import plot
+from .atomic import atomic_path
 from .errors import InputError, InputNotFoundError
 
 __all__ = ["write_report", "REPORT_TABLES"]
@@ -66,6 +68,54 @@ def _table(df: pd.DataFrame, max_rows: int = 50, float_format="{:.4g}") -> str:
     return out
 
 
+def _recorded(path: Path) -> dict:
+    """The ``attrs`` recorded in a Parquet file's (or a dataset of parts') stemflow metadata."""
+    import pyarrow.parquet as pq
+
+    from .tables import attrs_from_metadata
+
+    first = path if path.is_file() else next(iter(sorted(path.glob("*.parquet"))), None)
+    return attrs_from_metadata(pq.read_schema(first).metadata) if first is not None else {}
+
+
+def _provenance(directory: Path, tables: dict) -> tuple[list[tuple[str, str]], float | None]:
+    """Rows of the report's settings table, and the pixel size (nm/px) if known."""
+    from .rundir import read_manifest, run_status
+
+    m = read_manifest(directory)
+    rows: list[tuple[str, str]] = []
+    inp, params, model = m.get("input", {}), m.get("parameters", {}), m.get("model", {})
+    px = inp.get("pixel_size") or params.get("pixel_size")
+    for name in ("atoms", "trajectories", "events", "drift"):
+        if px is None and name in tables:
+            px = tables[name].attrs.get("pixel_size")
+    if m:
+        st = run_status(directory)
+        done = st["parts"] - len(st["missing"])
+        rows.append(("completeness", f"{'complete' if not st['missing'] else 'INCOMPLETE'}: {done} of "
+                                     f"{st['parts']} parts"))
+        where = inp.get("path") or "in-memory array"
+        if inp.get("dataset"):
+            where += f" [{inp['dataset']}]"
+        rows.append(("input", f"{where} — dims {tuple(inp.get('dims', ()))}, shape {tuple(inp.get('shape', ()))}, "
+                              f"{inp.get('dtype', '?')}"))
+        if model:
+            rows.append(("model", f"{model.get('name', '?')} (sha256 {str(model.get('sha256', '?'))[:12]})"))
+        for k, v in params.items():
+            if k != "pixel_size":
+                rows.append((k.replace("_", " "), json.dumps(v) if isinstance(v, (list, dict)) else str(v)))
+        for k in ("rows", "frames", "seconds_last_call", "execution", "version", "created"):
+            if k in m:
+                rows.append((k.replace("_", " "), json.dumps(m[k]) if isinstance(m[k], (list, dict)) else str(m[k])))
+    rows.insert(0, ("pixel size", f"{px:.6g} nm/px" if px else "unknown (no scale bars)"))
+    for name in ("trajectories", "events"):
+        opts = tables[name].attrs.get("track_options") if name in tables else None
+        if opts:
+            rows.append(("tracking", ", ".join(f"{k}={v}" for k, v in opts.items())))
+            break
+    return rows, (float(px) if px else None)
+
+
 def _read(directory: Path) -> dict[str, pd.DataFrame]:
     from .rundir import MANIFEST, check_complete
 
@@ -83,6 +133,7 @@ def _read(directory: Path) -> dict[str, pd.DataFrame]:
             df = pd.read_parquet(p, columns=[c for c in ("frame", "y", "x", "label", "defect") if c in have])
         else:
             df = pd.read_parquet(p)
+        df.attrs.update(_recorded(p))
         tables[name] = df
     return tables
 
@@ -147,6 +198,7 @@ def write_report(directory, out=None, *, title: str | None = None, dose: float |
              f"{html.escape(', '.join(n + '.parquet' for n in tables))}. Positions in px, distances in nm, "
              "time in frames.</p>"]
 
+    settings, px = _provenance(directory, tables)
     # Summary.
     rows = []
     if atoms is not None and len(atoms):
@@ -168,15 +220,17 @@ def write_report(directory, out=None, *, title: str | None = None, dose: float |
         rows.append(("total drift (px)", round(float(total), 2)))
     if rows:
         parts += ["<h2>Summary</h2>", _table(pd.DataFrame(rows, columns=["quantity", "value"]), 100)]
+    parts += ["<h2>Settings and provenance</h2>", _table(pd.DataFrame(settings, columns=["setting", "value"]), 100)]
 
     # Pictures.
     figs = []
     if atoms is not None and len(atoms) and "label" in atoms.columns:
         by = "defect" if "defect" in atoms.columns else "label"
-        figs.append(_figure(_png(lambda ax: plot.plot_atoms(atoms, by=by, ax=ax, size=4)),
+        figs.append(_figure(_png(lambda ax: plot.plot_atoms(atoms, by=by, ax=ax, size=4, pixel_size=px)),
                             f"atoms of the first frame coloured by {by}"))
     if traj is not None and len(traj):
-        figs.append(_figure(_png(lambda ax: plot.plot_trajectories(traj, image=mean, ax=ax, by="state")),
+        figs.append(_figure(_png(lambda ax: plot.plot_trajectories(traj, image=mean, ax=ax, by="state",
+                                                                   pixel_size=px)),
                             "drift-corrected trajectories" + (" over the mean frame" if mean is not None else "")))
     if ev is not None and len(ev):
         figs.append(_figure(_png(lambda ax: plot.plot_events(ev, trajectories=traj, ax=ax), (8, 4.5)),
@@ -218,7 +272,6 @@ def write_report(directory, out=None, *, title: str | None = None, dose: float |
         parts += ["<h2>Events</h2>", _table(shown, 200)]
     parts.append("</body></html>")
     out = directory / "report.html" if out is None else Path(out)
-    tmp = out.with_name(f".{out.name}.partial")
-    tmp.write_text("\n".join(parts), encoding="utf-8")
-    tmp.replace(out)
+    with atomic_path(out) as tmp:
+        tmp.write_text("\n".join(parts), encoding="utf-8")
     return out

@@ -81,12 +81,17 @@ def read_atoms(out, lazy: bool = False, partial: bool = False):
         from .io import read_parquet_parts
 
         return read_parquet_parts(files, ATOMS.empty())
-    df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True) if files else ATOMS.empty()
-    if len(files) and not isinstance(df["label"].dtype, pd.CategoricalDtype):
-        # parts whose label categories differ (e.g. one holds `unknown` rows of the dopant check)
-        # concatenate as strings: keep every label, never turn one into NaN
-        label = df["label"].astype(str)
-        df["label"] = pd.Categorical(label, categories=list(LABELS) + sorted(set(label) - set(LABELS)))
+    parts = [pd.read_parquet(f) for f in files]
+    df = pd.concat(parts, ignore_index=True) if files else ATOMS.empty()
+    # Categorical columns (label; element, defect ... once identified) have the categories each
+    # part met, so pandas would concatenate them as categories or as strings depending on how the
+    # run was cut into parts: give every such column the sorted union (label: its documented
+    # categories first), the same table however the parts fell.
+    for c in sorted({c for p in parts for c in p.columns if isinstance(p[c].dtype, pd.CategoricalDtype)}):
+        values = df[c].astype(object).where(df[c].notna(), None)
+        seen = sorted({str(v) for v in values if v is not None})
+        first = list(LABELS) if c == "label" else []
+        df[c] = pd.Categorical(values, categories=first + [v for v in seen if v not in first])
     if files:
         import pyarrow.parquet as pq
 

@@ -189,7 +189,7 @@ TRUTH = Table("truth", (
     _c("label", "category", "", "lattice / dopant / vacancy", True),
     _c("site", "int64", "", "lattice site index"),
     _c("defect", "category", "", "defect complex the site belongs to ('' for none)"),
-    _c("defect_id", "int64", "", "defect complex id (-1 for none)"),
+    _c("defect_id", "int64", "", "defect complex id within its frame (-1 for none)"),
     _c("particle", "int64", "", "id of the defect across frames (-1 for lattice)"),
 ), categories=(("label", LABELS),))
 

@@ -1,5 +1,6 @@
 """The stemflow command, run as a user would."""
 
+import argparse
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ from stemflow.cli import main
 
 def test_simulate_then_info(tmp_path, capsys):
     out = tmp_path / "movie.zarr"
-    rc = main(["simulate", "--lattice", "ws2", "--frames", "3", "--size", "160", "--pixel-size", "0.012",
+    rc = main(["simulate", "--lattice", "ws2", "--n-frames", "3", "--size", "160", "--pixel-size", "0.012",
                "--dose", "2e5", "--seed", "4", "--defects", "Mo_W=2,V_S=1", "--out", str(out), "--quiet"])
     assert rc == 0
     text = capsys.readouterr().out
@@ -32,7 +33,7 @@ def test_simulate_4d(tmp_path, capsys):
 
 
 def test_existing_output_is_an_error_naming_overwrite(tmp_path, capsys):
-    args = ["simulate", "--frames", "1", "--size", "32", "--out", str(tmp_path / "a.zarr"), "--quiet"]
+    args = ["simulate", "--n-frames", "1", "--size", "32", "--out", str(tmp_path / "a.zarr"), "--quiet"]
     assert main(args) == 0
     assert main(args) == 2
     assert "--overwrite" in capsys.readouterr().err
@@ -48,7 +49,7 @@ def test_bad_defect_spec_is_explained(tmp_path, capsys):
 
 
 def test_demo_runs_the_pipeline_and_scores_it_against_the_truth(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "stemflow.cli", "demo", "--out", str(tmp_path), "--frames", "12",
+    r = subprocess.run([sys.executable, "-m", "stemflow.cli", "demo", "--out", str(tmp_path), "--n-frames", "12",
                         "--size", "192", "--workers", "1", "--quiet"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "dashboard: http" in r.stderr
@@ -121,3 +122,26 @@ def test_ctrl_c_during_a_run_says_how_many_parts_are_complete(monkeypatch, tmp_p
     assert main(["run", str(tmp_path / "in.zarr"), "--out", str(out)]) == 130
     err = capsys.readouterr().err
     assert err == "stemflow run: interrupted: 1 of 3 parts complete; run the same command again to resume\n"
+
+
+def test_every_command_shows_examples_defaults_and_units(capsys):
+    from stemflow.cli import build_parser
+
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    assert set(commands) >= {"info", "simulate", "find", "train", "adapt", "evaluate", "run", "track", "report", "demo"}
+    for name, sub in commands.items():
+        text = sub.format_help()
+        assert "examples:\n  stemflow " + name in text, name
+        for action in sub._actions:
+            if action.option_strings and action.help not in (None, argparse.SUPPRESS) and action.dest != "help":
+                assert action.help.strip(), (name, action.dest)                 # every option says what it is
+    find, run, sim = commands["find"], commands["run"], commands["simulate"]
+    assert "nm/px (default: from the file)" in find.format_help()
+    assert "(default: 0.5)" in " ".join(run.format_help().split())
+    # one meaning per option: --frames is a range; counts are --n-frames; chemistry on by default in both
+    assert find.parse_args(["x", "--out", "y"]).identify and run.parse_args(["x", "--out", "y"]).identify
+    assert not run.parse_args(["x", "--out", "y", "--no-identify"]).identify
+    with pytest.raises(SystemExit):
+        sim.parse_args(["--frames", "3", "--out", "a.zarr"])
+    assert "the number of frames is --n-frames 3" in capsys.readouterr().err

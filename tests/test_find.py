@@ -205,3 +205,17 @@ def test_find_options_are_checked_once_and_recorded_as_runs_always_recorded_them
                          ({"lattice": "amorphous", "lattice_prior": True}, "crystalline")]:
         with pytest.raises(InputError, match=message):
             FindOptions(**bad)
+
+
+def test_defect_ids_do_not_depend_on_which_frames_share_a_call():
+    """A run cuts a movie into parts; a complex's (frame, defect_id) must not depend on the cut."""
+    from stemflow.simulate import simulate_image
+
+    frames = np.stack([simulate_image("graphene", 128, pixel_size=0.012, seed=s, defects={"Si1C3": 2, "V1": 1}).image
+                       for s in (11, 12)])
+    both = find_atoms(frames, pixel_size=0.012)
+    alone = find_atoms(frames[1], pixel_size=0.012)
+    second = both[both["frame"] == 1].reset_index(drop=True)
+    assert (second["defect_id"] >= 0).any()
+    assert second["defect_id"].tolist() == alone["defect_id"].tolist()
+    assert second["defect"].astype(str).tolist() == alone["defect"].astype(str).tolist()

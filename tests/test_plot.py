@@ -84,6 +84,10 @@ def test_report_embeds_the_pictures_and_counts_the_true_hops(movie, tmp_path):
     assert all(base64.b64decode(p)[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
     n_hops = int((movie.events.kind == "hop").sum())
     assert re.search(rf"<td>hop events</td>\s*<td>{n_hops}</td>", text)
+    # settings and provenance: the calibration (from the tables' own metadata) and how it was tracked
+    assert "<h2>Settings and provenance</h2>" in text
+    assert re.search(r"<td>pixel size</td>\s*<td>0.01 nm/px</td>", text)
+    assert re.search(r"<td>tracking</td>\s*<td>labels=\['dopant', 'vacancy'\], search_range=None, memory=3", text)
 
 
 def test_report_errors_name_the_fix(tmp_path):
@@ -91,3 +95,28 @@ def test_report_errors_name_the_fix(tmp_path):
         write_report(tmp_path / "nowhere")
     with pytest.raises(InputError, match="stemflow track"):
         write_report(tmp_path)
+
+
+def _bars(ax):
+    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+
+    return [a for a in ax.artists if isinstance(a, AnchoredSizeBar)]
+
+
+def test_scale_bars_are_in_nm_and_only_when_the_pixel_size_is_known(movie):
+    ax = plot.plot_atoms(movie.atoms, ax=_ax(), image=movie.image(0), pixel_size=PX)
+    (bar,) = _bars(ax)
+    assert bar.txt_label.get_text() == "0.2 nm"                   # 192 px × 0.01 nm: a fifth is 0.38 nm
+    assert bar.size_bar.get_children()[0].get_width() == pytest.approx(0.2 / PX)   # drawn in px
+    assert _bars(plot.plot_atoms(movie.atoms, ax=_ax())) == []    # no calibration, no bar
+    atoms = movie.atoms.copy()
+    atoms.attrs["pixel_size"] = 0.05                              # find_atoms records it in attrs
+    ax = plot.plot_atoms(atoms, ax=_ax())
+    (bar,) = _bars(ax)
+    fifth = 0.2 * abs(np.diff(ax.get_xlim())[0]) * 0.05              # nm
+    length = float(bar.txt_label.get_text().removesuffix(" nm"))
+    assert length <= fifth < 2.5 * length and length in (1, 2, 5)
+    ax = _ax()
+    ax.imshow(np.zeros((512, 512)))
+    assert plot.scale_bar(ax, 0.01) == 1.0 and plot.scale_bar(ax, 0.01, length_nm=2.5) == 2.5
+    assert plot.scale_bar(ax, None) is None and plot.scale_bar(ax, float("nan")) is None

@@ -302,10 +302,15 @@ def classify_defects(atoms: pd.DataFrame, pixel_size: float | None = None, latti
     out = atoms.copy()
     cluster = np.full(len(out), -1, np.int64)
     did = out["defect_id"].to_numpy(np.int64)
-    if len(defects):
-        lut = dict(zip(defects["defect_id"].to_numpy(np.int64), lab))
+    if len(defects):       # a complex is (frame, defect_id): ids are numbered within each frame
+        ids = defects["defect_id"].to_numpy(np.int64).tolist()
         m = did >= 0
-        cluster[m] = [lut.get(int(d), -1) for d in did[m]]
+        if "frame" in out.columns:
+            lut = dict(zip(zip(defects["frame"].to_numpy(np.int64).tolist(), ids), lab))
+            keys = zip(out["frame"].to_numpy(np.int64)[m].tolist(), did[m].tolist())
+        else:
+            lut, keys = dict(zip(ids, lab)), did[m].tolist()
+        cluster[m] = [lut.get(k, -1) for k in keys]
     out["cluster"] = cluster
     out = with_attrs(out, atoms, pixel_size, lattice)
     out.attrs["classes"] = info

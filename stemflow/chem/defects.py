@@ -243,8 +243,8 @@ def analyse_defects(atoms, pixel_size, lattice, cutoffs=None, element_map=None, 
     defect = np.full(n, "", dtype=object)
     defect_id = np.full(n, -1, np.int64)
     table = []
-    next_id = 0
     for fr, rows in frame_groups(full):
+        next_id = 0          # numbered within each frame: ids must not depend on which frames share a call
         lp, ll = pos[rows], labels[rows]
         local = np.full(n, -1, np.int64)
         local[rows] = np.arange(len(rows))
@@ -441,9 +441,11 @@ def find_defects(atoms: pd.DataFrame, pixel_size: float | None = None, lattice: 
     DataFrame
         A copy of ``atoms`` with (besides the computed site/element/coordination columns)
         ``defect`` (category: the complex's name, ``""`` for rows in none) and ``defect_id``
-        (int64, unique over the table, -1 for none). Members are the dopants, the vacancy rows
-        and, for ring defects, the atoms shared by most of the cluster's rings (the rotated pair
-        of a Stone–Wales defect); the first shell is counted in the name but not marked.
+        (int64, numbered from 0 within each frame, -1 for none: ``(frame, defect_id)`` names a
+        complex, the same whether the frame was analysed alone, in a stack or in a run's part).
+        Members are the dopants, the vacancy rows and, for ring defects, the atoms shared by most
+        of the cluster's rings (the rotated pair of a Stone–Wales defect); the first shell is
+        counted in the name but not marked.
 
     See Also
     --------

@@ -459,7 +459,7 @@ def _summary(arr, source=None, on_disk=None):
 def describe(source, *, dataset=None):
     """A text summary of a dataset, as printed by ``stemflow info PATH``.
 
-    Dims, shape, dtype, chunks (shape, MB per chunk, number of chunks), the store's own chunks
+    Dims, shape, dtype, chunks (shape, bytes per chunk, number of chunks), the store's own chunks
     when known, pixel size in nm/px (or "unknown"), k pixel size in mrad/px for 4-D data, size in
     memory and, for paths, size on disk (all files of the store). MB = 10**6 bytes.
     Reads only metadata; a DataArray is described as it is (not normalised).
@@ -485,9 +485,9 @@ def describe(source, *, dataset=None):
     dims:         frame: 4, y: 32, x: 32
     shape:        (4, 32, 32)
     dtype:        float32
-    chunks:       (4, 32, 32), 0.0164 MB per chunk, 1 chunk
+    chunks:       (4, 32, 32), 16.00 kiB per chunk, 1 chunk
     pixel size:   unknown
-    in memory:    16.4 kB (16384 bytes)
+    in memory:    16.00 kiB (16384 bytes)
     """
     if isinstance(source, xr.DataArray):
         return _summary(source, source.encoding.get("source"))

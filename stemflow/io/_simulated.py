@@ -9,6 +9,7 @@ once complete: a failed or interrupted write leaves no store that looks finished
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_path
 from ..simulate.fourd import Detector, diffraction_patterns
 from ..simulate.movie import SimulatedMovie, simulate_image
 from ..tables import CLASSES
@@ -81,14 +83,6 @@ def _write_store(ds, tmp: Path, frame_chunk_mb: float, progress: bool, desc: str
         raise
     finally:
         pool.shutdown(wait=True)
-
-
-def _commit(tmp: Path, final: Path, overwrite: bool):
-    if final.exists():
-        if not overwrite:
-            raise FileExistsError(f"{str(final)!r} already exists; pass overwrite=True (--overwrite) or choose another path")
-        shutil.rmtree(final) if final.is_dir() else final.unlink()
-    os.replace(tmp, final)
 
 
 def _check_target(final: Path, overwrite: bool):
@@ -160,25 +154,13 @@ def write_movie(movie: SimulatedMovie, store, *, overwrite: bool = False, progre
                                                   "pixel_size_units": "nm"})},
         coords={"frame": ("frame", np.arange(n)), "y": ("y", y, yattrs), "x": ("x", x, xattrs)},
         attrs=attrs)
-    tmp = final.with_name(f".{final.name}.partial-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
+    tables = {"atoms": movie.atoms, "events": movie.events, "drift": movie.drift}
+    with contextlib.ExitStack() as stack:     # on leaving: the truth tables first, the store last
+        tmp = stack.enter_context(atomic_path(final, replace=overwrite))
+        tmp_tables = {k: stack.enter_context(atomic_path(paths[k])) for k in tables}
         _write_store(ds, tmp, frame_chunk_mb, progress, f"rendering {n} frames")
-        tables = {"atoms": movie.atoms, "events": movie.events, "drift": movie.drift}
-        tmp_tables = {}
         for k, df in tables.items():
-            t = paths[k].with_name(f".{paths[k].name}.partial-{os.getpid()}")
-            df.to_parquet(t, index=False)
-            tmp_tables[k] = t
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        for t in locals().get("tmp_tables", {}).values():
-            t.unlink(missing_ok=True)
-        raise
-    for k, t in tmp_tables.items():
-        _commit(t, paths[k], overwrite)
-    _commit(tmp, final, overwrite)
+            df.to_parquet(tmp_tables[k], index=False)
     return {"store": final, **paths}
 
 
@@ -281,17 +263,7 @@ def write_4d(store, lattice: str = "graphene", scan_shape=(128, 128), *,
         coords={"scan_y": ("scan_y", sy_c, yattrs), "scan_x": ("scan_x", sx_c, xattrs),
                 "k_y": ("k_y", kyc, {"units": "mrad"}), "k_x": ("k_x", kxc, {"units": "mrad"})},
         attrs=attrs)
-    tmp = final.with_name(f".{final.name}.partial-{os.getpid()}")
-    tmp_atoms = atoms_path.with_name(f".{atoms_path.name}.partial-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
+    with atomic_path(final, replace=overwrite) as tmp, atomic_path(atoms_path) as tmp_atoms:
         _write_store(ds, tmp, frame_chunk_mb, progress, f"writing {sy}×{sx} diffraction patterns")
         sim.atoms.to_parquet(tmp_atoms, index=False)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp_atoms.unlink(missing_ok=True)
-        raise
-    _commit(tmp_atoms, atoms_path, overwrite)
-    _commit(tmp, final, overwrite)
     return {"store": final, "atoms": atoms_path}

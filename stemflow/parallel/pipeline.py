@@ -217,7 +217,7 @@ def _part_rows(out: Path, index: int) -> int:
 def run(input, out, model=None, scheduler=None, frames=None, detector=None, save_probabilities=False,
         overwrite=False, progress=True, *, lattice="graphene", threshold=0.5, refine=False, pixel_size=None,
         dataset=None, frames_per_part=None, tile=1024, batch_size=4, client=None, n_workers=None,
-        embed_model=False, on_part=None, track=True, track_options=None, identify=False,
+        embed_model=False, on_part=None, track=True, track_options=None, identify=None,
         lattice_prior=False, verify_input=True) -> RunSummary:
     """Find atoms in every frame of an input on a Dask cluster; write ``OUT/atoms.parquet``.
 
@@ -282,11 +282,13 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
     track_options : TrackOptions or dict, optional
         How to track (:class:`stemflow.tracking.TrackOptions`); checked before any frame is
         computed.
-    identify : bool
+    identify : bool, optional
         Chemical identification on the workers (:func:`stemflow.chem.identify`: elements,
         occupancy, coordination, sites, defect complexes; the unsupervised classes are left out,
-        ``cluster`` is -1). Off by default: it costs about 0.1 ms per atom, several times the
-        network's share (a 512² frame at 20 pm/px holds ~3,800 atoms).
+        ``cluster`` is -1). None (the default, as in :func:`stemflow.find_atoms`): on for the
+        crystalline lattices, off for ``"amorphous"``. It costs about 0.35 ms per atom on one core,
+        several times the network's share (a 512² frame at 20 pm/px holds ~3,800 atoms): pass
+        False when only positions and labels are wanted.
     lattice_prior : bool
         Move regular lattice columns towards their fitted sites as far as each frame's own scatter
         allows (:func:`stemflow.chem.lattice_prior`; implies ``refine`` and ``identify``; adds
@@ -327,7 +329,7 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
 
     t_start = time.perf_counter()
     track_options = TrackOptions.from_keywords(track_options)
-    options = FindOptions(lattice=lattice, threshold=threshold, refine=refine, identify=bool(identify) or bool(lattice_prior),
+    options = FindOptions(lattice=lattice, threshold=threshold, refine=refine, identify=True if lattice_prior else identify,
                           lattice_prior=lattice_prior, batch_size=batch_size, tile=tile)
     da, source = _open_input(input, pixel_size, dataset)
     ps = da.attrs.get("pixel_size")
