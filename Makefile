@@ -22,7 +22,7 @@ comma := ,
 demo: $(VENV)/.installed-io
 	$(VENV)/bin/stemflow demo
 
-test: $(VENV)/.installed-io+test
+test: $(VENV)/.installed-io+test+docs
 	$(PY) -m pytest -q tests
 
 bench: $(VENV)/.installed-io+test
@@ -30,7 +30,7 @@ bench: $(VENV)/.installed-io+test
 
 # The documentation site (site/), offline; its examples run during the build.
 docs: $(VENV)/.installed-io+docs
-	$(PY) -m mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet
 	@echo "wrote site/index.html"
 
 # The user guide's figures from the simulator.

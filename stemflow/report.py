@@ -101,12 +101,16 @@ def _provenance(directory: Path, tables: dict) -> tuple[list[tuple[str, str]], f
                               f"{inp.get('dtype', '?')}"))
         if model:
             rows.append(("model", f"{model.get('name', '?')} (sha256 {str(model.get('sha256', '?'))[:12]})"))
+        names = {"frames": "frame range [A, B)"}
         for k, v in params.items():
             if k != "pixel_size":
-                rows.append((k.replace("_", " "), json.dumps(v) if isinstance(v, (list, dict)) else str(v)))
-        for k in ("rows", "frames", "seconds_last_call", "execution", "version", "created"):
+                rows.append((names.get(k, k.replace("_", " ")), json.dumps(v) if isinstance(v, (list, dict)) else str(v)))
+        names = {"rows": "rows (atoms)", "frames": "frames in the run", "seconds_last_call": "seconds (last call)"}
+        for k in ("rows", "frames", "seconds_last_call", "execution"):
             if k in m:
-                rows.append((k.replace("_", " "), json.dumps(m[k]) if isinstance(m[k], (list, dict)) else str(m[k])))
+                v = m[k]
+                v = f"{v:.1f}" if isinstance(v, float) else json.dumps(v) if isinstance(v, (list, dict)) else str(v)
+                rows.append((names.get(k, k), v))
     rows.insert(0, ("pixel size", f"{px:.6g} nm/px" if px else "unknown (no scale bars)"))
     for name in ("trajectories", "events"):
         opts = tables[name].attrs.get("track_options") if name in tables else None
