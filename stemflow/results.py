@@ -286,6 +286,68 @@ class Run:
             df.attrs["pixel_size"] = self.pixel_size
         return df
 
+    @property
+    def trajectories(self) -> pd.DataFrame:
+        """The ``trajectories`` table (:data:`stemflow.tables.TRAJECTORIES`; px, frames)."""
+        return self.table("trajectories")
+
+    @property
+    def events(self) -> pd.DataFrame:
+        """The ``events`` table (:data:`stemflow.tables.EVENTS`; px, nm, frames)."""
+        return self.table("events")
+
+    @property
+    def drift(self) -> pd.DataFrame:
+        """The ``drift`` table (:data:`stemflow.tables.DRIFT`; px per frame)."""
+        return self.table("drift")
+
+    def to_xarray(self, partial: bool = False):
+        """The atoms table as an :class:`xarray.Dataset`: one variable per column along ``atom``,
+        each with its ``units`` (:data:`stemflow.tables.ATOMS`), the run's calibration in ``attrs``.
+
+        Parameters
+        ----------
+        partial : bool
+            Read the parts of an incomplete run (``attrs["complete"]`` says so).
+
+        Returns
+        -------
+        xarray.Dataset
+        """
+        import xarray as xr
+
+        from .tables import IDENTIFIED
+
+        df = self.atoms(partial=partial)
+        units = {**IDENTIFIED.units, **ATOMS.units}
+        ds = xr.Dataset.from_dataframe(df.reset_index(drop=True).rename_axis("atom"))
+        for name in ds.data_vars:
+            if units.get(name):
+                ds[name].attrs["units"] = units[name]
+        ds.attrs.update({k: v for k, v in df.attrs.items() if isinstance(v, (str, int, float, bool))})
+        return ds
+
+    def plot_atoms(self, frame: int | None = None, **options):
+        """Atoms of one frame (default the first) with a scale bar (:func:`stemflow.plot.plot_atoms`)."""
+        from . import plot
+
+        parts = self.manifest.get("parts") or [[0, 1]]
+        f = int(parts[0][0]) if frame is None else int(frame)
+        lazy = self.atoms(lazy=True)                  # reads only the parts that hold the frame's rows
+        atoms = lazy[lazy["frame"] == f].compute()
+        atoms.attrs["pixel_size"] = self.pixel_size
+        return plot.plot_atoms(atoms, f, **options)
+
+    def plot_trajectories(self, **options):
+        """The run's trajectories (:func:`stemflow.plot.plot_trajectories`), over its mean frame when
+        ``mean_frame.npy`` is there."""
+        from . import plot
+
+        mean = self.path / "mean_frame.npy"
+        if "image" not in options and mean.exists():
+            options["image"] = np.load(mean)
+        return plot.plot_trajectories(self.trajectories, **options)
+
     def track(self, **options):
         """Trajectories, events and drift of the run, written beside it (:func:`track_run`)."""
         return track_run(self.path, **options)
@@ -295,6 +357,31 @@ class Run:
         from .report import write_report
 
         return write_report(self.path, out, **options)
+
+    def _repr_html_(self) -> str:
+        import html as _html
+
+        m = self.manifest
+        if not m:
+            return f"<p><b>stemflow run</b> {_html.escape(str(self.path))}: no manifest</p>"
+        st = self.status
+        done = st["parts"] - len(st["missing"])
+        state = ("<span style='color:#1a7f37'>complete</span>" if st["complete"] else
+                 f"<span style='color:#cf222e'>INCOMPLETE: {len(st['missing'])} of {st['parts']} parts missing "
+                 f"(frames {', '.join(f'{a}–{b - 1}' for a, b in st['missing'][:5])})</span>")
+        inp, params, model = m.get("input", {}), m.get("parameters", {}), m.get("model", {})
+        rows = [("state", state), ("parts", f"{done} of {st['parts']}"),
+                ("input", _html.escape(f"{inp.get('path') or 'in-memory array'} — {tuple(inp.get('shape', ()))} "
+                                       f"{inp.get('dtype', '')}")),
+                ("pixel size", f"{self.pixel_size} nm/px"),
+                ("model", _html.escape(f"{model.get('name')} (sha256 {str(model.get('sha256', ''))[:12]})")),
+                ("settings", _html.escape(", ".join(f"{k}={v}" for k, v in params.items() if k != "pixel_size"))),
+                ("rows", str(m.get("rows", "?"))),
+                ("tables", ", ".join(n for n in ("atoms.parquet", *DYNAMICS_TABLES, "report.html")
+                                     if (self.path / n).exists()))]
+        body = "".join(f"<tr><th style='text-align:left'>{k}</th><td style='text-align:left'>{v}</td></tr>"
+                       for k, v in rows)
+        return f"<p><b>stemflow run</b> <code>{_html.escape(str(self.path))}</code></p><table>{body}</table>"
 
     def __repr__(self) -> str:
         m = self.manifest

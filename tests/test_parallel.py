@@ -495,6 +495,19 @@ def test_open_run_is_the_run_directory_as_one_object(reference, tmp_path):
     assert list(events.columns) == EVENTS.names
     assert events.attrs["pixel_size"] == PX and events.attrs["spacing_nm"] > 0      # from the file's own metadata
     assert events.attrs["track_options"]["labels"] == ["dopant", "vacancy"]          # how it was tracked
+    pd.testing.assert_frame_equal(r.events, events)
+    assert len(r.trajectories) and list(r.drift.columns) == ["frame", "dy", "dx", "matched"]
+    ds = r.to_xarray()
+    assert ds.sizes["atom"] == len(got) and ds["y_nm"].attrs["units"] == "nm" and ds["y"].attrs["units"] == "px"
+    assert ds.attrs["pixel_size"] == PX
+    page = r._repr_html_()
+    assert "complete" in page and "INCOMPLETE" not in page and "pixel size" in page and "events.parquet" in page
+    import matplotlib
+
+    matplotlib.use("Agg")
+    ax = r.plot_atoms(frame=3)
+    assert ax.get_title() == "frame 3" and sum(len(c.get_offsets()) for c in ax.collections) == (got.frame == 3).sum()
+    assert any(type(a).__name__ == "AnchoredSizeBar" for a in ax.artists)          # scale bar from the run's calibration
     with pytest.raises(InputError, match="unknown table 'atoms'"):
         r.table("atoms")
     # a copy with a part missing reads as incomplete everywhere
@@ -503,6 +516,7 @@ def test_open_run_is_the_run_directory_as_one_object(reference, tmp_path):
     next(iter(sorted((broken / "atoms.parquet").glob("part-*.parquet")))).unlink()
     b = open_run(broken)
     assert not b.complete and "incomplete (1 of" in repr(b)
+    assert "INCOMPLETE: 1 of" in b._repr_html_()
     with pytest.raises(IncompleteRunError, match="parts missing"):
         b.atoms()
     with pytest.raises(IncompleteRunError):
