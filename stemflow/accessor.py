@@ -50,6 +50,13 @@ class StemAccessor:
 
         return virtual_image(self._da, detector, inner=inner, outer=outer, center=center, k_pixel_size=k_pixel_size)
 
+    def to_hyperspy(self):
+        """This DataArray as a HyperSpy ``Signal2D`` (lazy for dask data), axes in nm / mrad
+        (:func:`stemflow.io.to_hyperspy`; needs HyperSpy)."""
+        from .io import to_hyperspy
+
+        return to_hyperspy(self._da)
+
     def find_atoms(self, lattice: str = "graphene", model=None, **options):
         """Atoms, dopants and vacancies of this image or movie: :func:`stemflow.find_atoms` with the
         DataArray's pixel size (``attrs["pixel_size"]``, nm/px). Returns the atoms table (px, nm)."""

@@ -35,12 +35,16 @@ __all__ = [
     "write_4d",
     "truth_paths",
     "read_parquet_parts",
+    "to_hyperspy",
+    "from_hyperspy",
+    "atoms_to_markers",
 ]
 
 #: Names imported on first use (their modules import dask): name → module.
 _LAZY = {"open_stem": "._open", "describe": "._open", "find_nonfinite_frames": "._open", "check_finite": "._open",
          "to_zarr": "._write", "write_movie": "._simulated", "write_4d": "._simulated",
-         "truth_paths": "._simulated", "read_parquet_parts": "._parquet"}
+         "truth_paths": "._simulated", "read_parquet_parts": "._parquet", "to_hyperspy": "._hyperspy",
+         "from_hyperspy": "._hyperspy", "atoms_to_markers": "._hyperspy"}
 
 
 __getattr__, __dir__ = lazy_names(__name__, _LAZY, globals())

@@ -12,6 +12,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import InputError, StemflowWarning
+from ._hyperspy import from_hyperspy, is_hyperspy_signal
 from ._common import (
     GENERIC_DIM, MRAD_PER, NM_PER, AUTO_CHECK_FINITE_BYTES, CANONICAL_DIMS, DIM_ALIASES, MAX_CHUNK_MB,
     MB, SUPPORTED_EXTENSIONS, TARGET_CHUNK_MB, nbytes_on_disk, positive_option, unit_factor,
@@ -240,11 +241,13 @@ def open_stem(source, *, pixel_size=None, dataset=None, chunks=None, check_finit
 
     Parameters
     ----------
-    source : str, os.PathLike, numpy.ndarray, dask.array.Array or xarray.DataArray
+    source : str, os.PathLike, numpy.ndarray, dask.array.Array, xarray.DataArray or HyperSpy signal
         A Zarr v2/v3 store (bare array, or group such as one written by ``xarray.Dataset.to_zarr``
-        or :func:`to_zarr`), a ``.npy`` (memory-mapped), ``.tif``/``.tiff``, ``.h5``/``.hdf5``,
+        or :func:`to_zarr`, or HyperSpy's ``.zspy``), a ``.npy`` (memory-mapped), ``.tif``/``.tiff``,
+        ``.h5``/``.hdf5``/``.hspy`` (HyperSpy's axes give the dims and calibration),
         ``.dm3``/``.dm4`` or ``.emd`` file (the last two need rosettasciio:
-        ``pip install "stemflow[io]"``), or data already in memory.
+        ``pip install "stemflow[io]"``), data already in memory, or a HyperSpy signal (lazy or not;
+        HyperSpy itself is not required otherwise).
     pixel_size : float, optional
         Real-space pixel size in nm/px (scan step for 4D-STEM). Overrides the file's calibration.
     dataset : str or int, optional
@@ -316,6 +319,10 @@ def open_stem(source, *, pixel_size=None, dataset=None, chunks=None, check_finit
     elif isinstance(source, (str, os.PathLike)):
         arr, store, name = read_path(source, dataset, check_chunks)
         src = os.fspath(source)
+    elif is_hyperspy_signal(source):            # lazy signals stay lazy
+        arr = from_hyperspy(source)
+        name = arr.name
+        store = _store_chunks_of(arr.data, arr.dims)
     elif type(source).__module__.startswith("zarr") and hasattr(source, "shape"):
         dims = [d or f"dim_{i}" for i, d in enumerate(zarr_dims(source) or (None,) * source.ndim)]
         attrs = {k: v for k, v in source.attrs.asdict().items() if k != "_ARRAY_DIMENSIONS"}
@@ -323,7 +330,7 @@ def open_stem(source, *, pixel_size=None, dataset=None, chunks=None, check_finit
         store = _store_chunks_of(arr.data, arr.dims)
     else:
         raise InputError(f"cannot open a {type(source).__name__}; pass a path ({', '.join(SUPPORTED_EXTENSIONS)}), "
-                         "a NumPy or dask array, or an xarray.DataArray")
+                         "a NumPy or dask array, an xarray.DataArray or a HyperSpy signal")
     out = _normalise(arr, pixel_size=pixel_size, chunks=chunks, check_finite=check_finite,
                      store=store, source=src)
     out.name = name

@@ -198,8 +198,28 @@ def _hyperspy_axes(obj, dims, attrs):
         return
     meta = [{k: plain_value(v) for k, v in a.attrs.items()} for a in axes]
     for i, m in enumerate(meta):
-        dims[i] = dims[i] or m.get("name")
+        dims[i] = dims[i] or _axis_name(m)
     _calibration_from_axes(meta, attrs)
+
+
+def _axis_name(meta: dict):
+    name = meta.get("name")
+    return name if isinstance(name, str) and name and name != "<undefined>" else None
+
+
+def _zarr_hyperspy_axes(node, parent, name, ndim, attrs):
+    """Dim names and calibration of a HyperSpy signal in Zarr (``.zspy``: ``data`` beside
+    ``axis-0`` … groups holding name, scale, units); None for other layouts."""
+    if name != "data":
+        return None
+    grp = node[parent] if parent else node
+    try:
+        metas = [dict(grp[f"axis-{i}"].attrs) for i in range(ndim)]
+    except KeyError:
+        return None
+    _calibration_from_axes(metas, attrs)
+    names = [_axis_name(m) for m in metas]
+    return names if len(set(n for n in names if n)) == len([n for n in names if n]) else None
 
 
 def _calibration_from_axes(axes, attrs):
@@ -361,6 +381,11 @@ def zarr_array(path, dataset=None):
             coord_names.update(zarr_dims(a) or ())
             coord_names.update(str(a.attrs.get("coordinates", "")).split())
         candidates = [n for n, a in arrays.items() if a.ndim >= 2 and n not in coord_names]
+        experiments = node.get("Experiments")
+        if not candidates and isinstance(experiments, zarr.Group):      # HyperSpy's .zspy layout
+            candidates = [f"Experiments/{t}/data" for t, g in experiments.groups()
+                          if isinstance(g.get("data"), zarr.Array) and g["data"].ndim >= 2]
+            arrays = {n: node[n] for n in candidates}
         listing = ", ".join(f"{n!r} {arrays[n].shape}" for n in candidates) or "none"
         if dataset is not None:
             key = str(dataset).strip("/")
@@ -389,6 +414,8 @@ def _read_zarr(path, dataset, check_chunks: bool = True):
     if dims is None or not key:
         # a bare array, or a group array without dim names: read it as it is
         attrs = {k: v for k, v in arr.attrs.asdict().items() if k != "_ARRAY_DIMENSIONS"}
+        if dims is None and key:
+            dims = _zarr_hyperspy_axes(node, parent, name, arr.ndim, attrs)      # HyperSpy's .zspy
         names = tuple(d or f"dim_{i}" for i, d in enumerate(dims or (None,) * arr.ndim))
         da = _lazy("zarr", path, key, arr.shape, arr.dtype, dims=names, attrs=attrs)
         return da, dict(zip(names, store_chunks)), name
