@@ -496,6 +496,14 @@ def test_open_run_is_the_run_directory_as_one_object(reference, tmp_path):
     assert events.attrs["pixel_size"] == PX and events.attrs["spacing_nm"] > 0      # from the file's own metadata
     assert events.attrs["track_options"]["labels"] == ["dopant", "vacancy"]          # how it was tracked
     pd.testing.assert_frame_equal(r.events, events)
+    import pyarrow.parquet as pq
+
+    from stemflow.tables import attrs_from_metadata
+
+    files = sorted(Path(summary.out).rglob("*.parquet"))
+    assert len(files) >= 4                                         # parts and the three tracking tables
+    for f in files:                                                # every Parquet file carries its calibration
+        assert attrs_from_metadata(pq.read_schema(f).metadata).get("pixel_size") == PX, f
     assert len(r.trajectories) and list(r.drift.columns) == ["frame", "dy", "dx", "matched"]
     ds = r.to_xarray()
     assert ds.sizes["atom"] == len(got) and ds["y_nm"].attrs["units"] == "nm" and ds["y"].attrs["units"] == "px"
