@@ -655,3 +655,27 @@ def test_the_dashboard_link_is_given_only_when_it_serves_the_dashboard():
     link, message = dashboard_link(types.SimpleNamespace(dashboard_link=f"http://127.0.0.1:{port}/status"))
     assert link is None and "not reachable from here" in message
     assert dashboard_link(types.SimpleNamespace(dashboard_link=None)) == (None, "no dashboard (the scheduler serves none)")
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.float32])
+def test_pattern_sums_are_exact_on_the_integer_path_and_the_float_path(dtype):
+    from stemflow.detectors import reduce_patterns
+
+    rng = np.random.default_rng(5)
+    info = np.iinfo(dtype) if np.dtype(dtype).kind in "ui" else None
+    hi = int(info.max) if info is not None else 1000
+    lo = int(info.min) if info is not None else -1000
+    block = rng.integers(lo, hi, size=(3, 70, 12, 12), endpoint=True).astype(dtype)   # 210 patterns, odd batches
+    ring = detector_mask((12, 12), "annular", inner=2, outer=5)
+    disk = detector_mask((12, 12), "annular", inner=0, outer=2)
+    empty = np.zeros((12, 12))
+    ref = block.astype(np.float64)
+    for masks in ([ring, disk, empty], [ring, 0.5 * disk]):          # 0/1 masks, then a weighted one
+        w = np.stack(masks, axis=-1)
+        got = reduce_patterns(block, w)
+        want = np.einsum("abyx,yxm->abm", ref, w)
+        assert got.dtype == np.float64 and got.shape == (3, 70, len(masks))
+        np.testing.assert_array_equal(got, want)                      # integers: exact either way
+    # the largest uint16 patterns do not overflow the integer accumulator
+    full = np.full((2, 64, 64), 65535, np.uint16)
+    assert reduce_patterns(full, np.ones((64, 64, 1)))[:, 0].tolist() == [65535.0 * 4096] * 2
