@@ -37,6 +37,31 @@ def test_a_zspy_store_opens_lazily_with_its_axes_and_calibration(tmp_path):
     np.testing.assert_array_equal(da.values, data)
 
 
+def _write_mrc(path, data, apix_angstrom):
+    """A minimal MRC2014 file (mode 2, float32): what cryo/ET software writes for image stacks."""
+    nz, ny, nx = data.shape
+    h = np.zeros(256, np.int32)
+    hf = h.view(np.float32)
+    h[0:3], h[3], h[7:10] = (nx, ny, nz), 2, (nx, ny, nz)
+    hf[10:13] = (nx * apix_angstrom, ny * apix_angstrom, nz * apix_angstrom)
+    hf[13:16] = 90.0
+    h[16:19] = (1, 2, 3)
+    hf[19:22] = (data.min(), data.max(), data.mean())
+    head = bytearray(h.tobytes())
+    head[208:216] = b"MAP " + bytes([0x44, 0x44, 0, 0])
+    path.write_bytes(bytes(head) + np.ascontiguousarray(data, np.float32).tobytes())
+    return path
+
+
+def test_an_mrc_stack_opens_lazily_with_its_calibration(tmp_path):
+    pytest.importorskip("rsciio", reason="rosettasciio is not installed (pip install 'stemflow[io]')")
+    data = (np.arange(3 * 32 * 40) % 997).astype(np.float32).reshape(3, 32, 40)
+    da = stemflow.open_stem(_write_mrc(tmp_path / "stack.mrc", data, 1.2))    # 1.2 Å/px
+    assert da.dims == ("frame", "y", "x") and hasattr(da.data, "dask")
+    assert da.attrs["pixel_size"] == pytest.approx(0.12)
+    np.testing.assert_array_equal(da.values, data)
+
+
 hs = pytest.importorskip("hyperspy.api", reason="HyperSpy is not installed (pip install hyperspy)")
 
 
@@ -106,3 +131,4 @@ def test_a_real_dm3_opens_lazily_with_its_calibration(tmp_path_factory):
     assert da.attrs["pixel_size"] == pytest.approx(0.0127, rel=0.01)      # nm/px, from the file
     frame = da.values
     assert np.isfinite(frame).all() and frame.std() > 0
+

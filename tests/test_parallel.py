@@ -504,6 +504,8 @@ def test_open_run_is_the_run_directory_as_one_object(reference, tmp_path):
     assert len(files) >= 4                                         # parts and the three tracking tables
     for f in files:                                                # every Parquet file carries its calibration
         assert attrs_from_metadata(pq.read_schema(f).metadata).get("pixel_size") == PX, f
+    part = attrs_from_metadata(pq.read_schema(files[0]).metadata)   # and the parts their provenance
+    assert part["source"].endswith("movie.zarr") and len(part["model_sha256"]) == 64 and part["lattice"] == "graphene"
     assert len(r.trajectories) and list(r.drift.columns) == ["frame", "dy", "dx", "matched"]
     ds = r.to_xarray()
     assert ds.sizes["atom"] == len(got) and ds["y_nm"].attrs["units"] == "nm" and ds["y"].attrs["units"] == "px"

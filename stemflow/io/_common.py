@@ -24,7 +24,7 @@ CANONICAL_DIMS = {
     4: ("scan_y", "scan_x", "k_y", "k_x"),
     5: ("frame", "scan_y", "scan_x", "k_y", "k_x"),
 }
-_FRAME = ("frame", "frames", "time", "t", "slice", "stack", "n")
+_FRAME = ("frame", "frames", "time", "t", "slice", "stack", "n", "z")
 #: Accepted dim names (case-insensitive) → canonical name; ``[0]`` for images/movies, ``[1]`` 4D.
 DIM_ALIASES = (
     {
@@ -48,7 +48,8 @@ TIFF_EXT = (".tif", ".tiff")
 H5_EXT = (".h5", ".hdf5", ".hdf", ".hspy")      # .hspy: HyperSpy's own HDF5 files
 DM_EXT = (".dm3", ".dm4")
 EMD_EXT = (".emd",)
-SUPPORTED_EXTENSIONS = ZARR_EXT + NPY_EXT + TIFF_EXT + H5_EXT + DM_EXT + EMD_EXT
+MRC_EXT = (".mrc",)
+SUPPORTED_EXTENSIONS = ZARR_EXT + NPY_EXT + TIFF_EXT + H5_EXT + DM_EXT + EMD_EXT + MRC_EXT
 PREFERRED_NAMES = ("image", "data", "signal")
 
 NM_PER = {"nm": 1.0, "nanometer": 1.0, "nanometre": 1.0, "å": 0.1, "a": 0.1, "angstrom": 0.1,

@@ -245,7 +245,7 @@ def open_stem(source, *, pixel_size=None, dataset=None, chunks=None, check_finit
         A Zarr v2/v3 store (bare array, or group such as one written by ``xarray.Dataset.to_zarr``
         or :func:`to_zarr`, or HyperSpy's ``.zspy``), a ``.npy`` (memory-mapped), ``.tif``/``.tiff``,
         ``.h5``/``.hdf5``/``.hspy`` (HyperSpy's axes give the dims and calibration),
-        ``.dm3``/``.dm4`` or ``.emd`` file (the last two need rosettasciio:
+        ``.dm3``/``.dm4``, ``.emd`` or ``.mrc`` file (these need rosettasciio:
         ``pip install "stemflow[io]"``), data already in memory, or a HyperSpy signal (lazy or not;
         HyperSpy itself is not required otherwise).
     pixel_size : float, optional

@@ -17,7 +17,7 @@ from xarray.core import indexing
 
 from ..errors import FormatError, InputError, InputNotFoundError, MissingDependencyError, StemflowWarning
 from ._common import (
-    DM_EXT, EMD_EXT, H5_EXT, IO_EXTRA, MRAD_PER, NM_PER, NPY_EXT, PREFERRED_NAMES,
+    DM_EXT, EMD_EXT, H5_EXT, MRC_EXT, IO_EXTRA, MRAD_PER, NM_PER, NPY_EXT, PREFERRED_NAMES,
     TIFF_EXT, SUPPORTED_EXTENSIONS, is_zarr_dir, plain_value, require_module, unit_factor,
 )
 
@@ -237,7 +237,8 @@ def _calibration_from_axes(axes, attrs):
 
 
 def _read_rsciio(path, dataset, ext):
-    module, what = ("rsciio.digitalmicrograph", "DM3/DM4 files") if ext in DM_EXT else ("rsciio.emd", "EMD files")
+    module, what = (("rsciio.digitalmicrograph", "DM3/DM4 files") if ext in DM_EXT else
+                    ("rsciio.mrc", "MRC files") if ext in MRC_EXT else ("rsciio.emd", "EMD files"))
     try:
         reader = importlib.import_module(module).file_reader
     except ImportError as err:
@@ -454,7 +455,7 @@ def read_path(source, dataset, check_chunks: bool = True):
         return _read_tiff(path, dataset)
     if ext in H5_EXT:
         return _read_h5(path, dataset)
-    if ext in DM_EXT + EMD_EXT:
+    if ext in DM_EXT + EMD_EXT + MRC_EXT:
         return _read_rsciio(path, dataset, ext)
     raise FormatError(f"unknown format {ext or '(no extension)'!r} of {path}; stemflow reads "
                       f"{', '.join(SUPPORTED_EXTENSIONS)} (Zarr v2/v3 directories), or a NumPy/dask "

@@ -344,6 +344,8 @@ def process_part(index: int, start: int, stop: int, source, ref: ModelRef, param
 
         arr = zarr.open_array(str(Path(out) / PROBABILITIES), mode="r+")
         arr[start:stop] = maps.astype(arr.dtype)
+    where = source.get("path") if isinstance(source, dict) else None
+    df.attrs.update(source=where or "in-memory array", model_sha256=ref.sha256)     # provenance, in every part
     write_part(out, index, df, meta={"input": digest, "model": ref.sha256, "frames": [int(start), int(stop)]})
     stats = {"part": int(index), "frames": int(stop - start), "rows": int(len(df)),
              "labels": {str(k): int(v) for k, v in pd.Series(df["label"]).value_counts().items()},
