@@ -70,36 +70,40 @@ def fold_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
     Examples
     --------
     >>> import torch
-    >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2), torch.nn.ReLU()).eval()
+    >>> block = lambda: torch.nn.Sequential(torch.nn.Conv2d(2, 2, 3), torch.nn.BatchNorm2d(2), torch.nn.ReLU())
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 1), torch.nn.BatchNorm2d(2),
+    ...                           torch.nn.Sequential(block(), block())).eval()   # nested, as AtomNet's
     >>> folded = fold_batchnorm(net)
-    >>> [type(m).__name__ for m in folded]
-    ['Conv2d', 'ReLU']
+    >>> sum(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    0
     >>> x = torch.randn(1, 1, 8, 8)
     >>> bool(torch.allclose(net(x), folded(x), atol=1e-6))
     True
     """
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+    def fold_sequence(seq: torch.nn.Sequential) -> torch.nn.Sequential:
+        layers, out, i = list(seq), [], 0
+        while i < len(layers):
+            layer = layers[i]
+            if (isinstance(layer, torch.nn.Conv2d) and i + 1 < len(layers)
+                    and isinstance(layers[i + 1], torch.nn.BatchNorm2d)):
+                out.append(fuse_conv_bn_eval(layer, layers[i + 1]))
+                i += 2
+                continue
+            out.append(fold_sequence(layer) if isinstance(layer, torch.nn.Sequential) else fold(layer))
+            i += 1
+        return torch.nn.Sequential(*out)
+
     def fold(m):
         for name, child in list(m.named_children()):
-            if isinstance(child, torch.nn.Sequential):
-                layers, out, i = list(child), [], 0
-                while i < len(layers):
-                    if (isinstance(layers[i], torch.nn.Conv2d) and i + 1 < len(layers)
-                            and isinstance(layers[i + 1], torch.nn.BatchNorm2d)):
-                        out.append(fuse_conv_bn_eval(layers[i], layers[i + 1]))
-                        i += 2
-                    else:
-                        out.append(fold(layers[i]))
-                        i += 1
-                setattr(m, name, torch.nn.Sequential(*out))
-            else:
-                fold(child)
+            setattr(m, name, fold_sequence(child) if isinstance(child, torch.nn.Sequential) else fold(child))
         return m
 
     import copy
 
-    return fold(copy.deepcopy(module).eval())
+    module = copy.deepcopy(module).eval()
+    return fold_sequence(module) if isinstance(module, torch.nn.Sequential) else fold(module)
 
 
 def _cpu_net(model: Model) -> torch.nn.Module:
