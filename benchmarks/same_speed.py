@@ -15,7 +15,9 @@ Each process warms up once, then reports the median of ``--inner`` calls. Writes
 ``benchmarks/results/same_speed.md`` and ``.json`` (every measurement), with the median over
 ``--repeats`` processes per tree and the ratio now/base per stage.
 
-Run: ``python benchmarks/same_speed.py --base COMMIT [--repeats 3]`` (about 5 minutes on 2 cores).
+Run: ``python benchmarks/same_speed.py --base COMMIT [--repeats 3] [--name NAME]`` (about 10 minutes on
+2 cores). Kept: ``same_speed.md`` (the architecture refactor against ``97c43c9``) and
+``same_speed_cpu_inference.md`` (BatchNorm folding and channels-last against ``c70c88b``).
 """
 
 from __future__ import annotations
@@ -100,6 +102,7 @@ def main(argv=None) -> int:
     ap.add_argument("--base", required=True, help="commit to compare the working tree with")
     ap.add_argument("--repeats", type=int, default=3, help="processes per tree")
     ap.add_argument("--inner", type=int, default=3, help="timed calls per process (after one warm-up)")
+    ap.add_argument("--name", default="same_speed", help="results file name in benchmarks/results (no suffix)")
     args = ap.parse_args(argv)
     head = resolve("HEAD")
     with tempfile.TemporaryDirectory() as tmp:
@@ -124,13 +127,14 @@ def main(argv=None) -> int:
         n = statistics.median(r[st] for r in res["now"])
         rows.append(f"| {st} | {b:.3f} | {n:.3f} | {n / b:.2f} |")
     lines = ["# Same speed", "",
-             f"Written by `benchmarks/same_speed.py`: seconds per call, medians of {args.repeats} fresh processes "
+             f"Written by `benchmarks/same_speed.py --name {args.name}`: seconds per call, medians of {args.repeats} fresh processes "
              f"per tree (each the median of {args.inner} calls after a warm-up), commit `{commit[:8]}` (base) "
              f"against the working tree at `{head[:8]}`, alternating. 2 torch threads; the machine is shared, so "
              "read the ratios.", "",
              "| stage | base s | now s | now / base |", "|---|---:|---:|---:|", *rows]
-    OUT.write_text("\n".join(lines) + "\n")
-    OUT.with_suffix(".json").write_text(json.dumps({"base": commit, "now": head, "measurements": res}, indent=1))
+    out = OUT.with_name(f"{args.name}.md")
+    out.write_text("\n".join(lines) + "\n")
+    out.with_suffix(".json").write_text(json.dumps({"base": commit, "now": head, "measurements": res}, indent=1))
     print("\n".join(lines))
     return 0
 
