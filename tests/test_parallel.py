@@ -402,7 +402,11 @@ def test_a_relative_out_lands_where_the_client_reads_it(client, movie, reference
     monkeypatch.chdir(tmp_path)              # the client's working directory is not the workers'
     summary = run(store, "relative_out", client=client, frames_per_part=4, progress=False)
     assert summary.rows == len(reference[1])
-    pd.testing.assert_frame_equal(read_atoms(tmp_path / "relative_out"), reference[1])
+    # parts of 4 frames here, of 1 in the reference: the network sees batches of other sizes, whose
+    # float sums differ in the last bits (~1e-6 in the maps), and the lattice fit of the
+    # identification carries that into site_x at ~1e-7 px; everything else is equal
+    pd.testing.assert_frame_equal(read_atoms(tmp_path / "relative_out"), reference[1], check_exact=False,
+                                  rtol=1e-6, atol=1e-5)
 
 
 def test_parts_the_client_cannot_see_fail_the_run_loudly(tmp_path):
