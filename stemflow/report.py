@@ -22,6 +22,7 @@ import pandas as pd
 
 from . import plot
 from .atomic import atomic_path
+from .tables import recorded_attrs
 from .errors import InputError, InputNotFoundError
 
 __all__ = ["write_report", "REPORT_TABLES"]
@@ -66,16 +67,6 @@ def _table(df: pd.DataFrame, max_rows: int = 50, float_format="{:.4g}") -> str:
     if len(df) > max_rows:
         out += f'<p class="note">first {max_rows} of {len(df)} rows</p>'
     return out
-
-
-def _recorded(path: Path) -> dict:
-    """The ``attrs`` recorded in a Parquet file's (or a dataset of parts') stemflow metadata."""
-    import pyarrow.parquet as pq
-
-    from .tables import attrs_from_metadata
-
-    first = path if path.is_file() else next(iter(sorted(path.glob("*.parquet"))), None)
-    return attrs_from_metadata(pq.read_schema(first).metadata) if first is not None else {}
 
 
 def _provenance(directory: Path, tables: dict) -> tuple[list[tuple[str, str]], float | None]:
@@ -137,7 +128,7 @@ def _read(directory: Path) -> dict[str, pd.DataFrame]:
             df = pd.read_parquet(p, columns=[c for c in ("frame", "y", "x", "label", "defect") if c in have])
         else:
             df = pd.read_parquet(p)
-        df.attrs.update(_recorded(p))
+        df.attrs.update(recorded_attrs(p))
         tables[name] = df
     return tables
 

@@ -29,7 +29,7 @@ from .atomic import atomic_path
 from .errors import InputError
 from .rundir import (ATOMS_DIR, DYNAMICS_TABLES, MANIFEST, IncompleteRunError, check_complete, read_manifest,
                      run_status)
-from .tables import ATOMS, DRIFT, EVENTS, LABELS, TRAJECTORIES, attrs_from_metadata, parquet_metadata
+from .tables import ATOMS, DRIFT, EVENTS, LABELS, TRAJECTORIES, attrs_from_metadata, parquet_metadata, recorded_attrs
 
 __all__ = ["open_run", "Run", "read_atoms", "track_run", "IncompleteRunError"]
 
@@ -93,9 +93,7 @@ def read_atoms(out, lazy: bool = False, partial: bool = False):
         first = list(LABELS) if c == "label" else []
         df[c] = pd.Categorical(values, categories=first + [v for v in seen if v not in first])
     if files:
-        import pyarrow.parquet as pq
-
-        df.attrs.update(attrs_from_metadata(pq.read_schema(files[0]).metadata))
+        df.attrs.update(recorded_attrs(files[0]))
     m = read_manifest(folder.parent)
     if m:
         known = dict(pixel_size=m.get("input", {}).get("pixel_size"), lattice=m.get("parameters", {}).get("lattice"),
@@ -278,10 +276,8 @@ class Run:
             raise InputError(f"{str(path)!r} is not there yet; run stemflow.open_run({str(self.path)!r}).track() "
                              f"(or `stemflow track {self.path}`) first")
         check_complete(self.path)
-        import pyarrow.parquet as pq
-
         df = pd.read_parquet(path)
-        df.attrs.update(attrs_from_metadata(pq.read_schema(path).metadata))      # pixel size, spacing ...
+        df.attrs.update(recorded_attrs(path))                                    # pixel size, spacing ...
         if df.attrs.get("pixel_size") is None and self.pixel_size is not None:     # tables of older runs
             df.attrs["pixel_size"] = self.pixel_size
         return df

@@ -31,7 +31,8 @@ from .errors import InputError
 
 __all__ = ["CLASSES", "LABELS", "EVENT_KINDS", "ATOMIC_NUMBER", "LATTICES", "Column", "Table", "ATOMS", "LOCATED",
            "TRUTH", "TRAJECTORIES", "EVENTS", "DRIFT", "DEFECTS", "BONDS", "RINGS", "SITES", "EMPTY_SITES",
-           "IDENTIFIED", "PRIOR", "SCORES", "parquet_metadata", "attrs_from_metadata", "METADATA_KEY"]
+           "IDENTIFIED", "PRIOR", "SCORES", "parquet_metadata", "attrs_from_metadata", "recorded_attrs",
+           "METADATA_KEY"]
 
 #: The network's output classes, in channel order (the class masks' uint8 codes).
 CLASSES = ("background", "lattice", "dopant", "vacancy")
@@ -359,3 +360,36 @@ def attrs_from_metadata(metadata: dict | None) -> dict:
         return dict(json.loads(raw).get("attrs", {}))
     except (ValueError, AttributeError):
         return {}
+
+
+def recorded_attrs(path) -> dict:
+    """The ``attrs`` a Parquet file — or the first part of a folder of parts — records
+    (:func:`attrs_from_metadata` of its schema; ``{}`` when there is no file or no record).
+
+    Parameters
+    ----------
+    path : str or Path
+        A ``.parquet`` file, or a folder of ``*.parquet`` parts (a run's ``atoms.parquet``).
+
+    Returns
+    -------
+    dict
+        ``pixel_size`` (nm/px), ``lattice``, ``model``, ... as written.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import pyarrow as pa, pyarrow.parquet as pq
+    >>> path = Path(tempfile.mkdtemp()) / "drift.parquet"
+    >>> t = pa.table({"frame": [0]}).replace_schema_metadata(parquet_metadata(DRIFT, {"pixel_size": 0.01}))
+    >>> pq.write_table(t, path)
+    >>> recorded_attrs(path), recorded_attrs(path.parent / "none")
+    ({'pixel_size': 0.01}, {})
+    """
+    import pyarrow.parquet as pq
+    from pathlib import Path
+
+    path = Path(path)
+    first = path if path.is_file() else next(iter(sorted(path.glob("*.parquet"))), None) if path.is_dir() else None
+    return attrs_from_metadata(pq.read_schema(first).metadata) if first is not None else {}

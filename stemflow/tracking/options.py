@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, check_positive
 from .linking import DEFAULT_LABELS
 from .sites import NEW_SITE, SAME_SITE, check_persist
 
@@ -15,15 +15,7 @@ __all__ = ["TrackOptions"]
 
 
 def _positive_or_none(name: str, value, unit: str):
-    if value is None:
-        return None
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        v = float("nan")
-    if isinstance(value, bool) or not (np.isfinite(v) and v > 0):
-        raise InputError(f"{name} must be a positive distance in {unit} (or None for the default); got {value!r}")
-    return v
+    return None if value is None else check_positive(value, name, unit)
 
 
 @dataclass(frozen=True)
