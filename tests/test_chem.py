@@ -397,12 +397,12 @@ def test_real_si_graphene_dev_set_meets_precision_and_defect_type_floors():
     summary, _ = score_dopant_complexes(frames, find)
     # what the network finds without the chemistry's check: the checks keep ≥ 99 % of its true Si
     plain, _ = score_dopant_complexes(frames, lambda f: raw[f.name])
-    # floors a little under what the bundled model measures (precision 0.922, type 0.909; see
+    # floors a little under what the bundled model measures (precision 0.981, type 0.955; see
     # benchmarks/results/real_data.md); the check must also beat the network's own calls
-    assert summary["dopant_precision"] >= 0.90, summary
+    assert summary["dopant_precision"] >= 0.95, summary
     assert summary["dopant_precision"] > plain["dopant_precision"], (summary, plain)
     assert summary["dopant_recall"] >= 0.99 * plain["dopant_recall"], (summary, plain)
-    assert summary["defect_accuracy"] >= 0.88, summary["confusion"]
+    assert summary["defect_accuracy"] >= 0.93, summary["confusion"]
 
 
 def test_a_dopant_the_network_is_unsure_of_is_not_reported_as_one(si1c3_sim):
@@ -486,3 +486,33 @@ def test_local_levels_recover_background_metal_level_and_the_fraction_of_a_chalc
     assert i_m[0] == pytest.approx(np.median(inten[metal]))
     # no query point: empty answers
     assert [len(a) for a in local_levels(pos, inten, metal, ~metal, np.empty((0, 2)), "W", "S", gamma, 5.0)] == [0, 0, 0]
+
+
+def test_a_blob_inside_a_si_trimer_is_no_fifth_bond():
+    # Inside a Si3C6 trimer the three Si's probe tails overlap, and on real frames the finder may
+    # put a column near an empty vertex of the central hexagon, 0.86 and 1.0 bond from two of the
+    # (slightly contracted) Si. No Si in graphene has five bonds: each keeps its two C and two Si,
+    # and the trimer stays Si3C6.
+    from stemflow.chem.dopants import MAX_BONDS
+
+    sim = simulate_image("graphene", 192, pixel_size=PX, seed=5, defects={"Si3C6": 1}, dose=1e5)
+    t = _truth_input(sim, "graphene")
+    is_si = (t.label.astype(str) == "dopant").to_numpy()
+    assert is_si.sum() == 3
+    si = t.loc[is_si, ["y", "x"]].to_numpy()
+    centre = si.mean(axis=0)
+    si = centre + 0.95 * (si - centre)
+    t.loc[is_si, ["y", "x"]] = si
+    a0, a1 = (np.arctan2(*(s - centre)) for s in si[:2])
+    mid = np.angle(np.exp(1j * a0) + np.exp(1j * a1))            # the empty vertex between them,
+    ang = mid + np.sign(np.angle(np.exp(1j * (a0 - mid)))) * np.deg2rad(5)   # 5° towards Si 0
+    blob = centre + 0.92 * BOND_PX * np.array([np.sin(ang), np.cos(ang)])
+    d = np.hypot(*(si - blob).T) / BOND_PX
+    assert d[0] == pytest.approx(0.86, abs=0.01) and d[1] == pytest.approx(1.01, abs=0.01)
+    t = pd.concat([t, pd.DataFrame({"y": [blob[0]], "x": [blob[1]], "label": ["lattice"]})], ignore_index=True)
+    t.attrs.update(pixel_size=PX, lattice="graphene")
+    out = identify(t, image=sim.image, classes=False)
+    dop = out[out.label.astype(str) == "dopant"]
+    assert len(dop) == 3
+    assert (dop["coordination"] <= MAX_BONDS).all(), dop["coordination"].tolist()
+    assert (dop["defect"].astype(str) == "Si3C6").all(), dop["defect"].tolist()

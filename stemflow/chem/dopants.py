@@ -48,7 +48,7 @@ from ._common import bond_cutoffs, frame_groups, labels_of, resolve, with_attrs
 from .sites import NEIGHBOUR_CELLS, BASIS, LatticeFit, fit_frame, site_id
 
 __all__ = ["check_dopants", "dopant_geometry", "DopantGeometry", "CHECKS", "OFF_LATTICE", "ON_SHELL",
-           "MIN_CONTRAST", "MAX_WIDTH", "MIN_SHELL", "EDGE_BONDS", "MIN_DOPANT_PROB"]
+           "MIN_CONTRAST", "MAX_WIDTH", "MIN_SHELL", "MAX_BONDS", "EDGE_BONDS", "MIN_DOPANT_PROB"]
 
 #: A dopant nearer a site than the midpoint of any bond holds that site (substitutional: Si1C3);
 #: nearer a bond's midpoint, it holds both sites of the bond (a divacancy: Si1C4, the Si of
@@ -104,6 +104,11 @@ MIN_DOPANT_ANGLE = 30.0
 #: four; on the noisiest real frames the finder may miss two of them, but a blob with none is no
 #: dopant of the lattice (it floats on contamination or vacuum).
 MIN_SHELL = 1
+#: Most bonds of a dopant (host columns and dopants together): a dopant in graphene binds three
+#: (a site) or four (a divacancy); a fifth blob at a bond's distance is the halo of its own or a
+#: bonded dopant's probe tail (inside a Si trimer the three tails overlap), so where the local
+#: lattice does not explain its surroundings the host columns nearest the Si–C bond are kept.
+MAX_BONDS = 4
 #: A dopant closer than this many bonds to the frame's edge cannot be checked: its first shell
 #: (1–1.3 bond out) and the tail of its own image are cut by the edge.
 EDGE_BONDS = 1.3
@@ -168,10 +173,11 @@ class DopantGeometry:
 
     def neighbour_rows(self, k) -> list:
         """Host rows bonded to dopant ``k``: those on its occupied shell sites (one per site)
-        when the local lattice explains every host column around it, else one per direction."""
+        when the local lattice explains every host column around it, else one per direction, the
+        nearest the Si–C bond first, up to :data:`MAX_BONDS` bonds with its bonded dopants."""
         if self.consistent[k]:
             return [rr[0] for rr in self.occupied[k].values()]
-        return list(self.directions[k])
+        return list(self.directions[k])[:max(MAX_BONDS - int(self.n_dopant_nb[k]), 0)]
 
     def coordination(self) -> np.ndarray:
         """Occupied shell sites plus bonded dopants of each dopant (-1 where off the lattice)."""
