@@ -516,3 +516,57 @@ def test_a_blob_inside_a_si_trimer_is_no_fifth_bond():
     assert len(dop) == 3
     assert (dop["coordination"] <= MAX_BONDS).all(), dop["coordination"].tolist()
     assert (dop["defect"].astype(str) == "Si3C6").all(), dop["defect"].tolist()
+
+
+def test_faces_of_a_planar_graph_short_and_long_rings_in_walk_order():
+    from stemflow.chem.rings import _WALK, faces
+
+    def polygon(n, centre, r):
+        a = 2 * np.pi * np.arange(n) / n
+        return np.column_stack([centre[0] + r * np.sin(a), centre[1] + r * np.cos(a)])
+
+    # A hexagon, and on its edge 0–1 a bulge of _WALK + 2 new vertices (a semicircle outside
+    # it): two bounded faces, of 6 and _WALK + 4 vertices (walked together and one by one).
+    hexagon = polygon(6, (0.0, 0.0), 1.0)
+    m, e = (hexagon[0] + hexagon[1]) / 2, hexagon[1] - hexagon[0]
+    e = e / np.hypot(*e)
+    u = m / np.hypot(*m)                                 # outwards
+    k = _WALK + 2
+    t = np.pi - np.pi * np.arange(1, k + 1) / (k + 1)
+    arc = m + 0.5 * (np.cos(t)[:, None] * e + np.sin(t)[:, None] * u)
+    pos = np.vstack([hexagon, arc])
+    path = np.concatenate([[0], 6 + np.arange(k), [1]])
+    i = np.concatenate([np.arange(6), path[:-1]])
+    j = np.concatenate([(np.arange(6) + 1) % 6, path[1:]])
+    found = sorted(faces(pos, i, j), key=len)
+    assert [len(f) for f in found] == [6, k + 2]         # the unbounded face is left out
+    ring = {(a, b) for a, b in zip(i, j)} | {(b, a) for a, b in zip(i, j)}
+    for f in found:                                     # consecutive vertices are bonded
+        assert all((int(a), int(b)) in ring for a, b in zip(f, np.roll(f, -1)))
+    # two hexagons sharing an edge, one with a dangling bond inside: its boundary walks out and
+    # back along the bond and visits a vertex twice, so it is no face; the other hexagon is
+    a = polygon(6, (0.0, 0.0), 1.0)
+    shift = a[0] + a[1]                                  # the shared edge is a[0]–a[1]: the
+    b = shift - a[[5, 4, 3, 2]]                          # other hexagon's four other vertices
+    inner = 0.5 * a[3]                                   # a stub from a[3] towards the centre
+    pos2 = np.vstack([a, b, inner])
+    i2 = np.array([0, 1, 2, 3, 4, 5, 1, 6, 7, 8, 9, 3])
+    j2 = np.array([1, 2, 3, 4, 5, 0, 6, 7, 8, 9, 0, 10])
+    got = faces(pos2, i2, j2)
+    assert [sorted(map(int, f)) for f in got] == [[0, 1, 6, 7, 8, 9]]
+
+
+def test_a_frames_lattice_fit_is_computed_once_and_shared_read_only():
+    from stemflow.chem.sites import fit_lattice
+
+    sim = simulate_image("graphene", 96, pixel_size=PX, seed=1)
+    pos = sim.atoms[["y", "x"]].to_numpy()
+    host = (sim.atoms["label"].astype(str) == "lattice").to_numpy()
+    fit = fit_lattice(pos, host, BOND_PX)
+    assert fit is not None and fit.bond * PX == pytest.approx(0.142, abs=0.002)
+    assert fit_lattice(pos.copy(), host.copy(), BOND_PX) is fit          # same columns: same fit
+    with pytest.raises(ValueError):
+        fit.res[0, 0] = 1.0                                              # shared: read-only
+    moved = pos + (0.3, -0.2)
+    other = fit_lattice(moved, host, BOND_PX)
+    assert other is not fit and np.allclose(other.t, fit.t + (0.3, -0.2), atol=1e-6)

@@ -29,7 +29,14 @@ def _pair_cutoff(table: dict, lattice: str, a: np.ndarray, b: np.ndarray) -> np.
     """Cutoff (nm) of each element pair; pairs not in the table get the default, except that two
     metals or two chalcogens in MX2 never bond (same sublattice)."""
     out = np.full(len(a), float(table["default"]))
-    keys = np.array([pair_key(x, y) for x, y in zip(a, b)], dtype=object)
+    # One key per distinct pair of elements (a handful), not per pair of columns.
+    names, code = np.unique(np.concatenate([np.asarray(a, object), np.asarray(b, object)]).astype(str),
+                            return_inverse=True)
+    n = len(names)
+    pair_code = code[:len(a)] * n + code[len(a):]
+    uniq, inv = np.unique(pair_code, return_inverse=True)
+    keys = np.array([pair_key(names[u // n], names[u % n]) for u in uniq], dtype=object)[inv] if len(a) \
+        else np.empty(0, object)
     for k, v in table.items():
         if k != "default":
             out[keys == k] = v

@@ -212,6 +212,7 @@ def cluster_descriptors(X: np.ndarray, max_classes: int = 8, random_state: int =
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.mixture import GaussianMixture
     from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
 
     X = np.asarray(X, np.float64)
     n = len(X)
@@ -228,7 +229,10 @@ def cluster_descriptors(X: np.ndarray, max_classes: int = 8, random_state: int =
     keep = max(1, min(keep, pca.n_components_))
     Y = pca.transform(Z)[:, :keep]
     bics, models = [], []
-    with warnings.catch_warnings():   # identical descriptors make k-means initialisation complain
+    # The matrices are tiny (a few components): BLAS threads only contend, most of all on a Dask
+    # worker that runs several tasks at once.
+    with warnings.catch_warnings(), threadpool_limits(1):
+        # identical descriptors make k-means initialisation complain
         warnings.simplefilter("ignore", ConvergenceWarning)
         for k in range(1, min(max_classes, n) + 1):
             gm = GaussianMixture(k, covariance_type="full", reg_covar=1e-2, n_init=3,

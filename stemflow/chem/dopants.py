@@ -507,8 +507,12 @@ def dopant_image_features(img: np.ndarray, pos: np.ndarray, labels: np.ndarray, 
         far = cKDTree(dpos).query(pos[host])[0] > _PHASE_SKIP * bond_px
         host = host[far]
     hv, _, _ = _patches(img, pos[host], _DISK * bond_px) if len(host) else (np.zeros((0, 1)), None, None)
+    full = np.isfinite(hv).all(axis=1)                 # disks inside the frame: one reduction
+    h_mean = np.full(len(hv), np.nan)
+    if full.any():
+        h_mean[full] = hv[full].mean(axis=1)
     with np.errstate(invalid="ignore"):
-        h_mean = np.array([np.mean(v[np.isfinite(v)]) if np.isfinite(v).any() else np.nan for v in hv])
+        h_mean[~full] = [np.mean(v[np.isfinite(v)]) if np.isfinite(v).any() else np.nan for v in hv[~full]]
     dv, _, _ = _patches(img, dpos, _DISK * bond_px)
     d_mean = np.nanmean(dv, axis=1)
     # Disk-averaged image, for the background.

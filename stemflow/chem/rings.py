@@ -23,6 +23,9 @@ from .bonds import find_bonds
 
 __all__ = ["find_rings", "faces"]
 
+#: Faces of up to this many edges are walked together, array-wise (the rings of interest have 4–9).
+_WALK = 12
+
 
 
 def faces(pos: np.ndarray, i: np.ndarray, j: np.ndarray) -> list[np.ndarray]:
@@ -62,30 +65,51 @@ def faces(pos: np.ndarray, i: np.ndarray, j: np.ndarray) -> list[np.ndarray]:
     nxt = start[dst] + (rank[rev] - 1) % deg[rev]
     n_cyc, lab = connected_components(sparse.coo_array((np.ones(m), (np.arange(m), nxt)), shape=(m, m)),
                                       directed=True, connection="weak")
-    out = []
     sizes = np.bincount(lab, minlength=n_cyc)
+    # Signed area of every cycle (shoelace over its edges; the walk goes src → dst → …).
+    ps, pd_ = pos[src], pos[dst]
+    areas = 0.5 * np.bincount(lab, weights=ps[:, 1] * pd_[:, 0] - pd_[:, 1] * ps[:, 0], minlength=n_cyc)
     # Orientation of bounded faces: signed area with the same sign as most faces of size ≤ 8.
-    by = np.argsort(lab, kind="stable")
-    bounds = np.concatenate([[0], np.cumsum(sizes)])
-    cycles, areas = [], []
-    for c in range(n_cyc):
-        e0 = by[bounds[c]]
-        # follow the walk to get the edges in order
-        seq = [e0]
-        e = nxt[e0]
-        while e != e0 and len(seq) <= sizes[c]:
-            seq.append(e)
-            e = nxt[e]
-        verts = src[np.asarray(seq)]
-        p = pos[verts]
-        area = 0.5 * np.sum(p[:, 1] * np.roll(p[:, 0], -1) - np.roll(p[:, 1], -1) * p[:, 0])
-        cycles.append(verts)
-        areas.append(area)
-    areas = np.asarray(areas)
     small = sizes <= 8
     sign = np.sign(np.sum(np.sign(areas[small]))) if small.any() else 1.0
-    for verts, area in zip(cycles, areas):
-        if np.sign(area) == sign and len(np.unique(verts)) == len(verts):
+    # Vertices of each cycle in walk order: the cycles of up to _WALK edges walked together, the
+    # longer ones (holes, the outer boundary) one by one.
+    by = np.argsort(lab, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    first = by[bounds[:-1]]
+    verts_of: dict = {}
+    short = np.flatnonzero(sizes <= _WALK)
+    if len(short):
+        k = int(sizes[short].max())
+        seq = np.empty((len(short), k), np.int64)
+        e = first[short]
+        for step in range(k):
+            seq[:, step] = e
+            e = nxt[e]
+        vs = src[seq]
+        for size in np.unique(sizes[short]):
+            rows = np.flatnonzero(sizes[short] == size)
+            v = vs[rows, :size]
+            srt = np.sort(v, axis=1)
+            simple = (np.diff(srt, axis=1) != 0).all(axis=1)
+            for r, vr, ok in zip(rows, v, simple):
+                verts_of[int(short[r])] = vr if ok else None
+    out = []
+    for c in range(n_cyc):
+        if np.sign(areas[c]) != sign:
+            continue
+        if c in verts_of:
+            verts = verts_of[c]
+        else:
+            seq_l = [first[c]]
+            e = nxt[first[c]]
+            while e != first[c] and len(seq_l) <= sizes[c]:
+                seq_l.append(e)
+                e = nxt[e]
+            verts = src[np.asarray(seq_l)]
+            if len(np.unique(verts)) != len(verts):
+                verts = None
+        if verts is not None:
             out.append(verts)
     return out
 

@@ -22,6 +22,10 @@ lattice constant of :data:`~stemflow.chem._common.LATTICES`.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -129,6 +133,10 @@ class LatticeFit:
     res: np.ndarray
     sigma: float
 
+    @functools.cached_property
+    def _ref_tree(self) -> cKDTree:
+        return cKDTree(self.ref)
+
     @property
     def a(self) -> float:
         """Mean length of the two lattice vectors, px."""
@@ -145,7 +153,7 @@ class LatticeFit:
         out = np.zeros_like(pos)
         if len(self.ref) == 0 or len(pos) == 0:
             return out
-        pairs = cKDTree(pos).sparse_distance_matrix(cKDTree(self.ref), 3 * self.sigma, output_type="ndarray")
+        pairs = cKDTree(pos).sparse_distance_matrix(self._ref_tree, 3 * self.sigma, output_type="ndarray")
         if len(pairs) == 0:
             return out
         i, j = pairs["i"], pairs["j"]
@@ -185,6 +193,13 @@ class LatticeFit:
         return LatticeFit(-self.M, self.t + self.M @ BASIS[1], self.ref, self.res, self.sigma)
 
 
+#: Lattice fits of the last frames seen, keyed by the host positions' bytes and the bond: one
+#: identification fits each frame's lattice in several of its steps, on the same columns.
+_FITS: OrderedDict = OrderedDict()
+_FITS_LOCK = threading.Lock()
+_FITS_SIZE = 32
+
+
 def fit_lattice(pos: np.ndarray, host: np.ndarray, bond: float) -> LatticeFit | None:
     """Fit the two-site hexagonal lattice to one frame's atoms.
 
@@ -214,10 +229,27 @@ def fit_lattice(pos: np.ndarray, host: np.ndarray, bond: float) -> LatticeFit | 
     (0.246, 0.142)
     """
     pos = np.asarray(pos, np.float64)
-    hidx = np.flatnonzero(host)
-    if len(hidx) < 6:
+    P = np.ascontiguousarray(pos[np.flatnonzero(host)])
+    if len(P) < 6:
         return None
-    P = pos[hidx]
+    key = hashlib.blake2b(P.tobytes() + np.float64(bond).tobytes(), digest_size=16).digest()
+    with _FITS_LOCK:
+        if key in _FITS:
+            _FITS.move_to_end(key)
+            return _FITS[key]
+    fit = _fit_host(P, float(bond))
+    if fit is not None:
+        for arr in (fit.M, fit.t, fit.ref, fit.res):
+            arr.setflags(write=False)          # shared by every step that fits this frame
+    with _FITS_LOCK:
+        _FITS[key] = fit
+        while len(_FITS) > _FITS_SIZE:
+            _FITS.popitem(last=False)
+    return fit
+
+
+def _fit_host(P: np.ndarray, bond: float) -> LatticeFit | None:
+    """:func:`fit_lattice` on the host positions ``P`` (n, 2) px."""
     pairs = cKDTree(P).query_pairs(1.3 * bond, output_type="ndarray")
     if len(pairs) < 6:
         return None
@@ -259,10 +291,22 @@ def fit_lattice(pos: np.ndarray, host: np.ndarray, bond: float) -> LatticeFit | 
                                       return_predecessors=True)
     Minv = np.linalg.inv(M0)
     basis_px = BASIS @ M0.T
-    for v in order[1:]:
-        p = pred[v]
-        step = Minv @ (P[v] - P[p] + basis_px[sub[p]] - basis_px[sub[v]])
-        cells[v] = cells[p] + np.rint(step).astype(np.int64)
+    # Cell of every atom of the main patch: the sum of the cell steps along its path from the
+    # root of the breadth-first tree, by pointer jumping (log2 of the tree's depth passes).
+    root = int(order[0])
+    up = pred.copy()
+    up[root] = root
+    up[up < 0] = np.arange(n)[up < 0]                   # atoms outside the patch: their own root
+    step = np.rint((P - P[up] + basis_px[sub[up]] - basis_px[sub]) @ Minv.T).astype(np.int64)
+    step[up == np.arange(n)] = 0
+    while True:
+        nxt = up[up]
+        step = step + step[up]
+        done = np.array_equal(nxt, up)
+        up = nxt
+        if done:
+            break
+    cells[order] = step[order]
     use = order
     fit = _affine(P[use], cells[use], sub[use], b, bond_px=b)
     if fit is None:
