@@ -171,3 +171,70 @@ def test_training_is_deterministic_for_a_seed(tmp_path):
         assert torch.equal(va, vb), k
     card = a.card
     assert card["training"]["seed"] == 3 and card["validation"][-1]["step"] == 2
+
+
+# ---- the CPU backends: ONNX Runtime (default when installed) and PyTorch
+
+
+def _backend(monkeypatch, name):
+    monkeypatch.setenv("STEMFLOW_CPU_BACKEND", name)
+
+
+@pytest.mark.parametrize("shape", [(3, 100, 131), (1, 7, 9), (2, 64, 64)])
+def test_onnx_and_torch_backends_agree_on_any_frame_size(monkeypatch, shape):
+    pytest.importorskip("onnxruntime")
+    model = load_model("default", device="cpu")
+    x = np.random.default_rng(2).normal(size=shape).astype(np.float32)
+    _backend(monkeypatch, "torch")
+    ref = predict(model, x)
+    _backend(monkeypatch, "onnx")
+    got = predict(model, x)
+    assert getattr(model, "_onnx_session")[1] is not None          # it did run under ONNX
+    assert got.shape == ref.shape and np.abs(got - ref).max() < 1e-4
+
+
+def test_onnx_session_follows_weights_changed_in_place(monkeypatch, saved):
+    pytest.importorskip("onnxruntime")
+    model = load_model(saved[1], device="cpu")
+    x = np.random.default_rng(3).normal(size=(1, 48, 40)).astype(np.float32)
+    _backend(monkeypatch, "onnx")
+    before = predict(model, x)
+    with torch.no_grad():                                 # as fine-tuning does
+        model.net.enc1[0].weight.mul_(1.5)
+    after = predict(model, x)
+    _backend(monkeypatch, "torch")
+    ref = predict(model, x)
+    assert np.abs(after - before).max() > 1e-3
+    assert np.abs(after - ref).max() < 1e-4
+
+
+def test_a_model_that_ran_under_onnx_still_pickles(monkeypatch, saved):
+    import pickle
+
+    pytest.importorskip("onnxruntime")
+    model = load_model(saved[1], device="cpu")
+    _backend(monkeypatch, "onnx")
+    x = np.zeros((1, 32, 32), np.float32)
+    a = predict(model, x)
+    copy = pickle.loads(pickle.dumps(model))
+    assert not hasattr(copy, "_onnx_session")
+    assert np.array_equal(predict(copy, x), a)
+
+
+def test_cpu_backend_errors_name_the_fix(monkeypatch, saved):
+    from stemflow.errors import InputError
+    from stemflow.nn import onnx_cpu
+
+    model = load_model(saved[1], device="cpu")
+    x = np.zeros((1, 16, 16), np.float32)
+    _backend(monkeypatch, "tensorrt")
+    with pytest.raises(InputError, match="auto, onnx, torch"):
+        predict(model, x)
+    # ONNX asked for but not installed: an error naming both ways out; auto falls back to torch
+    monkeypatch.setattr(onnx_cpu, "_available", lambda: "onnxruntime is not installed (pip install onnxruntime onnx)")
+    _backend(monkeypatch, "onnx")
+    with pytest.raises(InputError, match="pip install onnxruntime.*STEMFLOW_CPU_BACKEND=torch"):
+        predict(model, x)
+    _backend(monkeypatch, "auto")
+    assert predict(model, x).shape == (1, 6, 16, 16)
+    assert getattr(model, "_onnx_session", None) is None

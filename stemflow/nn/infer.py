@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from .onnx_cpu import onnx_session, run_onnx
 
 if TYPE_CHECKING:                      # annotations only: weights imports this module
     from .weights import Model
@@ -106,11 +107,16 @@ def fold_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
     return fold_sequence(module) if isinstance(module, torch.nn.Sequential) else fold(module)
 
 
+def _weights_key(model: Model) -> tuple:
+    """Changes whenever the network's weights do (fine-tuning updates them in place)."""
+    return tuple(p._version for p in model.net.parameters()) + tuple(id(p) for p in model.net.parameters())
+
+
 def _cpu_net(model: Model) -> torch.nn.Module:
-    """The network as it runs fastest on CPU: BatchNorm folded into the convolutions and
-    channels-last memory (1.5× the plain module on 4 × 512² frames, 2 threads: measured in
+    """The network as it runs fastest in PyTorch on CPU: BatchNorm folded into the convolutions
+    and channels-last memory (1.5× the plain module on 4 × 512² frames, 2 threads: measured in
     ``benchmarks/results/inference.md``); rebuilt whenever the weights change (fine-tuning)."""
-    key = tuple(p._version for p in model.net.parameters()) + tuple(id(p) for p in model.net.parameters())
+    key = _weights_key(model)
     cached = getattr(model, "_cpu_inference", None)
     if cached is None or cached[0] != key or model.net.training:
         if model.net.training:       # a network being trained: run it as it is
@@ -130,7 +136,12 @@ def _run(model: Model, batch: np.ndarray) -> np.ndarray:
             logits = model.net(x)
         logits = logits.float()
     else:
-        logits = _cpu_net(model)(x.contiguous(memory_format=torch.channels_last)).contiguous()
+        net = _cpu_net(model)
+        session = None if net.training else onnx_session(model, net, _weights_key(model))
+        if session is not None:
+            logits = torch.from_numpy(run_onnx(session, batch))
+        else:
+            logits = net(x.contiguous(memory_format=torch.channels_last)).contiguous()
     c = model.net.n_classes
     out = logits.clone()
     out[:, :c] = torch.softmax(logits[:, :c], dim=1)

@@ -73,6 +73,11 @@ class Model:
     card: dict
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_onnx_session", None)      # a runtime session: made again where the model runs
+        return state
+
     @property
     def classes(self) -> tuple[str, ...]:
         return tuple(self.card["classes"])
