@@ -256,6 +256,12 @@ def test_network_vacancies_on_intact_columns_are_vetoed_by_the_image(ws2_dirty):
     assert (out["defect"].astype(str).to_numpy()[fake] == "").all()
     want_count = truth["count"].to_numpy()[fake]
     assert (out["count"].to_numpy()[fake] == want_count).all()
+    # ... and they are no vacancies any more: label, element and count all say intact column,
+    # while the real vacancies (V_S with one atom left among them) keep their label
+    assert (out["label"].astype(str).to_numpy()[fake] == "lattice").all()
+    real = (truth["label"].astype(str) == "vacancy").to_numpy()
+    assert (out["label"].astype(str).to_numpy()[real] == "vacancy").all()
+    assert (out["count"].to_numpy()[real & (truth["defect"].astype(str) == "V_S").to_numpy()] == 1).all()
     found = defect_table(out, image=ws2_dirty.image)
     tt, f, n = _paired_names(found, _truth_complexes(truth), 0.1836 / PX)
     assert len(found) == n == len(tt), "no spurious complex from the false vacancies"

@@ -84,7 +84,8 @@ def identify(atoms: pd.DataFrame, pixel_size: float | None = None, lattice: str 
         ``wide``, ``off_lattice``, ``no_shell`` —, ``""`` for other rows; checked in graphene
         with ``image`` only, see :func:`~stemflow.chem.dopants.check_dopants`). A dopant that
         fails is relabelled ``lattice`` (a host column) or ``unknown`` (no atom of the lattice:
-        no element, no bonds, in no defect). ``df.attrs`` keeps those of
+        no element, no bonds, in no defect); in MX2, a ``vacancy`` on a column the image shows
+        intact (its occupancy, with ``image``) is relabelled ``lattice``. ``df.attrs`` keeps those of
         ``atoms`` and records ``pixel_size``, ``lattice`` and ``classes`` (number of classes and
         the BIC curve).
 
@@ -142,6 +143,15 @@ def identify(atoms: pd.DataFrame, pixel_size: float | None = None, lattice: str 
     else:
         out["cluster"] = np.full(len(out), -1, np.int64)
         info = None
+    # A vacancy of the network on a column the image shows intact (vetoed by its occupancy, MX2)
+    # holds atoms: its label says so, as its element and count already do.
+    vetoed = ((out["label"].astype(str).to_numpy() == "vacancy") & (out["count"].to_numpy() > 0)
+              & (out["defect"].astype(str).to_numpy() == ""))
+    if vetoed.any():
+        labels = out["label"].astype(str).to_numpy()
+        labels[vetoed] = "lattice"
+        out["label"] = pd.Categorical(labels, categories=out["label"].cat.categories
+                                      if isinstance(out["label"].dtype, pd.CategoricalDtype) else None)
     if image is not None:
         # Neighbours beyond the frame edge are not seen: there the coordination is unknown (-1).
         h, w = np.shape(image)[-2:]
