@@ -276,6 +276,12 @@ def test_appearances_vanishings_and_hop_distances_are_dated_and_measured():
     assert hop.distance_nm == pytest.approx(0.142, abs=1e-3) and (hop.site0, hop.site1) == (10, 11)
     assert np.isnan(ev[ev.kind == "appear"].distance_nm).all() and np.isnan(ev[ev.kind == "vanish"].y1).all()
     assert ev[ev.kind == "vanish"].iloc[0][["y0", "x0"]].tolist() == [80.0, 80.0]
+    # the movie's first frame decides what appears: from frame 2 on, particle 1 was there all along
+    later = events(t[t.frame >= 2], pixel_size=0.02, first_frame=2, last_frame=6)
+    assert {(int(r.particle), str(r.kind)) for r in later.itertuples()} == {(0, "hop"), (2, "vanish")}
+    earlier = events(t[t.frame >= 2], pixel_size=0.02, first_frame=0, last_frame=6)
+    assert {(int(r.particle), int(r.frame), str(r.kind)) for r in earlier.itertuples()
+            if r.kind == "appear"} == {(0, 2, "appear"), (1, 2, "appear"), (2, 2, "appear")}
 
 
 def test_subtract_drift_removes_each_frames_own_drift():
@@ -321,6 +327,13 @@ def test_diffusion_is_the_weighted_slope_of_the_msd_over_four_per_group():
     m = msd(t[t.label == "dopant"], pixel_size=0.1, max_lag=3)
     slope = np.sum(m.N * m.lag * m.msd) / np.sum(m.N * m.lag ** 2)
     assert d.loc["dopant", "D"] == pytest.approx(slope / 4, rel=1e-12)
+    # its standard error: that of a weighted least-squares slope through the origin, σ² / Σ w x²
+    # with σ² the weighted residual variance on n − 1 degrees of freedom (the MSD of a particle
+    # moving at constant speed is a parabola, so the straight line leaves residuals)
+    res = m.msd - slope * m.lag
+    se = np.sqrt(np.sum(m.N * res ** 2) / (len(m) - 1) / np.sum(m.N * m.lag ** 2))
+    assert se > 0 and d.loc["dopant", "D_err"] == pytest.approx(se / 4, rel=1e-12)
+    assert d.loc["vacancy", "D_err"] == 0.0
     assert d.loc["vacancy", "D"] == 0.0
     assert d.loc["dopant", "unit"] == "nm^2/frame"
     per_frame = diffusion(t, pixel_size=0.1, max_lag=3, by=None)
