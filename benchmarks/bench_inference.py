@@ -3,7 +3,9 @@
 For frames of 256², 512² and 1024² px simulated at the network's sampling (20 pm/px, so no
 resampling), at the demo's dose: frames/s of
 
-* stemflow's bundled network (network pass alone, and the whole ``find_atoms``),
+* stemflow's bundled network (network pass alone, and the whole ``find_atoms``), on CPU with the
+  default backend (ONNX Runtime, :mod:`stemflow.nn.onnx_cpu`) and with PyTorch
+  (``STEMFLOW_CPU_BACKEND=torch``: BatchNorm folded, channels-last) side by side,
 * the baseline U-Net of AtomAI's default size (``baseline_unet.py``: 16 base filters, 4 levels)
   trained by the same pipeline for the same number of steps, through the same ``find_atoms``,
 * ``trackpy.locate`` (bright-spot finding; dopants called by mass > 2× the median, no vacancies),
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -110,6 +113,7 @@ def main():
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     ours = load_model("default", device=a.device)
+    ours_torch = load_model("default", device=a.device)   # the same weights, run by PyTorch on CPU
     trained = (CACHE / "unet16.pt").exists()
     if trained:
         base = load_baseline(CACHE / "unet16.pt").to(a.device)
@@ -126,14 +130,19 @@ def main():
         n = {256: 8, 512: 4, 1024: 2}.get(size, 2)
         data = frames(size, n, px)
         norm = np.stack([normalize(s.image) for _, s in data])
-        for name, model in (("stemflow", ours), ("unet16", base)):
+        for name, model, backend in (("stemflow", ours, "auto"), ("stemflow, PyTorch CPU", ours_torch, "torch"),
+                                     ("unet16", base, "torch")):
+            if a.device != "cpu" and backend == "torch" and name != "unet16":
+                continue                                   # the backends differ on CPU only
+            os.environ["STEMFLOW_CPU_BACKEND"] = backend
             batch = 8 if size <= 512 else 2
             t_net = timed(lambda: model.maps(norm, batch_size=batch))
             t_find = timed(lambda: [find_atoms(s.image, px, lat, model, identify=False) for lat, s in data], repeat=2)
             sc = pd.concat([f1s(find_atoms(s.image, px, lat, model, identify=False), s.atoms, px, size) for lat, s in data],
                            keys=range(n)).groupby(level=1).sum()
-            f1 = _f1(sc) if (name == "stemflow" or trained) else {k: float("nan") for k in _f1(sc)}
+            f1 = _f1(sc) if (name != "unet16" or trained) else {k: float("nan") for k in _f1(sc)}
             rows.append(dict(method=name, size=size, frames=n, net_fps=n / t_net, find_fps=n / t_find, **f1))
+            os.environ.pop("STEMFLOW_CPU_BACKEND", None)
             print(rows[-1])
         t_tp = timed(lambda: [trackpy_atoms(s.image, px) for _, s in data], repeat=2)
         sc = pd.concat([f1s(trackpy_atoms(s.image, px), s.atoms, px, size) for _, s in data],
@@ -149,7 +158,9 @@ def main():
     lines = [f"# Atom finder: throughput and F1 ({a.device}, {a.threads} threads)", "",
              f"`python benchmarks/bench_inference.py --threads {a.threads} --device {a.device}`; frames simulated at the "
              f"network's {px * 1000:.0f} pm/px, {DEMO_DOSE:.0e} e⁻/Å², half graphene+Si, half WS2+Mo/vacancies; "
-             "F1 pooled over the frames (atoms within 0.15 nm of the edge left out).", "",
+             "F1 pooled over the frames (atoms within 0.15 nm of the edge left out). `stemflow`: the default "
+             "CPU backend (ONNX Runtime); `stemflow, PyTorch CPU`: the same weights with "
+             "`STEMFLOW_CPU_BACKEND=torch`; the U-Net runs in PyTorch.", "",
              "| method | frame | network frames/s | find_atoms frames/s | vs U-Net (find) | F1 lattice | F1 dopant | F1 vacancy | RMSE lattice (pm) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:

@@ -317,12 +317,12 @@ def predict(frames, pixel_size: float, model=None, *, batch_size: int = 4, tile:
     arr = np.asarray(frames, np.float32)
     arr = arr[None] if arr.ndim == 2 else arr
     factor = pixel_size / net.pixel_size
-    smalls = [resample(f, factor) for f in arr]
+    smalls = map_frames(lambda j: resample(arr[j], factor), len(arr))
     if min(smalls[0].shape) < 16:
         raise InputError(f"the image is too small: {arr.shape[-2:]} px at {pixel_size} nm/px is "
                          f"{smalls[0].shape} px at the network's {net.pixel_size} nm/px; give at least "
                          f"{int(np.ceil(16 / factor))} px a side")
-    norm = np.stack([normalize(s) for s in smalls])
+    norm = np.stack(map_frames(lambda j: normalize(smalls[j]), len(smalls)))
     probs, offsets = net.maps(norm, tile=tile, batch_size=batch_size)
     return ClassMaps(probs, offsets, tuple(net.classes), float(factor), float(pixel_size), net.name,
                      np.stack(smalls))
@@ -371,8 +371,9 @@ def atoms_from_maps(maps: ClassMaps, frames, *, lattice: str = "graphene", thres
         raise InputError(f"{len(arr)} frames but class maps of {len(maps.probabilities)}; pass the frames "
                          "the maps were predicted from")
     factor, pixel_size = maps.factor, maps.pixel_size
-    tables = []
-    for j, (frame, p) in enumerate(zip(arr, maps.probabilities)):
+
+    def one(j: int) -> pd.DataFrame:
+        frame, p = arr[j], maps.probabilities[j]
         if lattice == "amorphous":
             t = _heavy_atoms(list(maps.classes[1:]), frame, p, factor, pixel_size)
         else:
@@ -386,8 +387,24 @@ def atoms_from_maps(maps: ClassMaps, frames, *, lattice: str = "graphene", thres
             t = refine_atoms(frame, t, _PROBE_SIGMA_NM / pixel_size,
                              net_error=(floor * net_px / pixel_size, slope, inflation), keep_fit=keep_fit)
         t.insert(0, "frame", np.int64(j))
-        tables.append(t)
-    return pd.concat(tables, ignore_index=True)
+        return t
+
+    return pd.concat(map_frames(one, len(arr)), ignore_index=True)
+
+
+def map_frames(fn, n: int) -> list:
+    """``[fn(0), …, fn(n - 1)]``, the frames shared among up to ``torch.get_num_threads()``
+    threads: the compute budget of this process (a Dask worker sets it to its own threads). The
+    per-frame steps are NumPy/SciPy code that releases the GIL; results come back in order."""
+    import torch
+
+    threads = min(int(n), torch.get_num_threads())
+    if threads <= 1:
+        return [fn(j) for j in range(n)]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(threads, thread_name_prefix="stemflow-frames") as pool:
+        return list(pool.map(fn, range(n)))
 
 
 def atoms_table(raw: pd.DataFrame, pixel_size: float, lattice: str, model: str) -> pd.DataFrame:

@@ -53,9 +53,11 @@ def fft_spacing(image, pixel_size: float = 1.0) -> tuple[float, float]:
     if n < 32:
         return float("nan"), 1.0
     a = img[:n, :n] - img[:n, :n].mean()
-    power = np.abs(np.fft.fft2(a * np.outer(np.hanning(n), np.hanning(n)))) ** 2
+    # Half the spectrum: the power of a real image is symmetric, |F(-k)| = |F(k)|, so every ring's
+    # maximum is on its half with kx ≥ 0.
+    power = np.abs(np.fft.rfft2(a * np.outer(np.hanning(n), np.hanning(n)))) ** 2
     ky = np.fft.fftfreq(n)[:, None]
-    kx = np.fft.fftfreq(n)[None, :]
+    kx = np.fft.rfftfreq(n)[None, :]
     r = np.rint(np.hypot(ky, kx) * n).astype(int)                 # ring index: frequency × n
     lo, hi = 4, int(n / 2.2)
     ring = ndimage.maximum(power, r, np.arange(hi + 1))             # lattice spots are points on the ring

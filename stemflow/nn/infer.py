@@ -139,9 +139,11 @@ def _run(model: Model, batch: np.ndarray) -> np.ndarray:
         net = _cpu_net(model)
         session = None if net.training else onnx_session(model, net, _weights_key(model))
         if session is not None:
-            logits = torch.from_numpy(run_onnx(session, batch))
-        else:
-            logits = net(x.contiguous(memory_format=torch.channels_last)).contiguous()
+            out = torch.from_numpy(run_onnx(session, batch))        # a fresh array: no copy needed
+            c = model.net.n_classes
+            out[:, :c] = torch.softmax(out[:, :c], dim=1)
+            return out.numpy()
+        logits = net(x.contiguous(memory_format=torch.channels_last)).contiguous()
     c = model.net.n_classes
     out = logits.clone()
     out[:, :c] = torch.softmax(logits[:, :c], dim=1)
