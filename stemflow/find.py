@@ -317,12 +317,16 @@ def predict(frames, pixel_size: float, model=None, *, batch_size: int = 4, tile:
     arr = np.asarray(frames, np.float32)
     arr = arr[None] if arr.ndim == 2 else arr
     factor = pixel_size / net.pixel_size
-    smalls = map_frames(lambda j: resample(arr[j], factor), len(arr))
+    def prepare(j: int):
+        small = resample(arr[j], factor)
+        return small, (normalize(small) if min(small.shape) >= 16 else None)
+
+    smalls, norms = zip(*map_frames(prepare, len(arr)))
     if min(smalls[0].shape) < 16:
         raise InputError(f"the image is too small: {arr.shape[-2:]} px at {pixel_size} nm/px is "
                          f"{smalls[0].shape} px at the network's {net.pixel_size} nm/px; give at least "
                          f"{int(np.ceil(16 / factor))} px a side")
-    norm = np.stack(map_frames(lambda j: normalize(smalls[j]), len(smalls)))
+    norm = np.stack(norms)
     probs, offsets = net.maps(norm, tile=tile, batch_size=batch_size)
     return ClassMaps(probs, offsets, tuple(net.classes), float(factor), float(pixel_size), net.name,
                      np.stack(smalls))
