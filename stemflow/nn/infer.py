@@ -112,11 +112,10 @@ def _weights_key(model: Model) -> tuple:
     return tuple(p._version for p in model.net.parameters()) + tuple(id(p) for p in model.net.parameters())
 
 
-def _cpu_net(model: Model) -> torch.nn.Module:
+def _cpu_net(model: Model, key: tuple) -> torch.nn.Module:
     """The network as it runs fastest in PyTorch on CPU: BatchNorm folded into the convolutions
     and channels-last memory (1.5× the plain module on 4 × 512² frames, 2 threads: measured in
     ``benchmarks/results/inference.md``); rebuilt whenever the weights change (fine-tuning)."""
-    key = _weights_key(model)
     cached = getattr(model, "_cpu_inference", None)
     if cached is None or cached[0] != key or model.net.training:
         if model.net.training:       # a network being trained: run it as it is
@@ -129,25 +128,24 @@ def _cpu_net(model: Model) -> torch.nn.Module:
 
 @torch.inference_mode()
 def _run(model: Model, batch: np.ndarray) -> np.ndarray:
-    x = torch.from_numpy(np.ascontiguousarray(batch[:, None])).to(model.device)
     if model.device.type == "cuda":
-        x = x.to(memory_format=torch.channels_last)
+        x = torch.from_numpy(np.ascontiguousarray(batch[:, None])).to(model.device, memory_format=torch.channels_last)
         with torch.autocast("cuda", dtype=torch.bfloat16):
             logits = model.net(x)
         logits = logits.float()
     else:
-        net = _cpu_net(model)
-        session = None if net.training else onnx_session(model, net, _weights_key(model))
+        key = _weights_key(model)
+        net = _cpu_net(model, key)
+        session = None if net.training or model.device.type != "cpu" else onnx_session(model, net, key)
         if session is not None:
-            out = torch.from_numpy(run_onnx(session, batch))        # a fresh array: no copy needed
-            c = model.net.n_classes
-            out[:, :c] = torch.softmax(out[:, :c], dim=1)
-            return out.numpy()
-        logits = net(x.contiguous(memory_format=torch.channels_last)).contiguous()
+            logits = torch.from_numpy(run_onnx(session, batch))
+        else:
+            x = torch.from_numpy(np.ascontiguousarray(batch[:, None])).to(model.device)
+            logits = net(x.contiguous(memory_format=torch.channels_last)).contiguous()
     c = model.net.n_classes
-    out = logits.clone()
-    out[:, :c] = torch.softmax(logits[:, :c], dim=1)
-    return out.cpu().numpy()
+    # every path's output is a fresh tensor of this batch: the softmax goes in place
+    logits[:, :c] = torch.softmax(logits[:, :c], dim=1)
+    return logits.cpu().numpy()
 
 
 def predict(model: Model, images, tile: int = 1024, batch_size: int = 4) -> np.ndarray:
