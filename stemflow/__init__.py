@@ -28,7 +28,7 @@ _API = {
     "open_stem": ".io", "to_zarr": ".io", "write_movie": ".io",
     "virtual_image": ".parallel.virtual", "center_of_mass": ".parallel.virtual",
     # the steps
-    "load_model": ".nn.weights", "find_atoms": ".find", "locate": ".locating", "identify": ".chem",
+    "load_model": ".nn.weights", "find_atoms": ".find", "find_atoms_movie": ".lowdose", "locate": ".locating", "identify": ".chem",
     "track": ".tracking",
     # at scale
     "run": ".parallel", "open_run": ".results", "read_atoms": ".results",

@@ -1,0 +1,172 @@
+"""Atoms of a low-dose movie, found with the whole movie's counts.
+
+:func:`find_atoms` judges each frame alone. At 1000 e⁻/Å² per frame a graphene column is a few
+counts and a Si column a few tens; the network then misses half the Si and finds no lattice, and
+no tracking can mend that afterwards. :func:`find_atoms_movie` uses what a movie of a stable host
+lattice offers:
+
+1. the frames are registered on each other from the images (:mod:`stemflow.registration`);
+2. the mean of all frames shows every host column; the network finds them there (the sites);
+3. sums of ``2·window + 1`` neighbouring frames (``window`` on each side) carry enough counts for
+   the network to see the dopants; where it does, a site is a dopant candidate (places that are
+   no lattice site, such as a Si between two, become extra candidates);
+4. every site's amplitude in every single frame is fitted jointly (:mod:`stemflow.occupancy`),
+   and a hidden Markov model over the dopants' placements decides, frame by frame, which sites
+   hold a dopant: one noisy frame cannot make a hop, yet a hop is dated to its own frame.
+
+The result is the atoms table of :func:`find_atoms`, ready for :func:`stemflow.track`.
+
+Units: px and nm as in the atoms table; ``window`` in frames; ``probe_fwhm`` in nm;
+``move_rate`` per frame.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.cluster.hierarchy import fcluster, linkage
+from scipy.spatial import cKDTree
+
+from .errors import InputError, check_positive
+from .occupancy import amplitude_levels, column_amplitudes, occupancy
+from .registration import register_frames, shift_frames
+
+__all__ = ["find_atoms_movie"]
+
+
+def _frames(movie, pixel_size):
+    attrs = getattr(movie, "attrs", {}) or {}
+    if pixel_size is None:
+        pixel_size = attrs.get("pixel_size")
+    if pixel_size is None:
+        raise InputError("no pixel size: pass pixel_size= (nm/px) or give a DataArray with attrs['pixel_size']")
+    a = np.asarray(movie.values if hasattr(movie, "values") else movie)
+    if a.ndim != 3 or a.shape[0] < 3:
+        raise InputError(f"a movie of shape {a.shape}: expected (frame, y, x) with at least 3 frames; "
+                         "use find_atoms for single frames")
+    return a, float(check_positive(pixel_size, "pixel_size", "nm/px"))
+
+
+def _window_sums(reg, valid, window):
+    """Sum of frames t-window..t+window on the common grid, scaled to 2·window+1 frames of data."""
+    cs = np.cumsum(np.concatenate([np.zeros((1,) + reg.shape[1:]), reg]), axis=0)
+    cn = np.cumsum(np.concatenate([np.zeros((1,) + reg.shape[1:]), valid]), axis=0)
+    out = np.empty(reg.shape, np.float32)
+    t_n = len(reg)
+    for t in range(t_n):
+        a, b = max(0, t - window), min(t_n, t + window + 1)
+        out[t] = (cs[b] - cs[a]) / np.maximum(cn[b] - cn[a], 1) * (2 * window + 1)
+    return out
+
+
+def find_atoms_movie(movie, pixel_size: float | None = None, *, window: int = 2, lattice: str = "graphene",
+                     model=None, probe_fwhm: float = 0.11, move_rate: float = 0.1,
+                     min_evidence: int = 2) -> pd.DataFrame:
+    """Find atoms and dopants in a low-dose movie of a stable host, using all its frames.
+
+    Parameters
+    ----------
+    movie : ndarray or xarray.DataArray, (frame, y, x)
+        Counts, at least 3 frames, the host lattice the same in all (dopants may move); held in
+        memory (a long movie is best given in segments of a few hundred frames).
+    pixel_size : float, optional
+        Sampling, nm/px (from a DataArray's ``attrs["pixel_size"]`` when not given).
+    window : int
+        Frames on each side summed for the network to see dopants: 2 makes sums of 5 frames
+        (1000 e⁻/Å² frames give 5000 e⁻/Å² sums). The amplitudes and the decision stay per frame.
+    lattice : {"graphene", "ws2", "mos2"}
+        The host.
+    model : Model, str or Path, optional
+        As for :func:`stemflow.find_atoms`.
+    probe_fwhm : float
+        The probe's full width at half maximum, nm (the Gaussian fitted at every site).
+    move_rate : float
+        Prior probability per frame that a dopant moves (hops or changes site), in (0, 1).
+    min_evidence : int
+        A site is a dopant candidate when the network saw a dopant there in at least this many of
+        the summed frames.
+
+    Returns
+    -------
+    DataFrame
+        The atoms table of :func:`stemflow.find_atoms` (``frame``, ``y``, ``x`` in each frame's
+        own px, ``y_nm``, ``x_nm``, ``label`` ``lattice`` / ``dopant``, ``prob`` = posterior
+        probability of the label, ``intensity`` = the site's fitted amplitude in that frame,
+        counts). Only sites wholly inside a frame are listed. ``df.attrs``: ``pixel_size``,
+        ``lattice``, ``model``, ``shifts`` (px per frame, from the images), ``levels`` (host and
+        dopant amplitudes and their noise, counts), ``window``.
+
+    Examples
+    --------
+    >>> import stemflow
+    >>> mov = stemflow.simulate_movie("graphene", frames=6, shape=128, pixel_size=0.01, dose=2000,
+    ...                               defects={"Si1C3": 2}, rates={}, seed=3)
+    >>> atoms = stemflow.find_atoms_movie(mov.images(), pixel_size=0.01)
+    >>> per_frame = lambda t: t[t.label == "dopant"].groupby("frame").size().tolist()
+    >>> per_frame(atoms) == per_frame(mov.atoms)          # the Si of every frame, as simulated
+    True
+    """
+    from .find import atoms_table, find_atoms
+
+    frames, pixel_size = _frames(movie, pixel_size)
+    if not (isinstance(window, (int, np.integer)) and window >= 0):
+        raise InputError(f"window={window!r}: expected frames on each side, an int ≥ 0")
+    if lattice == "amorphous":
+        raise InputError("lattice='amorphous' has no host lattice to hold still; use find_atoms frame by frame")
+    check_positive(probe_fwhm, "probe_fwhm", "nm")
+    sigma_px = probe_fwhm / pixel_size / 2.3548
+    shifts = register_frames(frames, sigma_px=0.64 * sigma_px)
+    reg, valid = shift_frames(frames, shifts)
+    t_n = len(frames)
+    mean = (reg.sum(axis=0) / np.maximum(valid.sum(axis=0), 1) * t_n).astype(np.float32)
+    kw = dict(pixel_size=pixel_size, lattice=lattice, model=model, identify=False)
+    host = find_atoms(mean, **kw)
+    host = host[host.label.astype(str).isin(["lattice", "dopant"])]
+    sites = host[["y", "x"]].to_numpy(np.float64)
+    if len(sites) < 3:
+        raise InputError(f"the mean of the {t_n} registered frames shows {len(sites)} columns: no host lattice "
+                         "to follow dopants on (check pixel_size, lattice and that the frames show one area)")
+    spacing = float(np.median(cKDTree(sites).query(sites, k=2)[0][:, 1]))
+    summed = find_atoms(_window_sums(reg, valid, window), **kw)
+    dop = summed[summed.label.astype(str) == "dopant"]
+    dyx = dop[["y", "x"]].to_numpy(np.float64)
+    d, _ = cKDTree(sites).query(dyx) if len(dyx) else (np.zeros(0), None)
+    extra = _extra_sites(dyx[d > 0.3 * spacing], 0.25 * spacing, min_evidence)
+    cand = np.vstack([sites, extra])
+    is_host = np.r_[np.ones(len(sites), bool), np.zeros(len(extra), bool)]
+    d, j = cKDTree(cand).query(dyx) if len(dyx) else (np.zeros(0), np.zeros(0, np.int64))
+    near = d < 0.35 * spacing
+    obs = (dop["frame"].to_numpy()[near], j[near])
+    amp, seen = column_amplitudes(reg, valid, cand, sigma_px)
+    if len(obs[0]) >= 3:
+        levels = amplitude_levels(amp, is_host, obs)
+        is_dop, p_dop = occupancy(amp, cand, is_host, obs, levels, spacing, move_rate=move_rate,
+                                  n_frames_evidence=min_evidence)
+    else:                     # no dopant seen anywhere: every site is host
+        levels = None
+        is_dop, p_dop = np.zeros(amp.shape, bool), np.zeros(amp.shape)
+    rows = []
+    for t in range(t_n):
+        keep = seen[t] & (is_host | is_dop[t])
+        p = cand[keep] + shifts[t]
+        rows.append(pd.DataFrame({
+            "frame": t, "y": p[:, 0], "x": p[:, 1],
+            "label": np.where(is_dop[t][keep], "dopant", "lattice"),
+            "prob": np.where(is_dop[t][keep], p_dop[t][keep], 1.0 - p_dop[t][keep]).astype(np.float32),
+            "intensity": amp[t][keep].astype(np.float32)}))
+    out = atoms_table(pd.concat(rows, ignore_index=True), pixel_size, lattice, host.attrs.get("model", "default"))
+    out.attrs.update(pixel_size=pixel_size, lattice=lattice, model=host.attrs.get("model", "default"),
+                     shifts=shifts.round(4).tolist(), window=int(window),
+                     levels=None if levels is None else dict(host=levels.host, dopant=levels.dopant,
+                                                             sd_host=levels.sd(levels.host),
+                                                             sd_dopant=levels.sd(levels.dopant)))
+    return out
+
+
+def _extra_sites(points, radius, min_count):
+    """Centres of clusters (average linkage within ``radius`` px) of at least ``min_count`` points."""
+    if len(points) < max(min_count, 1):
+        return np.zeros((0, 2))
+    lab = fcluster(linkage(points, "average"), radius, "distance") if len(points) > 1 else np.ones(1, int)
+    out = [points[lab == v].mean(axis=0) for v in np.unique(lab) if (lab == v).sum() >= min_count]
+    return np.array(out).reshape(-1, 2)

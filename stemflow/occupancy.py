@@ -1,0 +1,321 @@
+"""Which sites hold a dopant in which frame: column amplitudes and hidden Markov paths.
+
+At a dose where one frame shows a carbon column as a handful of counts, the network cannot say
+frame by frame where the dopants are, but the movie can: the host lattice stays put (once the
+frames are registered), the dopants jump only now and then, and every frame adds evidence. This
+module does the counting; :func:`stemflow.lowdose.find_atoms_movie` feeds it.
+
+1. :func:`column_amplitudes`: the frames are modelled as a flat background plus one Gaussian
+   probe (σ in px) per candidate site; a linear least-squares fit (one sparse factorisation for
+   the whole movie) gives every site's amplitude in every frame, counts at the probe's peak.
+   Neighbouring columns overlap, so the joint fit keeps one bright dopant from lending its
+   counts to the host columns beside it.
+2. :func:`amplitude_levels`: the host level (median of all sites), the dopant level (median
+   where the caller's evidence, e.g. the network on summed frames, saw a dopant) and the noise
+   of each, as ``var = v0 + k · level``: read noise plus shot noise.
+3. :func:`occupancy`: sites seen as dopants, with their neighbours, form groups; each group holds
+   a fixed number of dopants (the median the evidence saw there) and its states are the ways of
+   placing them on the group's sites, no two closer than 0.6 spacing. A dopant stays with
+   probability ``1 - move_rate`` per frame or moves to a site within 1.2 spacings. Viterbi gives
+   the most probable placement in every frame, the forward-backward pass the probability of each
+   site being a dopant. One noisy frame cannot make a hop: a jump there and back costs two moves.
+
+Units: positions and σ in px; amplitudes in the frames' units (counts); ``move_rate`` per frame.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+from scipy import sparse
+from scipy.sparse.linalg import splu
+from scipy.spatial import cKDTree
+from scipy.special import logsumexp
+
+from .errors import InputError
+
+__all__ = ["column_amplitudes", "amplitude_levels", "occupancy", "Levels", "MAX_STATES"]
+
+#: Groups with more placements than this are solved site by site (two states per site).
+MAX_STATES = 2000
+
+
+def column_amplitudes(registered, valid, sites, sigma_px: float) -> tuple[np.ndarray, np.ndarray]:
+    """Amplitude of a Gaussian column at every site in every frame (joint least squares).
+
+    Parameters
+    ----------
+    registered : ndarray, (frame, y, x)
+        Frames on a common grid (:func:`stemflow.registration.shift_frames`), counts.
+    valid : ndarray, (frame, y, x) bool
+        Where ``registered`` holds data.
+    sites : array-like, (n, 2)
+        Candidate column positions ``(y, x)`` on that grid, px.
+    sigma_px : float
+        The probe's Gaussian σ, px.
+
+    Returns
+    -------
+    amplitude : ndarray, (frame, n)
+        Peak counts of each site's column (background removed); NaN where not observed.
+    observed : ndarray, (frame, n) bool
+        True where the site's footprint (3 σ) lies wholly on data in that frame.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> yy, xx = np.mgrid[:40, :40]
+    >>> img = 1.0 + 5 * np.exp(-((yy - 20) ** 2 + (xx - 15) ** 2) / (2 * 2.0**2))
+    >>> amp, seen = column_amplitudes(img[None], np.ones((1, 40, 40), bool), [[20, 15], [20, 25]], 2.0)
+    >>> amp.round(3).tolist(), seen.tolist()
+    ([[5.0, 0.0]], [[True, True]])
+    """
+    reg = np.asarray(registered, np.float64)
+    valid = np.asarray(valid, bool)
+    sites = np.asarray(sites, np.float64).reshape(-1, 2)
+    if reg.ndim != 3 or valid.shape != reg.shape:
+        raise InputError(f"registered {reg.shape} and valid {valid.shape}: expected two stacks (frame, y, x) "
+                         "of one shape")
+    if not sigma_px > 0:
+        raise InputError(f"sigma_px={sigma_px}: the probe's σ must be > 0 px")
+    t_n, h, w = reg.shape
+    n = len(sites)
+    if n == 0:
+        return np.zeros((t_n, 0)), np.zeros((t_n, 0), bool)
+    r = int(np.ceil(3 * sigma_px))
+    dy, dx = np.mgrid[-r:r + 2, -r:r + 2]
+    base = np.floor(sites).astype(np.int64)
+    yy = base[:, 0, None, None] + dy            # (n, k, k)
+    xx = base[:, 1, None, None] + dx
+    g = np.exp(-((yy - sites[:, 0, None, None]) ** 2 + (xx - sites[:, 1, None, None]) ** 2) / (2 * sigma_px**2))
+    inside = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w) & (g > np.exp(-4.5))
+    col = np.broadcast_to(np.arange(n)[:, None, None], yy.shape)
+    pix = (yy * w + xx)[inside]
+    gm = sparse.csc_matrix((g[inside], (pix, col[inside])), shape=(h * w, n))
+    gm = sparse.hstack([gm, sparse.csc_matrix(np.ones((h * w, 1)))], format="csc")
+    gtg = (gm.T @ gm).tocsc() + 1e-9 * sparse.eye(n + 1, format="csc")
+    coef = splu(gtg).solve(np.asarray(gm.T @ reg.reshape(t_n, -1).T))     # (n + 1, frame)
+    amp = coef[:n].T.copy()
+    flat = valid.reshape(t_n, -1)
+    fully_inside = inside.sum(axis=(1, 2)) == (g > np.exp(-4.5)).sum(axis=(1, 2))
+    observed = np.zeros((t_n, n), bool)
+    for s in np.flatnonzero(fully_inside):
+        observed[:, s] = flat[:, (yy[s] * w + xx[s])[inside[s]]].all(axis=1)
+    amp[~observed] = np.nan
+    return amp, observed
+
+
+class Levels:
+    """Amplitude levels of host columns, dopants and empty sites, and the noise at each.
+
+    Attributes
+    ----------
+    host, dopant : float
+        Median amplitude of host columns and of dopants, counts.
+    v0, k : float
+        Noise model: the variance of an amplitude of mean ``a`` is ``v0 + k · a``, and never
+        less than the host's (read noise and the background's shot noise set that floor).
+    """
+
+    def __init__(self, host: float, dopant: float, v0: float, k: float):
+        self.host, self.dopant, self.v0, self.k = float(host), float(dopant), float(v0), float(k)
+
+    def sd(self, level: float) -> float:
+        """Standard deviation of an amplitude whose mean is ``level``, counts."""
+        return float(np.sqrt(max(self.v0 + self.k * max(level, self.host), 1e-24)))
+
+    def loglik(self, amp: np.ndarray, level: float) -> np.ndarray:
+        """Gaussian log-likelihood of ``amp`` at mean ``level`` (NaN → 0: no evidence)."""
+        s = self.sd(level)
+        out = -0.5 * ((amp - level) / s) ** 2 - np.log(s)
+        return np.where(np.isfinite(out), out, 0.0)
+
+    def __repr__(self):
+        return (f"Levels(host={self.host:.4g}, dopant={self.dopant:.4g}, sd_host={self.sd(self.host):.3g}, "
+                f"sd_dopant={self.sd(self.dopant):.3g})")
+
+
+def _mad(v):
+    v = v[np.isfinite(v)]
+    return 1.4826 * float(np.median(np.abs(v - np.median(v)))) if len(v) else np.nan
+
+
+def amplitude_levels(amp, host_sites, dopant_obs) -> Levels:
+    """Host and dopant levels and their noise, robustly from the amplitudes.
+
+    Parameters
+    ----------
+    amp : ndarray, (frame, n)
+        :func:`column_amplitudes`' amplitudes.
+    host_sites : array-like of bool, (n,)
+        Sites that are host columns most of the time (lattice sites, not extra candidates).
+    dopant_obs : (array of frame, array of site)
+        Where independent evidence saw a dopant.
+
+    Returns
+    -------
+    Levels
+    """
+    amp = np.asarray(amp, np.float64)
+    host = amp[:, np.asarray(host_sites, bool)]
+    mu_h, sd_h = float(np.nanmedian(host)), _mad(host.ravel())
+    f, s = (np.asarray(v, np.int64) for v in dopant_obs)
+    d = amp[f, s] if len(f) else np.zeros(0)
+    d = d[np.isfinite(d)]
+    if len(d) < 3 or not np.isfinite(sd_h):
+        raise InputError("too few dopant or host observations to set the amplitude levels")
+    mu_d, sd_d = float(np.median(d)), _mad(d)
+    k = max((sd_d**2 - sd_h**2) / (mu_d - mu_h), 0.0) if mu_d > mu_h else 0.0
+    return Levels(mu_h, mu_d, sd_h**2 - k * mu_h, k)
+
+
+def _groups(sites, seeds, radius):
+    """Seeds with the sites within ``radius`` of them, joined where they share sites."""
+    tree = cKDTree(sites)
+    near = tree.query_ball_point(sites[seeds], radius)
+    parent = {}
+
+    def find(a):
+        while parent.setdefault(a, a) != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for s, nb in zip(seeds, near):
+        for v in nb:
+            parent[find(v)] = find(int(s))
+    out = {}
+    for v in parent:
+        out.setdefault(find(v), []).append(v)
+    return [np.array(sorted(g)) for g in out.values()]
+
+
+def _hmm(e, moves, move_rate):
+    """Viterbi path and posterior of each state: ``e`` (frame, state) log-likelihoods."""
+    t_n, n = e.shape
+    logt = np.full((n, n), -np.inf)
+    stay = np.log1p(-move_rate) if n > 1 else 0.0
+    for i, m in enumerate(moves):
+        logt[i, i] = stay if m else 0.0
+        if m:
+            logt[i, m] = np.log(move_rate / len(m))
+    v = e[0] - np.log(n)
+    back = np.zeros((t_n, n), np.int64)
+    alpha = np.empty((t_n, n))
+    alpha[0] = v
+    for t in range(1, t_n):
+        sc = v[:, None] + logt
+        back[t] = sc.argmax(axis=0)
+        v = sc.max(axis=0) + e[t]
+        alpha[t] = logsumexp(alpha[t - 1][:, None] + logt, axis=0) + e[t]
+    path = np.empty(t_n, np.int64)
+    path[-1] = int(v.argmax())
+    for t in range(t_n - 1, 0, -1):
+        path[t - 1] = back[t, path[t]]
+    beta = np.zeros((t_n, n))
+    for t in range(t_n - 2, -1, -1):
+        beta[t] = logsumexp(logt + (e[t + 1] + beta[t + 1])[None, :], axis=1)
+    post = alpha + beta
+    post = np.exp(post - logsumexp(post, axis=1, keepdims=True))
+    return path, post
+
+
+def occupancy(amp, sites, host_sites, dopant_obs, levels: Levels, spacing_px: float, *,
+              move_rate: float = 0.1, n_frames_evidence: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """The sites that hold a dopant in each frame, with their probability.
+
+    Parameters
+    ----------
+    amp : ndarray, (frame, n)
+        :func:`column_amplitudes`' amplitudes (NaN where not observed: no evidence).
+    sites : array-like, (n, 2)
+        Candidate positions, px.
+    host_sites : array-like of bool, (n,)
+        Sites that hold a host column when they hold no dopant (False: extra candidates, such as
+        a dopant's place between two lattice sites, empty when they hold no dopant).
+    dopant_obs : (array of frame, array of site)
+        Where independent evidence (the network on summed frames) saw a dopant.
+    levels : Levels
+        :func:`amplitude_levels`.
+    spacing_px : float
+        The host's nearest-neighbour distance, px.
+    move_rate : float
+        Prior probability per frame that a dopant moves, in (0, 1).
+    n_frames_evidence : int
+        A site seeds a group when the evidence saw a dopant there in at least this many frames.
+
+    Returns
+    -------
+    dopant : ndarray, (frame, n) bool
+        The most probable placement (Viterbi) in every frame.
+    prob : ndarray, (frame, n) float
+        Posterior probability that each site holds a dopant in each frame.
+    """
+    amp = np.asarray(amp, np.float64)
+    sites = np.asarray(sites, np.float64).reshape(-1, 2)
+    host_sites = np.asarray(host_sites, bool)
+    if not 0 < move_rate < 1:
+        raise InputError(f"move_rate={move_rate}: expected a probability per frame in (0, 1)")
+    t_n, n = amp.shape
+    dop = np.zeros((t_n, n), bool)
+    prob = np.zeros((t_n, n))
+    f, s = (np.asarray(v, np.int64) for v in dopant_obs)
+    seen = np.bincount(s, minlength=n)
+    seeds = np.flatnonzero(seen >= n_frames_evidence)
+    if n == 0 or len(seeds) == 0:
+        return dop, prob
+    l_dop = levels.loglik(amp, levels.dopant)
+    l_host = np.logaddexp(np.log(0.95) + levels.loglik(amp, levels.host), np.log(0.05) + levels.loglik(amp, 0.0))
+    l_none = np.where(host_sites[None], l_host, levels.loglik(amp, 0.0))
+    llr = l_dop - l_none
+    for grp in _groups(sites, seeds, 1.2 * spacing_px):
+        per_frame = np.bincount(f[np.isin(s, grp)], minlength=t_n)
+        m = int(np.round(np.median(per_frame)))
+        m = max(m, 1 if per_frame.mean() > 0.3 else 0)
+        if m == 0:
+            continue
+        p = sites[grp]
+        dd = np.hypot(*(p[:, None] - p[None]).transpose(2, 0, 1))
+        ok = dd > 0.6 * spacing_px
+        n_states = _n_choose(len(grp), m)
+        if n_states > MAX_STATES:
+            states = [(i,) for i in range(len(grp))]
+            per_site = True
+        else:
+            states = [c for c in itertools.combinations(range(len(grp)), m)
+                      if all(ok[a, b] for a, b in itertools.combinations(c, 2))]
+            per_site = False
+        if per_site:
+            for i, site in enumerate(grp):
+                e = np.column_stack([np.zeros(t_n), llr[:, site]])
+                path, post = _hmm(e, [[1], [0]], move_rate)
+                dop[:, site] = path == 1
+                prob[:, site] = post[:, 1]
+            continue
+        index = {c: i for i, c in enumerate(states)}
+        adj = (dd <= 1.2 * spacing_px) & (dd > 0)
+        moves = []
+        for c in states:
+            mv = set()
+            for j, a in enumerate(c):
+                for b in np.flatnonzero(adj[a]):
+                    if b not in c:
+                        nc = tuple(sorted(c[:j] + (int(b),) + c[j + 1:]))
+                        if nc in index:
+                            mv.add(index[nc])
+            moves.append(sorted(mv))
+        members = np.zeros((len(states), len(grp)))
+        for i, c in enumerate(states):
+            members[i, list(c)] = 1.0
+        e = llr[:, grp] @ members.T                       # (frame, state)
+        path, post = _hmm(e, moves, move_rate)
+        dop[:, grp] = members[path] > 0
+        prob[:, grp] = post @ members
+    return dop, np.clip(prob, 0.0, 1.0)
+
+
+def _n_choose(n, k):
+    from math import comb
+
+    return comb(n, k)

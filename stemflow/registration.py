@@ -1,0 +1,116 @@
+"""Register the frames of a movie on each other from the images alone.
+
+At low dose a frame holds too few counts for the network to find the lattice, so the drift of
+the field cannot come from the atoms tables (:mod:`stemflow.tracking.alignment`). The images
+still carry it: smoothed to the probe's size, each frame is cross-correlated with the one before
+(:func:`skimage.registration.phase_cross_correlation`), the steps are summed, and then every
+frame is registered again on the mean of all frames so far registered, which holds the counts of
+the whole movie and stops errors from adding up frame after frame.
+
+Units: shifts and positions in px; ``shifts[t]`` is where frame ``t``'s content sits relative to
+frame 0 (a column at ``p`` in frame 0 is at ``p + shifts[t]`` in frame ``t``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from .errors import InputError
+
+__all__ = ["register_frames", "shift_frames"]
+
+
+def _check_stack(frames) -> np.ndarray:
+    a = np.asarray(frames)
+    if a.ndim != 3 or a.shape[0] < 1 or min(a.shape[1:]) < 16:
+        raise InputError(f"frames of shape {a.shape}: expected a stack (frame, y, x) of frames at least "
+                         "16 px on a side")
+    if a.dtype.kind not in "iuf":
+        raise InputError(f"frames of dtype {a.dtype}: expected real numbers (detector counts)")
+    a = a.astype(np.float64, copy=False)
+    if not np.isfinite(a).all():
+        raise InputError("frames contain NaN or infinite values; replace them (e.g. by the frame's median) "
+                         "before registering")
+    return a
+
+
+def register_frames(frames, sigma_px: float = 3.0, *, upsample: int = 20, iterations: int = 2) -> np.ndarray:
+    """Shift of every frame relative to the first, from the images, px.
+
+    Parameters
+    ----------
+    frames : array-like, (frame, y, x)
+        The movie, counts (any real dtype); finite.
+    sigma_px : float
+        Gaussian smoothing before correlating, px: about the probe's σ, so that single counts
+        become blobs the correlation can see.
+    upsample : int
+        Sub-pixel precision of each correlation, 1/``upsample`` px.
+    iterations : int
+        Passes of registering every frame on the registered mean (0: frame-to-frame steps only).
+
+    Returns
+    -------
+    ndarray, (frame, 2)
+        ``(dy, dx)`` px of each frame relative to frame 0 (row 0 is zero).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from stemflow.registration import register_frames
+    >>> rng = np.random.default_rng(0)
+    >>> base = rng.poisson(3.0, (80, 80)).astype(float)
+    >>> movie = np.stack([base, np.roll(base, (2, -1), axis=(0, 1))])
+    >>> register_frames(movie, sigma_px=1.0).round(2).tolist()
+    [[0.0, 0.0], [2.0, -1.0]]
+    """
+    from skimage.registration import phase_cross_correlation
+
+    a = _check_stack(frames)
+    sm = np.stack([ndimage.gaussian_filter(f, sigma_px) for f in a]) if sigma_px > 0 else a
+    sm -= sm.mean(axis=(1, 2), keepdims=True)
+
+    def corr(img, ref):
+        s, _, _ = phase_cross_correlation(img, ref, upsample_factor=upsample, normalization=None)
+        return np.asarray(s, np.float64)
+
+    shifts = np.zeros((len(a), 2))
+    for t in range(1, len(a)):
+        shifts[t] = shifts[t - 1] + corr(sm[t], sm[t - 1])
+    for _ in range(iterations if len(a) > 1 else 0):
+        ref = np.mean([ndimage.shift(sm[t], -shifts[t], order=1, mode="nearest") for t in range(len(a))], axis=0)
+        shifts = np.stack([corr(sm[t], ref) for t in range(len(a))])
+        shifts -= shifts[0]
+    return shifts
+
+
+def shift_frames(frames, shifts) -> tuple[np.ndarray, np.ndarray]:
+    """Move every frame onto frame 0's grid (linear interpolation).
+
+    Parameters
+    ----------
+    frames : array-like, (frame, y, x)
+        The movie, counts.
+    shifts : array-like, (frame, 2)
+        :func:`register_frames`' output, px.
+
+    Returns
+    -------
+    registered : ndarray, (frame, y, x) float64
+        Frame ``t`` moved by ``-shifts[t]``; pixels with no data are 0.
+    valid : ndarray, (frame, y, x) bool
+        Where ``registered`` holds data.
+    """
+    a = _check_stack(frames)
+    shifts = np.asarray(shifts, np.float64)
+    if shifts.shape != (len(a), 2) or not np.isfinite(shifts).all():
+        raise InputError(f"shifts of shape {shifts.shape}: expected finite (dy, dx) for each of {len(a)} frames")
+    reg = np.empty_like(a)
+    valid = np.empty(a.shape, bool)
+    ones = np.ones(a.shape[1:])
+    for t in range(len(a)):
+        reg[t] = ndimage.shift(a[t], -shifts[t], order=1, mode="constant", cval=0.0)
+        valid[t] = ndimage.shift(ones, -shifts[t], order=1, mode="constant", cval=0.0) > 0.999
+    reg[~valid] = 0.0
+    return reg, valid
