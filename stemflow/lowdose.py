@@ -115,7 +115,12 @@ def find_atoms_movie(movie, pixel_size: float | None = None, *, window: int = 2,
         raise InputError("lattice='amorphous' has no host lattice to hold still; use find_atoms frame by frame")
     check_positive(probe_fwhm, "probe_fwhm", "nm")
     sigma_px = probe_fwhm / pixel_size / 2.3548
-    shifts = register_frames(frames, sigma_px=0.64 * sigma_px)
+    from .tables import LATTICES
+
+    if lattice not in LATTICES:
+        raise InputError(f"unknown lattice {lattice!r}; known lattices: {', '.join(LATTICES)}")
+    bond_px = LATTICES[lattice]["bond"] / pixel_size
+    shifts = register_frames(frames, sigma_px=0.64 * sigma_px, max_step=0.4 * bond_px)
     reg, valid = shift_frames(frames, shifts)
     t_n = len(frames)
     mean = (reg.sum(axis=0) / np.maximum(valid.sum(axis=0), 1) * t_n).astype(np.float32)

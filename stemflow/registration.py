@@ -3,7 +3,8 @@
 At low dose a frame holds too few counts for the network to find the lattice, so the drift of
 the field cannot come from the atoms tables (:mod:`stemflow.tracking.alignment`). The images
 still carry it: smoothed to the probe's size, each frame is cross-correlated with the one before
-(:func:`skimage.registration.phase_cross_correlation`), the steps are summed, and then every
+(by FFT, the peak searched only near the expected step: a crystal matches itself at every
+lattice vector), the steps are summed, and then every
 frame is registered again on the mean of all frames so far registered, which holds the counts of
 the whole movie and stops errors from adding up frame after frame.
 
@@ -35,7 +36,32 @@ def _check_stack(frames) -> np.ndarray:
     return a
 
 
-def register_frames(frames, sigma_px: float = 3.0, *, upsample: int = 20, iterations: int = 2) -> np.ndarray:
+def _peak(img: np.ndarray, ref: np.ndarray, centre, radius: float) -> np.ndarray:
+    """Displacement of ``img``'s content relative to ``ref``: the cross-correlation's highest
+    point within ``radius`` px of ``centre``, refined to sub-pixel by a parabola on each axis."""
+    cc = np.fft.irfft2(np.fft.rfft2(img) * np.conj(np.fft.rfft2(ref)), s=img.shape)
+    h, w = cc.shape
+    c = np.round(np.asarray(centre, np.float64)).astype(np.int64)
+    r = int(np.ceil(radius))
+    dy, dx = np.mgrid[-r:r + 1, -r:r + 1]
+    keep = np.hypot(dy + c[0] - centre[0], dx + c[1] - centre[1]) <= radius
+    cand_y, cand_x = (dy + c[0])[keep], (dx + c[1])[keep]
+    vals = cc[cand_y % h, cand_x % w]
+    k = int(np.argmax(vals))
+    py, px = int(cand_y[k]), int(cand_x[k])
+    out = np.array([py, px], np.float64)
+    for axis in (0, 1):
+        lo = cc[(py - (axis == 0)) % h, (px - (axis == 1)) % w]
+        mid = cc[py % h, px % w]
+        hi = cc[(py + (axis == 0)) % h, (px + (axis == 1)) % w]
+        den = lo - 2 * mid + hi
+        if den < 0:
+            out[axis] += float(np.clip(0.5 * (lo - hi) / den, -0.5, 0.5))
+    return out
+
+
+def register_frames(frames, sigma_px: float = 3.0, *, max_step: float | None = None,
+                    iterations: int = 2) -> np.ndarray:
     """Shift of every frame relative to the first, from the images, px.
 
     Parameters
@@ -45,10 +71,14 @@ def register_frames(frames, sigma_px: float = 3.0, *, upsample: int = 20, iterat
     sigma_px : float
         Gaussian smoothing before correlating, px: about the probe's σ, so that single counts
         become blobs the correlation can see.
-    upsample : int
-        Sub-pixel precision of each correlation, 1/``upsample`` px.
+    max_step : float, optional
+        Largest drift from one frame to the next, px. A crystal correlates with itself at every
+        lattice vector (and, for a honeycomb, at every bond), so the search must stay within
+        half the nearest-neighbour distance of the expected step; default: a quarter of the
+        frame's smaller side (fine for images without a lattice).
     iterations : int
-        Passes of registering every frame on the registered mean (0: frame-to-frame steps only).
+        Passes of registering every frame on the registered mean (0: frame-to-frame steps only);
+        each moves a frame by at most ``max_step`` from its previous estimate.
 
     Returns
     -------
@@ -65,22 +95,18 @@ def register_frames(frames, sigma_px: float = 3.0, *, upsample: int = 20, iterat
     >>> register_frames(movie, sigma_px=1.0).round(2).tolist()
     [[0.0, 0.0], [2.0, -1.0]]
     """
-    from skimage.registration import phase_cross_correlation
-
     a = _check_stack(frames)
-    sm = np.stack([ndimage.gaussian_filter(f, sigma_px) for f in a]) if sigma_px > 0 else a
+    radius = 0.25 * min(a.shape[1:]) if max_step is None else float(max_step)
+    if not radius > 0:
+        raise InputError(f"max_step={max_step}: expected a positive number of px per frame")
+    sm = np.stack([ndimage.gaussian_filter(f, sigma_px) for f in a]) if sigma_px > 0 else a.copy()
     sm -= sm.mean(axis=(1, 2), keepdims=True)
-
-    def corr(img, ref):
-        s, _, _ = phase_cross_correlation(img, ref, upsample_factor=upsample, normalization=None)
-        return np.asarray(s, np.float64)
-
     shifts = np.zeros((len(a), 2))
     for t in range(1, len(a)):
-        shifts[t] = shifts[t - 1] + corr(sm[t], sm[t - 1])
+        shifts[t] = shifts[t - 1] + _peak(sm[t], sm[t - 1], (0.0, 0.0), radius)
     for _ in range(iterations if len(a) > 1 else 0):
         ref = np.mean([ndimage.shift(sm[t], -shifts[t], order=1, mode="nearest") for t in range(len(a))], axis=0)
-        shifts = np.stack([corr(sm[t], ref) for t in range(len(a))])
+        shifts = np.stack([_peak(sm[t], ref, shifts[t], radius) for t in range(len(a))])
         shifts -= shifts[0]
     return shifts
 

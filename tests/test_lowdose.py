@@ -1,0 +1,112 @@
+"""Low-dose movies: registration from images, column amplitudes, dopant placements over time."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import stemflow
+from stemflow.errors import InputError
+from stemflow.occupancy import Levels, amplitude_levels, column_amplitudes, occupancy
+from stemflow.registration import register_frames, shift_frames
+from stemflow.simulate import simulate_movie
+from stemflow.tracking.scoring import score_events
+
+
+def test_register_frames_follows_a_random_walk_at_low_dose():
+    mov = simulate_movie("graphene", 12, 160, drift=(0.0, 0.0), drift_jitter=0.8, rates={}, seed=21,
+                         pixel_size=0.01, dose=1500, defects={"Si1C3": 2})
+    shifts = register_frames(mov.images(), sigma_px=3.0)
+    truth = mov.drift[["dy", "dx"]].to_numpy()
+    assert np.abs(truth).max() > 1.5                                  # the field really moves
+    assert np.sqrt(((shifts - truth) ** 2).sum(axis=1).mean()) < 0.8
+
+
+def test_shift_frames_marks_where_no_data_is():
+    frames = np.random.default_rng(0).poisson(2.0, (2, 40, 40)).astype(float)
+    reg, valid = shift_frames(frames, [[0.0, 0.0], [0.0, 3.0]])
+    assert valid[0].all() and not valid[1][:, -3:].any() and valid[1][:, :36].all()
+    assert (reg[1][~valid[1]] == 0).all()
+    np.testing.assert_allclose(reg[1][:, :30], frames[1][:, 3:33])
+
+
+def test_column_amplitudes_separate_overlapping_columns():
+    yy, xx = np.mgrid[:48, :48]
+    g = lambda y, x: np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * 3.0**2))   # noqa: E731
+    img = 0.5 + 1.0 * g(24, 20) + 4.0 * g(24, 26)                    # 2 σ apart: the tails overlap
+    amp, seen = column_amplitudes(img[None], np.ones((1, 48, 48), bool), [[24, 20], [24, 26]], 3.0)
+    np.testing.assert_allclose(amp[0], [1.0, 4.0], atol=0.01)        # the model stops at 3 σ
+    # a site whose 3 σ disc leaves the frame is not observed
+    amp, seen = column_amplitudes(img[None], np.ones((1, 48, 48), bool), [[24, 20], [2, 2]], 3.0)
+    assert seen.tolist() == [[True, False]] and np.isnan(amp[0, 1])
+
+
+def _two_site_amplitudes(rng, hop_at=10, spike_at=4, frames=20):
+    host, dop, sd = 1.0, 4.0, 0.8
+    amp = rng.normal(host, sd, (frames, 2))
+    amp[:hop_at, 0] += dop - host
+    amp[hop_at:, 1] += dop - host
+    amp[spike_at, 1] = dop + 0.5          # one frame in which the other site looks like the dopant
+    return amp
+
+
+def test_occupancy_dates_a_hop_and_ignores_one_noisy_frame():
+    amp = _two_site_amplitudes(np.random.default_rng(1))
+    sites = [[20.0, 20.0], [20.0, 34.0]]
+    obs = (np.r_[0:10, 10:20], np.r_[[0] * 10, [1] * 10])
+    levels = amplitude_levels(amp, [True, True], obs)
+    dop, prob = occupancy(amp, sites, [True, True], obs, levels, 14.0)
+    assert dop.sum(axis=1).tolist() == [1] * 20                       # one dopant in every frame
+    assert np.flatnonzero(np.diff(dop[:, 0].astype(int))).tolist() == [9]   # leaves site 0 at frame 10
+    assert not dop[4, 1] and prob[4, 1] < 0.5                         # the spike is not a hop
+    assert prob[15, 1] > 0.9
+
+
+def test_occupancy_judged_frame_by_frame_would_take_the_spike():
+    # the same data without the time model: the spike frame does put the dopant on site 1
+    amp = _two_site_amplitudes(np.random.default_rng(1))
+    assert amp[4, 1] > amp[4, 0]
+
+
+def test_levels_noise_grows_with_the_amplitude():
+    lv = Levels(1.0, 4.0, v0=0.2, k=0.1)
+    assert lv.sd(4.0) > lv.sd(1.0) == lv.sd(0.0)
+
+
+@pytest.fixture(scope="module")
+def low_dose_movie():
+    return simulate_movie("graphene", 24, 200, drift=(0.0, 0.0), drift_jitter=0.7, seed=31, pixel_size=0.01,
+                          dose=1000, defects={"Si1C3": 4}, rates={"hop": 0.15})
+
+
+def test_find_atoms_movie_finds_the_si_that_single_frames_miss(low_dose_movie):
+    mov = low_dose_movie
+    atoms = stemflow.find_atoms_movie(mov.images(), pixel_size=0.01)
+    truth = mov.atoms[mov.atoms.label == "dopant"]
+    per_frame = stemflow.find_atoms(mov.images(), pixel_size=0.01, identify=False)
+    tol = 0.3 * 0.142 / 0.01
+
+    def recall(table):
+        d = table[table.label.astype(str) == "dopant"]
+        return len(stemflow.match(d[["frame", "y", "x"]], truth[["frame", "y", "x"]], tol)) / len(truth)
+
+    assert recall(atoms) > 0.9 > 0.7 > recall(per_frame)
+    assert set(atoms.attrs) >= {"pixel_size", "shifts", "levels", "window"}
+    assert atoms["prob"].between(0, 1).all()
+    r = stemflow.track(atoms)
+    s = score_events(r.events, mov.events, r.trajectories, mov.atoms, tol, kinds=("hop",)).loc["hop"]
+    assert s["true"] >= 4 and s["tp"] >= 0.8 * s["true"] and s["tp"] >= 0.8 * s["found"]
+
+
+@pytest.mark.parametrize("bad, msg", [
+    (dict(movie=np.zeros((2, 64, 64))), "at least 3 frames"),
+    (dict(movie=np.zeros((4, 64, 64)), pixel_size=None), "no pixel size"),
+    (dict(movie=np.full((4, 64, 64), np.nan)), "NaN"),
+    (dict(movie=np.zeros((4, 64, 64)), lattice="amorphous"), "amorphous"),
+    (dict(movie=np.zeros((4, 64, 64)), window=-1), "window"),
+])
+def test_find_atoms_movie_rejects_bad_input(bad, msg):
+    kw = dict(pixel_size=0.01) | bad
+    movie = kw.pop("movie")
+    with pytest.raises(InputError, match=msg):
+        stemflow.find_atoms_movie(movie, **kw)
