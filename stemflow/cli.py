@@ -96,8 +96,18 @@ def _cmd_find(args) -> int:
         da = da.isel(frame=slice(a, b))
     if args.lattice_prior and not args.identify:
         raise ValueError("--lattice-prior needs the chemical identification (the fitted lattice); drop --no-identify")
-    atoms = find_atoms(da, lattice=args.lattice, model=args.model, threshold=args.threshold, refine=args.refine,
-                       identify=None if args.identify else False, lattice_prior=args.lattice_prior)
+    if args.low_dose:
+        from .lowdose import find_atoms_movie
+
+        if "frame" not in da.dims:
+            raise ValueError(f"--low-dose uses the frames of a movie together; {args.input} is one image")
+        if args.refine or args.lattice_prior:
+            raise ValueError("--low-dose fits every site's amplitude itself; drop --refine and --lattice-prior")
+        atoms = find_atoms_movie(da, lattice=args.lattice, model=args.model, window=args.window)
+    else:
+        atoms = find_atoms(da, lattice=args.lattice, model=args.model, threshold=args.threshold,
+                           refine=args.refine, identify=None if args.identify else False,
+                           lattice_prior=args.lattice_prior)
     from .atomic import atomic_path
 
     out = Path(args.out)
@@ -311,6 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lattice-prior", action="store_true",
                    help="move regular lattice columns towards their fitted sites as far as the frame's own "
                         "scatter allows (implies --refine; adds y_fit, x_fit: the unbiased fit, for strain maps)")
+    s.add_argument("--low-dose", action="store_true",
+                   help="a low-dose movie of a stable host: use all its frames together (registered from the "
+                        "images; a hidden Markov model over the dopants' sites), as stemflow.find_atoms_movie; "
+                        "no chemical identification")
+    s.add_argument("--window", type=int, default=2,
+                   help="with --low-dose: frames summed on each side for the network to see the dopants")
 
     s = _command(sub, "train", "train a network on streamed simulated data", _cmd_train)
     s.add_argument("--lattice", default="graphene,ws2,mos2,amorphous", help="comma-separated lattices")

@@ -8,8 +8,12 @@ lattice offers:
 1. the frames are registered on each other from the images (:mod:`stemflow.registration`);
 2. the mean of all frames shows every host column; the network finds them there (the sites);
 3. sums of ``2·window + 1`` neighbouring frames (``window`` on each side) carry enough counts for
-   the network to see the dopants; where it does, a site is a dopant candidate (places that are
-   no lattice site, such as a Si between two, become extra candidates);
+   the network to see the dopants; where it does, a site is a dopant candidate. Places off the
+   lattice sites where it saw a dopant become candidates too: far from every site with a column of
+   their own in the fit, near sites (such as a Si between two) through their profile (what a
+   column there does to the fit). When a single frame separates a dopant from a host column by
+   ``between_snr`` standard deviations, the places halfway between a dopant's site and its
+   neighbours are added the same way (short 4-fold stays);
 4. every site's amplitude in every single frame is fitted jointly (:mod:`stemflow.occupancy`),
    and a hidden Markov model over the dopants' placements decides, frame by frame, which sites
    hold a dopant: one noisy frame cannot make a hop, yet a hop is dated to its own frame.
@@ -61,7 +65,7 @@ def _window_sums(reg, valid, window):
 
 def find_atoms_movie(movie, pixel_size: float | None = None, *, window: int = 2, lattice: str = "graphene",
                      model=None, probe_fwhm: float = 0.11, move_rate: float = 0.1,
-                     min_evidence: int = 2) -> pd.DataFrame:
+                     min_evidence: int = 2, between_snr: float = 8.0) -> pd.DataFrame:
     """Find atoms and dopants in a low-dose movie of a stable host, using all its frames.
 
     Parameters
@@ -85,6 +89,12 @@ def find_atoms_movie(movie, pixel_size: float | None = None, *, window: int = 2,
     min_evidence : int
         A site is a dopant candidate when the network saw a dopant there in at least this many of
         the summed frames.
+    between_snr : float
+        Places halfway between a dopant's site and its neighbours (where a 4-fold Si sits in
+        graphene) become candidates too when a single frame tells a dopant from a host column by at
+        least this many standard deviations (``(dopant - host) / sd_host`` of the fitted
+        amplitudes). Below it a dopant there cannot be told from one on either site, and the extra
+        freedom only lets noise move dopants; ``inf``: never.
 
     Returns
     -------
@@ -137,22 +147,46 @@ def find_atoms_movie(movie, pixel_size: float | None = None, *, window: int = 2,
     dyx = dop[["y", "x"]].to_numpy(np.float64)
     d, _ = cKDTree(sites).query(dyx) if len(dyx) else (np.zeros(0), None)
     extra = _extra_sites(dyx[d > 0.3 * spacing], 0.25 * spacing, min_evidence)
-    cand = np.vstack([sites, extra])
-    is_host = np.r_[np.ones(len(sites), bool), np.zeros(len(extra), bool)]
+    # dopants off the lattice sites: far from every site they get a column of their own in the fit;
+    # near sites (e.g. a 4-fold Si halfway between two) they are too close for a fit and are judged
+    # by what a column there does to the fit of the sites around it (its profile)
+    far = cKDTree(sites).query(extra)[0] > 0.7 * spacing if len(extra) else np.zeros(0, bool)
+    fitted = np.vstack([sites, extra[far]])
+    is_host = np.r_[np.ones(len(sites), bool), np.zeros(int(far.sum()), bool)]
+    amp, seen = column_amplitudes(reg, valid, fitted, sigma_px)
+    d, j = cKDTree(fitted).query(dyx) if len(dyx) else (np.zeros(0), np.zeros(0, np.int64))
+    on = d < 0.35 * spacing
+    levels = None
+    virtual = extra[~far]
+    if on.sum() >= 3:
+        levels = amplitude_levels(amp, is_host, (dop["frame"].to_numpy()[on], j[on]))
+        if (levels.dopant - levels.host) / levels.sd(levels.host) >= between_snr:
+            seen_at = np.bincount(j[on], minlength=len(fitted))[:len(sites)]
+            mids = _between(sites, np.flatnonzero(seen_at >= min_evidence), spacing, np.vstack([fitted, virtual]))
+            virtual = np.vstack([virtual, mids])
+    n_fit = len(fitted)
+    profiles = {n_fit + k: v for k, v in _profiles(virtual, fitted, is_host, sigma_px, spacing,
+                                                       reg.shape[1:]).items()}
+    cand = np.vstack([fitted, virtual])
+    is_host = np.r_[is_host, np.zeros(len(virtual), bool)]
+    amp = np.concatenate([amp, np.full((t_n, len(virtual)), np.nan)], axis=1)
+    seen = np.concatenate([seen, np.zeros((t_n, len(virtual)), bool)], axis=1)
+    for k, (idx, _, _) in profiles.items():
+        seen[:, k] = seen[:, idx].all(axis=1) if len(idx) else False
     d, j = cKDTree(cand).query(dyx) if len(dyx) else (np.zeros(0), np.zeros(0, np.int64))
     near = d < 0.35 * spacing
     obs = (dop["frame"].to_numpy()[near], j[near])
-    amp, seen = column_amplitudes(reg, valid, cand, sigma_px)
-    if len(obs[0]) >= 3:
-        levels = amplitude_levels(amp, is_host, obs)
+    if levels is not None:
         is_dop, p_dop = occupancy(amp, cand, is_host, obs, levels, spacing, move_rate=move_rate,
-                                  n_frames_evidence=min_evidence)
-    else:                     # no dopant seen anywhere: every site is host
-        levels = None
+                                  n_frames_evidence=min_evidence, profiles=profiles)
+    else:                     # too few dopants seen anywhere: every site is host
         is_dop, p_dop = np.zeros(amp.shape, bool), np.zeros(amp.shape)
+    displaced = np.zeros(amp.shape, bool)
+    for k, (idx, _, emptied) in profiles.items():
+        displaced[:, idx[emptied]] |= is_dop[:, k, None]
     rows = []
     for t in range(t_n):
-        keep = seen[t] & (is_host | is_dop[t])
+        keep = seen[t] & ((is_host & ~displaced[t]) | is_dop[t])
         p = cand[keep] + shifts[t]
         rows.append(pd.DataFrame({
             "frame": t, "y": p[:, 0], "x": p[:, 1],
@@ -165,6 +199,36 @@ def find_atoms_movie(movie, pixel_size: float | None = None, *, window: int = 2,
                      levels=None if levels is None else dict(host=levels.host, dopant=levels.dopant,
                                                              sd_host=levels.sd(levels.host),
                                                              sd_dopant=levels.sd(levels.dopant)))
+    return out
+
+
+def _between(sites, seeds, spacing, existing):
+    """Midpoints between each seed site and its neighbours (within 1.2 spacing), away from ``existing``."""
+    if len(seeds) == 0:
+        return np.zeros((0, 2))
+    tree = cKDTree(sites)
+    pts = [0.5 * (sites[a] + sites[b]) for a in seeds for b in tree.query_ball_point(sites[a], 1.2 * spacing)
+           if b != a and np.hypot(*(sites[a] - sites[b])) > 0.6 * spacing]
+    if not pts:
+        return np.zeros((0, 2))
+    pts = np.unique(np.round(np.array(pts), 3), axis=0)
+    return pts[cKDTree(existing).query(pts)[0] > 0.25 * spacing]
+
+
+def _profiles(mids, sites, is_host, sigma_px, spacing, shape):
+    """What a unit column at each of ``mids`` does to the joint fit on ``sites``: index →
+    (sites it moves by more than 2 %, by how much, which of them are host columns it displaces)."""
+    if len(mids) == 0:
+        return {}
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    out = {}
+    for k, (y, x) in enumerate(mids):
+        img = np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * sigma_px**2))[None]
+        w, _ = column_amplitudes(img, np.ones(img.shape, bool), sites, sigma_px)
+        w = np.nan_to_num(w[0])
+        idx = np.flatnonzero(np.abs(w) > 0.02)
+        emptied = is_host[idx] & (np.hypot(*(sites[idx] - [y, x]).T) < 0.6 * spacing)
+        out[k] = (idx, w[idx], emptied)
     return out
 
 

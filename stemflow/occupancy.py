@@ -19,6 +19,10 @@ module does the counting; :func:`stemflow.lowdose.find_atoms_movie` feeds it.
    probability ``1 - move_rate`` per frame or moves to a site within 1.2 spacings. Viterbi gives
    the most probable placement in every frame, the forward-backward pass the probability of each
    site being a dopant. One noisy frame cannot make a hop: a jump there and back costs two moves.
+   Places too close to the sites for a fit of their own (a 4-fold Si halfway between two sites)
+   are candidates through their *profile*: what a column there does to the fitted amplitudes of
+   the sites around it, and which host columns it displaces. A move onto such a place is
+   ``BETWEEN_WEIGHT`` times as likely a priori as a move onto a site.
 
 Units: positions and σ in px; amplitudes in the frames' units (counts); ``move_rate`` per frame.
 """
@@ -36,6 +40,9 @@ from scipy.special import logsumexp
 from .errors import InputError
 
 __all__ = ["column_amplitudes", "amplitude_levels", "occupancy", "Levels", "MAX_STATES"]
+
+#: Prior weight of a move onto a place between lattice sites (``profiles``) against one onto a site.
+BETWEEN_WEIGHT = 0.2
 
 #: Groups with more placements than this are solved site by site (two states per site).
 MAX_STATES = 2000
@@ -60,7 +67,8 @@ def column_amplitudes(registered, valid, sites, sigma_px: float) -> tuple[np.nda
     amplitude : ndarray, (frame, n)
         Peak counts of each site's column (background removed); NaN where not observed.
     observed : ndarray, (frame, n) bool
-        True where the site's footprint (3 σ) lies wholly on data in that frame.
+        True where the site lies at least 1 σ inside the frame and every pixel of its footprint
+        (3 σ) within the frame holds data in that frame.
 
     Examples
     --------
@@ -98,7 +106,7 @@ def column_amplitudes(registered, valid, sites, sigma_px: float) -> tuple[np.nda
     coef = splu(gtg).solve(np.asarray(gm.T @ reg.reshape(t_n, -1).T))     # (n + 1, frame)
     amp = coef[:n].T.copy()
     flat = valid.reshape(t_n, -1)
-    fully_inside = inside.sum(axis=(1, 2)) == (g > np.exp(-4.5)).sum(axis=(1, 2))
+    fully_inside = ((sites >= sigma_px) & (sites <= np.array([h, w]) - 1 - sigma_px)).all(axis=1)
     observed = np.zeros((t_n, n), bool)
     for s in np.flatnonzero(fully_inside):
         observed[:, s] = flat[:, (yy[s] * w + xx[s])[inside[s]]].all(axis=1)
@@ -191,15 +199,17 @@ def _groups(sites, seeds, radius):
     return [np.array(sorted(g)) for g in out.values()]
 
 
-def _hmm(e, moves, move_rate):
-    """Viterbi path and posterior of each state: ``e`` (frame, state) log-likelihoods."""
+def _hmm(e, moves, move_rate, weight=None):
+    """Viterbi path and posterior of each state: ``e`` (frame, state) log-likelihoods; a move
+    into state ``k`` is ``weight[k]`` times as likely as one into a state of weight 1."""
     t_n, n = e.shape
+    w = np.ones(n) if weight is None else np.asarray(weight, np.float64)
     logt = np.full((n, n), -np.inf)
     stay = np.log1p(-move_rate) if n > 1 else 0.0
     for i, m in enumerate(moves):
         logt[i, i] = stay if m else 0.0
         if m:
-            logt[i, m] = np.log(move_rate / len(m))
+            logt[i, m] = np.log(move_rate * w[m] / w[m].sum())
     v = e[0] - np.log(n)
     back = np.zeros((t_n, n), np.int64)
     alpha = np.empty((t_n, n))
@@ -222,7 +232,8 @@ def _hmm(e, moves, move_rate):
 
 
 def occupancy(amp, sites, host_sites, dopant_obs, levels: Levels, spacing_px: float, *,
-              move_rate: float = 0.1, n_frames_evidence: int = 2) -> tuple[np.ndarray, np.ndarray]:
+              move_rate: float = 0.1, n_frames_evidence: int = 2,
+              profiles: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The sites that hold a dopant in each frame, with their probability.
 
     Parameters
@@ -244,6 +255,12 @@ def occupancy(amp, sites, host_sites, dopant_obs, levels: Levels, spacing_px: fl
         Prior probability per frame that a dopant moves, in (0, 1).
     n_frames_evidence : int
         A site seeds a group when the evidence saw a dopant there in at least this many frames.
+    profiles : dict, optional
+        Candidates that have no amplitude of their own (their ``amp`` column is NaN), such as a
+        dopant's place halfway between two lattice sites, too close to them for a fit: index →
+        ``(sites, weights, emptied)``. A dopant there adds ``levels.dopant · weights`` to the
+        amplitudes of ``sites`` (what the fit gives for a column at that place) and removes the
+        host columns of ``sites[emptied]`` (the columns the dopant displaces).
 
     Returns
     -------
@@ -265,10 +282,26 @@ def occupancy(amp, sites, host_sites, dopant_obs, levels: Levels, spacing_px: fl
     seeds = np.flatnonzero(seen >= n_frames_evidence)
     if n == 0 or len(seeds) == 0:
         return dop, prob
-    l_dop = levels.loglik(amp, levels.dopant)
     l_host = np.logaddexp(np.log(0.95) + levels.loglik(amp, levels.host), np.log(0.05) + levels.loglik(amp, 0.0))
     l_none = np.where(host_sites[None], l_host, levels.loglik(amp, 0.0))
-    llr = l_dop - l_none
+    llr = levels.loglik(amp, levels.dopant) - l_none
+    profiles = profiles or {}
+    base = np.where(host_sites, levels.host, 0.0)
+
+    def evidence(state):
+        """Log-likelihood ratio, per frame, of a placement against no dopant in the group."""
+        if not any(k in profiles for k in state):
+            return llr[:, list(state)].sum(axis=1)
+        expect = {}
+        for k in state:
+            if k in profiles:
+                idx, w, emptied = profiles[k]
+                for i, wi, ei in zip(idx, w, emptied):
+                    expect[int(i)] = (0.0 if ei else expect.get(int(i), base[i])) + levels.dopant * wi
+            else:
+                expect[k] = levels.dopant
+        return sum(levels.loglik(amp[:, i], v) - l_none[:, i] for i, v in expect.items())
+
     for grp in _groups(sites, seeds, 1.2 * spacing_px):
         per_frame = np.bincount(f[np.isin(s, grp)], minlength=t_n)
         m = int(np.round(np.median(per_frame)))
@@ -288,7 +321,7 @@ def occupancy(amp, sites, host_sites, dopant_obs, levels: Levels, spacing_px: fl
             per_site = False
         if per_site:
             for i, site in enumerate(grp):
-                e = np.column_stack([np.zeros(t_n), llr[:, site]])
+                e = np.column_stack([np.zeros(t_n), evidence((int(site),))])
                 path, post = _hmm(e, [[1], [0]], move_rate)
                 dop[:, site] = path == 1
                 prob[:, site] = post[:, 1]
@@ -308,8 +341,9 @@ def occupancy(amp, sites, host_sites, dopant_obs, levels: Levels, spacing_px: fl
         members = np.zeros((len(states), len(grp)))
         for i, c in enumerate(states):
             members[i, list(c)] = 1.0
-        e = llr[:, grp] @ members.T                       # (frame, state)
-        path, post = _hmm(e, moves, move_rate)
+        e = np.column_stack([evidence(tuple(int(grp[a]) for a in c)) for c in states])   # (frame, state)
+        n_between = np.array([sum(int(grp[a]) in profiles for a in c) for c in states])
+        path, post = _hmm(e, moves, move_rate, weight=BETWEEN_WEIGHT ** n_between)
         dop[:, grp] = members[path] > 0
         prob[:, grp] = post @ members
     return dop, np.clip(prob, 0.0, 1.0)

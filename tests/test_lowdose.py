@@ -110,3 +110,47 @@ def test_find_atoms_movie_rejects_bad_input(bad, msg):
     movie = kw.pop("movie")
     with pytest.raises(InputError, match=msg):
         stemflow.find_atoms_movie(movie, **kw)
+
+
+def test_occupancy_places_a_dopant_between_two_sites_through_its_profile():
+    # sites A and B one spacing apart; a dopant at A, then halfway between them (A and B emptied),
+    # then back: the fit has no column halfway, only what such a column does to A's and B's
+    yy, xx = np.mgrid[:40, :56]
+    sig, sites = 4.5, np.array([[20.0, 20.0], [20.0, 34.0]])
+    col = lambda p: np.exp(-((yy - p[0]) ** 2 + (xx - p[1]) ** 2) / (2 * sig**2))   # noqa: E731
+    mid = sites.mean(axis=0)
+    host, dopant = 1.0, 5.0
+    frames = [dopant * col(sites[0]) + host * col(sites[1])] * 5 + [dopant * col(mid)] * 5 \
+        + [dopant * col(sites[0]) + host * col(sites[1])] * 5
+    rng = np.random.default_rng(2)
+    frames = np.stack(frames) + rng.normal(0, 0.05, (15, 40, 56))
+    amp, seen = column_amplitudes(frames, np.ones(frames.shape, bool), sites, sig)
+    w, _ = column_amplitudes(col(mid)[None], np.ones((1, 40, 56), bool), sites, sig)
+    profiles = {2: (np.array([0, 1]), w[0], np.array([True, True]))}
+    levels = Levels(host, dopant, v0=0.05, k=0.0)
+    obs = (np.arange(15), np.zeros(15, np.int64))
+    cand = np.vstack([sites, mid])
+    amp3 = np.column_stack([amp, np.full(15, np.nan)])
+    dop, prob = occupancy(amp3, cand, [True, True, False], obs, levels, 14.0, profiles=profiles)
+    assert dop[:, 2].astype(int).tolist() == [0] * 5 + [1] * 5 + [0] * 5
+    assert dop[:, 0].astype(int).tolist() == [1] * 5 + [0] * 5 + [1] * 5
+    assert (prob[5:10, 2] > 0.99).all()             # the profile is evidence, not just no evidence
+    without, _ = occupancy(amp, sites, [True, True], obs, levels, 14.0)
+    assert without[5:10].any(axis=1).all()          # without the profile the dopant stays on a site
+
+
+def test_cli_find_low_dose(tmp_path, capsys, low_dose_movie):
+    import pandas as pd
+
+    from stemflow.cli import main
+
+    np.save(tmp_path / "movie.npy", low_dose_movie.images()[:8])
+    out = tmp_path / "atoms.parquet"
+    assert main(["find", str(tmp_path / "movie.npy"), "--pixel-size", "0.01", "--low-dose", "--out", str(out)]) == 0
+    atoms = pd.read_parquet(out)
+    assert sorted(atoms.frame.unique()) == list(range(8)) and (atoms.label == "dopant").any()
+    assert "dopant" in capsys.readouterr().out
+    np.save(tmp_path / "one.npy", low_dose_movie.images()[0])
+    assert main(["find", str(tmp_path / "one.npy"), "--pixel-size", "0.01", "--low-dose",
+                 "--out", str(tmp_path / "b.parquet")]) != 0
+    assert "one image" in capsys.readouterr().err and not (tmp_path / "b.parquet").exists()
