@@ -26,12 +26,14 @@ Units: px and nm as in the atoms table; ``window`` in frames; ``probe_fwhm`` in 
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial import cKDTree
 
-from .errors import InputError, check_positive
+from .errors import InputError, StemflowWarning, check_positive
 from .occupancy import amplitude_levels, column_amplitudes, occupancy
 from .registration import register_frames, shift_frames
 
@@ -104,7 +106,10 @@ def find_atoms_movie(movie, pixel_size: float | None = None, *, window: int = 2,
         probability of the label, ``intensity`` = the site's fitted amplitude in that frame,
         counts). Only sites wholly inside a frame are listed. ``df.attrs``: ``pixel_size``,
         ``lattice``, ``model``, ``shifts`` (px per frame, from the images), ``levels`` (host and
-        dopant amplitudes and their noise, counts), ``window``.
+        dopant amplitudes and their noise, counts), ``window`` and ``ambiguous_share_mean`` (the
+        share of ambiguous pixels in the network's view of the mean frame, as in
+        :func:`stemflow.find_atoms`; the sums of low-dose frames are expected to be noisier than
+        single bright frames, so no warning is raised for them).
 
     Examples
     --------
@@ -135,14 +140,18 @@ def find_atoms_movie(movie, pixel_size: float | None = None, *, window: int = 2,
     t_n = len(frames)
     mean = (reg.sum(axis=0) / np.maximum(valid.sum(axis=0), 1) * t_n).astype(np.float32)
     kw = dict(pixel_size=pixel_size, lattice=lattice, model=model, identify=False)
-    host = find_atoms(mean, **kw)
+    with warnings.catch_warnings():      # sums of low-dose frames are expected to look noisier than
+        warnings.simplefilter("ignore", StemflowWarning)       # what the model has seen; judged below
+        host = find_atoms(mean, **kw)
     host = host[host.label.astype(str).isin(["lattice", "dopant"])]
     sites = host[["y", "x"]].to_numpy(np.float64)
     if len(sites) < 3:
         raise InputError(f"the mean of the {t_n} registered frames shows {len(sites)} columns: no host lattice "
                          "to follow dopants on (check pixel_size, lattice and that the frames show one area)")
     spacing = float(np.median(cKDTree(sites).query(sites, k=2)[0][:, 1]))
-    summed = find_atoms(_window_sums(reg, valid, window), **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StemflowWarning)
+        summed = find_atoms(_window_sums(reg, valid, window), **kw)
     dop = summed[summed.label.astype(str) == "dopant"]
     dyx = dop[["y", "x"]].to_numpy(np.float64)
     d, _ = cKDTree(sites).query(dyx) if len(dyx) else (np.zeros(0), None)
@@ -196,6 +205,7 @@ def find_atoms_movie(movie, pixel_size: float | None = None, *, window: int = 2,
     out = atoms_table(pd.concat(rows, ignore_index=True), pixel_size, lattice, host.attrs.get("model", "default"))
     out.attrs.update(pixel_size=pixel_size, lattice=lattice, model=host.attrs.get("model", "default"),
                      shifts=shifts.round(4).tolist(), window=int(window),
+                     ambiguous_share_mean=float(host.attrs.get("ambiguous_share", np.nan)),
                      levels=None if levels is None else dict(host=levels.host, dopant=levels.dopant,
                                                              sd_host=levels.sd(levels.host),
                                                              sd_dopant=levels.sd(levels.dopant)))
