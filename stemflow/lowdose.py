@@ -41,16 +41,33 @@ __all__ = ["find_atoms_movie"]
 
 
 def _frames(movie, pixel_size):
+    """The movie as an array that slices lazily (numpy, or a DataArray's dask/numpy data), and nm/px."""
     attrs = getattr(movie, "attrs", {}) or {}
     if pixel_size is None:
         pixel_size = attrs.get("pixel_size")
     if pixel_size is None:
         raise InputError("no pixel size: pass pixel_size= (nm/px) or give a DataArray with attrs['pixel_size']")
-    a = np.asarray(movie.values if hasattr(movie, "values") else movie)
-    if a.ndim != 3 or a.shape[0] < 3:
-        raise InputError(f"a movie of shape {a.shape}: expected (frame, y, x) with at least 3 frames; "
+    a = movie.data if hasattr(movie, "dims") else movie
+    if not hasattr(a, "shape") or not hasattr(a, "__getitem__"):
+        a = np.asarray(a)
+    if len(a.shape) != 3 or a.shape[0] < 3:
+        raise InputError(f"a movie of shape {tuple(a.shape)}: expected (frame, y, x) with at least 3 frames; "
                          "use find_atoms for single frames")
     return a, float(check_positive(pixel_size, "pixel_size", "nm/px"))
+
+
+def _segments(n, length, overlap):
+    """(first computed, first kept, end kept, end computed) frame of each segment."""
+    if n <= length:
+        return [(0, 0, n, n)]
+    out = []
+    for a in range(0, n, length):
+        b = min(n, a + length)
+        out.append((max(0, a - overlap), a, b, min(n, b + overlap)))
+    if out[-1][2] - out[-1][1] < 3 and len(out) > 1:          # fold a tiny tail into the segment before
+        c0, a0, _, _ = out[-2]
+        out[-2:] = [(c0, a0, n, n)]
+    return out
 
 
 def _window_sums(reg, valid, window):
@@ -67,14 +84,13 @@ def _window_sums(reg, valid, window):
 
 def find_atoms_movie(movie, pixel_size: float | None = None, *, window: int = 2, lattice: str = "graphene",
                      model=None, probe_fwhm: float = 0.11, move_rate: float = 0.1,
-                     min_evidence: int = 2, between_snr: float = 8.0) -> pd.DataFrame:
+                     min_evidence: int = 2, between_snr: float = 8.0, segment: int = 200) -> pd.DataFrame:
     """Find atoms and dopants in a low-dose movie of a stable host, using all its frames.
 
     Parameters
     ----------
     movie : ndarray or xarray.DataArray, (frame, y, x)
-        Counts, at least 3 frames, the host lattice the same in all (dopants may move); held in
-        memory (a long movie is best given in segments of a few hundred frames).
+        Counts, at least 3 frames, the host lattice the same in all (dopants may move).
     pixel_size : float, optional
         Sampling, nm/px (from a DataArray's ``attrs["pixel_size"]`` when not given).
     window : int
@@ -91,6 +107,12 @@ def find_atoms_movie(movie, pixel_size: float | None = None, *, window: int = 2,
     min_evidence : int
         A site is a dopant candidate when the network saw a dopant there in at least this many of
         the summed frames.
+    segment : int
+        Frames processed together. Longer movies go in segments of this many frames that overlap
+        by ``max(2·window + 1, 5)`` frames on each side (the overlap gives each segment's first and
+        last kept frames their neighbours), so memory stays about ``40 B × segment × frame
+        pixels`` whatever the movie's length; a lazy (dask-backed) DataArray is read a segment
+        at a time.
     between_snr : float
         Places halfway between a dopant's site and its neighbours (where a 4-fold Si sits in
         graphene) become candidates too when a single frame tells a dopant from a host column by at
@@ -105,9 +127,10 @@ def find_atoms_movie(movie, pixel_size: float | None = None, *, window: int = 2,
         own px, ``y_nm``, ``x_nm``, ``label`` ``lattice`` / ``dopant``, ``prob`` = posterior
         probability of the label, ``intensity`` = the site's fitted amplitude in that frame,
         counts). Only sites wholly inside a frame are listed. ``df.attrs``: ``pixel_size``,
-        ``lattice``, ``model``, ``shifts`` (px per frame, from the images), ``levels`` (host and
-        dopant amplitudes and their noise, counts), ``window`` and ``ambiguous_share_mean`` (the
-        share of ambiguous pixels in the network's view of the mean frame, as in
+        ``lattice``, ``model``, ``shifts`` (px per frame relative to frame 0, from the images),
+        ``window``, ``segments`` (how many), and per segment ``levels`` (host and dopant
+        amplitudes and their noise, counts) and ``ambiguous_share_mean`` (the share of ambiguous
+        pixels in the network's view of the segment's mean frame, as in
         :func:`stemflow.find_atoms`; the sums of low-dose frames are expected to be noisier than
         single bright frames, so no warning is raised for them).
 
@@ -121,20 +144,45 @@ def find_atoms_movie(movie, pixel_size: float | None = None, *, window: int = 2,
     >>> per_frame(atoms) == per_frame(mov.atoms)          # the Si of every frame, as simulated
     True
     """
-    from .find import atoms_table, find_atoms
+    from .find import atoms_table
 
     frames, pixel_size = _frames(movie, pixel_size)
     if not (isinstance(window, (int, np.integer)) and window >= 0):
         raise InputError(f"window={window!r}: expected frames on each side, an int ≥ 0")
+    if not (isinstance(segment, (int, np.integer)) and segment >= 3):
+        raise InputError(f"segment={segment!r}: expected the frames processed together, an int ≥ 3")
     if lattice == "amorphous":
         raise InputError("lattice='amorphous' has no host lattice to hold still; use find_atoms frame by frame")
-    check_positive(probe_fwhm, "probe_fwhm", "nm")
-    sigma_px = probe_fwhm / pixel_size / 2.3548
     from .tables import LATTICES
 
     if lattice not in LATTICES:
         raise InputError(f"unknown lattice {lattice!r}; known lattices: {', '.join(LATTICES)}")
-    bond_px = LATTICES[lattice]["bond"] / pixel_size
+    check_positive(probe_fwhm, "probe_fwhm", "nm")
+    opts = dict(pixel_size=pixel_size, lattice=lattice, model=model, sigma_px=probe_fwhm / pixel_size / 2.3548,
+                bond_px=LATTICES[lattice]["bond"] / pixel_size, window=int(window), move_rate=move_rate,
+                min_evidence=min_evidence, between_snr=between_snr)
+    tables, shifts, info = [], {}, []
+    for c0, a, b, c1 in _segments(frames.shape[0], int(segment), max(2 * int(window) + 1, 5)):
+        rows, local, seg_info = _segment(np.asarray(frames[c0:c1]), **opts)
+        glob = local + (np.mean([shifts[f] - local[f - c0] for f in range(c0, a)], axis=0) if c0 < a else 0.0)
+        shifts.update({f: glob[f - c0] for f in range(c0, c1)})
+        rows = rows[(rows.frame >= a - c0) & (rows.frame < b - c0)].assign(frame=lambda r: r.frame + c0)
+        tables.append(rows)
+        info.append(seg_info)
+    out = atoms_table(pd.concat(tables, ignore_index=True), pixel_size, lattice, info[0]["model"])
+    out.attrs.update(pixel_size=pixel_size, lattice=lattice, model=info[0]["model"],
+                     shifts=np.array([shifts[f] for f in range(frames.shape[0])]).round(4).tolist(),
+                     window=int(window), segments=len(info),
+                     ambiguous_share_mean=[i["ambiguous_share_mean"] for i in info],
+                     levels=[i["levels"] for i in info])
+    return out
+
+
+def _segment(frames, *, pixel_size, lattice, model, sigma_px, bond_px, window, move_rate, min_evidence,
+             between_snr):
+    """find_atoms_movie on frames held in memory: (rows with frame numbers from 0, shifts, info)."""
+    from .find import find_atoms
+
     shifts = register_frames(frames, sigma_px=0.64 * sigma_px, max_step=0.4 * bond_px)
     reg, valid = shift_frames(frames, shifts)
     t_n = len(frames)
@@ -202,14 +250,12 @@ def find_atoms_movie(movie, pixel_size: float | None = None, *, window: int = 2,
             "label": np.where(is_dop[t][keep], "dopant", "lattice"),
             "prob": np.where(is_dop[t][keep], p_dop[t][keep], 1.0 - p_dop[t][keep]).astype(np.float32),
             "intensity": amp[t][keep].astype(np.float32)}))
-    out = atoms_table(pd.concat(rows, ignore_index=True), pixel_size, lattice, host.attrs.get("model", "default"))
-    out.attrs.update(pixel_size=pixel_size, lattice=lattice, model=host.attrs.get("model", "default"),
-                     shifts=shifts.round(4).tolist(), window=int(window),
-                     ambiguous_share_mean=float(host.attrs.get("ambiguous_share", np.nan)),
-                     levels=None if levels is None else dict(host=levels.host, dopant=levels.dopant,
-                                                             sd_host=levels.sd(levels.host),
-                                                             sd_dopant=levels.sd(levels.dopant)))
-    return out
+    info = dict(model=host.attrs.get("model", "default"),
+                ambiguous_share_mean=float(host.attrs.get("ambiguous_share", np.nan)),
+                levels=None if levels is None else dict(host=levels.host, dopant=levels.dopant,
+                                                        sd_host=levels.sd(levels.host),
+                                                        sd_dopant=levels.sd(levels.dopant)))
+    return pd.concat(rows, ignore_index=True), shifts, info
 
 
 def _between(sites, seeds, spacing, existing):

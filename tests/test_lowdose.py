@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import stemflow
-from stemflow.errors import InputError
+from stemflow.errors import InputError, StemflowWarning
 from stemflow.occupancy import Levels, amplitude_levels, column_amplitudes, occupancy
 from stemflow.registration import register_frames, shift_frames
 from stemflow.simulate import simulate_movie
@@ -83,7 +83,8 @@ def test_find_atoms_movie_finds_the_si_that_single_frames_miss(low_dose_movie):
     mov = low_dose_movie
     atoms = stemflow.find_atoms_movie(mov.images(), pixel_size=0.01)
     truth = mov.atoms[mov.atoms.label == "dopant"]
-    per_frame = stemflow.find_atoms(mov.images(), pixel_size=0.01, identify=False)
+    with pytest.warns(StemflowWarning, match="unlike anything the model knows"):    # single frames say so
+        per_frame = stemflow.find_atoms(mov.images(), pixel_size=0.01, identify=False)
     tol = 0.3 * 0.142 / 0.01
 
     def recall(table):
@@ -154,3 +155,25 @@ def test_cli_find_low_dose(tmp_path, capsys, low_dose_movie):
     assert main(["find", str(tmp_path / "one.npy"), "--pixel-size", "0.01", "--low-dose",
                  "--out", str(tmp_path / "b.parquet")]) != 0
     assert "one image" in capsys.readouterr().err and not (tmp_path / "b.parquet").exists()
+
+
+def test_find_atoms_movie_in_segments_matches_the_whole(low_dose_movie):
+    import dask.array as dsa
+    import xarray as xr
+
+    images = low_dose_movie.images()
+    whole = stemflow.find_atoms_movie(images, pixel_size=0.01)
+    lazy = xr.DataArray(dsa.from_array(images, chunks=(4, -1, -1)), dims=("frame", "y", "x"),
+                        attrs={"pixel_size": 0.01})
+    parts = stemflow.find_atoms_movie(lazy, segment=9)
+    assert parts.attrs["segments"] == 3 and whole.attrs["segments"] == 1
+    assert sorted(parts.frame.unique()) == list(range(24))
+    # the chained shifts are as good as the whole movie's registration
+    truth = low_dose_movie.drift[["dy", "dx"]].to_numpy()
+    err = lambda s: np.sqrt(((np.asarray(s) - truth) ** 2).sum(axis=1).mean())  # noqa: E731
+    assert err(parts.attrs["shifts"]) < err(whole.attrs["shifts"]) + 0.5
+    per_frame = lambda t: t[t.label == "dopant"].groupby("frame").size().reindex(range(24), fill_value=0)  # noqa: E731
+    assert (per_frame(parts) == per_frame(whole)).mean() >= 0.9
+    tol = 0.3 * 0.142 / 0.01
+    d_w, d_p = (t[t.label == "dopant"] for t in (whole, parts))
+    assert len(stemflow.match(d_p[["frame", "y", "x"]], d_w[["frame", "y", "x"]], tol)) >= 0.9 * len(d_w)
