@@ -239,8 +239,10 @@ def _segment(frames, *, pixel_size, lattice, model, sigma_px, bond_px, window, m
     else:                     # too few dopants seen anywhere: every site is host
         is_dop, p_dop = np.zeros(amp.shape, bool), np.zeros(amp.shape)
     displaced = np.zeros(amp.shape, bool)
-    for k, (idx, _, emptied) in profiles.items():
+    for k, (idx, w, emptied) in profiles.items():
         displaced[:, idx[emptied]] |= is_dop[:, k, None]
+        if len(idx):          # the amplitude of a column there: the profile fitted to the sites' amplitudes
+            amp[:, k] = amp[:, idx] @ w / float(w @ w)
     rows = []
     for t in range(t_n):
         keep = seen[t] & ((is_host & ~displaced[t]) | is_dop[t])
