@@ -218,7 +218,7 @@ def _cmd_run(args) -> int:
                   pixel_size=args.pixel_size, dataset=args.dataset, frames_per_part=args.frames_per_part,
                   tile=args.tile, batch_size=args.batch_size, n_workers=args.workers, embed_model=args.embed_model,
                   identify=None if args.identify else False, lattice_prior=args.lattice_prior,
-                  track=not args.no_track)
+                  track=not args.no_track, low_dose=args.low_dose, window=args.window)
     print(f"wrote {summary}")
     return 0
 
@@ -388,6 +388,11 @@ def build_parser() -> argparse.ArgumentParser:
     _identify_option(s)
     s.add_argument("--lattice-prior", action="store_true",
                    help="move regular lattice columns towards their fitted sites (implies --refine and --identify)")
+    s.add_argument("--low-dose", action="store_true",
+                   help="movies too dim for single frames: each part is found with all its frames together "
+                        "(stemflow.find_atoms_movie), with a few frames of context from its neighbours")
+    s.add_argument("--window", type=int, default=2,
+                   help="with --low-dose: frames summed on each side for the network to see the dopants")
     s.add_argument("--frames-per-part", type=int, default=None, help="frames per task (default: one input chunk)")
     s.add_argument("--tile", type=int, default=1024, help="largest network pass, px on the network's grid")
     s.add_argument("--batch-size", type=int, default=4, help="frames per network pass")

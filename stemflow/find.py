@@ -181,6 +181,11 @@ class FindOptions:
         Frames per network pass (≥ 1).
     tile : int
         Largest side of one network pass, px on the network's grid (≥ 64).
+    low_dose : bool
+        Find the atoms of a movie with all its frames together
+        (:func:`stemflow.find_atoms_movie`); no ``refine`` or ``lattice_prior``.
+    window : int
+        With ``low_dose``: frames summed on each side for the network to see the dopants (≥ 0).
 
     Raises
     ------
@@ -203,6 +208,8 @@ class FindOptions:
     lattice_prior: bool = False
     batch_size: int = 4
     tile: int = 1024
+    low_dose: bool = False
+    window: int = 2
 
     def __post_init__(self):
         if self.lattice not in LATTICES:
@@ -228,6 +235,16 @@ class FindOptions:
         object.__setattr__(self, "lattice_prior", bool(self.lattice_prior))
         object.__setattr__(self, "batch_size", int(self.batch_size))
         object.__setattr__(self, "tile", int(self.tile))
+        object.__setattr__(self, "low_dose", bool(self.low_dose))
+        if self.low_dose:
+            if self.lattice == "amorphous":
+                raise InputError("low_dose=True follows dopants on a host lattice; lattice='amorphous' has none")
+            if self.refine:
+                raise InputError("low_dose=True fits every site's amplitude itself; drop refine and lattice_prior")
+            w = self.window
+            if isinstance(w, bool) or not isinstance(w, (int, np.integer)) or w < 0:
+                raise InputError(f"window must be a whole number of frames ≥ 0; got {w!r}")
+            object.__setattr__(self, "window", int(w))
 
     def manifest(self) -> dict:
         """The entries a run's manifest records (``batch_size`` is left out: it changes no result;
@@ -236,6 +253,8 @@ class FindOptions:
                "identify": self.identify, "tile": self.tile}
         if self.lattice_prior:
             out["lattice_prior"] = True
+        if self.low_dose:
+            out.update(low_dose=True, window=self.window)
         return out
 
 

@@ -685,3 +685,37 @@ def test_pattern_sums_are_exact_on_the_integer_path_and_the_float_path(dtype):
     # the largest uint16 patterns do not overflow the integer accumulator
     full = np.full((2, 64, 64), 65535, np.uint16)
     assert reduce_patterns(full, np.ones((64, 64, 1)))[:, 0].tolist() == [65535.0 * 4096] * 2
+
+
+def test_run_low_dose_parts_read_context_and_match_the_whole_movie(client, tmp_path):
+    """Each part is found with its neighbours' frames as context (find_atoms_movie): parts of two
+    frames, too few alone, find the Si of a 1000 e⁻/Å² movie as one pass over it does."""
+    mov = simulate_movie("graphene", 16, 160, seed=41, pixel_size=0.01, drift=(0.0, 0.0), drift_jitter=0.5,
+                         dose=1000, defects={"Si1C3": 3}, rates={"hop": 0.1})
+    store = tmp_path / "dim.zarr"
+    write_movie(mov, store, progress=False, frame_chunk_mb=4 * 160 * 160 * 4 / 1e6)
+    out = tmp_path / "low"
+    run(store, out, client=client, progress=False, track=False, identify=False, low_dose=True, frames_per_part=2)
+    atoms = read_atoms(out)
+    assert sorted(atoms.frame.unique()) == list(range(16))
+    truth = mov.atoms[mov.atoms.label == "dopant"]
+    found = atoms[atoms.label.astype(str) == "dopant"]
+    m = stemflow.match(found[["frame", "y", "x"]], truth[["frame", "y", "x"]], 0.3 * 0.142 / 0.01)
+    assert len(m) >= 0.95 * len(truth) and len(m) >= 0.95 * len(found)
+    params = json.loads((out / "manifest.json").read_text())["parameters"]
+    assert params["low_dose"] is True and params["window"] == 2
+    with pytest.raises(InputError, match="save_probabilities"):
+        run(store, tmp_path / "b", client=client, progress=False, low_dose=True, save_probabilities=True)
+    assert not (tmp_path / "b").exists()
+
+
+def test_low_dose_options_are_checked():
+    from stemflow.find import FindOptions
+
+    with pytest.raises(InputError, match="refine"):
+        FindOptions(low_dose=True, refine=True)
+    with pytest.raises(InputError, match="amorphous"):
+        FindOptions(low_dose=True, lattice="amorphous")
+    with pytest.raises(InputError, match="window"):
+        FindOptions(low_dose=True, window=-1)
+    assert "low_dose" not in FindOptions().manifest()

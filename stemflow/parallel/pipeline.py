@@ -218,7 +218,7 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
         overwrite=False, progress=True, *, lattice="graphene", threshold=0.5, refine=False, pixel_size=None,
         dataset=None, frames_per_part=None, tile=1024, batch_size=4, client=None, n_workers=None,
         embed_model=False, on_part=None, track=True, track_options=None, identify=None,
-        lattice_prior=False, verify_input=True) -> RunSummary:
+        lattice_prior=False, verify_input=True, low_dose=False, window=2) -> RunSummary:
     """Find atoms in every frame of an input on a Dask cluster; write ``OUT/atoms.parquet``.
 
     Parameters
@@ -293,6 +293,14 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
         Move regular lattice columns towards their fitted sites as far as each frame's own scatter
         allows (:func:`stemflow.chem.lattice_prior`; implies ``refine`` and ``identify``; adds
         ``y_fit``, ``x_fit``, ``fit_error``, ``prior_weight``).
+    low_dose : bool
+        Movies too dim for single frames: each part is found with all its frames together
+        (:func:`stemflow.find_atoms_movie`: frames registered from the images, a hidden Markov
+        model over the dopants' sites), reading ``max(2·window + 1, 5)`` frames of context on each
+        side when the workers read the input themselves. Not with ``refine``, ``lattice_prior``
+        or ``save_probabilities``.
+    window : int
+        With ``low_dose``: frames summed on each side for the network to see the dopants.
 
     Returns
     -------
@@ -330,7 +338,10 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
     t_start = time.perf_counter()
     track_options = TrackOptions.from_keywords(track_options)
     options = FindOptions(lattice=lattice, threshold=threshold, refine=refine, identify=True if lattice_prior else identify,
-                          lattice_prior=lattice_prior, batch_size=batch_size, tile=tile)
+                          lattice_prior=lattice_prior, batch_size=batch_size, tile=tile, low_dose=low_dose,
+                          window=window)
+    if options.low_dose and save_probabilities:
+        raise InputError("low_dose=True makes no probability maps of single frames; drop save_probabilities")
     da, source = _open_input(input, pixel_size, dataset)
     ps = da.attrs.get("pixel_size")
     if ps is None:

@@ -224,6 +224,52 @@ def find_frames(frames: np.ndarray, first_frame: int, model: Model, pixel_size: 
     return df
 
 
+def low_dose_overlap(window: int) -> int:
+    """Frames read on each side of a part for :func:`find_frames_low_dose` (context, not kept)."""
+    return max(2 * int(window) + 1, 5)
+
+
+def find_frames_low_dose(block: np.ndarray, first_frame: int, start: int, stop: int, model: Model,
+                         pixel_size: float, options):
+    """Atoms of frames ``start:stop`` found with :func:`stemflow.find_atoms_movie` on ``block``,
+    which holds them with some neighbouring frames as context, from global frame ``first_frame``.
+
+    Parameters
+    ----------
+    block : ndarray, (n, y, x)
+        Frames ``first_frame`` … ``first_frame + n - 1`` (counts), ``start:stop`` among them.
+    first_frame, start, stop : int
+        Global frame numbers.
+    model : Model
+    pixel_size : float
+        nm/px.
+    options : stemflow.find.FindOptions
+        ``low_dose`` options (``lattice``, ``window``, ``identify``).
+
+    Returns
+    -------
+    DataFrame
+        The atoms table of frames ``start:stop``, ``frame`` global.
+    """
+    from ..chem import identify as chem_identify
+    from ..lowdose import find_atoms_movie
+
+    if len(block) < 3:
+        raise InputError(f"frames {start}–{stop - 1}: low-dose finding needs at least 3 frames of the movie, "
+                         f"this input has {len(block)}")
+    df = find_atoms_movie(np.asarray(block, np.float32), pixel_size, window=options.window,
+                          lattice=options.lattice, model=model)
+    attrs = dict(df.attrs)
+    df = df[(df["frame"] >= start - first_frame) & (df["frame"] < stop - first_frame)].reset_index(drop=True)
+    df["frame"] = df["frame"].astype(np.int64) - (start - first_frame)      # 0 at ``start``
+    if options.identify:
+        df = chem_identify(df, pixel_size, options.lattice, classes=False,
+                           image=np.asarray(block[start - first_frame:stop - first_frame], np.float32))
+    df["frame"] = df["frame"].astype(np.int64) + int(start)
+    df.attrs.update(attrs)
+    return df
+
+
 @functools.lru_cache(maxsize=8)
 def _open(path: str, dataset, pixel_size):
     from ..io import open_stem
@@ -332,13 +378,23 @@ def process_part(index: int, start: int, stop: int, source, ref: ModelRef, param
     t0 = time.perf_counter()
     from ..io import check_finite
 
-    frames = load_frames(source, start, stop) if isinstance(source, dict) else np.asarray(source)
+    o = params["options"]
+    first = start
+    if getattr(o, "low_dose", False) and isinstance(source, dict):    # the neighbours' frames as context
+        first = max(0, start - low_dose_overlap(o.window))
+        block = load_frames(source, first, stop + low_dose_overlap(o.window))
+        frames = block[start - first:stop - first]
+    else:
+        block = frames = load_frames(source, start, stop) if isinstance(source, dict) else np.asarray(source)
     digest = input_digest(frames)
-    check_finite(frames, start)
+    check_finite(block, first)
     model = get_model(ref)
     save = bool(params.get("save_probabilities"))
-    res = find_frames(frames, start, model, params["pixel_size"], params["options"], keep_maps=save)
-    df, maps = res if save else (res, None)
+    if getattr(o, "low_dose", False):
+        df, maps = find_frames_low_dose(block, first, start, stop, model, params["pixel_size"], o), None
+    else:
+        res = find_frames(frames, start, model, params["pixel_size"], o, keep_maps=save)
+        df, maps = res if save else (res, None)
     if save:
         import zarr
 
@@ -350,7 +406,7 @@ def process_part(index: int, start: int, stop: int, source, ref: ModelRef, param
     stats = {"part": int(index), "frames": int(stop - start), "rows": int(len(df)),
              "labels": {str(k): int(v) for k, v in pd.Series(df["label"]).value_counts().items()},
              "seconds": time.perf_counter() - t0, "pid": os.getpid(), "device": str(model.device)}
-    del frames, res, df, maps
+    del frames, block, df, maps
     _trim_heap()
     return stats
 
