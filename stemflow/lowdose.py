@@ -37,7 +37,7 @@ from .errors import InputError, StemflowWarning, check_positive
 from .occupancy import amplitude_levels, column_amplitudes, occupancy
 from .registration import register_frames, shift_frames
 
-__all__ = ["find_atoms_movie"]
+__all__ = ["find_atoms_movie", "context_frames"]
 
 
 def _frames(movie, pixel_size):
@@ -54,6 +54,27 @@ def _frames(movie, pixel_size):
         raise InputError(f"a movie of shape {tuple(a.shape)}: expected (frame, y, x) with at least 3 frames; "
                          "use find_atoms for single frames")
     return a, float(check_positive(pixel_size, "pixel_size", "nm/px"))
+
+
+def context_frames(window: int) -> int:
+    """Frames of context on each side of a segment or part: ``max(2·window + 1, 5)``.
+
+    Parameters
+    ----------
+    window : int
+        :func:`find_atoms_movie`'s ``window``, frames.
+
+    Returns
+    -------
+    int
+        Frames.
+
+    Examples
+    --------
+    >>> context_frames(2), context_frames(0)
+    (5, 5)
+    """
+    return max(2 * int(window) + 1, 5)
 
 
 def _segments(n, length, overlap):
@@ -126,7 +147,8 @@ def find_atoms_movie(movie, pixel_size: float | None = None, *, window: int = 2,
         The atoms table of :func:`stemflow.find_atoms` (``frame``, ``y``, ``x`` in each frame's
         own px, ``y_nm``, ``x_nm``, ``label`` ``lattice`` / ``dopant``, ``prob`` = posterior
         probability of the label, ``intensity`` = the site's fitted amplitude in that frame,
-        counts). Only sites wholly inside a frame are listed. ``df.attrs``: ``pixel_size``,
+        counts). A site is listed in a frame when it lies at least one probe σ inside it and its
+        footprint (3 σ) holds data there. ``df.attrs``: ``pixel_size``,
         ``lattice``, ``model``, ``shifts`` (px per frame relative to frame 0, from the images),
         ``window``, ``segments`` (how many), and per segment ``levels`` (host and dopant
         amplitudes and their noise, counts) and ``ambiguous_share_mean`` (the share of ambiguous
@@ -158,11 +180,15 @@ def find_atoms_movie(movie, pixel_size: float | None = None, *, window: int = 2,
     if lattice not in LATTICES:
         raise InputError(f"unknown lattice {lattice!r}; known lattices: {', '.join(LATTICES)}")
     check_positive(probe_fwhm, "probe_fwhm", "nm")
+    if not 0 < move_rate < 1:
+        raise InputError(f"move_rate={move_rate!r}: expected a probability per frame in (0, 1)")
+    if isinstance(min_evidence, bool) or not isinstance(min_evidence, (int, np.integer)) or min_evidence < 1:
+        raise InputError(f"min_evidence={min_evidence!r}: expected a number of summed frames ≥ 1")
     opts = dict(pixel_size=pixel_size, lattice=lattice, model=model, sigma_px=probe_fwhm / pixel_size / 2.3548,
                 bond_px=LATTICES[lattice]["bond"] / pixel_size, window=int(window), move_rate=move_rate,
                 min_evidence=min_evidence, between_snr=between_snr)
     tables, shifts, info = [], {}, []
-    for c0, a, b, c1 in _segments(frames.shape[0], int(segment), max(2 * int(window) + 1, 5)):
+    for c0, a, b, c1 in _segments(frames.shape[0], int(segment), context_frames(window)):
         rows, local, seg_info = _segment(np.asarray(frames[c0:c1]), **opts)
         glob = local + (np.mean([shifts[f] - local[f - c0] for f in range(c0, a)], axis=0) if c0 < a else 0.0)
         shifts.update({f: glob[f - c0] for f in range(c0, c1)})

@@ -105,6 +105,8 @@ def test_find_atoms_movie_finds_the_si_that_single_frames_miss(low_dose_movie):
     (dict(movie=np.full((4, 64, 64), np.nan)), "NaN"),
     (dict(movie=np.zeros((4, 64, 64)), lattice="amorphous"), "amorphous"),
     (dict(movie=np.zeros((4, 64, 64)), window=-1), "window"),
+    (dict(movie=np.zeros((4, 64, 64)), move_rate=1.5), "move_rate"),
+    (dict(movie=np.zeros((4, 64, 64)), segment=2), "segment"),
 ])
 def test_find_atoms_movie_rejects_bad_input(bad, msg):
     kw = dict(pixel_size=0.01) | bad

@@ -224,11 +224,6 @@ def find_frames(frames: np.ndarray, first_frame: int, model: Model, pixel_size: 
     return df
 
 
-def low_dose_overlap(window: int) -> int:
-    """Frames read on each side of a part for :func:`find_frames_low_dose` (context, not kept)."""
-    return max(2 * int(window) + 1, 5)
-
-
 def find_frames_low_dose(block: np.ndarray, first_frame: int, start: int, stop: int, model: Model,
                          pixel_size: float, options):
     """Atoms of frames ``start:stop`` found with :func:`stemflow.find_atoms_movie` on ``block``,
@@ -378,11 +373,13 @@ def process_part(index: int, start: int, stop: int, source, ref: ModelRef, param
     t0 = time.perf_counter()
     from ..io import check_finite
 
+    from ..lowdose import context_frames
+
     o = params["options"]
     first = start
     if getattr(o, "low_dose", False) and isinstance(source, dict):    # the neighbours' frames as context
-        first = max(0, start - low_dose_overlap(o.window))
-        block = load_frames(source, first, stop + low_dose_overlap(o.window))
+        first = max(0, start - context_frames(o.window))
+        block = load_frames(source, first, stop + context_frames(o.window))
         frames = block[start - first:stop - first]
     else:
         block = frames = load_frames(source, start, stop) if isinstance(source, dict) else np.asarray(source)
