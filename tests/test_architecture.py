@@ -230,7 +230,8 @@ def test_no_private_name_is_imported_across_modules():
 #: Packages and modules whose public functions (their ``__all__``) are the documented API.
 PUBLIC_MODULES = ("stemflow.chem", "stemflow.tracking", "stemflow.simulate", "stemflow.io", "stemflow.parallel",
                   "stemflow.results", "stemflow.detectors", "stemflow.tables", "stemflow.find", "stemflow.metrics",
-                  "stemflow.locating", "stemflow.atomic", "stemflow.frames", "stemflow.rundir", "stemflow.nn")
+                  "stemflow.locating", "stemflow.atomic", "stemflow.frames", "stemflow.rundir", "stemflow.nn",
+                  "stemflow.lowdose", "stemflow.occupancy", "stemflow.registration")
 
 
 def _public_functions():
