@@ -301,18 +301,31 @@ def _between(sites, seeds, spacing, existing):
 
 def _profiles(mids, sites, is_host, sigma_px, spacing, shape):
     """What a unit column at each of ``mids`` does to the joint fit on ``sites``: index →
-    (sites it moves by more than 2 %, by how much, which of them are host columns it displaces)."""
+    (sites it moves by more than 2 %, by how much, which of them are host columns it displaces).
+
+    The fit is local: the sites within 2.5 spacings and the pixels around them (the effect of one
+    column on the fit dies out within a spacing or two), so the cost does not grow with the frame.
+    """
     if len(mids) == 0:
         return {}
-    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    tree = cKDTree(sites)
+    pad = int(np.ceil(3 * sigma_px)) + 2
     out = {}
     for k, (y, x) in enumerate(mids):
+        near = np.array(tree.query_ball_point([y, x], 2.5 * spacing), np.int64)
+        if len(near) == 0:
+            out[k] = (near, np.zeros(0), np.zeros(0, bool))
+            continue
+        lo = np.maximum(np.floor(sites[near].min(axis=0)).astype(int) - pad, 0)
+        hi = np.minimum(np.ceil(sites[near].max(axis=0)).astype(int) + pad + 1, np.asarray(shape))
+        yy, xx = np.mgrid[lo[0]:hi[0], lo[1]:hi[1]]
         img = np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * sigma_px**2))[None]
-        w, _ = column_amplitudes(img, np.ones(img.shape, bool), sites, sigma_px)
+        w, _ = column_amplitudes(img, np.ones(img.shape, bool), sites[near] - lo, sigma_px)
         w = np.nan_to_num(w[0])
-        idx = np.flatnonzero(np.abs(w) > 0.02)
+        keep = np.abs(w) > 0.02
+        idx = near[keep]
         emptied = is_host[idx] & (np.hypot(*(sites[idx] - [y, x]).T) < 0.6 * spacing)
-        out[k] = (idx, w[idx], emptied)
+        out[k] = (idx, w[keep], emptied)
     return out
 
 
