@@ -30,6 +30,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
+from scipy import ndimage
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial import cKDTree
 
@@ -93,14 +94,10 @@ def _segments(n, length, overlap):
 
 def _window_sums(reg, valid, window):
     """Sum of frames t-window..t+window on the common grid, scaled to 2·window+1 frames of data."""
-    cs = np.cumsum(np.concatenate([np.zeros((1,) + reg.shape[1:]), reg]), axis=0)
-    cn = np.cumsum(np.concatenate([np.zeros((1,) + reg.shape[1:]), valid]), axis=0)
-    out = np.empty(reg.shape, np.float32)
-    t_n = len(reg)
-    for t in range(t_n):
-        a, b = max(0, t - window), min(t_n, t + window + 1)
-        out[t] = (cs[b] - cs[a]) / np.maximum(cn[b] - cn[a], 1) * (2 * window + 1)
-    return out
+    size = 2 * window + 1
+    total = ndimage.uniform_filter1d(reg, size, axis=0, mode="constant")
+    count = ndimage.uniform_filter1d(valid.astype(np.float64), size, axis=0, mode="constant")
+    return np.divide(total * size, count, out=np.zeros(reg.shape), where=count > 1e-9).astype(np.float32)
 
 
 def find_atoms_movie(movie, pixel_size: float | None = None, *, window: int = 2, lattice: str = "graphene",

@@ -30,6 +30,7 @@ Units: positions and σ in px; amplitudes in the frames' units (counts); ``move_
 from __future__ import annotations
 
 import itertools
+from math import comb
 
 import numpy as np
 from scipy import sparse
@@ -188,23 +189,15 @@ def amplitude_levels(amp, host_sites, dopant_obs) -> Levels:
 
 def _groups(sites, seeds, radius):
     """Seeds with the sites within ``radius`` of them, joined where they share sites."""
-    tree = cKDTree(sites)
-    near = tree.query_ball_point(sites[seeds], radius)
-    parent = {}
+    from scipy.sparse.csgraph import connected_components
 
-    def find(a):
-        while parent.setdefault(a, a) != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-
-    for s, nb in zip(seeds, near):
-        for v in nb:
-            parent[find(v)] = find(int(s))
-    out = {}
-    for v in parent:
-        out.setdefault(find(v), []).append(v)
-    return [np.array(sorted(g)) for g in out.values()]
+    near = cKDTree(sites).query_ball_point(sites[seeds], radius)
+    rows = np.concatenate([np.full(len(nb), s, np.int64) for s, nb in zip(seeds, near)])
+    cols = np.concatenate([np.asarray(nb, np.int64) for nb in near])
+    graph = sparse.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(sites), len(sites)))
+    _, label = connected_components(graph, directed=False)
+    members = np.unique(np.r_[np.asarray(seeds, np.int64), cols])
+    return [members[label[members] == c] for c in np.unique(label[members])]
 
 
 def _hmm(e, moves, move_rate, weight=None):
@@ -332,7 +325,7 @@ def occupancy(amp, sites, host_sites, dopant_obs, levels: Levels, spacing_px: fl
         p = sites[grp]
         dd = np.hypot(*(p[:, None] - p[None]).transpose(2, 0, 1))
         ok = dd > 0.6 * spacing_px
-        n_states = _n_choose(len(grp), m)
+        n_states = comb(len(grp), m)
         if n_states > MAX_STATES:
             states = [(i,) for i in range(len(grp))]
             per_site = True
@@ -368,9 +361,3 @@ def occupancy(amp, sites, host_sites, dopant_obs, levels: Levels, spacing_px: fl
         dop[:, grp] = members[path] > 0
         prob[:, grp] = post @ members
     return dop, np.clip(prob, 0.0, 1.0)
-
-
-def _n_choose(n, k):
-    from math import comb
-
-    return comb(n, k)

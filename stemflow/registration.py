@@ -36,10 +36,11 @@ def _check_stack(frames) -> np.ndarray:
     return a
 
 
-def _peak(img: np.ndarray, ref: np.ndarray, centre, radius: float) -> np.ndarray:
-    """Displacement of ``img``'s content relative to ``ref``: the cross-correlation's highest
-    point within ``radius`` px of ``centre``, refined to sub-pixel by a parabola on each axis."""
-    cc = np.fft.irfft2(np.fft.rfft2(img) * np.conj(np.fft.rfft2(ref)), s=img.shape)
+def _peak(img_f: np.ndarray, ref_f: np.ndarray, shape, centre, radius: float) -> np.ndarray:
+    """Displacement of an image's content relative to a reference, from their ``rfft2``: the
+    cross-correlation's highest point within ``radius`` px of ``centre``, refined to sub-pixel by a
+    parabola on each axis."""
+    cc = np.fft.irfft2(img_f * np.conj(ref_f), s=shape)
     h, w = cc.shape
     c = np.round(np.asarray(centre, np.float64)).astype(np.int64)
     r = int(np.ceil(radius))
@@ -101,12 +102,15 @@ def register_frames(frames, sigma_px: float = 3.0, *, max_step: float | None = N
         raise InputError(f"max_step={max_step}: expected a positive number of px per frame")
     sm = np.stack([ndimage.gaussian_filter(f, sigma_px) for f in a]) if sigma_px > 0 else a.copy()
     sm -= sm.mean(axis=(1, 2), keepdims=True)
+    spec = np.fft.rfft2(sm)                              # each frame's transform, once
+    shape = a.shape[1:]
     shifts = np.zeros((len(a), 2))
     for t in range(1, len(a)):
-        shifts[t] = shifts[t - 1] + _peak(sm[t], sm[t - 1], (0.0, 0.0), radius)
+        shifts[t] = shifts[t - 1] + _peak(spec[t], spec[t - 1], shape, (0.0, 0.0), radius)
     for _ in range(iterations if len(a) > 1 else 0):
         ref = np.mean([ndimage.shift(sm[t], -shifts[t], order=1, mode="nearest") for t in range(len(a))], axis=0)
-        shifts = np.stack([_peak(sm[t], ref, shifts[t], radius) for t in range(len(a))])
+        ref_f = np.fft.rfft2(ref)
+        shifts = np.stack([_peak(spec[t], ref_f, shape, shifts[t], radius) for t in range(len(a))])
         shifts -= shifts[0]
     return shifts
 

@@ -377,7 +377,7 @@ def process_part(index: int, start: int, stop: int, source, ref: ModelRef, param
 
     o = params["options"]
     first = start
-    if getattr(o, "low_dose", False) and isinstance(source, dict):    # the neighbours' frames as context
+    if o.low_dose and isinstance(source, dict):    # the neighbours' frames as context
         first = max(0, start - context_frames(o.window))
         block = load_frames(source, first, stop + context_frames(o.window))
         frames = block[start - first:stop - first]
@@ -387,7 +387,7 @@ def process_part(index: int, start: int, stop: int, source, ref: ModelRef, param
     check_finite(block, first)
     model = get_model(ref)
     save = bool(params.get("save_probabilities"))
-    if getattr(o, "low_dose", False):
+    if o.low_dose:
         df, maps = find_frames_low_dose(block, first, start, stop, model, params["pixel_size"], o), None
     else:
         res = find_frames(frames, start, model, params["pixel_size"], o, keep_maps=save)
