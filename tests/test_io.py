@@ -79,6 +79,42 @@ def test_to_zarr_round_trip_is_bit_exact(tmp_path, movie, zarr_format, shards):
 
 
 @pytest.mark.parametrize("zarr_format", [2, 3])
+def test_to_zarr_compresses_counts_with_blosc_lz4_bitshuffle_unless_told(tmp_path, zarr_format):
+    counts = np.random.default_rng(1).poisson(3.0, size=(4, 64, 64)).astype(np.uint16)
+    src = open_stem(counts, pixel_size=PS)
+    to_zarr(src, tmp_path / "a.zarr", zarr_format=zarr_format)
+    to_zarr(src, tmp_path / "b.zarr", zarr_format=zarr_format, compressors="zarr")
+    ours = zarr.open_array(str(tmp_path / "a.zarr"), path="image", mode="r")
+    (codec,) = ours.compressors
+    config = codec.get_config() if zarr_format == 2 else codec.to_dict()["configuration"]
+    assert config["cname"] == "lz4" and config["shuffle"] in (2, "bitshuffle")
+    theirs = zarr.open_array(str(tmp_path / "b.zarr"), path="image", mode="r").compressors[0]
+    assert repr(theirs) != repr(codec)                               # zarr's own default kept
+    np.testing.assert_array_equal(open_stem(tmp_path / "a.zarr").values, counts)
+
+    def size(p):
+        return sum(f.stat().st_size for f in (tmp_path / p).rglob("c*") if f.is_file())
+
+    assert size("a.zarr") < counts.nbytes / 2                       # it does compress counts
+
+
+def test_zarr_is_read_with_the_zarrs_pipeline_when_installed_and_not_elsewhere(tmp_path, movie, monkeypatch):
+    pytest.importorskip("zarrs", reason="zarrs (the io extra) is not installed")
+    to_zarr(open_stem(movie, pixel_size=PS), tmp_path / "m.zarr", frame_chunk_mb=0.004)
+    from stemflow.io._read import zarr_array
+
+    arr, _, _ = zarr_array(tmp_path / "m.zarr")
+    assert type(arr._async_array.codec_pipeline).__module__.startswith("zarrs")
+    assert zarr.config.get("codec_pipeline.path") != "zarrs.ZarrsCodecPipeline"   # no leak into the process
+    back = cloudpickle.loads(cloudpickle.dumps(open_stem(tmp_path / "m.zarr").data))   # as a Dask worker gets it
+    np.testing.assert_array_equal(np.asarray(back), movie)
+    monkeypatch.setenv("STEMFLOW_ZARR_PIPELINE", "zarr")
+    arr, _, _ = zarr_array(tmp_path / "m.zarr")
+    assert not type(arr._async_array.codec_pipeline).__module__.startswith("zarrs")
+    np.testing.assert_array_equal(open_stem(tmp_path / "m.zarr").values, movie)
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
 def test_xarray_written_dataset_picks_image_and_keeps_coords(tmp_path, movie, zarr_format):
     mask = (movie > 30000).astype(np.uint8)
     ds = xr.Dataset(

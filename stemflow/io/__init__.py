@@ -23,6 +23,7 @@ from ._common import CANONICAL_DIMS, DIM_ALIASES, MB, SUPPORTED_EXTENSIONS
 __all__ = [
     "open_stem",
     "to_zarr",
+    "default_compressors",
     "describe",
     "find_nonfinite_frames",
     "check_finite",
@@ -42,7 +43,7 @@ __all__ = [
 
 #: Names imported on first use (their modules import dask): name → module.
 _LAZY = {"open_stem": "._open", "describe": "._open", "find_nonfinite_frames": "._open", "check_finite": "._open",
-         "to_zarr": "._write", "write_movie": "._simulated", "write_4d": "._simulated",
+         "to_zarr": "._write", "default_compressors": "._write", "write_movie": "._simulated", "write_4d": "._simulated",
          "truth_paths": "._simulated", "read_parquet_parts": "._parquet", "to_hyperspy": "._hyperspy",
          "from_hyperspy": "._hyperspy", "atoms_to_markers": "._hyperspy"}
 

@@ -82,7 +82,32 @@ def _open_h5(path, key):
 def _open_zarr_array(path, key):
     import zarr
 
-    return zarr.open_array(store=path, path=key or "", mode="r")
+    with read_pipeline():
+        return zarr.open_array(store=path, path=key or "", mode="r")
+
+
+#: Codec pipeline of the Rust ``zarrs`` package for zarr-python, used to read when it is installed:
+#: it decodes chunks outside Python's lock, where zarr's own pipeline decodes one chunk at a time
+#: (``benchmarks/bench_virtual.py``). ``STEMFLOW_ZARR_PIPELINE=zarr`` reads with zarr's own.
+ZARRS_PIPELINE = "zarrs.ZarrsCodecPipeline"
+
+
+def read_pipeline():
+    """Context in which Zarr arrays are opened for reading: with ``zarrs``' codec pipeline when it
+    is importable and not turned off by ``STEMFLOW_ZARR_PIPELINE=zarr``, else zarr's default.
+
+    An array keeps the pipeline it was opened with (also when pickled to a Dask worker), so the
+    setting never leaks into the rest of the process. Codecs that ``zarrs`` does not support
+    are decoded by zarr's own pipeline for that array.
+    """
+    import contextlib
+    import importlib.util
+
+    import zarr
+
+    if os.environ.get("STEMFLOW_ZARR_PIPELINE", "auto").lower() == "zarr" or importlib.util.find_spec("zarrs") is None:
+        return contextlib.nullcontext()
+    return zarr.config.set({"codec_pipeline.path": ZARRS_PIPELINE})
 
 
 _OPENERS = {
@@ -370,7 +395,13 @@ def _check_written(arr, path):
 
 
 def zarr_array(path, dataset=None):
-    """The Zarr array ``open_stem`` reads from a store: ``(array, key, root node)``."""
+    """The Zarr array ``open_stem`` reads from a store: ``(array, key, root node)``, opened with
+    :func:`read_pipeline`."""
+    with read_pipeline():
+        return _zarr_array(path, dataset)
+
+
+def _zarr_array(path, dataset=None):
     import zarr
 
     node = zarr.open(store=str(path), mode="r")
