@@ -874,7 +874,7 @@ def pt_lines(res: dict, atomai: dict | None) -> list[str]:
     out = ["| | " + " | ".join(head[k] for k in ok) + " |", "|---" * (len(ok) + 1) + "|"]
     for label, key, fmt in rows:
         out.append(f"| {label} | " + " | ".join(_f(m[k].get(key), fmt) if key in m[k] else "—" for k in ok) + " |")
-    out.append(f"| Pt labelled | " + " | ".join(str(m[k]["n_true"]) for k in ok) + " |")
+    out.append("| Pt labelled | " + " | ".join(str(m[k]["n_true"]) for k in ok) + " |")
     for k in names:
         if "unavailable" in m[k]:
             out.append(f"\n**{k}**: not run — {m[k]['unavailable']}")

@@ -21,6 +21,24 @@ def default_compressors(zarr_format: int = 3) -> list:
     bits, so LZ4 reaches a ratio like Zstandard's (4.2 against 3.7 on Poisson 4D-STEM counts of
     mean 3) and decodes two to three times as fast, on several threads (Blosc releases Python's
     lock). Readable by any Zarr implementation with Blosc.
+
+    Parameters
+    ----------
+    zarr_format : {3, 2}
+        The Zarr format the compressors are for.
+
+    Returns
+    -------
+    list
+        One Blosc codec: ``zarr.codecs.BloscCodec`` for Zarr v3, ``numcodecs.Blosc`` for v2.
+
+    Examples
+    --------
+    >>> from stemflow.io import default_compressors
+    >>> default_compressors()[0].cname.value, default_compressors()[0].shuffle.value
+    ('lz4', 'bitshuffle')
+    >>> default_compressors(2)[0].cname
+    'lz4'
     """
     if zarr_format == 2:
         from numcodecs import Blosc
