@@ -60,8 +60,9 @@ def fft_spacing(image, pixel_size: float = 1.0) -> tuple[float, float]:
     kx = np.fft.rfftfreq(n)[None, :]
     r = np.rint(np.hypot(ky, kx) * n).astype(int)                 # ring index: frequency × n
     lo, hi = 4, int(n / 2.2)
-    ring = ndimage.maximum(power, r, np.arange(hi + 1))             # lattice spots are points on the ring
-    ring = np.asarray(ring, float)
+    ring = np.zeros(hi + 1)                                         # lattice spots are points on the ring
+    near = r <= hi
+    np.maximum.at(ring, r[near], power[near])
     smooth = ndimage.median_filter(np.log(np.maximum(ring, 1e-300)), size=9, mode="nearest")
     excess = np.log(np.maximum(ring, 1e-300)) - smooth
     k = lo + int(np.argmax(excess[lo:hi + 1]))
