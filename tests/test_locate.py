@@ -328,3 +328,15 @@ def test_refine_centres_checks_its_input():
     assert ry.shape == (0,) and rx.shape == (0,)
     ry, rx = refine_centres(img, [5.0], [6.0], 0.6)        # no signal: the start is kept
     assert (ry[0], rx[0]) == (5.0, 6.0)
+
+
+def test_the_distance_to_background_is_scipys_exact_euclidean_transform():
+    from stemflow.locating import distance_to_background
+
+    rng = np.random.default_rng(3)
+    binary = ndimage.binary_dilation(rng.random((97, 131)) > 0.97, iterations=4)
+    binary[:, :6] = True                          # blobs that touch the frame's edge
+    got = distance_to_background(binary)
+    assert got.dtype == np.float64 and got.shape == binary.shape
+    np.testing.assert_allclose(got, ndimage.distance_transform_edt(binary), atol=1e-5)
+    assert got.max() > 4                          # the blobs are not all one pixel wide
