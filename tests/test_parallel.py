@@ -96,6 +96,35 @@ def test_parts_carry_the_gpu_resource_annotation(client, movie, tmp_path):
     assert flat and all(r == {"GPU": 1} for r in flat)
 
 
+def test_each_part_is_read_by_a_task_of_its_own_that_a_spare_thread_runs_ahead(movie, reference, tmp_path):
+    """Prefetch: on a worker with two threads and one GPU slot, the next part's frames are read
+    while a part's network holds the GPU (their task intervals overlap), the parts' frames leave
+    the worker's memory as the parts finish, and the table is the undisturbed one."""
+    from distributed import get_task_stream
+
+    _, store = movie
+    held = []
+
+    def reads_in_memory(part):
+        held.append(sum("stemflow-read" in str(k) for k, w in c.who_has().items() if w))
+
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=":0",
+                                  resources={"GPU": 1}) as cluster, distributed.Client(cluster) as c:
+        with get_task_stream(c) as ts:
+            run(store, tmp_path / "out", client=c, frames_per_part=1, progress=False, on_part=reads_in_memory)
+    spans = {}
+    for t in ts.data:
+        kind = "read" if "stemflow-read" in str(t["key"]) else "part" if "stemflow-part" in str(t["key"]) else None
+        if kind:
+            (start, stop), = [(s["start"], s["stop"]) for s in t["startstops"] if s["action"] == "compute"]
+            spans.setdefault(kind, []).append((start, stop))
+    assert len(spans.get("read", [])) == len(spans["part"]) == 12, "the parts were not read by tasks of their own"
+    overlapping = sum(any(a < d and c_ < b for c_, d in spans["part"]) for a, b in spans["read"])
+    assert overlapping >= 3, f"only {overlapping} of 12 reads ran while a part was computing"
+    assert len(held) == 12 and max(held[-3:]) <= 4, held        # not every part's frames kept to the end
+    pd.testing.assert_frame_equal(read_atoms(tmp_path / "out"), reference[1])
+
+
 def test_worker_killed_mid_run_gives_the_same_table(client, movie, reference, tmp_path):
     _, store = movie
     killed = []

@@ -114,7 +114,9 @@ def _local_cluster(n_gpu, n_workers, threads_per_worker, dash, cluster_kwargs):
     if n_gpu:
         from dask_cuda import LocalCUDACluster
 
-        return LocalCUDACluster(threads_per_worker=threads_per_worker, dashboard_address=dash,
+        # two threads at least: while one runs the network on the GPU (the task holds the GPU
+        # resource), the other reads the next part (stemflow.parallel.worker.read_part)
+        return LocalCUDACluster(threads_per_worker=max(2, threads_per_worker), dashboard_address=dash,
                                 resources={"GPU": 1}, **cluster_kwargs)
     return LocalCluster(n_workers=n_workers or _cores(), threads_per_worker=threads_per_worker,
                         processes=True, dashboard_address=dash, **cluster_kwargs)
@@ -142,6 +144,7 @@ def connect(scheduler: str | None = None, *, n_workers: int | None = None, threa
         Local cluster only: worker processes (default: one per CPU core, or one per GPU).
     threads_per_worker : int
         Local cluster only: threads per worker process (the network uses as many torch threads).
+        GPU workers get at least 2: one reads the next part while the other's network holds the GPU.
     gpu : bool, optional
         Local cluster only: ``True`` insists on ``LocalCUDACluster`` (error without dask-cuda or
         GPUs), ``False`` never uses it; default: use it when dask-cuda is installed and GPUs exist.

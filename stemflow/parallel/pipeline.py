@@ -26,7 +26,7 @@ from ..errors import InputError
 from ..frames import frame_range
 from . import output
 from .cluster import connect, dashboard_link, task_resources
-from .worker import ModelPlugin, ModelRef, model_ref, process_part
+from .worker import ModelPlugin, ModelRef, model_ref, process_part, read_part
 
 __all__ = ["run", "RunSummary", "plan_parts"]
 
@@ -492,17 +492,28 @@ def _compute(client, da, source, det, parts, todo, ref, params, out, progress, o
     client.register_plugin(ModelPlugin(ref), name=f"stemflow-model-{ref.sha256[:16]}")
     resources = task_resources(client)
     run_id = uuid.uuid4().hex[:8]
-    futures = []
+    futures, reads = [], {}
     srcs = _sources(client, da, source, det, parts, todo)
     for i in todo:
         a, b = parts[i]
-        futures.append(client.submit(process_part, i, a, b, srcs[i], light, params, str(out),
-                                     key=f"stemflow-part-{run_id}-{i:06d}", resources=resources, pure=False))
+        src = srcs[i]
+        if isinstance(src, dict):
+            # the read is a task of its own, submitted just before its part (so a worker does not
+            # read far ahead of what it computes): a worker with a spare thread — a GPU worker,
+            # whose network task holds the GPU — reads the next part while this one runs
+            src = client.submit(read_part, src, a, b, params["options"], key=f"stemflow-read-{run_id}-{i:06d}",
+                                pure=False)
+        fut = client.submit(process_part, i, a, b, src, light, params, str(out),
+                            key=f"stemflow-part-{run_id}-{i:06d}", resources=resources, pure=False)
+        futures.append(fut)
+        if src is not srcs[i]:
+            reads[fut.key] = src
     stats = []
     bar = _bar(progress, len(futures), sum(parts[i][1] - parts[i][0] for i in todo))
     part_of = {f.key: i for f, i in zip(futures, todo)}
     try:
         for fut in as_completed(futures, loop=client.loop):
+            reads.pop(fut.key, None)         # the part's frames leave the worker's memory with it
             try:
                 s = fut.result()
             except Exception as exc:
@@ -516,7 +527,7 @@ def _compute(client, da, source, det, parts, todo, ref, params, out, progress, o
             if on_part is not None:
                 on_part(s)
     except BaseException:
-        client.cancel(futures + [f for f in srcs.values() if hasattr(f, "key")])
+        client.cancel(futures + list(reads.values()) + [f for f in srcs.values() if hasattr(f, "key")])
         raise
     finally:
         if bar is not None:

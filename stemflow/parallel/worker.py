@@ -28,7 +28,7 @@ from ..nn.weights import WEIGHTS_DIR, Model, bundled_models, load_model, model_f
 from ..nn.weights import file_sha256 as _sha256_file
 
 __all__ = ["ModelRef", "model_ref", "get_model", "worker_device", "ModelPlugin",
-           "find_frames", "load_frames", "process_part"]
+           "find_frames", "load_frames", "read_part", "PartFrames", "process_part"]
 
 _MODELS: dict[str, Model] = {}
 _LOCK = threading.Lock()
@@ -338,6 +338,51 @@ def _trim_heap():
         pass
 
 
+@dataclass(frozen=True)
+class PartFrames:
+    """The frames of one part, read ahead by :func:`read_part`.
+
+    Attributes
+    ----------
+    block : ndarray, (n, y, x)
+        Frames ``first`` to ``first + n`` (counts): the part's, and for low-dose movies the
+        neighbours' each side that give them context.
+    first : int
+        Global index of ``block[0]``.
+    path : str
+        Where they were read from.
+    """
+
+    block: np.ndarray = field(repr=False)
+    first: int
+    path: str
+
+
+def read_part(source: dict, start: int, stop: int, options) -> PartFrames:
+    """Read the frames of part ``start:stop`` where the task runs: its own Dask task, so a worker
+    with a thread to spare reads the next part while its network is busy with this one.
+
+    Parameters
+    ----------
+    source : dict
+        Where the frames are (see :func:`load_frames`).
+    start, stop : int
+        Global frame range of the part.
+    options : stemflow.find.FindOptions
+        ``low_dose`` reads :func:`stemflow.lowdose.context_frames` more on each side.
+
+    Returns
+    -------
+    PartFrames
+    """
+    from ..lowdose import context_frames
+
+    first, last = start, stop
+    if options.low_dose:
+        first, last = max(0, start - context_frames(options.window)), stop + context_frames(options.window)
+    return PartFrames(load_frames(source, first, last), int(first), str(source.get("path")))
+
+
 def process_part(index: int, start: int, stop: int, source, ref: ModelRef, params: dict, out: str) -> dict:
     """One task: frames ``start:stop`` → atoms → ``OUT/atoms.parquet/part-INDEX.parquet``.
 
@@ -347,8 +392,9 @@ def process_part(index: int, start: int, stop: int, source, ref: ModelRef, param
         Part number.
     start, stop : int
         Global frame range of the part.
-    source : dict or ndarray
-        Where the frames are (see :func:`load_frames`), or the frames themselves (n, y, x).
+    source : dict, PartFrames or ndarray
+        Where the frames are (see :func:`load_frames`), the frames :func:`read_part` read, or
+        the frames themselves (n, y, x).
     ref : ModelRef
         The model (loaded once per worker process).
     params : dict
@@ -373,16 +419,15 @@ def process_part(index: int, start: int, stop: int, source, ref: ModelRef, param
     t0 = time.perf_counter()
     from ..io import check_finite
 
-    from ..lowdose import context_frames
-
     o = params["options"]
-    first = start
-    if o.low_dose and isinstance(source, dict):    # the neighbours' frames as context
-        first = max(0, start - context_frames(o.window))
-        block = load_frames(source, first, stop + context_frames(o.window))
+    if isinstance(source, dict):
+        source = read_part(source, start, stop, o)
+    if isinstance(source, PartFrames):              # the neighbours' frames (low dose) as context
+        block, first, where = source.block, source.first, source.path
         frames = block[start - first:stop - first]
     else:
-        block = frames = load_frames(source, start, stop) if isinstance(source, dict) else np.asarray(source)
+        block = frames = np.asarray(source)
+        first, where = start, None
     digest = input_digest(frames)
     check_finite(block, first)
     model = get_model(ref)
@@ -397,7 +442,6 @@ def process_part(index: int, start: int, stop: int, source, ref: ModelRef, param
 
         arr = zarr.open_array(str(Path(out) / PROBABILITIES), mode="r+")
         arr[start:stop] = maps.astype(arr.dtype)
-    where = source.get("path") if isinstance(source, dict) else None
     df.attrs.update(source=where or "in-memory array", model_sha256=ref.sha256)     # provenance, in every part
     write_part(out, index, df, meta={"input": digest, "model": ref.sha256, "frames": [int(start), int(stop)]})
     stats = {"part": int(index), "frames": int(stop - start), "rows": int(len(df)),
