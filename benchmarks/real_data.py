@@ -885,6 +885,14 @@ def pt_lines(res: dict, atomai: dict | None) -> list[str]:
         out += ["", f"What stemflow's rule allows here at best: its significance threshold swept on these very "
                 f"frames (2.5–8 σ; the default {res['sweep']['default_sigma']:g} σ is not tuned) gives at most "
                 f"F1 {b['f1']:.3f} (P {b['precision']:.3f}, R {b['recall']:.3f}) at {b['sigma']:g} σ."]
+    sep = Path(__file__).parent / "results" / "heavy_atom_separability.json"
+    if sep.exists():            # written by benchmarks/heavy_atom_separability.py
+        rows = json.loads(sep.read_text())["rows"]
+        learned = max((r for r in rows if "trained on the other frames" in r["method"]), key=lambda r: r["f1"])
+        out += ["", f"What any rule over local evidence reaches on these frames: classifiers trained on the other "
+                f"frames' labels, over eight local features of each candidate, give at best F1 {learned['f1']:.3f} "
+                f"(P {learned['precision']:.3f}, R {learned['recall']:.3f}); see "
+                "[heavy_atom_separability.md](heavy_atom_separability.md)."]
     out += ["", "Per frame (true / false / missed Pt; support rows):", "",
             "| frame | " + " | ".join(ok) + " |", "|---" * (len(ok) + 1) + "|"]
     per = {k: {r["image"]: r for r in m[k]["per_frame"]} for k in ok}
