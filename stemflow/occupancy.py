@@ -42,11 +42,19 @@ from .errors import InputError
 
 __all__ = ["column_amplitudes", "amplitude_levels", "occupancy", "Levels", "MAX_STATES"]
 
-#: Prior weight of a move onto a place between lattice sites (``profiles``) against one onto a site.
-BETWEEN_WEIGHT = 0.2
+#: Prior weight of a move onto a place between lattice sites (``profiles``) against one onto a site:
+#: a 3-fold Si in graphene has three bond-centred (4-fold) places and three sites around it; a
+#: move to either kind is taken as about as likely, the bond-centred ones somewhat less.
+BETWEEN_WEIGHT = 0.5
 
 #: Groups with more placements than this are solved site by site (two states per site).
 MAX_STATES = 2000
+
+
+#: Least share of a column's information (its footprint's Σ g², of the whole footprint's) that a
+#: frame must hold for the column to count as observed in it: a column at the frame's edge, or
+#: beside the strip a registration shift leaves empty, is still weighed when half of it is seen.
+MIN_INFORMATION = 0.5
 
 
 def column_amplitudes(registered, valid, sites, sigma_px: float) -> tuple[np.ndarray, np.ndarray]:
@@ -68,8 +76,15 @@ def column_amplitudes(registered, valid, sites, sigma_px: float) -> tuple[np.nda
     amplitude : ndarray, (frame, n)
         Peak counts of each site's column (background removed); NaN where not observed.
     observed : ndarray, (frame, n) bool
-        True where the site lies at least 1 σ inside the frame and every pixel of its footprint
-        (3 σ) within the frame holds data in that frame.
+        True where the site's centre is in the frame and the frame's pixels holding data carry
+        at least :data:`MIN_INFORMATION` of its footprint's (3 σ) information, Σ g².
+
+    Notes
+    -----
+    Pixels without data in a frame (the strip a registration shift leaves empty) are filled with
+    the movie's mean there, and each amplitude's departure from the mean's is scaled back by the
+    share of the footprint the frame does hold: for an isolated column that equals a fit to the
+    pixels with data alone, without a separate fit per frame.
 
     Examples
     --------
@@ -98,19 +113,29 @@ def column_amplitudes(registered, valid, sites, sigma_px: float) -> tuple[np.nda
     yy = base[:, 0, None, None] + dy            # (n, k, k)
     xx = base[:, 1, None, None] + dx
     g = np.exp(-((yy - sites[:, 0, None, None]) ** 2 + (xx - sites[:, 1, None, None]) ** 2) / (2 * sigma_px**2))
-    inside = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w) & (g > np.exp(-4.5))
+    foot = g > np.exp(-4.5)
+    inside = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w) & foot
     col = np.broadcast_to(np.arange(n)[:, None, None], yy.shape)
     pix = (yy * w + xx)[inside]
     gm = sparse.csc_matrix((g[inside], (pix, col[inside])), shape=(h * w, n))
+    info = sparse.csc_matrix((g[inside] ** 2, (pix, col[inside])), shape=(h * w, n))
     gm = sparse.hstack([gm, sparse.csc_matrix(np.ones((h * w, 1)))], format="csc")
-    gtg = (gm.T @ gm).tocsc() + 1e-9 * sparse.eye(n + 1, format="csc")
-    coef = splu(gtg).solve(np.asarray(gm.T @ reg.reshape(t_n, -1).T))     # (n + 1, frame)
-    amp = coef[:n].T.copy()
     flat = valid.reshape(t_n, -1)
-    fully_inside = ((sites >= sigma_px) & (sites <= np.array([h, w]) - 1 - sigma_px)).all(axis=1)
-    observed = np.zeros((t_n, n), bool)
-    for s in np.flatnonzero(fully_inside):
-        observed[:, s] = flat[:, (yy[s] * w + xx[s])[inside[s]]].all(axis=1)
+    counts = flat.sum(axis=0)
+    data = reg.reshape(t_n, -1)
+    fill = np.where(counts > 0, (data * flat).sum(axis=0) / np.maximum(counts, 1), 0.0)
+    fill[counts == 0] = fill[counts > 0].mean() if (counts > 0).any() else 0.0
+    filled = np.where(flat, data, fill[None])
+    gtg = (gm.T @ gm).tocsc() + 1e-9 * sparse.eye(n + 1, format="csc")
+    coef = splu(gtg).solve(np.asarray(gm.T @ np.vstack([filled, fill[None]]).T))     # (n + 1, frame + 1)
+    amp, amp_fill = coef[:n, :t_n].T.copy(), coef[:n, t_n]
+    in_frame = np.asarray(info.sum(axis=0)).ravel()                    # Σ g² over the pixels in the frame
+    seen = np.asarray((info.T @ flat.T.astype(np.float64)).T)          # … over those holding data, (frame, n)
+    whole = np.where(foot, g**2, 0.0).sum(axis=(1, 2))
+    share = seen / np.maximum(in_frame, 1e-12)[None]
+    centre_in = ((sites >= 0) & (sites <= np.array([h, w]) - 1)).all(axis=1)
+    observed = (seen >= MIN_INFORMATION * whole[None]) & centre_in[None]
+    amp = amp_fill[None] + (amp - amp_fill[None]) / np.maximum(share, MIN_INFORMATION)
     amp[~observed] = np.nan
     return amp, observed
 

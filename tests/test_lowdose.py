@@ -36,9 +36,31 @@ def test_column_amplitudes_separate_overlapping_columns():
     img = 0.5 + 1.0 * g(24, 20) + 4.0 * g(24, 26)                    # 2 σ apart: the tails overlap
     amp, seen = column_amplitudes(img[None], np.ones((1, 48, 48), bool), [[24, 20], [24, 26]], 3.0)
     np.testing.assert_allclose(amp[0], [1.0, 4.0], atol=0.01)        # the model stops at 3 σ
-    # a site whose 3 σ disc leaves the frame is not observed
-    amp, seen = column_amplitudes(img[None], np.ones((1, 48, 48), bool), [[24, 20], [2, 2]], 3.0)
-    assert seen.tolist() == [[True, False]] and np.isnan(amp[0, 1])
+    # a column at the frame's corner keeps over half its information in the frame: weighed, and
+    # its amplitude is right; a site whose centre is off the frame is not observed
+    corner = img + 3.0 * g(2, 2)
+    amp, seen = column_amplitudes(corner[None], np.ones((1, 48, 48), bool), [[24, 20], [24, 26], [2, 2], [-2, 30]],
+                                  3.0)
+    assert seen.tolist() == [[True, True, True, False]] and np.isnan(amp[0, 3])
+    np.testing.assert_allclose(amp[0, :3], [1.0, 4.0, 3.0], atol=0.05)
+
+
+def test_column_amplitudes_weigh_a_column_half_in_a_registration_strip_from_the_half_with_data():
+    """A strip without data (a registration shift) cuts through a column in two frames: their
+    amplitudes come from the pixels they have, not from the zeros in the strip nor from the
+    movie's mean there; a column wholly in the strip is not observed in those frames."""
+    yy, xx = np.mgrid[:48, :48]
+    g = lambda y, x: np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * 3.0**2))   # noqa: E731
+    sites = [[24, 12], [24, 30], [24, 44]]
+    dopant = np.r_[[4.0] * 4, [1.0] * 4]                  # a dopant at x = 30 in frames 0-3, then a host column
+    frames = np.stack([0.5 + 1.0 * g(24, 12) + d * g(24, 30) + 1.0 * g(24, 44) for d in dopant])
+    valid = np.ones(frames.shape, bool)
+    valid[[2, 6], :, 31:] = False                         # frames 2 and 6: no data right of x = 30
+    frames[~valid] = 0.0                                  # as shift_frames leaves it
+    amp, seen = column_amplitudes(frames, valid, sites, 3.0)
+    assert seen[:, :2].all() and seen[:, 2].tolist() == [True, True, False, True, True, True, False, True]
+    np.testing.assert_allclose(amp[:, 1], dopant, atol=0.3)      # frame 2: 4, frame 6: 1, as seen
+    np.testing.assert_allclose(amp[:, 0], 1.0, atol=0.05)
 
 
 def _two_site_amplitudes(rng, hop_at=10, spike_at=4, frames=20):
