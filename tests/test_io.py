@@ -78,6 +78,28 @@ def test_to_zarr_round_trip_is_bit_exact(tmp_path, movie, zarr_format, shards):
     xr.testing.assert_identical(back.rename(None), src)
 
 
+def test_to_zarr_shards_by_default_into_inner_chunks_of_whole_frames(tmp_path, monkeypatch):
+    from stemflow.io import _write
+
+    monkeypatch.setattr(_write, "INNER_CHUNK_MB", 0.02)       # 20 kB: 4 frames of 48² uint16 per inner chunk
+    movie = np.random.default_rng(2).integers(0, 60000, size=(44, 48, 48), dtype=np.uint16)
+    to_zarr(open_stem(movie, pixel_size=PS), tmp_path / "m.zarr", frame_chunk_mb=0.1)
+    raw = zarr.open_array(str(tmp_path / "m.zarr"), path="image", mode="r")
+    assert raw.chunks == (4, 48, 48) and raw.shards[0] % 4 == 0 and 8 <= raw.shards[0] <= 21, (raw.chunks, raw.shards)
+    back = open_stem(tmp_path / "m.zarr")
+    assert all(c % raw.shards[0] == 0 for c in back.data.chunks[0][:-1])    # no shard read by two tasks
+    np.testing.assert_array_equal(back.values, movie)
+    np.testing.assert_array_equal(back.isel(frame=slice(5, 7)).values, movie[5:7])
+    to_zarr(open_stem(movie, pixel_size=PS), tmp_path / "v2.zarr", frame_chunk_mb=0.1, zarr_format=2)
+    assert zarr.open_array(str(tmp_path / "v2.zarr"), path="image", mode="r").shards is None
+    to_zarr(open_stem(movie, pixel_size=PS), tmp_path / "none.zarr", frame_chunk_mb=0.1, shards=None)
+    assert zarr.open_array(str(tmp_path / "none.zarr"), path="image", mode="r").shards is None
+    (tmp_path / "m.zarr" / "image" / "c" / "1" / "0" / "0").unlink()          # the second shard lost
+    n = raw.shards[0]
+    with pytest.raises(InputError, match=f"indices {n}–{2 * n - 1}"):
+        open_stem(tmp_path / "m.zarr")
+
+
 @pytest.mark.parametrize("zarr_format", [2, 3])
 def test_to_zarr_compresses_counts_with_blosc_lz4_bitshuffle_unless_told(tmp_path, zarr_format):
     counts = np.random.default_rng(1).poisson(3.0, size=(4, 64, 64)).astype(np.uint16)
@@ -108,10 +130,24 @@ def test_zarr_is_read_with_the_zarrs_pipeline_when_installed_and_not_elsewhere(t
     assert zarr.config.get("codec_pipeline.path") != "zarrs.ZarrsCodecPipeline"   # no leak into the process
     back = cloudpickle.loads(cloudpickle.dumps(open_stem(tmp_path / "m.zarr").data))   # as a Dask worker gets it
     np.testing.assert_array_equal(np.asarray(back), movie)
+    import zarrs
+
+    reads = []
+    original = zarrs.ZarrsCodecPipeline.read
+
+    async def counted(self, *args, **kwargs):
+        reads.append(1)
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(zarrs.ZarrsCodecPipeline, "read", counted)
+    np.testing.assert_array_equal(open_stem(tmp_path / "m.zarr").values, movie)   # written by xarray: its reader
+    assert reads, "open_stem's pixels were not read through zarrs"
     monkeypatch.setenv("STEMFLOW_ZARR_PIPELINE", "zarr")
+    reads.clear()
     arr, _, _ = zarr_array(tmp_path / "m.zarr")
     assert not type(arr._async_array.codec_pipeline).__module__.startswith("zarrs")
     np.testing.assert_array_equal(open_stem(tmp_path / "m.zarr").values, movie)
+    assert not reads
 
 
 @pytest.mark.parametrize("zarr_format", [2, 3])

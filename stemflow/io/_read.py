@@ -454,7 +454,7 @@ def _read_zarr(path, dataset, check_chunks: bool = True):
     # written by xarray: let it read the coords, attrs and dims (raw values, no masking)
     grp = node[parent] if parent else node
     undimmed = [n for n, a in grp.arrays() if zarr_dims(a) is None]
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), read_pipeline():       # the arrays xarray opens keep the pipeline
         warnings.simplefilter("ignore", RuntimeWarning)
         ds = xr.open_zarr(str(path), group=parent, chunks=None, mask_and_scale=False,
                           drop_variables=undimmed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from pathlib import Path
@@ -59,6 +60,28 @@ def _write_plan(var, frame_chunk_mb):
     return chunk_plan(shape, order, var.dtype.itemsize, frame_chunk_mb * MB)
 
 
+#: Inner chunk size of the shards ``to_zarr`` writes by default, MB: a few MB decode in cache, and
+#: the chunks of one shard are decoded in parallel by a reader that can (zarrs).
+INNER_CHUNK_MB = 4.0
+
+
+def _auto_shards(var, plan: dict) -> tuple[dict, dict | None]:
+    """(chunks, shards) by dim for ``shards="auto"``: shards of the ``plan`` (~``frame_chunk_mb``),
+    each cut into inner chunks of ~:data:`INNER_CHUNK_MB` along the dim the plan cuts (whole
+    frames, whole scan rows); ``(plan, None)`` when a shard would hold a single chunk."""
+    dims = [d for d in var.dims if d in plan]
+    lead = dims[:-2] if len(dims) > 2 else []
+    cut = next((d for d in lead if plan[d] < var.sizes[d] or plan[d] > 1), None)
+    if cut is None:
+        return plan, None
+    after = dims[dims.index(cut) + 1:]
+    unit = var.dtype.itemsize * math.prod(plan[d] for d in after)
+    k = max(1, int(INNER_CHUNK_MB * MB // unit))
+    if k >= plan[cut]:
+        return plan, None
+    return {**plan, cut: k}, {**plan, cut: plan[cut] // k * k}
+
+
 def _shard_plan(shards, plan, dims):
     if shards is None:
         return None
@@ -83,7 +106,7 @@ def _shard_plan(shards, plan, dims):
     return out
 
 
-def to_zarr(data, store, *, frame_chunk_mb=TARGET_CHUNK_MB, shards=None, overwrite=False,
+def to_zarr(data, store, *, frame_chunk_mb=TARGET_CHUNK_MB, shards="auto", overwrite=False,
             zarr_format=3, compressors=None, name=None, compute=True):
     """Write a DataArray or Dataset to Zarr in chunks of whole frames, streaming from dask.
 
@@ -97,9 +120,14 @@ def to_zarr(data, store, *, frame_chunk_mb=TARGET_CHUNK_MB, shards=None, overwri
     frame_chunk_mb : float
         Target chunk size in MB (10**6 bytes); chunks hold whole frames (whole diffraction
         patterns), as many as fit (at least one).
-    shards : int or dict, optional
-        Zarr v3 sharding: frames per shard (a multiple of the frames per chunk), or shard shape
-        by dim. Each dask task then writes whole shards.
+    shards : "auto", int, dict or None
+        Zarr v3 sharding. ``"auto"`` (default; Zarr v3 only): shards of ~``frame_chunk_mb``, the
+        unit every task reads and writes, made of inner chunks of ~4 MB (whole frames or scan
+        rows; :data:`INNER_CHUNK_MB`), so that a reader decodes a shard's chunks in cache and in
+        parallel and a read of a few frames decodes only theirs; data of one inner chunk or less
+        per shard is not sharded. An int: frames per shard (a multiple of the frames per chunk
+        of ~``frame_chunk_mb``), a dict: shard shape by dim. None: no shards, chunks of
+        ~``frame_chunk_mb``. Each dask task writes whole shards.
     overwrite : bool
         Replace an existing store. Without it an existing path raises :class:`InputError`.
         A non-empty directory that is not a Zarr store is never replaced.
@@ -143,7 +171,9 @@ def to_zarr(data, store, *, frame_chunk_mb=TARGET_CHUNK_MB, shards=None, overwri
                          "wrap arrays with stemflow.open_stem(array) first")
     if zarr_format not in (2, 3):
         raise InputError(f"zarr_format must be 2 or 3; got {zarr_format!r}")
-    if shards is not None and zarr_format == 2:
+    if isinstance(shards, str) and shards == "auto":
+        shards = "auto" if zarr_format == 3 else None
+    elif shards is not None and zarr_format == 2:
         raise InputError("shards= needs zarr_format=3 (Zarr v2 has no sharding)")
     frame_chunk_mb = positive_option(frame_chunk_mb, "frame_chunk_mb", "MB")
     if not ds.data_vars:
@@ -160,7 +190,10 @@ def to_zarr(data, store, *, frame_chunk_mb=TARGET_CHUNK_MB, shards=None, overwri
         store = str(path)
     main = max((v for v in ds.data_vars.values() if v.ndim >= 2), key=lambda v: v.nbytes, default=None)
     plan = _write_plan(main, frame_chunk_mb) if main is not None else {}
-    shard = _shard_plan(shards, plan, main.dims if main is not None else ()) if plan else None
+    if isinstance(shards, str) and shards == "auto":
+        plan, shard = _auto_shards(main, plan) if plan else (plan, None)
+    else:
+        shard = _shard_plan(shards, plan, main.dims if main is not None else ()) if plan else None
     ds = ds.copy(deep=False)
     for var in ds.variables.values():
         var.encoding = {}
