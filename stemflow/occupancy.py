@@ -121,16 +121,22 @@ def column_amplitudes(registered, valid, sites, sigma_px: float) -> tuple[np.nda
     info = sparse.csc_matrix((g[inside] ** 2, (pix, col[inside])), shape=(h * w, n))
     gm = sparse.hstack([gm, sparse.csc_matrix(np.ones((h * w, 1)))], format="csc")
     flat = valid.reshape(t_n, -1)
-    counts = flat.sum(axis=0)
     data = reg.reshape(t_n, -1)
-    fill = np.where(counts > 0, (data * flat).sum(axis=0) / np.maximum(counts, 1), 0.0)
-    fill[counts == 0] = fill[counts > 0].mean() if (counts > 0).any() else 0.0
-    filled = np.where(flat, data, fill[None])
+    # pixels without data: few (strips at the edges), so they are handled as a sparse matrix and
+    # the frames are never copied
+    empty = sparse.csr_matrix(~flat, dtype=np.float64)                 # (frame, pixel)
+    counts = t_n - np.asarray(empty.sum(axis=0)).ravel()
+    fill = (data.sum(axis=0) - np.asarray(empty.multiply(data).sum(axis=0)).ravel()) / np.maximum(counts, 1)
+    fill[counts == 0] = fill[counts > 0].mean() if (counts > 0).any() else 0.0   # the movie's mean there
+    rhs = np.asarray(gm.T @ data.T)                                    # (n + 1, frame)
+    if empty.nnz:                                                      # … with the mean where a frame is empty
+        rhs += (gm.T @ (empty.multiply(fill[None]) - empty.multiply(data)).T.tocsc()).toarray()
     gtg = (gm.T @ gm).tocsc() + 1e-9 * sparse.eye(n + 1, format="csc")
-    coef = splu(gtg).solve(np.asarray(gm.T @ np.vstack([filled, fill[None]]).T))     # (n + 1, frame + 1)
-    amp, amp_fill = coef[:n, :t_n].T.copy(), coef[:n, t_n]
-    in_frame = np.asarray(info.sum(axis=0)).ravel()                    # Σ g² over the pixels in the frame
-    seen = np.asarray((info.T @ flat.T.astype(np.float64)).T)          # … over those holding data, (frame, n)
+    lu = splu(gtg)
+    amp = lu.solve(rhs)[:n].T                                          # (frame, n)
+    amp_fill = lu.solve(np.asarray(gm.T @ fill))[:n]
+    in_frame = np.asarray(info.sum(axis=0), np.float64).ravel()        # Σ g² over the pixels in the frame
+    seen = in_frame[None] - (empty @ info).toarray()                   # … over those holding data
     whole = np.where(foot, g**2, 0.0).sum(axis=(1, 2))
     share = seen / np.maximum(in_frame, 1e-12)[None]
     centre_in = ((sites >= 0) & (sites <= np.array([h, w]) - 1)).all(axis=1)
