@@ -94,6 +94,14 @@ def test_to_zarr_shards_by_default_into_inner_chunks_of_whole_frames(tmp_path, m
     assert zarr.open_array(str(tmp_path / "v2.zarr"), path="image", mode="r").shards is None
     to_zarr(open_stem(movie, pixel_size=PS), tmp_path / "none.zarr", frame_chunk_mb=0.1, shards=None)
     assert zarr.open_array(str(tmp_path / "none.zarr"), path="image", mode="r").shards is None
+    # a movie of 4D scans too large for one shard each: the shards are cut along the scan rows
+    scans = xr.DataArray(da.zeros((3, 100, 100, 128, 128), dtype=np.uint16, chunks=(1, 10, 100, 128, 128)),
+                         dims=("frame", "scan_y", "scan_x", "k_y", "k_x"))
+    monkeypatch.setattr(_write, "INNER_CHUNK_MB", 4.0)
+    plan = _write._write_plan(scans, 128)
+    chunks, shards = _write._auto_shards(scans, plan)
+    assert plan["frame"] == 1 and 1 < plan["scan_y"] < 100
+    assert (chunks["frame"], chunks["scan_y"], shards["scan_y"]) == (1, 1, plan["scan_y"])
     (tmp_path / "m.zarr" / "image" / "c" / "1" / "0" / "0").unlink()          # the second shard lost
     n = raw.shards[0]
     with pytest.raises(InputError, match=f"indices {n}–{2 * n - 1}"):

@@ -71,7 +71,7 @@ def _auto_shards(var, plan: dict) -> tuple[dict, dict | None]:
     frames, whole scan rows); ``(plan, None)`` when a shard would hold a single chunk."""
     dims = [d for d in var.dims if d in plan]
     lead = dims[:-2] if len(dims) > 2 else []
-    cut = next((d for d in lead if plan[d] < var.sizes[d] or plan[d] > 1), None)
+    cut = next((d for d in lead if plan[d] > 1), None)       # the dim the plan groups (frames, scan rows)
     if cut is None:
         return plan, None
     after = dims[dims.index(cut) + 1:]
