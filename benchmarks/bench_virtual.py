@@ -13,7 +13,9 @@ applied by
   /tmp/lt-venv/bin/pip install libertem zarr``).
 
 GB/s are of uncompressed data (bytes of the array / wall time), best of ``--repeat`` after a
-warm-up; the results are checked equal to the NumPy reference. Run:
+warm-up; the Zarr read paths run in turn for ``--rounds`` rounds and report the median round, so
+the ratio to the path before compares runs under the same load. The results are checked equal to
+the NumPy reference. Run:
 ``python benchmarks/bench_virtual.py [--gb 4] [--libertem-python /tmp/lt-venv/bin/python]``.
 Writes ``benchmarks/results/virtual.md`` and ``.json``.
 """
@@ -145,6 +147,7 @@ def main():
     ap.add_argument("--gb", type=float, default=0.5, help="size of the 4D input, GB uncompressed")
     ap.add_argument("--k", type=int, default=128, help="detector pixels per side")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of the Zarr read paths in turn (median reported)")
     ap.add_argument("--libertem-python", default=None, help="python of a venv with libertem and zarr")
     ap.add_argument("--tmp", default=tempfile.gettempdir())
     a = ap.parse_args()
@@ -186,16 +189,22 @@ def main():
                  ("stemflow's file (Blosc LZ4 + bit shuffle, sharded), zarr's own codec pipeline", path, "zarr"),
                  ("stemflow's file (Blosc LZ4 + bit shuffle, sharded), zarrs codec pipeline: the default", path, "auto")]
         img_first = None
-        for label, where, pipeline in cases:
-            if pipeline == "auto" and meta["zarrs"] is None:
-                continue
-            da_case = open_with(where, pipeline)
-            with dask.config.set(scheduler="threads"):
-                t, img = best_of(lambda: virtual_image(da_case, "annular", inner=inner, outer=outer).values, a.repeat)
-            rows.append((f"stemflow `virtual_image` on the Zarr, dask threads — {label}", os.cpu_count(), t))
-            if img_first is not None:
-                assert np.array_equal(img, img_first), "the Zarr read paths disagree"
-            img_first = img
+        cases = [c for c in cases if c[2] != "auto" or meta["zarrs"] is not None]
+        per_round = {label: [] for label, _, _ in cases}
+        for _ in range(a.rounds):          # the read paths in turn, round after round: the same load for each
+            for label, where, pipeline in cases:
+                da_case = open_with(where, pipeline)
+                with dask.config.set(scheduler="threads"):
+                    t, img = best_of(lambda: virtual_image(da_case, "annular", inner=inner, outer=outer).values, a.repeat)
+                per_round[label].append(t)
+                if img_first is not None:
+                    assert np.array_equal(img, img_first), "the Zarr read paths disagree"
+                img_first = img
+        for label, _, _ in cases:
+            rows.append((f"stemflow `virtual_image` on the Zarr, dask threads — {label}", os.cpu_count(),
+                         float(np.median(per_round[label]))))
+        ratios = np.array(per_round[cases[0][0]]) / np.array(per_round[cases[-1][0]])
+        meta["default_vs_before_per_round"] = [round(float(r), 3) for r in ratios]
         da = stemflow.open_stem(path, check_finite=False)
         meta["chunks"] = [c[0] for c in da.data.chunks]
         from stemflow.parallel import connect
@@ -273,7 +282,8 @@ def main():
              f"{tuple(meta['stemflow_shards']) or 'none'} of inner chunks {tuple(meta['stemflow_chunks'])}; the same data in "
              f"zarr's default Zstandard, unsharded, ratio {meta['ratio_zarr_default']:.2f}), one annular detector ({inner:g}–{outer:g} px). "
              f"zarr {meta['zarr']}, zarrs {meta['zarrs']}. Best of {a.repeat} after a "
-             f"warm-up. Load average {meta['load_avg_at_start'][0]:.1f} at start, {meta['load_avg_at_end'][0]:.1f} at end.", "",
+             f"warm-up; the four Zarr read paths with dask threads ran in turn, {a.rounds} rounds, and each "
+             f"figure is the median over the rounds. Load average {meta['load_avg_at_start'][0]:.1f} at start, {meta['load_avg_at_end'][0]:.1f} at end.", "",
              "| method | threads | s | GB/s | vs the Zarr path before | vs LiberTEM on the same file |",
              "|---|---|---|---|---|---|"]
     before = res["rows"][0]
@@ -283,6 +293,10 @@ def main():
         vs = f"{r['gb_per_s'] / same['gb_per_s']:.2f}×" if same else "—"
         vb = f"{r['gb_per_s'] / before['gb_per_s']:.2f}×" if "Zarr" in r["method"] and "LiberTEM" not in r["method"] else "—"
         lines.append(f"| {r['method']} | {r['threads']} | {r['seconds']:.3f} | {r['gb_per_s']:.2f} | {vb} | {vs} |")
+    if "default_vs_before_per_round" in meta:
+        rr = meta["default_vs_before_per_round"]
+        lines += ["", f"The default Zarr path against the path before, round by round: "
+                      f"{', '.join(f'{r:.2f}×' for r in rr)} (median {np.median(rr):.2f}×)."]
     lines += ["", "stemflow's image equals the NumPy reference exactly (asserted), from the Zarr and from the .npy."]
     if lt_row:
         lines.append(f"LiberTEM's equals it to float32 rounding: {lt.get('equal_to_numpy')}.")

@@ -251,6 +251,30 @@ def test_virtual_image_equals_the_numpy_reduction_exactly(scan):
                                   virtual_image(da, "adf", inner=60, outer=120).values)
 
 
+def test_virtual_image_sums_each_chunk_as_it_was_read(monkeypatch):
+    # the kernel must get the chunk the reader made, not a copy of it: a copy per chunk cost a
+    # fifth of the time from a Zarr (benchmarks/bench_virtual.py)
+    import dask.array as dsa
+
+    import stemflow.parallel.virtual as virtual
+
+    made, seen = [], []
+
+    def block(block_info=None):
+        (a, b) = block_info[None]["array-location"][0]
+        made.append(np.full((b - a, 4, 8, 8), a + 1, np.uint16))
+        return made[-1]
+
+    arr = dsa.map_blocks(block, chunks=((3, 3, 2), (4,), (8,), (8,)), dtype=np.uint16)
+    real = virtual.reduce_patterns
+    monkeypatch.setattr(virtual, "reduce_patterns", lambda b, w: seen.append(b) or real(b, w))
+    data = xr.DataArray(arr, dims=("scan_y", "scan_x", "k_y", "k_x"))
+    got = virtual_image(data, "annular", inner=0, outer=3).values
+    assert len(seen) == 3 and all(any(s is m for m in made) for s in seen)
+    np.testing.assert_array_equal(got[:, 0], np.repeat([1, 4, 7], [3, 3, 2]) * detector_mask((8, 8), "annular",
+                                                                                          inner=0, outer=3).sum())
+
+
 def test_center_of_mass_finds_a_shifted_disk():
     ky = kx = 33
     yy, xx = np.mgrid[:ky, :kx]

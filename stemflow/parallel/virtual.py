@@ -64,8 +64,20 @@ def _contract(x: dsa.Array, weights: np.ndarray) -> dsa.Array:
         x = x.rechunk({nd - 2: -1, nd - 1: -1})
     w = dsa.from_array(weights.astype(np.float64), chunks=-1, name=False)
     lead = "abc"[:nd - 2]
-    return dsa.blockwise(reduce_patterns, lead + "m", x, lead + "kl", w, "klm", concatenate=True,
+    # concatenate=False: the one block along k_y, k_x reaches the kernel as it was read; with
+    # concatenate=True Dask copies every chunk once more before the sums (a fifth of the time)
+    return dsa.blockwise(_reduce_block, lead + "m", x, lead + "kl", w, "klm", concatenate=False,
                          dtype=np.float64, meta=np.empty((0,) * (nd - 1), np.float64))
+
+
+def _reduce_block(blocks, weights):
+    """:func:`reduce_patterns` on the single block Dask passes, nested in lists, along the
+    contracted k_y, k_x axes (:func:`_contract` makes each of them one chunk)."""
+    while isinstance(blocks, list):
+        (blocks,) = blocks
+    while isinstance(weights, list):
+        (weights,) = weights
+    return reduce_patterns(blocks, weights)
 
 
 def _image_coords(data):
