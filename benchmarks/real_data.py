@@ -410,7 +410,9 @@ def _simulated_radial_control(model=None, seeds=(0, 1, 2), pixel_size=0.0125) ->
     from stemflow import find_atoms
     from stemflow.metrics import match
     from stemflow.simulate import simulate_movie
+    from stemflow.tables import LATTICES
 
+    bond_px = LATTICES["graphene"]["bond"] / pixel_size
     radial = []
     for seed in seeds:
         mov = simulate_movie("graphene", 1, 512, seed=seed, pixel_size=pixel_size, dose=1e5, defects={"Si1C3": 8})
@@ -421,10 +423,10 @@ def _simulated_radial_control(model=None, seeds=(0, 1, 2), pixel_size=0.0125) ->
         si = t.loc[t.element == "Si", ["y", "x"]].to_numpy(np.float64)
         c = t.loc[t.element == "C", ["y", "x"]].to_numpy(np.float64)
         d, j = cKDTree(si).query(c)
-        first = d < 1.3 * 0.142 / pixel_size
+        first = d < 1.3 * bond_px
         cols = a[a["label"].astype(str) == "lattice"].reset_index(drop=True)
         tc = pd.DataFrame(c[first], columns=["y", "x"])
-        m = match(cols, tc, 0.5 * 0.142 / pixel_size)
+        m = match(cols, tc, 0.5 * bond_px)
         v = cols[["y", "x"]].to_numpy(np.float64)[m["pred"].to_numpy()] - tc.to_numpy()[m["truth"].to_numpy()]
         u = (tc.to_numpy() - si[j[first]]) / d[first][:, None]
         radial.append((v * u[m["truth"].to_numpy()]).sum(axis=1) * pixel_size * 1000.0)
