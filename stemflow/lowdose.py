@@ -215,7 +215,8 @@ def _segment(frames, *, pixel_size, lattice, model, sigma_px, bond_px, window, m
         warnings.simplefilter("ignore", StemflowWarning)       # what the model has seen; judged below
         host = find_atoms(mean, **kw)
     host = host[host.label.astype(str).isin(["lattice", "dopant"])]
-    sites = host[["y", "x"]].to_numpy(np.float64)
+    sites = _complete_sites(host[["y", "x"]].to_numpy(np.float64), (host.label.astype(str) == "dopant").to_numpy(),
+                            bond_px)
     if len(sites) < 3:
         raise InputError(f"the mean of the {t_n} registered frames shows {len(sites)} columns: no host lattice "
                          "to follow dopants on (check pixel_size, lattice and that the frames show one area)")
@@ -281,6 +282,42 @@ def _segment(frames, *, pixel_size, lattice, model, sigma_px, bond_px, window, m
                                                         sd_host=levels.sd(levels.host),
                                                         sd_dopant=levels.sd(levels.dopant)))
     return pd.concat(rows, ignore_index=True), shifts, info
+
+
+def _complete_sites(sites, is_dopant, bond_px):
+    """The host sites, with those a moving dopant hides in the mean frame put back.
+
+    A dopant column of the mean frame near a site of the lattice fitted to the host columns is
+    moved onto it (a dopant that moved between neighbouring sites leaves a blurred column between
+    them, pulled a few px from either). A dopant that spends much of the movie between two sites (a 4-fold Si in graphene) or moves
+    between neighbouring sites shows in the mean frame as one bright column off the lattice, and
+    the sites under it as none. Such a column is dropped (the dopant's places come back from the
+    summed frames) and the lattice sites within 1.2 bonds of it that hold no column are added, from
+    the lattice fitted to the host columns. Returned unchanged when no lattice can be fitted.
+    """
+    from .chem.sites import NEIGHBOUR_CELLS, fit_lattice
+
+    is_dopant = np.asarray(is_dopant, bool)
+    fit = fit_lattice(sites, ~is_dopant, bond_px) if is_dopant.any() else None
+    if fit is None:
+        return sites
+    dop = np.flatnonzero(is_dopant)
+    cells, sub, at = fit.snap(sites[dop])
+    off = np.hypot(*(at - sites[dop]).T) > 0.3 * fit.bond
+    sites = sites.copy()
+    sites[dop[~off]] = at[~off]      # a dopant that moved between sites blurs its column: the site itself
+    if not off.any():
+        return sites
+    cand = np.vstack([fit.position(np.vstack([c, c + NEIGHBOUR_CELLS[int(k)]]), np.r_[k, np.full(3, 1 - k)])
+                      for c, k in zip(cells[off], sub[off])])
+    kept = np.delete(sites, dop[off], axis=0)
+    cand = cand[cKDTree(sites[dop[off]]).query(cand)[0] < 1.2 * fit.bond]
+    if len(kept):
+        cand = cand[cKDTree(kept).query(cand)[0] > 0.3 * fit.bond]
+    if len(cand) > 1:             # one site per place (two hidden columns may name the same site)
+        lab = fcluster(linkage(cand, "single"), 0.3 * fit.bond, "distance")
+        cand = np.array([cand[lab == v].mean(axis=0) for v in np.unique(lab)])
+    return np.vstack([kept, cand.reshape(-1, 2)])
 
 
 def _between(sites, seeds, spacing, existing):

@@ -201,3 +201,34 @@ def test_find_atoms_movie_in_segments_matches_the_whole(low_dose_movie):
     tol = 0.3 * 0.142 / 0.01
     d_w, d_p = (t[t.label == "dopant"] for t in (whole, parts))
     assert len(stemflow.match(d_p[["frame", "y", "x"]], d_w[["frame", "y", "x"]], tol)) >= 0.9 * len(d_w)
+
+
+def test_complete_sites_puts_back_the_sites_a_moving_dopant_hides_in_the_mean_frame():
+    # the host sites of a graphene patch as the mean frame shows them: one dopant spent the movie
+    # between sites A and B (one bright column at the bond's middle, none at A or B), another moved
+    # between two sites and left a column pulled 3 px from its site
+    from stemflow.lowdose import _complete_sites
+
+    sim = stemflow.simulate_image("graphene", 160, pixel_size=0.01, seed=4)
+    truth = sim.atoms[sim.atoms.label == "lattice"][["y", "x"]].to_numpy()
+    bond = 0.142 / 0.01
+    centre = np.argmin(np.hypot(*(truth - 80.0).T))
+    a = truth[centre]
+    b = truth[np.argsort(np.hypot(*(truth - a).T))[1]]
+    far = np.argmin(np.hypot(*(truth - [40.0, 120.0]).T))
+    sites = [p for i, p in enumerate(truth) if not np.allclose(p, a) and not np.allclose(p, b) and i != far]
+    pulled = truth[far] + [3.0, 0.0]
+    sites = np.array(sites + [(a + b) / 2, pulled])
+    is_dopant = np.r_[np.zeros(len(sites) - 2, bool), True, True]
+
+    out = _complete_sites(sites, is_dopant, bond)
+
+    assert len(out) == len(truth)                                    # A and B for the middle column
+    d = np.hypot(*(out[:, None] - truth[None]).transpose(2, 0, 1)).min(axis=1)
+    assert d.max() < 1.0                                             # every site is a true one, px
+    for p in (a, b, truth[far]):
+        assert np.hypot(*(out - p).T).min() < 0.5
+    # nothing to do without dopants, or when no lattice can be fitted
+    assert np.array_equal(_complete_sites(sites[:-2], is_dopant[:-2], bond), sites[:-2])
+    few = sites[:4]
+    assert np.array_equal(_complete_sites(few, np.array([False, False, False, True]), bond), few)
