@@ -6,7 +6,10 @@ no tracking can mend that afterwards. :func:`find_atoms_movie` uses what a movie
 lattice offers:
 
 1. the frames are registered on each other from the images (:mod:`stemflow.registration`);
-2. the mean of all frames shows every host column; the network finds them there (the sites);
+2. the mean of all frames shows every host column; the network finds them there (the sites).
+   A dopant that moved blurs its column in the mean, or (between two sites for long) hides the
+   sites under it: such columns go onto the lattice fitted to the host, and hidden sites are
+   put back from it;
 3. sums of ``2·window + 1`` neighbouring frames (``window`` on each side) carry enough counts for
    the network to see the dopants; where it does, a site is a dopant candidate. Places off the
    lattice sites where it saw a dopant become candidates too: far from every site with a column of
@@ -289,8 +292,8 @@ def _complete_sites(sites, is_dopant, bond_px):
 
     A dopant column of the mean frame near a site of the lattice fitted to the host columns is
     moved onto it (a dopant that moved between neighbouring sites leaves a blurred column between
-    them, pulled a few px from either). A dopant that spends much of the movie between two sites (a 4-fold Si in graphene) or moves
-    between neighbouring sites shows in the mean frame as one bright column off the lattice, and
+    them, pulled a few px from either). A dopant that spends much of the movie between two sites
+    (a 4-fold Si in graphene) shows in the mean frame as one bright column off the lattice, and
     the sites under it as none. Such a column is dropped (the dopant's places come back from the
     summed frames) and the lattice sites within 1.2 bonds of it that hold no column are added, from
     the lattice fitted to the host columns. Returned unchanged when no lattice can be fitted.
