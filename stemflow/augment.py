@@ -71,6 +71,14 @@ class SampleSpec:
     p_contamination_film, p_adatoms : float
         Shares of crystalline samples with a patchy film, and with bright off-lattice blobs
         (adatoms, compact contamination: background, never dopants).
+    relax_range, p_relax : (float, float), float
+        Relaxation around dopants, Å (the host columns bonded to a dopant pushed that much away
+        from it, as a longer Si–C bond does), drawn uniformly for this share of crystalline
+        samples, so that the network follows columns off the ideal lattice rather than snapping
+        them back to it. 0: none.
+    disorder_range, p_disorder : (float, float), float
+        Static random displacement of every column, Å RMS per axis (ripples, frozen disorder),
+        drawn uniformly for this share of crystalline samples. 0: none.
     p_microscope : float
         Share of samples imaged like a real microscope (:mod:`stemflow.simulate.imaging`): a probe
         from residual aberrations (60–300 kV, 20–35 mrad, defocus, C3, C5, source size, focal
@@ -94,6 +102,10 @@ class SampleSpec:
     p_contamination_film: float = 0.4
     p_adatoms: float = 0.4
     p_microscope: float = 0.0
+    relax_range: tuple[float, float] = (0.0, 0.0)
+    p_relax: float = 0.0
+    disorder_range: tuple[float, float] = (0.0, 0.0)
+    p_disorder: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -130,6 +142,11 @@ def _simulate(rng: np.random.Generator, spec: SampleSpec):
         opts.update(adatoms=rng.uniform(0.02, 0.3))
     if spec.p_microscope and rng.random() < spec.p_microscope:
         opts.update(_microscope(rng, px))
+    # drawn only when asked for, so that the streams of specs without them stay as they were
+    if not amorphous and spec.p_relax and rng.random() < spec.p_relax:
+        opts.update(relax=rng.uniform(*spec.relax_range))
+    if not amorphous and spec.p_disorder and rng.random() < spec.p_disorder:
+        opts.update(disorder=rng.uniform(*spec.disorder_range))
     sim = simulate_image(lattice, n, defects=defects, seed=int(rng.integers(TEST_SEED_START)), **opts)
     return sim, factor
 

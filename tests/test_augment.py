@@ -61,3 +61,20 @@ def test_microscope_samples_use_an_aberrated_probe_and_the_default_keeps_the_gau
     assert len({(s.imaging.defocus, s.imaging.voltage_kv) for s in sims}) == 3      # drawn, not fixed
     plain = _simulate(np.random.default_rng(0), SampleSpec(lattices=("graphene",)))[0]
     assert plain.imaging.probe == "gaussian"
+
+
+def test_sample_spec_moves_columns_off_the_ideal_lattice_only_when_asked():
+    from stemflow.augment import SampleSpec, _simulate
+
+    spec = SampleSpec(lattices=("graphene",), p_relax=1.0, relax_range=(0.3, 0.3),
+                      p_disorder=1.0, disorder_range=(0.02, 0.02))
+    sim, _ = _simulate(np.random.default_rng(1), spec)
+    assert sim.params["relax"] == 0.3 and sim.params["disorder"] == 0.02
+    plain, _ = _simulate(np.random.default_rng(1), SampleSpec(lattices=("graphene",)))
+    assert plain.params["relax"] == 0.0 and plain.params["disorder"] == 0.0
+    # a spec without them draws the stream it drew before they existed (the earlier training
+    # stages' samples stay reproducible): the frame's seed as the code before them drew it
+    assert plain.params["seed"] == 970525013
+    amorphous, _ = _simulate(np.random.default_rng(1), SampleSpec(lattices=("amorphous",), p_relax=1.0,
+                                                                  relax_range=(0.3, 0.3)))
+    assert amorphous.params["relax"] == 0.0          # no lattice to relax on a support
