@@ -373,6 +373,8 @@ def occupancy(amp, sites, host_sites, dopant_obs, levels: Levels, spacing_px: fl
             continue
         index = {c: i for i, c in enumerate(states)}
         adj = (dd <= 1.2 * spacing_px) & (dd > 0)
+        off = np.array([int(k) in profiles for k in grp])
+        adj &= ~(off[:, None] & off[None, :])     # from one place between sites to another: via a site
         moves = []
         for c in states:
             mv = set()

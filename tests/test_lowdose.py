@@ -232,3 +232,34 @@ def test_complete_sites_puts_back_the_sites_a_moving_dopant_hides_in_the_mean_fr
     assert np.array_equal(_complete_sites(sites[:-2], is_dopant[:-2], bond), sites[:-2])
     few = sites[:4]
     assert np.array_equal(_complete_sites(few, np.array([False, False, False, True]), bond), few)
+
+
+def test_occupancy_moves_a_dopant_between_two_places_off_the_sites_only_through_a_site():
+    # a 4-fold Si between A and B, then between A and C: it must become 3-fold on A on the way
+    yy, xx = np.mgrid[:64, :64]
+    sig = 4.5
+    a, b = np.array([30.0, 30.0]), np.array([30.0, 44.0])
+    c = a + 14.0 * np.array([np.sin(np.pi / 3), -0.5])                 # 120° from A→B
+    col = lambda p: np.exp(-((yy - p[0]) ** 2 + (xx - p[1]) ** 2) / (2 * sig**2))   # noqa: E731
+    sites = np.vstack([a, b, c])
+    mab, mac = (a + b) / 2, (a + c) / 2
+    host, dopant = 1.0, 5.0
+    frames = [dopant * col(mab) + host * col(c)] * 6 + [dopant * col(mac) + host * col(b)] * 6
+    frames = np.stack(frames) + np.random.default_rng(3).normal(0, 0.05, (12, 64, 64))
+    amp, _ = column_amplitudes(frames, np.ones(frames.shape, bool), sites, sig)
+    profiles = {}
+    for k, (m, ends) in enumerate(((mab, [0, 1]), (mac, [0, 2]))):
+        w, _ = column_amplitudes(col(m)[None], np.ones((1, 64, 64), bool), sites, sig)
+        keep = np.abs(w[0]) > 0.02
+        idx = np.flatnonzero(keep)
+        profiles[3 + k] = (idx, w[0][keep], np.isin(idx, ends))
+    amp5 = np.column_stack([amp, np.full((12, 2), np.nan)])
+    cand = np.vstack([sites, mab, mac])
+    obs = (np.arange(12), np.zeros(12, np.int64))
+    dop, _ = occupancy(amp5, cand, [True, True, True, False, False], obs, Levels(host, dopant, 0.05, 0.0), 14.0,
+                       profiles=profiles)
+    where = dop.argmax(axis=1).tolist()
+    assert dop.sum(axis=1).tolist() == [1] * 12
+    assert where[0] == 3 and where[-1] == 4
+    assert all(not (p in (3, 4) and q in (3, 4) and p != q) for p, q in zip(where, where[1:]))
+    assert 0 in where                                                   # through A
