@@ -22,7 +22,8 @@ module does the counting; :func:`stemflow.lowdose.find_atoms_movie` feeds it.
    Places too close to the sites for a fit of their own (a 4-fold Si halfway between two sites)
    are candidates through their *profile*: what a column there does to the fitted amplitudes of
    the sites around it, and which host columns it displaces. A move onto such a place is
-   ``BETWEEN_WEIGHT`` times as likely a priori as a move onto a site.
+   ``BETWEEN_WEIGHT`` times as likely a priori as a move onto a site, and from one such place a
+   dopant moves only onto a site (a 4-fold Si becomes 3-fold before it moves on).
 
 Units: positions and σ in px; amplitudes in the frames' units (counts); ``move_rate`` per frame.
 """
