@@ -218,17 +218,17 @@ def _segment(frames, *, pixel_size, lattice, model, sigma_px, bond_px, window, m
         warnings.simplefilter("ignore", StemflowWarning)       # what the model has seen; judged below
         host = find_atoms(mean, **kw)
     host = host[host.label.astype(str).isin(["lattice", "dopant"])]
-    sites = _complete_sites(host[["y", "x"]].to_numpy(np.float64), (host.label.astype(str) == "dopant").to_numpy(),
-                            bond_px)
-    if len(sites) < 3:
-        raise InputError(f"the mean of the {t_n} registered frames shows {len(sites)} columns: no host lattice "
-                         "to follow dopants on (check pixel_size, lattice and that the frames show one area)")
-    spacing = float(np.median(cKDTree(sites).query(sites, k=2)[0][:, 1]))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", StemflowWarning)
         summed = find_atoms(_window_sums(reg, valid, window), **kw)
     dop = summed[summed.label.astype(str) == "dopant"]
     dyx = dop[["y", "x"]].to_numpy(np.float64)
+    sites = _complete_sites(host[["y", "x"]].to_numpy(np.float64), (host.label.astype(str) == "dopant").to_numpy(),
+                            bond_px, seen=dyx, min_count=min_evidence)
+    if len(sites) < 3:
+        raise InputError(f"the mean of the {t_n} registered frames shows {len(sites)} columns: no host lattice "
+                         "to follow dopants on (check pixel_size, lattice and that the frames show one area)")
+    spacing = float(np.median(cKDTree(sites).query(sites, k=2)[0][:, 1]))
     d, _ = cKDTree(sites).query(dyx) if len(dyx) else (np.zeros(0), None)
     extra = _extra_sites(dyx[d > 0.3 * spacing], 0.25 * spacing, min_evidence)
     # dopants off the lattice sites: far from every site they get a column of their own in the fit;
@@ -287,10 +287,13 @@ def _segment(frames, *, pixel_size, lattice, model, sigma_px, bond_px, window, m
     return pd.concat(rows, ignore_index=True), shifts, info
 
 
-def _complete_sites(sites, is_dopant, bond_px):
+def _complete_sites(sites, is_dopant, bond_px, seen=None, min_count=2):
     """The host sites, with those a moving dopant hides in the mean frame put back.
 
-    A dopant column of the mean frame near a site of the lattice fitted to the host columns is
+    A column of the mean frame is a dopant's when the network called it one there, or when it
+    saw a dopant within 0.3 bond of it in at least ``min_count`` of the summed frames (``seen``,
+    px): a dopant that spends part of the movie on a column can leave it looking like a host
+    column in the mean. A dopant column near a site of the lattice fitted to the host columns is
     moved onto it (a dopant that moved between neighbouring sites leaves a blurred column between
     them, pulled a few px from either). A dopant that spends much of the movie between two sites
     (a 4-fold Si in graphene) shows in the mean frame as one bright column off the lattice, and
@@ -301,6 +304,9 @@ def _complete_sites(sites, is_dopant, bond_px):
     from .chem.sites import NEIGHBOUR_CELLS, fit_lattice
 
     is_dopant = np.asarray(is_dopant, bool)
+    if seen is not None and len(seen) and len(sites):
+        is_dopant = is_dopant | (cKDTree(np.asarray(seen, np.float64).reshape(-1, 2)).query_ball_point(
+            sites, 0.3 * bond_px, return_length=True) >= min_count)
     fit = fit_lattice(sites, ~is_dopant, bond_px) if is_dopant.any() else None
     if fit is None:
         return sites

@@ -228,6 +228,15 @@ def test_complete_sites_puts_back_the_sites_a_moving_dopant_hides_in_the_mean_fr
     assert d.max() < 1.0                                             # every site is a true one, px
     for p in (a, b, truth[far]):
         assert np.hypot(*(out - p).T).min() < 0.5
+    # the middle column called lattice in the mean, but seen as a dopant in two summed frames
+    lattice_label = is_dopant.copy()
+    lattice_label[-2] = False
+    mid = (a + b) / 2
+    assert len(_complete_sites(sites, lattice_label, bond)) == len(truth) - 1         # A, B missing
+    out2 = _complete_sites(sites, lattice_label, bond, seen=np.vstack([mid, mid + 1.0]), min_count=2)
+    assert len(out2) == len(truth) and np.hypot(*(out2 - a).T).min() < 0.5
+    once = _complete_sites(sites, lattice_label, bond, seen=mid[None], min_count=2)
+    assert len(once) == len(truth) - 1                                  # one sighting is not enough
     # nothing to do without dopants, or when no lattice can be fitted
     assert np.array_equal(_complete_sites(sites[:-2], is_dopant[:-2], bond), sites[:-2])
     few = sites[:4]
