@@ -7,8 +7,9 @@ Movies: graphene with 8 Si1C3 + 2 Si1C4, Si hopping (0.08 per frame) and switchi
 (0.03 / 0.05), 40 frames of 320² px at 10 pm/px, random-walk drift (no mean drift, 0.7 px RMS
 per frame per axis), at doses of 1e3-5e3 e⁻/Å² per frame; held-out seeds 821-826 (801-803 and
 811-816 were looked at while ``find_atoms_movie`` was built, 901-912 are its development movies).
-Each movie goes through ``find_atoms`` (bundled network, no chem) and ``track`` twice: with each frame judged alone (``persist=None``, the code path before temporal
-evidence) and with the default temporal evidence (``persist="auto"``). Hops are scored against
+Each movie goes through ``find_atoms`` (bundled network, no chem) and ``track`` twice: with each
+frame judged alone (``persist=None``, the code path before temporal evidence) and with the
+default temporal evidence (``persist="auto"``). Hops are scored against
 the truth events with the frame exactly right (``stemflow.tracking.scoring.score_events``) and, as
 a second column, within ±1 frame. The frame-level quality of the detections is reported too: the
 expected counts of a carbon column's peak, the Si found per frame, the lattice atoms' error.
