@@ -359,11 +359,12 @@ def _calibration(frames, cache, truth_of, max_distance_of) -> dict:
             "table": table.to_dict("records")}
 
 
-def _fit_only(f, table):
-    """The table's columns fitted to the frame alone (no network weighting): y_fit, x_fit px."""
+def _fit_only(image, pixel_size, table):
+    """The table with its columns also fitted to the frame alone (no network weighting): y_fit,
+    x_fit px."""
     from stemflow.refine import refine_atoms
 
-    fit = refine_atoms(np.asarray(f.image, np.float64), table, 0.045 / f.pixel_size, keep_fit=True)
+    fit = refine_atoms(np.asarray(image, np.float64), table, 0.045 / pixel_size, keep_fit=True)
     return table.assign(y_fit=fit["y_fit"].to_numpy(), x_fit=fit["x_fit"].to_numpy())
 
 
@@ -380,7 +381,7 @@ def _host_offsets(frames, cache) -> dict:
 
     vecs, units, image_means, fit_radial, si_c = [], [], [], [], {"labels": [], "stemflow": [], "fit": []}
     for f in frames:
-        a = _fit_only(f, cache[f.name])
+        a = _fit_only(f.image, f.pixel_size, cache[f.name])
         cols = a[~a["label"].astype(str).isin(["vacancy", "dopant"])].reset_index(drop=True)
         host = f.truth[f.truth.element == "C"].reset_index(drop=True)
         si = f.truth.loc[f.truth.element == "Si", ["y", "x"]].to_numpy(np.float64)
@@ -435,8 +436,6 @@ def _simulated_radial_control(model=None, seeds=(0, 1, 2), pixel_size=0.0125, re
     from stemflow.tables import LATTICES
 
     bond_px = LATTICES["graphene"]["bond"] / pixel_size
-    from stemflow.refine import refine_atoms
-
     radial, fitted = [], []
     for seed in seeds:
         mov = simulate_movie("graphene", 1, 512, seed=seed, pixel_size=pixel_size, dose=1e5, defects={"Si1C3": 8},
@@ -444,8 +443,7 @@ def _simulated_radial_control(model=None, seeds=(0, 1, 2), pixel_size=0.0125, re
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             a = find_atoms(mov.images()[0], pixel_size, "graphene", model=model, identify=False)
-        fit = refine_atoms(mov.images()[0], a, 0.045 / pixel_size, keep_fit=True)
-        a = a.assign(y_fit=fit["y_fit"].to_numpy(), x_fit=fit["x_fit"].to_numpy())
+        a = _fit_only(mov.images()[0], pixel_size, a)
         t = mov.atoms[mov.atoms.frame == 0]
         si = t.loc[t.element == "Si", ["y", "x"]].to_numpy(np.float64)
         c = t.loc[t.element == "C", ["y", "x"]].to_numpy(np.float64)
