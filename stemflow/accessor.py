@@ -64,9 +64,14 @@ class StemAccessor:
 
         return find_atoms(self._da, pixel_size=self.pixel_size, lattice=lattice, model=model, **options)
 
-    def track(self, lattice: str = "graphene", model=None, *, find_options=None, **track_options):
+    def track(self, lattice: str = "graphene", model=None, *, find_options=None, low_dose=None, **track_options):
         """Trajectories, events and drift of this movie (frame, y, x): :func:`stemflow.find_atoms`
         then :func:`stemflow.tracking.track`. Returns ``TrackResult(trajectories, events, drift)``.
+
+        ``low_dose``: find the atoms with all frames together (:func:`stemflow.find_atoms_movie`)
+        instead of frame by frame. None (the default): when the first frames look dose-limited
+        (:func:`stemflow.lowdose.low_dose_check`) and no ``find_options`` are given; the choice
+        is in ``result.trajectories.attrs["low_dose"]``.
 
         For movies larger than memory use ``stemflow run`` (:func:`stemflow.parallel.run`), which
         does the same chunk by chunk on a Dask cluster."""
@@ -74,5 +79,18 @@ class StemAccessor:
 
         if "frame" not in self._da.dims:
             raise ValueError(f"track needs a movie with a 'frame' dimension; this DataArray has dims {self._da.dims}")
-        atoms = self.find_atoms(lattice=lattice, model=model, **(find_options or {}))
-        return track(atoms, pixel_size=self.pixel_size, **track_options)
+        if low_dose is None:
+            low_dose = False
+            if not find_options and self._da.sizes["frame"] >= 5 and lattice != "amorphous":
+                from .lowdose import low_dose_check
+
+                low_dose = low_dose_check(self._da, self.pixel_size, lattice=lattice, model=model)["low_dose"]
+        if low_dose:
+            from .lowdose import find_atoms_movie
+
+            atoms = find_atoms_movie(self._da, self.pixel_size, lattice=lattice, model=model, **(find_options or {}))
+        else:
+            atoms = self.find_atoms(lattice=lattice, model=model, **(find_options or {}))
+        result = track(atoms, pixel_size=self.pixel_size, **track_options)
+        result.trajectories.attrs["low_dose"] = bool(low_dose)
+        return result

@@ -96,7 +96,18 @@ def _cmd_find(args) -> int:
         da = da.isel(frame=slice(a, b))
     if args.lattice_prior and not args.identify:
         raise ValueError("--lattice-prior needs the chemical identification (the fitted lattice); drop --no-identify")
-    if args.low_dose:
+    low_dose = args.low_dose
+    if (low_dose is None and "frame" in da.dims and da.sizes["frame"] >= 5 and args.lattice != "amorphous"
+            and not (args.refine or args.lattice_prior)):
+        from .lowdose import low_dose_check
+
+        check = low_dose_check(da, lattice=args.lattice, model=args.model)
+        low_dose = check["low_dose"]
+        if low_dose:
+            print(f"single frames look dose-limited ({check['single_share']:.0%} of their pixels ambiguous alone, "
+                  f"{check['summed_share']:.0%} in the registered sum of {check['frames']}): finding them "
+                  "together, as --low-dose (--no-low-dose judges frames one by one)", file=sys.stderr)
+    if low_dose:
         from .lowdose import find_atoms_movie
 
         if "frame" not in da.dims:
@@ -321,10 +332,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lattice-prior", action="store_true",
                    help="move regular lattice columns towards their fitted sites as far as the frame's own "
                         "scatter allows (implies --refine; adds y_fit, x_fit: the unbiased fit, for strain maps)")
-    s.add_argument("--low-dose", action="store_true",
+    s.add_argument("--low-dose", action=argparse.BooleanOptionalAction, default=None,
                    help="a low-dose movie of a stable host: use all its frames together (registered from the "
                         "images; a hidden Markov model over the dopants' sites), as stemflow.find_atoms_movie; "
-                        "no chemical identification")
+                        "no chemical identification. Default: on when the first frames look dose-limited "
+                        "(stemflow.lowdose.low_dose_check; said on stderr)")
     s.add_argument("--window", type=int, default=2,
                    help="with --low-dose: frames summed on each side for the network to see the dopants")
 
@@ -388,9 +400,10 @@ def build_parser() -> argparse.ArgumentParser:
     _identify_option(s)
     s.add_argument("--lattice-prior", action="store_true",
                    help="move regular lattice columns towards their fitted sites (implies --refine and --identify)")
-    s.add_argument("--low-dose", action="store_true",
+    s.add_argument("--low-dose", action=argparse.BooleanOptionalAction, default=None,
                    help="movies too dim for single frames: each part is found with all its frames together "
-                        "(stemflow.find_atoms_movie), with a few frames of context from its neighbours")
+                        "(stemflow.find_atoms_movie), with a few frames of context from its neighbours. "
+                        "Default: on when the first frames look dose-limited (said on stderr)")
     s.add_argument("--window", type=int, default=2,
                    help="with --low-dose: frames summed on each side for the network to see the dopants")
     s.add_argument("--frames-per-part", type=int, default=None, help="frames per task (default: one input chunk)")

@@ -128,10 +128,13 @@ def warn_unrecognised(ambiguous, stack: bool = True, first_frame: int = 0) -> No
 
         where = f"frame(s) {bad[:10]}{' …' if len(bad) > 10 else ''}" if stack else "the frame"
         worst = max(ambiguous[k - first_frame] for k in bad)
+        movie = (" If they are low-dose frames of one area, find them together: stemflow.find_atoms_movie "
+                 "(stemflow.lowdose.low_dose_check tells whether they are dose-limited)."
+                 if stack and len(ambiguous) >= 5 else "")
         warnings.warn(f"{where} look unlike anything the model knows: up to {worst:.0%} of the pixels are "
                       f"ambiguous (simulated frames: under 5 %); check the pixel size and that this is an "
-                      f"atomic-resolution HAADF/ADF image, or fine-tune with `stemflow adapt`. The per-frame "
-                      f"share is in df.attrs['ambiguous_share']", StemflowWarning, stacklevel=3)
+                      f"atomic-resolution HAADF/ADF image, or fine-tune with `stemflow adapt`.{movie} The "
+                      f"per-frame share is in df.attrs['ambiguous_share']", StemflowWarning, stacklevel=3)
 
 
 def _heavy_atoms(labels: list, frame: np.ndarray, probs: np.ndarray, factor: float,

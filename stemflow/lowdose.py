@@ -40,7 +40,19 @@ from .errors import InputError, StemflowWarning, check_positive
 from .occupancy import amplitude_levels, column_amplitudes, occupancy
 from .registration import register_frames, shift_frames
 
-__all__ = ["find_atoms_movie", "context_frames"]
+__all__ = ["find_atoms_movie", "context_frames", "low_dose_check", "DIM_SHARE", "SUM_GAIN"]
+
+#: Median share of ambiguous pixels (:attr:`stemflow.find.ClassMaps.ambiguous_share`) of a movie's
+#: single frames from which they may be too dim to be judged alone. Simulated graphene movies
+#: (bundled model, 10 pm/px) give 0.34–0.44 at 1000 e⁻/Å² per frame, 0.20–0.24 at 2000,
+#: 0.07–0.09 at 5000 and 0.04–0.05 from 10⁴ up (``benchmarks/lowdose_movies.py`` reports them).
+DIM_SHARE = 0.12
+
+#: … and they are dose-limited when the registered sum of a few of them brings that share down to
+#: at most this fraction: summing helps only where the counts are what is missing (9 frames of
+#: those movies: 0.62 of the single frames' share at 500 e⁻/Å², 0.25 at 1000, 0.23 at 2000), not
+#: for frames that are ambiguous for another reason (pure noise, a wrong pixel size: 1.1).
+SUM_GAIN = 0.7
 
 
 def _frames(movie, pixel_size):
@@ -78,6 +90,72 @@ def context_frames(window: int) -> int:
     (5, 5)
     """
     return max(2 * int(window) + 1, 5)
+
+
+def low_dose_check(movie, pixel_size: float | None = None, *, lattice: str = "graphene", model=None,
+                   n_frames: int = 9, probe_fwhm: float = 0.11) -> dict:
+    """Whether a movie's frames are too dim to be judged one by one (use :func:`find_atoms_movie`).
+
+    The network looks at three of the first ``n_frames`` frames alone and at their registered
+    sum. Frames are dose-limited when, alone, a median share of at least :data:`DIM_SHARE` of
+    their pixels is ambiguous and the sum brings that share down to at most :data:`SUM_GAIN` of
+    it: more counts make them clear, so the movie's frames should be used together.
+
+    Parameters
+    ----------
+    movie : ndarray or xarray.DataArray, (frame, y, x)
+        Counts; only the first ``n_frames`` frames are read (a lazy array stays lazy beyond them).
+    pixel_size : float, optional
+        Sampling, nm/px (from a DataArray's ``attrs["pixel_size"]`` when not given).
+    lattice : {"graphene", "ws2", "mos2", "amorphous"}
+        The host; ``"amorphous"`` has no lattice to follow, so the answer is always False.
+    model : Model, str or Path, optional
+        As for :func:`stemflow.find_atoms`.
+    n_frames : int
+        Frames read and summed (≥ 5; a movie with fewer than 5 frames is never judged dim).
+    probe_fwhm : float
+        The probe's full width at half maximum, nm (the registration's smoothing).
+
+    Returns
+    -------
+    dict
+        ``low_dose`` (bool), ``single_share`` (median over three single frames) and
+        ``summed_share`` (their registered sum), 0–1, NaN when not measured; ``frames`` summed.
+
+    Examples
+    --------
+    >>> import stemflow
+    >>> from stemflow.lowdose import low_dose_check
+    >>> dim = stemflow.simulate_movie("graphene", frames=9, shape=160, pixel_size=0.01, dose=1000, seed=1)
+    >>> low_dose_check(dim.images(), pixel_size=0.01)["low_dose"]
+    True
+    """
+    from .find import find_atoms
+
+    frames, pixel_size = _frames(movie, pixel_size)
+    if isinstance(n_frames, bool) or not isinstance(n_frames, (int, np.integer)) or n_frames < 5:
+        raise InputError(f"n_frames={n_frames!r}: expected the frames to sum, an int ≥ 5")
+    n = min(int(n_frames), frames.shape[0])
+    out = dict(low_dose=False, single_share=float("nan"), summed_share=float("nan"), frames=n)
+    if n < 5 or lattice == "amorphous":
+        return out
+    block = np.asarray(frames[:n], np.float32)
+    kw = dict(pixel_size=pixel_size, lattice=lattice, model=model, identify=False)
+    with warnings.catch_warnings():            # ambiguous frames are what is measured here
+        warnings.simplefilter("ignore", StemflowWarning)
+        single = find_atoms(block[[0, n // 2, n - 1]], **kw).attrs["ambiguous_share"]
+        out["single_share"] = float(np.median(single))
+        if out["single_share"] < DIM_SHARE:
+            return out
+        from .tables import LATTICES
+
+        sigma_px = probe_fwhm / pixel_size / 2.3548
+        shifts = register_frames(block, sigma_px=0.64 * sigma_px, max_step=0.4 * LATTICES[lattice]["bond"] / pixel_size)
+        reg, valid = shift_frames(block, shifts)
+        summed = (reg.sum(axis=0) / np.maximum(valid.sum(axis=0), 1) * n).astype(np.float32)
+        out["summed_share"] = float(find_atoms(summed, **kw).attrs["ambiguous_share"])
+    out["low_dose"] = bool(out["summed_share"] <= SUM_GAIN * out["single_share"])
+    return out
 
 
 def _segments(n, length, overlap):

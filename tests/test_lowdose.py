@@ -164,6 +164,40 @@ def test_occupancy_places_a_dopant_between_two_sites_through_its_profile():
     assert without[5:10].any(axis=1).all()          # without the profile the dopant stays on a site
 
 
+def test_low_dose_check_tells_dose_limited_frames_from_frames_ambiguous_for_other_reasons(low_dose_movie):
+    from stemflow.lowdose import DIM_SHARE, SUM_GAIN, low_dose_check
+
+    dim = low_dose_check(low_dose_movie.images(), pixel_size=0.01)
+    assert dim["low_dose"] and dim["frames"] == 9
+    assert dim["single_share"] >= DIM_SHARE and dim["summed_share"] <= SUM_GAIN * dim["single_share"]
+    bright = simulate_movie("graphene", 6, 160, seed=2, pixel_size=0.01, dose=1e5, defects={"Si1C3": 2}, rates={})
+    check = low_dose_check(bright.images(), pixel_size=0.01)
+    assert not check["low_dose"] and check["single_share"] < DIM_SHARE and np.isnan(check["summed_share"])
+    # ambiguous because there is nothing to see, not for want of counts: summing does not help
+    noise = np.random.default_rng(0).poisson(0.05, (9, 160, 160)).astype(np.float32)
+    check = low_dose_check(noise, pixel_size=0.01)
+    assert check["single_share"] >= DIM_SHARE and not check["low_dose"]
+    assert not low_dose_check(low_dose_movie.images()[:4], pixel_size=0.01)["low_dose"]     # too few frames
+    assert not low_dose_check(low_dose_movie.images(), pixel_size=0.01, lattice="amorphous")["low_dose"]
+    with pytest.raises(InputError, match="n_frames"):
+        low_dose_check(low_dose_movie.images(), pixel_size=0.01, n_frames=3)
+
+
+def test_track_accessor_finds_a_dim_movie_with_all_its_frames(low_dose_movie):
+    import xarray as xr
+
+    da = xr.DataArray(low_dose_movie.images()[:12], dims=("frame", "y", "x"), attrs={"pixel_size": 0.01})
+    result = da.stem.track()
+    assert result.trajectories.attrs["low_dose"]
+    truth = low_dose_movie.atoms[(low_dose_movie.atoms.label == "dopant") & (low_dose_movie.atoms.frame < 12)]
+    found_si = lambda t: len(stemflow.match(t[t.label.astype(str) == "dopant"][["frame", "y", "x"]],  # noqa: E731
+                                            truth[["frame", "y", "x"]], 0.3 * 0.142 / 0.01))
+    assert found_si(result.trajectories) >= 0.8 * len(truth)
+    with pytest.warns(StemflowWarning, match="find_atoms_movie"):        # frame by frame, when asked
+        alone = da.stem.track(low_dose=False).trajectories
+    assert not alone.attrs["low_dose"] and found_si(alone) < 0.5 * len(truth)
+
+
 def test_cli_find_low_dose(tmp_path, capsys, low_dose_movie):
     import pandas as pd
 
@@ -175,6 +209,15 @@ def test_cli_find_low_dose(tmp_path, capsys, low_dose_movie):
     atoms = pd.read_parquet(out)
     assert sorted(atoms.frame.unique()) == list(range(8)) and (atoms.label == "dopant").any()
     assert "dopant" in capsys.readouterr().out
+    # by default the movie's first frames decide, and the choice is said
+    assert main(["find", str(tmp_path / "movie.npy"), "--pixel-size", "0.01", "--out", str(tmp_path / "a.parquet")]) == 0
+    assert "dose-limited" in capsys.readouterr().err
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "a.parquet"), atoms)
+    with pytest.warns(StemflowWarning, match="low-dose frames of one area"):
+        assert main(["find", str(tmp_path / "movie.npy"), "--pixel-size", "0.01", "--no-low-dose", "--no-identify",
+                     "--out", str(tmp_path / "n.parquet")]) == 0
+    assert "dose-limited" not in capsys.readouterr().err
+    assert len(pd.read_parquet(tmp_path / "n.parquet")) != len(atoms)
     np.save(tmp_path / "one.npy", low_dose_movie.images()[0])
     assert main(["find", str(tmp_path / "one.npy"), "--pixel-size", "0.01", "--low-dose",
                  "--out", str(tmp_path / "b.parquet")]) != 0

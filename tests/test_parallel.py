@@ -757,6 +757,15 @@ def test_run_low_dose_parts_read_context_and_match_the_whole_movie(client, tmp_p
     assert len(m) >= 0.95 * len(truth) and len(m) >= 0.95 * len(found)
     params = json.loads((out / "manifest.json").read_text())["parameters"]
     assert params["low_dose"] is True and params["window"] == 2
+    # left to the run, the first frames decide: dose-limited, so the same table
+    summary = run(store, tmp_path / "auto", client=client, progress=False, track=False, identify=False,
+                  frames_per_part=2)
+    assert summary.low_dose and summary.low_dose_check["summed_share"] < summary.low_dose_check["single_share"]
+    pd.testing.assert_frame_equal(read_atoms(tmp_path / "auto"), atoms)
+    forced = run(store, tmp_path / "frames", client=client, progress=False, track=False, identify=False,
+                 low_dose=False, frames=(0, 4))
+    assert not forced.low_dose and forced.low_dose_check is None
+    assert "low_dose" not in json.loads((tmp_path / "frames" / "manifest.json").read_text())["parameters"]
     with pytest.raises(InputError, match="save_probabilities"):
         run(store, tmp_path / "b", client=client, progress=False, low_dose=True, save_probabilities=True)
     assert not (tmp_path / "b").exists()

@@ -65,6 +65,11 @@ class RunSummary:
         The Dask dashboard link, when it served the dashboard (checked by an HTTP GET).
     events : int or None
         Events found by the tracking step (None when it did not run).
+    low_dose : bool
+        Whether the parts were found with all their frames together (:func:`stemflow.find_atoms_movie`).
+    low_dose_check : dict or None
+        What decided it when ``low_dose`` was left to the run (:func:`stemflow.lowdose.low_dose_check`:
+        ``single_share``, ``summed_share``, ``frames``), None when it was given.
     """
 
     out: Path
@@ -80,6 +85,8 @@ class RunSummary:
     workers: int = 0
     dashboard: str | None = None
     events: int | None = None
+    low_dose: bool = False
+    low_dose_check: dict | None = None
 
     @property
     def atoms_path(self) -> Path:
@@ -214,11 +221,38 @@ def _part_rows(out: Path, index: int) -> int:
     return int(pq.read_metadata(rundir.part_path(out, index)).num_rows)
 
 
+def _choose_low_dose(options, movie, pixel_size, model, progress):
+    """``options`` with ``low_dose`` on when the movie's first frames are dose-limited, and the check
+    (:func:`stemflow.lowdose.low_dose_check`; None when the options rule it out)."""
+    import dataclasses
+
+    from ..lowdose import low_dose_check
+
+    if options.lattice == "amorphous" or options.refine:
+        return options, None
+    try:
+        first = np.asarray(movie.isel(frame=slice(0, 9)).values, np.float32)
+    except Exception as exc:   # a damaged chunk: the workers name it (and the run records it) part by part
+        if progress:
+            print(f"stemflow: the first frames could not be read to check the dose ({type(exc).__name__}); "
+                  "frames are judged one by one", file=sys.stderr)
+        return options, None
+    check = low_dose_check(first, pixel_size, lattice=options.lattice, model=model)
+    if check["low_dose"]:
+        options = dataclasses.replace(options, low_dose=True)
+        if progress:
+            print(f"stemflow: single frames look dose-limited ({check['single_share']:.0%} of their pixels ambiguous "
+                  f"alone, {check['summed_share']:.0%} in the registered sum of {check['frames']}): each part is "
+                  "found with all its frames together (low_dose=True; low_dose=False, --no-low-dose, judges "
+                  "frames one by one)", file=sys.stderr)
+    return options, check
+
+
 def run(input, out, model=None, scheduler=None, frames=None, detector=None, save_probabilities=False,
         overwrite=False, progress=True, *, lattice="graphene", threshold=0.5, refine=False, pixel_size=None,
         dataset=None, frames_per_part=None, tile=1024, batch_size=4, client=None, n_workers=None,
         embed_model=False, on_part=None, track=True, track_options=None, identify=None,
-        lattice_prior=False, verify_input=True, low_dose=False, window=2) -> RunSummary:
+        lattice_prior=False, verify_input=True, low_dose=None, window=2) -> RunSummary:
     """Find atoms in every frame of an input on a Dask cluster; write ``OUT/atoms.parquet``.
 
     Parameters
@@ -293,12 +327,15 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
         Move regular lattice columns towards their fitted sites as far as each frame's own scatter
         allows (:func:`stemflow.chem.lattice_prior`; implies ``refine`` and ``identify``; adds
         ``y_fit``, ``x_fit``, ``fit_error``, ``prior_weight``).
-    low_dose : bool
+    low_dose : bool or None
         Movies too dim for single frames: each part is found with all its frames together
         (:func:`stemflow.find_atoms_movie`: frames registered from the images, a hidden Markov
         model over the dopants' sites), reading ``max(2·window + 1, 5)`` frames of context on each
         side when the workers read the input themselves. Not with ``refine``, ``lattice_prior``
-        or ``save_probabilities``.
+        or ``save_probabilities``. None (the default): decided on the client from the first
+        frames of the range (:func:`stemflow.lowdose.low_dose_check`, a few network passes) for a
+        movie of at least 5 frames on a crystalline lattice without those options, and said on
+        stderr when on; the summary's ``low_dose`` and ``low_dose_check`` tell what was chosen.
     window : int
         With ``low_dose``: frames summed on each side for the network to see the dopants.
 
@@ -338,8 +375,8 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
     t_start = time.perf_counter()
     track_options = TrackOptions.from_keywords(track_options)
     options = FindOptions(lattice=lattice, threshold=threshold, refine=refine, identify=True if lattice_prior else identify,
-                          lattice_prior=lattice_prior, batch_size=batch_size, tile=tile, low_dose=low_dose,
-                          window=window)
+                          lattice_prior=lattice_prior, batch_size=batch_size, tile=tile,
+                          low_dose=bool(low_dose), window=window)
     if options.low_dose and save_probabilities:
         raise InputError("low_dose=True makes no probability maps of single frames; drop save_probabilities")
     da, source = _open_input(input, pixel_size, dataset)
@@ -356,6 +393,9 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
         if frames is not None and frame_range(frames, 1) != (0, 1):
             raise InputError(f"frames={frames!r}: this input is a single frame (dims {da.dims})")
         start, stop, parts, n_total = 0, 1, [(0, 1)], 1
+    check = None
+    if low_dose is None and da.ndim == 3 and stop - start >= 5 and not save_probabilities:
+        options, check = _choose_low_dose(options, da.isel(frame=slice(start, stop)), float(ps), model, progress)
     ref = model_ref(model, embed=embed_model)
     card = _card_of(ref)
     params = {"pixel_size": float(ps), "options": options, "save_probabilities": bool(save_probabilities)}
@@ -406,7 +446,8 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
                              frames=n_frames,
                              rows=rows, labels=labels, seconds=time.perf_counter() - t_start,
                              frames_per_second=computed_frames / t_compute if t_compute > 0 else float("nan"),
-                             workers=n_workers_used, dashboard=dashboard)
+                             workers=n_workers_used, dashboard=dashboard, low_dose=options.low_dose,
+                             low_dose_check=check)
         output.finish(out, rows=rows, frames=n_frames, seconds_last_call=summary.seconds,
                       model_card={k: card.get(k) for k in ("name", "pixel_size", "classes")},
                       execution={"batch_size": int(batch_size), "workers": n_workers_used})
