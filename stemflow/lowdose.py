@@ -228,7 +228,10 @@ def find_atoms_movie(movie, pixel_size: float | None = None, *, window: int = 2,
         counts). A site is listed in a frame when it lies at least one probe σ inside it and its
         footprint (3 σ) holds data there. ``df.attrs``: ``pixel_size``,
         ``lattice``, ``model``, ``shifts`` (px per frame relative to frame 0, from the images),
-        ``window``, ``segments`` (how many), and per segment ``levels`` (host and dopant
+        ``window``, ``segments`` (how many), ``decoded_over_frames`` (True: each frame's labels
+        already weigh the neighbouring frames, so :func:`stemflow.track`'s ``persist="auto"``
+        judges this table frame by frame rather than smooth it a second time), and per segment
+        ``levels`` (host and dopant
         amplitudes and their noise, counts) and ``ambiguous_share_mean`` (the share of ambiguous
         pixels in the network's view of the segment's mean frame, as in
         :func:`stemflow.find_atoms`; the sums of low-dose frames are expected to be noisier than
@@ -276,7 +279,7 @@ def find_atoms_movie(movie, pixel_size: float | None = None, *, window: int = 2,
     out = atoms_table(pd.concat(tables, ignore_index=True), pixel_size, lattice, info[0]["model"])
     out.attrs.update(pixel_size=pixel_size, lattice=lattice, model=info[0]["model"],
                      shifts=np.array([shifts[f] for f in range(frames.shape[0])]).round(4).tolist(),
-                     window=int(window), segments=len(info),
+                     window=int(window), segments=len(info), decoded_over_frames=True,
                      ambiguous_share_mean=[i["ambiguous_share_mean"] for i in info],
                      levels=[i["levels"] for i in info])
     return out

@@ -122,9 +122,13 @@ def _write_table(df: pd.DataFrame, path: Path):
 
 
 def _parts(folder: Path):
+    """The parts' tables in frame order, each with the ``attrs`` its file records (how it was found)."""
+    import pyarrow.parquet as pq
+
     for f in sorted(folder.glob("*.parquet")):
         df = pd.read_parquet(f)
         if len(df):
+            df.attrs.update(attrs_from_metadata(pq.read_schema(f).metadata))
             yield df
 
 

@@ -757,6 +757,10 @@ def test_run_low_dose_parts_read_context_and_match_the_whole_movie(client, tmp_p
     assert len(m) >= 0.95 * len(truth) and len(m) >= 0.95 * len(found)
     params = json.loads((out / "manifest.json").read_text())["parameters"]
     assert params["low_dose"] is True and params["window"] == 2
+    # the parts say how they were found, so tracking them does not smooth the decoded frames again
+    from stemflow.results import track_run
+
+    assert track_run(out, report=False).trajectories.attrs["track_options"]["persist"] is None
     # left to the run, the first frames decide: dose-limited, so the same table
     summary = run(store, tmp_path / "auto", client=client, progress=False, track=False, identify=False,
                   frames_per_part=2)

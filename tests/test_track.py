@@ -368,3 +368,30 @@ def test_track_options_are_checked_and_recorded():
         assert t.attrs["track_options"]["memory"] == 2
         assert t.attrs["track_options"]["labels"] == ["vacancy"]
     assert set(traj["label"]) <= {"vacancy"}
+
+
+def test_a_table_decoded_over_frames_keeps_its_one_frame_stays():
+    """find_atoms_movie's labels already weigh the neighbouring frames: track must not smooth them
+    a second time. Every Si here leaves its site for one frame, three times (real stays, as a
+    hidden Markov model would report them): kept as hops there and back, while persist="auto"
+    on a frame-by-frame table takes such excursions for noise."""
+    from scipy.spatial import cKDTree
+
+    mov = simulate_movie("graphene", 20, 256, pixel_size=0.01, dose=1e5, drift=(0.0, 0.0), drift_jitter=0.0,
+                         defects={"Si1C3": 4}, rates={}, seed=5)
+    atoms = mov.atoms[["frame", "y", "x", "label"]].copy()
+    host = atoms[(atoms.frame == 0) & (atoms.label == "lattice")][["y", "x"]].to_numpy()
+    tree = cKDTree(host)
+    for f in (5, 10, 15):
+        rows = atoms.index[(atoms.label == "dopant") & (atoms.frame == f)]
+        _, j = tree.query(atoms.loc[rows, ["y", "x"]].to_numpy(float))
+        atoms.loc[rows, ["y", "x"]] = host[j]              # onto the nearest host site for one frame
+    n_si = int((atoms[atoms.frame == 0].label == "dopant").sum())
+    assert n_si >= 2
+    hops = lambda r: int((r.events.kind.astype(str) == "hop").sum())  # noqa: E731
+    decoded = atoms.copy()
+    decoded.attrs.update(pixel_size=0.01, decoded_over_frames=True)
+    kept = track(decoded)
+    assert hops(kept) == 6 * n_si and kept.trajectories.attrs["track_options"]["persist"] is None
+    smoothed = track(atoms, pixel_size=0.01)
+    assert hops(smoothed) < hops(kept) and smoothed.trajectories.attrs["track_options"]["persist"] == "auto"

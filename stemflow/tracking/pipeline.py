@@ -16,6 +16,8 @@ dopant was first seen on its new site.
 
 from __future__ import annotations
 
+import dataclasses
+
 import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -206,6 +208,11 @@ class _Pass:
     def _begin(self, chunk: pd.DataFrame) -> None:
         source = self.whole if self.whole is not None else chunk
         self.attrs = dict(source.attrs)
+        if self.opts.persist == "auto" and self.attrs.get("decoded_over_frames"):
+            # the labels already weigh the neighbouring frames (find_atoms_movie's hidden Markov
+            # model): a stay of one frame there is evidence, not noise to be smoothed a second time
+            self.opts = dataclasses.replace(self.opts, persist=None)
+            self.rescue = False
         self.px = pixel_size_of(source, self.px)
         if "label" not in chunk.columns and self.opts.labels is not None:
             raise InputError("the atoms table has no 'label' column; track needs it to choose the "
@@ -450,8 +457,8 @@ def track(atoms, pixel_size: float | None = None, options: TrackOptions | dict |
         warnings.warn("the movie has a single frame: there is nothing to link, so the trajectories and "
                       "events are empty. Pass the atoms of two or more frames", StemflowWarning, stacklevel=2)
         traj = traj.iloc[:0]
-    traj = _sites_and_states(traj, opts, sp / px)
-    meta = dict(one.attrs, pixel_size=px, spacing_nm=sp, **traj.attrs, track_options=opts.manifest())
+    traj = _sites_and_states(traj, one.opts, sp / px)
+    meta = dict(one.attrs, pixel_size=px, spacing_nm=sp, **traj.attrs, track_options=one.opts.manifest())
     ev = events(traj, pixel_size=px, first_frame=one.first, last_frame=one.last)
     bright = one.bright()
     if len(bright) and "stay" in traj.columns:
