@@ -69,9 +69,11 @@ class StemAccessor:
         then :func:`stemflow.tracking.track`. Returns ``TrackResult(trajectories, events, drift)``.
 
         ``low_dose``: find the atoms with all frames together (:func:`stemflow.find_atoms_movie`)
-        instead of frame by frame. None (the default): when the first frames look dose-limited
-        (:func:`stemflow.lowdose.low_dose_check`) and no ``find_options`` are given; the choice
-        is in ``result.trajectories.attrs["low_dose"]``.
+        instead of frame by frame. None (the default): when the first frames are too dim for
+        single frames (:func:`stemflow.lowdose.low_dose_check`) and no ``find_options`` are given,
+        with a :class:`~stemflow.errors.StemflowWarning` that says so (or that suggests it, for
+        frames dose-limited but still readable); the choice is in
+        ``result.trajectories.attrs["low_dose"]``.
 
         For movies larger than memory use ``stemflow run`` (:func:`stemflow.parallel.run`), which
         does the same chunk by chunk on a Dask cluster."""
@@ -82,9 +84,15 @@ class StemAccessor:
         if low_dose is None:
             low_dose = False
             if not find_options and self._da.sizes["frame"] >= 5 and lattice != "amorphous":
-                from .lowdose import low_dose_check
+                import warnings
 
-                low_dose = low_dose_check(self._da, self.pixel_size, lattice=lattice, model=model)["low_dose"]
+                from .errors import StemflowWarning
+                from .lowdose import low_dose_advice, low_dose_check
+
+                check = low_dose_check(self._da, self.pixel_size, lattice=lattice, model=model)
+                low_dose = check["low_dose"]
+                if low_dose_advice(check):
+                    warnings.warn(low_dose_advice(check), StemflowWarning, stacklevel=2)
         if low_dose:
             from .lowdose import find_atoms_movie
 

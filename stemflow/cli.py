@@ -99,14 +99,13 @@ def _cmd_find(args) -> int:
     low_dose = args.low_dose
     if (low_dose is None and "frame" in da.dims and da.sizes["frame"] >= 5 and args.lattice != "amorphous"
             and not (args.refine or args.lattice_prior)):
-        from .lowdose import low_dose_check
+        from .lowdose import low_dose_advice, low_dose_check
 
         check = low_dose_check(da, lattice=args.lattice, model=args.model)
         low_dose = check["low_dose"]
-        if low_dose:
-            print(f"single frames look dose-limited ({check['single_share']:.0%} of their pixels ambiguous alone, "
-                  f"{check['summed_share']:.0%} in the registered sum of {check['frames']}): finding them "
-                  "together, as --low-dose (--no-low-dose judges frames one by one)", file=sys.stderr)
+        advice = low_dose_advice(check)
+        if advice:
+            print(advice, file=sys.stderr)
     if low_dose:
         from .lowdose import find_atoms_movie
 
@@ -335,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--low-dose", action=argparse.BooleanOptionalAction, default=None,
                    help="a low-dose movie of a stable host: use all its frames together (registered from the "
                         "images; a hidden Markov model over the dopants' sites), as stemflow.find_atoms_movie; "
-                        "no chemical identification. Default: on when the first frames look dose-limited "
+                        "no chemical identification. Default: on when the first frames are too dim to be read one by one "
                         "(stemflow.lowdose.low_dose_check; said on stderr)")
     s.add_argument("--window", type=int, default=2,
                    help="with --low-dose: frames summed on each side for the network to see the dopants")
@@ -403,7 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--low-dose", action=argparse.BooleanOptionalAction, default=None,
                    help="movies too dim for single frames: each part is found with all its frames together "
                         "(stemflow.find_atoms_movie), with a few frames of context from its neighbours. "
-                        "Default: on when the first frames look dose-limited (said on stderr)")
+                        "Default: on when the first frames are too dim to be read one by one (said on stderr)")
     s.add_argument("--window", type=int, default=2,
                    help="with --low-dose: frames summed on each side for the network to see the dopants")
     s.add_argument("--frames-per-part", type=int, default=None, help="frames per task (default: one input chunk)")

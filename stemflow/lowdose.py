@@ -40,7 +40,7 @@ from .errors import InputError, StemflowWarning, check_positive
 from .occupancy import amplitude_levels, column_amplitudes, occupancy
 from .registration import register_frames, shift_frames
 
-__all__ = ["find_atoms_movie", "context_frames", "low_dose_check", "DIM_SHARE", "SUM_GAIN"]
+__all__ = ["find_atoms_movie", "context_frames", "low_dose_check", "low_dose_advice", "DIM_SHARE", "SUM_GAIN", "SWITCH_SHARE"]
 
 #: Median share of ambiguous pixels (:attr:`stemflow.find.ClassMaps.ambiguous_share`) of a movie's
 #: single frames from which they may be too dim to be judged alone. Simulated graphene movies
@@ -53,6 +53,14 @@ DIM_SHARE = 0.12
 #: those movies: 0.62 of the single frames' share at 500 e⁻/Å², 0.25 at 1000, 0.23 at 2000), not
 #: for frames that are ambiguous for another reason (pure noise, a wrong pixel size: 1.1).
 SUM_GAIN = 0.7
+
+#: Dose-limited frames are found together without being asked only from this share up, where
+#: :func:`stemflow.find_atoms` warns that single frames look unlike anything the model knows
+#: (:data:`stemflow.find.AMBIGUOUS_SHARE_LIMIT`). Below it a dose-limited movie is only told of
+#: the option: real frames that the finder reads well can lie there (the 128² real graphene dev
+#: frames at 15.6 pm/px: 0.24 alone, 0.05 when nine of them, of different areas, are registered
+#: and summed), and a sequence of different areas must not be read as one movie.
+SWITCH_SHARE = 0.3
 
 
 def _frames(movie, pixel_size):
@@ -99,7 +107,10 @@ def low_dose_check(movie, pixel_size: float | None = None, *, lattice: str = "gr
     The network looks at three of the first ``n_frames`` frames alone and at their registered
     sum. Frames are dose-limited when, alone, a median share of at least :data:`DIM_SHARE` of
     their pixels is ambiguous and the sum brings that share down to at most :data:`SUM_GAIN` of
-    it: more counts make them clear, so the movie's frames should be used together.
+    it: more counts make them clear, so a movie of one area is better found with its frames
+    together. ``low_dose`` says so when, besides, single frames are past
+    :data:`SWITCH_SHARE`, where frame-by-frame finding fails (``stemflow run``, ``stemflow
+    find`` and ``.stem.track()`` then switch by themselves; below it they only say so).
 
     Parameters
     ----------
@@ -119,8 +130,9 @@ def low_dose_check(movie, pixel_size: float | None = None, *, lattice: str = "gr
     Returns
     -------
     dict
-        ``low_dose`` (bool), ``single_share`` (median over three single frames) and
-        ``summed_share`` (their registered sum), 0–1, NaN when not measured; ``frames`` summed.
+        ``dose_limited`` and ``low_dose`` (bool, as above), ``single_share`` (median over three
+        single frames) and ``summed_share`` (their registered sum), 0–1, NaN when not measured;
+        ``frames`` summed.
 
     Examples
     --------
@@ -136,7 +148,7 @@ def low_dose_check(movie, pixel_size: float | None = None, *, lattice: str = "gr
     if isinstance(n_frames, bool) or not isinstance(n_frames, (int, np.integer)) or n_frames < 5:
         raise InputError(f"n_frames={n_frames!r}: expected the frames to sum, an int ≥ 5")
     n = min(int(n_frames), frames.shape[0])
-    out = dict(low_dose=False, single_share=float("nan"), summed_share=float("nan"), frames=n)
+    out = dict(low_dose=False, dose_limited=False, single_share=float("nan"), summed_share=float("nan"), frames=n)
     if n < 5 or lattice == "amorphous":
         return out
     block = np.asarray(frames[:n], np.float32)
@@ -154,8 +166,42 @@ def low_dose_check(movie, pixel_size: float | None = None, *, lattice: str = "gr
         reg, valid = shift_frames(block, shifts)
         summed = (reg.sum(axis=0) / np.maximum(valid.sum(axis=0), 1) * n).astype(np.float32)
         out["summed_share"] = float(find_atoms(summed, **kw).attrs["ambiguous_share"])
-    out["low_dose"] = bool(out["summed_share"] <= SUM_GAIN * out["single_share"])
+    out["dose_limited"] = bool(out["summed_share"] <= SUM_GAIN * out["single_share"])
+    out["low_dose"] = out["dose_limited"] and out["single_share"] >= SWITCH_SHARE
     return out
+
+
+def low_dose_advice(check: dict) -> str | None:
+    """What to tell the user of a :func:`low_dose_check`: the switch, the option, or nothing.
+
+    Parameters
+    ----------
+    check : dict
+        :func:`low_dose_check`'s answer.
+
+    Returns
+    -------
+    str or None
+        One sentence when the frames are dose-limited (found together, or could be), else None.
+
+    Examples
+    --------
+    >>> low_dose_advice(dict(low_dose=False, dose_limited=False, single_share=0.04, summed_share=float("nan"),
+    ...                      frames=9)) is None
+    True
+    >>> low_dose_advice(dict(low_dose=False, dose_limited=True, single_share=0.2, summed_share=0.05,
+    ...                      frames=9)).split(":")[0]
+    'single frames look dose-limited (20% of their pixels ambiguous alone, 5% in the registered sum of 9)'
+    """
+    if not check.get("dose_limited"):
+        return None
+    why = (f"single frames look dose-limited ({check['single_share']:.0%} of their pixels ambiguous alone, "
+           f"{check['summed_share']:.0%} in the registered sum of {check['frames']})")
+    if check.get("low_dose"):
+        return (f"{why}: found with all frames together (stemflow.find_atoms_movie: dopants and host columns, "
+                "no vacancies); low_dose=False (--no-low-dose) judges frames one by one")
+    return (f"{why}: if the frames show one area, low_dose=True (--low-dose, stemflow.find_atoms_movie) "
+            "finds the dopants with all frames together; they are judged one by one now")
 
 
 def _segments(n, length, overlap):

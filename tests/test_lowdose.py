@@ -165,11 +165,16 @@ def test_occupancy_places_a_dopant_between_two_sites_through_its_profile():
 
 
 def test_low_dose_check_tells_dose_limited_frames_from_frames_ambiguous_for_other_reasons(low_dose_movie):
-    from stemflow.lowdose import DIM_SHARE, SUM_GAIN, low_dose_check
+    from stemflow.lowdose import DIM_SHARE, SUM_GAIN, SWITCH_SHARE, low_dose_check
 
     dim = low_dose_check(low_dose_movie.images(), pixel_size=0.01)
-    assert dim["low_dose"] and dim["frames"] == 9
-    assert dim["single_share"] >= DIM_SHARE and dim["summed_share"] <= SUM_GAIN * dim["single_share"]
+    assert dim["low_dose"] and dim["dose_limited"] and dim["frames"] == 9
+    assert dim["single_share"] >= SWITCH_SHARE and dim["summed_share"] <= SUM_GAIN * dim["single_share"]
+    # dose-limited, yet readable frame by frame: the option is told of, not taken
+    dimmish = simulate_movie("graphene", 9, 200, drift=(0.0, 0.0), drift_jitter=0.7, seed=3, pixel_size=0.01,
+                             dose=2500, defects={"Si1C3": 3}, rates={})
+    check = low_dose_check(dimmish.images(), pixel_size=0.01)
+    assert check["dose_limited"] and not check["low_dose"] and DIM_SHARE <= check["single_share"] < SWITCH_SHARE
     bright = simulate_movie("graphene", 6, 160, seed=2, pixel_size=0.01, dose=1e5, defects={"Si1C3": 2}, rates={})
     check = low_dose_check(bright.images(), pixel_size=0.01)
     assert not check["low_dose"] and check["single_share"] < DIM_SHARE and np.isnan(check["summed_share"])
@@ -183,11 +188,31 @@ def test_low_dose_check_tells_dose_limited_frames_from_frames_ambiguous_for_othe
         low_dose_check(low_dose_movie.images(), pixel_size=0.01, n_frames=3)
 
 
+def test_real_graphene_frames_of_different_areas_are_never_taken_for_one_dim_movie():
+    """Nine real 60 kV frames of one pixel size, stacked: the finder reads them well one by one, and
+    they show different areas, so no stack of them may switch to find_atoms_movie."""
+    import collections
+
+    from stemflow.labelled import dev_data_dir, read_dopant_complexes
+    from stemflow.lowdose import low_dose_check
+
+    if dev_data_dir() is None or not (dev_data_dir() / "si_graphene_dev.npz").exists():
+        pytest.skip("labelled dev data (shared/data or STEMFLOW_DEV_DATA) not here")
+    groups = collections.defaultdict(list)
+    for fr in read_dopant_complexes(dev_data_dir() / "si_graphene_dev.npz"):
+        groups[(fr.image.shape, fr.pixel_size)].append(fr.image)
+    stacks = [(ps, np.stack(v[k:k + 9])) for (_, ps), v in groups.items() for k in range(0, len(v) - 8, 9)]
+    assert len(stacks) >= 4
+    for ps, stack in stacks:
+        assert not low_dose_check(stack, pixel_size=ps)["low_dose"], ps
+
+
 def test_track_accessor_finds_a_dim_movie_with_all_its_frames(low_dose_movie):
     import xarray as xr
 
     da = xr.DataArray(low_dose_movie.images()[:12], dims=("frame", "y", "x"), attrs={"pixel_size": 0.01})
-    result = da.stem.track()
+    with pytest.warns(StemflowWarning, match="found with all frames together"):
+        result = da.stem.track()
     assert result.trajectories.attrs["low_dose"]
     truth = low_dose_movie.atoms[(low_dose_movie.atoms.label == "dopant") & (low_dose_movie.atoms.frame < 12)]
     found_si = lambda t: len(stemflow.match(t[t.label.astype(str) == "dopant"][["frame", "y", "x"]],  # noqa: E731

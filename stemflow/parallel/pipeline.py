@@ -226,7 +226,7 @@ def _choose_low_dose(options, movie, pixel_size, model, progress):
     (:func:`stemflow.lowdose.low_dose_check`; None when the options rule it out)."""
     import dataclasses
 
-    from ..lowdose import low_dose_check
+    from ..lowdose import low_dose_advice, low_dose_check
 
     if options.lattice == "amorphous" or options.refine:
         return options, None
@@ -240,11 +240,9 @@ def _choose_low_dose(options, movie, pixel_size, model, progress):
     check = low_dose_check(first, pixel_size, lattice=options.lattice, model=model)
     if check["low_dose"]:
         options = dataclasses.replace(options, low_dose=True)
-        if progress:
-            print(f"stemflow: single frames look dose-limited ({check['single_share']:.0%} of their pixels ambiguous "
-                  f"alone, {check['summed_share']:.0%} in the registered sum of {check['frames']}): each part is "
-                  "found with all its frames together (low_dose=True; low_dose=False, --no-low-dose, judges "
-                  "frames one by one)", file=sys.stderr)
+    advice = low_dose_advice(check)
+    if advice and progress:
+        print(f"stemflow: {advice}", file=sys.stderr)
     return options, check
 
 
@@ -334,8 +332,10 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
         side when the workers read the input themselves. Not with ``refine``, ``lattice_prior``
         or ``save_probabilities``. None (the default): decided on the client from the first
         frames of the range (:func:`stemflow.lowdose.low_dose_check`, a few network passes) for a
-        movie of at least 5 frames on a crystalline lattice without those options, and said on
-        stderr when on; the summary's ``low_dose`` and ``low_dose_check`` tell what was chosen.
+        movie of at least 5 frames on a crystalline lattice without those options: on when single
+        frames are too dim to be read one by one, said on stderr (as is the option, for frames
+        dose-limited but still readable); the summary's ``low_dose`` and ``low_dose_check`` tell
+        what was chosen.
     window : int
         With ``low_dose``: frames summed on each side for the network to see the dopants.
 
