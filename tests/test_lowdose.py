@@ -353,3 +353,14 @@ def test_occupancy_moves_a_dopant_between_two_places_off_the_sites_only_through_
     assert where[0] == 3 and where[-1] == 4
     assert all(not (p in (3, 4) and q in (3, 4) and p != q) for p, q in zip(where, where[1:]))
     assert 0 in where                                                   # through A
+
+
+def test_the_first_frame_is_weighed_as_moves_are():
+    """With no evidence, a place between sites (weight 0.5) is half as likely as a site at the first
+    frame too, as it is for a move."""
+    from stemflow.occupancy import _hmm
+
+    _, post = _hmm(np.zeros((1, 2)), [[1], [0]], 0.1, weight=[1.0, 0.5])
+    np.testing.assert_allclose(post[0], [2 / 3, 1 / 3])
+    _, post = _hmm(np.zeros((3, 2)), [[1], [0]], 0.1)
+    np.testing.assert_allclose(post, 0.5)
