@@ -17,7 +17,6 @@ dopant was first seen on its new site.
 from __future__ import annotations
 
 import dataclasses
-
 import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator
