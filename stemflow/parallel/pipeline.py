@@ -15,7 +15,7 @@ import os
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -225,8 +225,6 @@ def _part_rows(out: Path, index: int) -> int:
 def _choose_low_dose(options, movie, pixel_size, model, progress):
     """``options`` with ``low_dose`` on when the movie's first frames are dose-limited, and the check
     (:func:`stemflow.lowdose.low_dose_check`; None when the options rule it out)."""
-    import dataclasses
-
     from ..lowdose import low_dose_advice, low_dose_check
 
     if options.lattice == "amorphous" or options.refine:
@@ -240,7 +238,7 @@ def _choose_low_dose(options, movie, pixel_size, model, progress):
         return options, None
     check = low_dose_check(first, pixel_size, lattice=options.lattice, model=model)
     if check["low_dose"]:
-        options = dataclasses.replace(options, low_dose=True)
+        options = replace(options, low_dose=True)
     advice = low_dose_advice(check)
     if advice and progress:
         print(f"stemflow: {advice}", file=sys.stderr)
@@ -319,7 +317,9 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
         Chemical identification on the workers (:func:`stemflow.chem.identify`: elements,
         occupancy, coordination, sites, defect complexes; the unsupervised classes are left out,
         ``cluster`` is -1). None (the default, as in :func:`stemflow.find_atoms`): on for the
-        crystalline lattices, off for ``"amorphous"``. It costs about 0.35 ms per atom on one core,
+        crystalline lattices, off for ``"amorphous"`` and for ``low_dose`` (one low-dose frame
+        holds too few counts for the chemistry; the tracking counts coordination from the host
+        columns around each dopant instead). It costs about 0.35 ms per atom on one core,
         several times the network's share (a 512² frame at 20 pm/px holds ~3,800 atoms): pass
         False when only positions and labels are wanted.
     lattice_prior : bool
@@ -397,6 +397,10 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
     check = None
     if low_dose is None and da.ndim == 3 and stop - start >= 5 and not save_probabilities:
         options, check = _choose_low_dose(options, da.isel(frame=slice(start, stop)), float(ps), model, progress)
+    if options.low_dose and identify is None:
+        # the chemistry of one low-dose frame is noise: a 4-fold Si between two sites comes out
+        # 'unknown', and the coordination flickers frame to frame into false transformations
+        options = replace(options, identify=False)
     ref = model_ref(model, embed=embed_model)
     card = _card_of(ref)
     params = {"pixel_size": float(ps), "options": options, "save_probabilities": bool(save_probabilities)}
