@@ -201,7 +201,6 @@ def nuisance_rows(seeds, dose=DOSES[0]):
     return pd.DataFrame(rows)
 
 
-
 def summarise(df):
     g = df.groupby("dose")
     out = g[["true_hops", "movie_chosen", *(f"{w}_{k}" for w in WAYS for k in ("found", "tp", "tp_pm1"))]].sum()
