@@ -768,9 +768,13 @@ def test_run_low_dose_parts_read_context_and_match_the_whole_movie(client, tmp_p
     pd.testing.assert_frame_equal(read_atoms(tmp_path / "auto"), atoms)
     assert json.loads((tmp_path / "auto" / "manifest.json").read_text())["parameters"]["identify"] is False
     forced = run(store, tmp_path / "frames", client=client, progress=False, track=False, identify=False,
-                 low_dose=False, frames=(0, 4))
+                 low_dose=False, frames=(0, 6), frames_per_part=2)
     assert not forced.low_dose and forced.low_dose_check is None
     assert "low_dose" not in json.loads((tmp_path / "frames" / "manifest.json").read_text())["parameters"]
+    # the same command without low_dose resumes that run as it was made, rather than refusing it
+    again = run(store, tmp_path / "frames", client=client, progress=False, track=False, identify=False,
+                frames=(0, 6), frames_per_part=2)
+    assert not again.low_dose and again.skipped == 3 and again.computed == 0
     with pytest.raises(InputError, match="save_probabilities"):
         run(store, tmp_path / "b", client=client, progress=False, low_dose=True, save_probabilities=True)
     assert not (tmp_path / "b").exists()

@@ -331,8 +331,8 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
         (:func:`stemflow.find_atoms_movie`: frames registered from the images, a hidden Markov
         model over the dopants' sites), reading ``max(2·window + 1, 5)`` frames of context on each
         side when the workers read the input themselves. Not with ``refine``, ``lattice_prior``
-        or ``save_probabilities``. None (the default): decided on the client from the first
-        frames of the range (:func:`stemflow.lowdose.low_dose_check`, a few network passes) for a
+        or ``save_probabilities``. None (the default): as the run already in ``out`` was made,
+        when resuming one; otherwise decided on the client from the first frames of the range (:func:`stemflow.lowdose.low_dose_check`, a few network passes) for a
         movie of at least 5 frames on a crystalline lattice without those options: on when single
         frames are too dim to be read one by one, said on stderr (as is the option, for frames
         dose-limited but still readable); the summary's ``low_dose`` and ``low_dose_check`` tell
@@ -396,7 +396,14 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
         start, stop, parts, n_total = 0, 1, [(0, 1)], 1
     check = None
     if low_dose is None and da.ndim == 3 and stop - start >= 5 and not save_probabilities:
-        options, check = _choose_low_dose(options, da.isel(frame=slice(start, stop)), float(ps), model, progress)
+        try:
+            earlier = None if overwrite else rundir.read_manifest(Path(out).expanduser()).get("parameters")
+        except ValueError:       # an unreadable manifest: prepare() below says so
+            earlier = None
+        if earlier:              # resuming: the parts already there were found one way; keep it
+            options = replace(options, low_dose=bool(earlier.get("low_dose", False)))
+        else:
+            options, check = _choose_low_dose(options, da.isel(frame=slice(start, stop)), float(ps), model, progress)
     if options.low_dose and identify is None:
         # the chemistry of one low-dose frame is noise: a 4-fold Si between two sites comes out
         # 'unknown', and the coordination flickers frame to frame into false transformations
