@@ -83,7 +83,7 @@ class StemAccessor:
             raise ValueError(f"track needs a movie with a 'frame' dimension; this DataArray has dims {self._da.dims}")
         if low_dose is None:
             low_dose = False
-            if not find_options and self._da.sizes["frame"] >= 5 and lattice != "amorphous":
+            if not find_options and self._da.sizes["frame"] >= 5:
                 import warnings
 
                 from .errors import StemflowWarning
@@ -91,8 +91,9 @@ class StemAccessor:
 
                 check = low_dose_check(self._da, self.pixel_size, lattice=lattice, model=model)
                 low_dose = check["low_dose"]
-                if low_dose_advice(check):
-                    warnings.warn(low_dose_advice(check), StemflowWarning, stacklevel=2)
+                advice = low_dose_advice(check)
+                if advice:
+                    warnings.warn(advice, StemflowWarning, stacklevel=2)
         if low_dose:
             from .lowdose import find_atoms_movie
 

@@ -97,7 +97,7 @@ def _cmd_find(args) -> int:
     if args.lattice_prior and not args.identify:
         raise ValueError("--lattice-prior needs the chemical identification (the fitted lattice); drop --no-identify")
     low_dose = args.low_dose
-    if (low_dose is None and "frame" in da.dims and da.sizes["frame"] >= 5 and args.lattice != "amorphous"
+    if (low_dose is None and "frame" in da.dims and da.sizes["frame"] >= 5
             and not (args.refine or args.lattice_prior)):
         from .lowdose import low_dose_advice, low_dose_check
 

@@ -40,7 +40,8 @@ from .errors import InputError, StemflowWarning, check_positive
 from .occupancy import amplitude_levels, column_amplitudes, occupancy
 from .registration import register_frames, shift_frames
 
-__all__ = ["find_atoms_movie", "context_frames", "low_dose_check", "low_dose_advice", "DIM_SHARE", "SUM_GAIN", "SWITCH_SHARE"]
+__all__ = ["find_atoms_movie", "context_frames", "low_dose_check", "low_dose_advice", "DIM_SHARE", "SUM_GAIN", "SWITCH_SHARE",
+           "CHECK_FRAMES"]
 
 #: Median share of ambiguous pixels (:attr:`stemflow.find.ClassMaps.ambiguous_share`) of a movie's
 #: single frames from which they may be too dim to be judged alone. Simulated graphene movies
@@ -61,6 +62,9 @@ SUM_GAIN = 0.7
 #: frames at 15.6 pm/px: 0.24 alone, 0.05 when nine of them, of different areas, are registered
 #: and summed), and a sequence of different areas must not be read as one movie.
 SWITCH_SHARE = 0.3
+
+#: Frames :func:`low_dose_check` reads from the start of a movie.
+CHECK_FRAMES = 9
 
 
 def _frames(movie, pixel_size):
@@ -101,7 +105,7 @@ def context_frames(window: int) -> int:
 
 
 def low_dose_check(movie, pixel_size: float | None = None, *, lattice: str = "graphene", model=None,
-                   n_frames: int = 9, probe_fwhm: float = 0.11) -> dict:
+                   n_frames: int = CHECK_FRAMES, probe_fwhm: float = 0.11) -> dict:
     """Whether a movie's frames are too dim to be judged one by one (use :func:`find_atoms_movie`).
 
     The network looks at three of the first ``n_frames`` frames alone and at their registered
@@ -161,10 +165,7 @@ def low_dose_check(movie, pixel_size: float | None = None, *, lattice: str = "gr
             return out
         from .tables import LATTICES
 
-        sigma_px = probe_fwhm / pixel_size / 2.3548
-        shifts = register_frames(block, sigma_px=0.64 * sigma_px, max_step=0.4 * LATTICES[lattice]["bond"] / pixel_size)
-        reg, valid = shift_frames(block, shifts)
-        summed = (reg.sum(axis=0) / np.maximum(valid.sum(axis=0), 1) * n).astype(np.float32)
+        summed = _registered(block, probe_fwhm / pixel_size / 2.3548, LATTICES[lattice]["bond"] / pixel_size)[3]
         out["summed_share"] = float(find_atoms(summed, **kw).attrs["ambiguous_share"])
     out["dose_limited"] = bool(out["summed_share"] <= SUM_GAIN * out["single_share"])
     out["low_dose"] = out["dose_limited"] and out["single_share"] >= SWITCH_SHARE
@@ -202,6 +203,15 @@ def low_dose_advice(check: dict) -> str | None:
                 "no vacancies); low_dose=False (--no-low-dose) judges frames one by one")
     return (f"{why}: if the frames show one area, low_dose=True (--low-dose, stemflow.find_atoms_movie) "
             "finds the dopants with all frames together; they are judged one by one now")
+
+
+def _registered(frames, sigma_px, bond_px):
+    """Shifts, registered frames, where they hold data, and their sum scaled to all frames
+    (the mean frame's counts × frames), registered as :func:`find_atoms_movie` does."""
+    shifts = register_frames(frames, sigma_px=0.64 * sigma_px, max_step=0.4 * bond_px)
+    reg, valid = shift_frames(frames, shifts)
+    summed = (reg.sum(axis=0) / np.maximum(valid.sum(axis=0), 1) * len(frames)).astype(np.float32)
+    return shifts, reg, valid, summed
 
 
 def _segments(n, length, overlap):
@@ -336,10 +346,8 @@ def _segment(frames, *, pixel_size, lattice, model, sigma_px, bond_px, window, m
     """find_atoms_movie on frames held in memory: (rows with frame numbers from 0, shifts, info)."""
     from .find import find_atoms
 
-    shifts = register_frames(frames, sigma_px=0.64 * sigma_px, max_step=0.4 * bond_px)
-    reg, valid = shift_frames(frames, shifts)
+    shifts, reg, valid, mean = _registered(frames, sigma_px, bond_px)
     t_n = len(frames)
-    mean = (reg.sum(axis=0) / np.maximum(valid.sum(axis=0), 1) * t_n).astype(np.float32)
     kw = dict(pixel_size=pixel_size, lattice=lattice, model=model, identify=False)
     with warnings.catch_warnings():      # sums of low-dose frames are expected to look noisier than
         warnings.simplefilter("ignore", StemflowWarning)       # what the model has seen; judged below

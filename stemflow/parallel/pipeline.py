@@ -225,12 +225,12 @@ def _part_rows(out: Path, index: int) -> int:
 def _choose_low_dose(options, movie, pixel_size, model, progress):
     """``options`` with ``low_dose`` on when the movie's first frames are dose-limited, and the check
     (:func:`stemflow.lowdose.low_dose_check`; None when the options rule it out)."""
-    from ..lowdose import low_dose_advice, low_dose_check
+    from ..lowdose import CHECK_FRAMES, low_dose_advice, low_dose_check
 
     if options.lattice == "amorphous" or options.refine:
         return options, None
     try:
-        first = np.asarray(movie.isel(frame=slice(0, 9)).values, np.float32)
+        first = np.asarray(movie.isel(frame=slice(0, CHECK_FRAMES)).values, np.float32)
     except Exception as exc:   # a damaged chunk: the workers name it (and the run records it) part by part
         if progress:
             print(f"stemflow: the first frames could not be read to check the dose ({type(exc).__name__}); "
