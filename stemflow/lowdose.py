@@ -40,8 +40,8 @@ from .errors import InputError, StemflowWarning, check_positive
 from .occupancy import amplitude_levels, column_amplitudes, occupancy
 from .registration import register_frames, shift_frames
 
-__all__ = ["find_atoms_movie", "context_frames", "low_dose_check", "low_dose_advice", "DIM_SHARE", "SUM_GAIN", "SWITCH_SHARE",
-           "CHECK_FRAMES"]
+__all__ = ["find_atoms_movie", "context_frames", "low_dose_check", "low_dose_advice", "frame_mismatch", "DIM_SHARE",
+           "SUM_GAIN", "SWITCH_SHARE", "ONE_AREA_MISMATCH", "CHECK_FRAMES"]
 
 #: Median share of ambiguous pixels (:attr:`stemflow.find.ClassMaps.ambiguous_share`) of a movie's
 #: single frames from which they may be too dim to be judged alone. Simulated graphene movies
@@ -55,13 +55,24 @@ DIM_SHARE = 0.12
 #: for frames that are ambiguous for another reason (pure noise, a wrong pixel size: 1.1).
 SUM_GAIN = 0.7
 
-#: Dose-limited frames are found together without being asked only from this share up, where
+#: Dose-limited frames are found together without being asked from this share up, where
 #: :func:`stemflow.find_atoms` warns that single frames look unlike anything the model knows
-#: (:data:`stemflow.find.AMBIGUOUS_SHARE_LIMIT`). Below it a dose-limited movie is only told of
-#: the option: real frames that the finder reads well can lie there (the 128² real graphene dev
-#: frames at 15.6 pm/px: 0.24 alone, 0.05 when nine of them, of different areas, are registered
-#: and summed), and a sequence of different areas must not be read as one movie.
+#: (:data:`stemflow.find.AMBIGUOUS_SHARE_LIMIT`), whatever they show. Below it they are found
+#: together only when they also show one area (:data:`ONE_AREA_MISMATCH`): real frames that the
+#: finder reads well can be dose-limited too (the 128² real graphene dev frames at 15.6 pm/px:
+#: 0.24 alone, 0.05 when nine of them, of different areas, are registered and summed), and a
+#: sequence of different areas must not be read as one movie.
 SWITCH_SHARE = 0.3
+
+#: Frames show one area when, registered, each differs from the sum of the others by little more
+#: than its noise: the median over frames of the variance of that difference, smoothed to the
+#: probe, over what white noise of the frames' own pixel-to-pixel level gives
+#: (:func:`frame_mismatch`) is at most this. Simulated graphene movies (1000–2000 e⁻/Å² per
+#: frame, 7.8–15.6 pm/px, 0.8–1.4 Å probes, contamination, background, Si hopping) give 2.8–8.8:
+#: hops, registration error and the lattice's share of the noise estimate; stacks of nine real
+#: 60 kV graphene frames of different areas give 22–415 (and frames of different simulated areas
+#: at 1000 e⁻/Å², 10).
+ONE_AREA_MISMATCH = 14.0
 
 #: Frames :func:`low_dose_check` reads from the start of a movie.
 CHECK_FRAMES = 9
@@ -111,10 +122,11 @@ def low_dose_check(movie, pixel_size: float | None = None, *, lattice: str = "gr
     The network looks at three of the first ``n_frames`` frames alone and at their registered
     sum. Frames are dose-limited when, alone, a median share of at least :data:`DIM_SHARE` of
     their pixels is ambiguous and the sum brings that share down to at most :data:`SUM_GAIN` of
-    it: more counts make them clear, so a movie of one area is better found with its frames
-    together. ``low_dose`` says so when, besides, single frames are past
-    :data:`SWITCH_SHARE`, where frame-by-frame finding fails (``stemflow run``, ``stemflow
-    find`` and ``.stem.track()`` then switch by themselves; below it they only say so).
+    it: more counts make them clear. ``low_dose`` says to find them together when, besides,
+    they show one area (:func:`frame_mismatch` at most :data:`ONE_AREA_MISMATCH`), or when
+    single frames are past :data:`SWITCH_SHARE`, where frame-by-frame finding fails whatever
+    they show (``stemflow run``, ``stemflow find`` and ``.stem.track()`` then switch by
+    themselves; otherwise they only say so).
 
     Parameters
     ----------
@@ -134,8 +146,9 @@ def low_dose_check(movie, pixel_size: float | None = None, *, lattice: str = "gr
     Returns
     -------
     dict
-        ``dose_limited`` and ``low_dose`` (bool, as above), ``single_share`` (median over three
-        single frames) and ``summed_share`` (their registered sum), 0–1, NaN when not measured;
+        ``dose_limited``, ``one_area`` and ``low_dose`` (bool, as above), ``single_share``
+        (median over three single frames) and ``summed_share`` (their registered sum), 0–1,
+        ``mismatch`` (:func:`frame_mismatch` of the registered frames), NaN when not measured;
         ``frames`` summed.
 
     Examples
@@ -152,7 +165,8 @@ def low_dose_check(movie, pixel_size: float | None = None, *, lattice: str = "gr
     if isinstance(n_frames, bool) or not isinstance(n_frames, (int, np.integer)) or n_frames < 5:
         raise InputError(f"n_frames={n_frames!r}: expected the frames to sum, an int ≥ 5")
     n = min(int(n_frames), frames.shape[0])
-    out = dict(low_dose=False, dose_limited=False, single_share=float("nan"), summed_share=float("nan"), frames=n)
+    out = dict(low_dose=False, dose_limited=False, one_area=False, single_share=float("nan"),
+               summed_share=float("nan"), mismatch=float("nan"), frames=n)
     if n < 5 or lattice == "amorphous":
         return out
     block = np.asarray(frames[:n], np.float32)
@@ -165,11 +179,79 @@ def low_dose_check(movie, pixel_size: float | None = None, *, lattice: str = "gr
             return out
         from .tables import LATTICES
 
-        summed = _registered(block, probe_fwhm / pixel_size / 2.3548, LATTICES[lattice]["bond"] / pixel_size)[3]
+        sigma = probe_fwhm / pixel_size / 2.3548
+        _, reg, valid, summed = _registered(block, sigma, LATTICES[lattice]["bond"] / pixel_size)
         out["summed_share"] = float(find_atoms(summed, **kw).attrs["ambiguous_share"])
+    out["mismatch"] = frame_mismatch(reg, valid, sigma)
     out["dose_limited"] = bool(out["summed_share"] <= SUM_GAIN * out["single_share"])
-    out["low_dose"] = out["dose_limited"] and out["single_share"] >= SWITCH_SHARE
+    out["one_area"] = bool(out["mismatch"] <= ONE_AREA_MISMATCH)
+    out["low_dose"] = out["dose_limited"] and (out["one_area"] or out["single_share"] >= SWITCH_SHARE)
     return out
+
+
+def frame_mismatch(registered, valid, sigma_px: float) -> float:
+    """How much registered frames differ beyond their noise: ≈ 1 for one unchanging area.
+
+    Each frame is compared with the sum of the others, scaled to its counts, where all of them
+    hold data; the difference is smoothed with the probe's Gaussian, and its variance is divided
+    by what white noise of the frame's and the sum's own pixel-to-pixel level (a 5-point
+    Laplacian's spread) would leave after the same smoothing. Frames of one area differ by their
+    counts' noise, a moved dopant and a registration error; frames of different areas differ in
+    structure, far more.
+
+    Parameters
+    ----------
+    registered : ndarray, (frame, y, x)
+        Registered frames, counts (as :func:`stemflow.registration.shift_frames` gives them).
+    valid : ndarray of bool, (frame, y, x)
+        Where each registered frame holds data.
+    sigma_px : float
+        The probe's σ, px.
+
+    Returns
+    -------
+    float
+        Median over frames; NaN when the frames share too little area to compare.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> area = 5 + 4 * np.sin(np.arange(96) / 3.0)[:, None] * np.cos(np.arange(96) / 4.0)
+    >>> one = rng.poisson(np.broadcast_to(area, (6, 96, 96))).astype(float)
+    >>> ok = np.ones(one.shape, bool)
+    >>> round(frame_mismatch(one, ok, 2.0))
+    1
+    >>> many = rng.poisson(np.stack([np.roll(area, 7 * k, axis=1) for k in range(6)])).astype(float)
+    >>> frame_mismatch(many, ok, 2.0) > 10
+    True
+    """
+    reg = np.asarray(registered, np.float64)
+    valid = np.asarray(valid, bool)
+    border = int(np.ceil(3 * sigma_px)) + 1
+    kernel = np.zeros((2 * border + 1,) * 2)
+    kernel[border, border] = 1.0
+    gain = float((ndimage.gaussian_filter(kernel, sigma_px, mode="constant") ** 2).sum())   # white noise → smoothed
+    ratios = []
+    for i in range(len(reg)):
+        others = np.delete(np.arange(len(reg)), i)
+        common = ndimage.binary_erosion(valid[i] & valid[others].all(axis=0), iterations=border)
+        if common.sum() < 16 * border ** 2:
+            continue
+        rest = reg[others].sum(axis=0)
+        scale = reg[i][common].sum() / max(rest[common].sum(), 1e-12)
+        diff = ndimage.gaussian_filter(np.where(common, reg[i] - scale * rest, 0.0), sigma_px)
+        noise = _white_noise_sd(reg[i], common) ** 2 + (scale * _white_noise_sd(rest, common)) ** 2
+        if noise > 0:
+            ratios.append(diff[common].var() / (noise * gain))
+    return float(np.median(ratios)) if ratios else float("nan")
+
+
+def _white_noise_sd(image, mask):
+    """SD of an image's pixel-to-pixel noise, from its 5-point Laplacian inside ``mask`` (smooth
+    signal, such as a probe-limited image, leaves it nearly alone)."""
+    lap = ndimage.convolve(image, np.array([[0, -0.25, 0], [-0.25, 1, -0.25], [0, -0.25, 0]]), mode="nearest")
+    return float(lap[mask].std() / np.sqrt(1.25))
 
 
 def low_dose_advice(check: dict) -> str | None:
@@ -201,6 +283,9 @@ def low_dose_advice(check: dict) -> str | None:
     if check.get("low_dose"):
         return (f"{why}: found with all frames together (stemflow.find_atoms_movie: dopants and host columns, "
                 "no vacancies); low_dose=False (--no-low-dose) judges frames one by one")
+    if not check.get("one_area", True):
+        why += (f"; they differ by {check['mismatch']:.0f}× what their noise explains (frames of one area: "
+                f"≤ {ONE_AREA_MISMATCH:.0f}×), as frames of different areas do")
     return (f"{why}: if the frames show one area, low_dose=True (--low-dose, stemflow.find_atoms_movie) "
             "finds the dopants with all frames together; they are judged one by one now")
 

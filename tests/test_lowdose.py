@@ -178,16 +178,18 @@ def test_occupancy_places_a_dopant_between_two_sites_through_its_profile():
 
 
 def test_low_dose_check_tells_dose_limited_frames_from_frames_ambiguous_for_other_reasons(low_dose_movie):
-    from stemflow.lowdose import DIM_SHARE, SUM_GAIN, SWITCH_SHARE, low_dose_check
+    from stemflow.lowdose import DIM_SHARE, ONE_AREA_MISMATCH, SUM_GAIN, SWITCH_SHARE, low_dose_check
 
     dim = low_dose_check(low_dose_movie.images(), pixel_size=0.01)
     assert dim["low_dose"] and dim["dose_limited"] and dim["frames"] == 9
     assert dim["single_share"] >= SWITCH_SHARE and dim["summed_share"] <= SUM_GAIN * dim["single_share"]
-    # dose-limited, yet readable frame by frame: the option is told of, not taken
+    # dose-limited below SWITCH_SHARE: found together because the frames show one area
     dimmish = simulate_movie("graphene", 9, 200, drift=(0.0, 0.0), drift_jitter=0.7, seed=3, pixel_size=0.01,
                              dose=2500, defects={"Si1C3": 3}, rates={})
     check = low_dose_check(dimmish.images(), pixel_size=0.01)
-    assert check["dose_limited"] and not check["low_dose"] and DIM_SHARE <= check["single_share"] < SWITCH_SHARE
+    assert DIM_SHARE <= check["single_share"] < SWITCH_SHARE
+    assert check["dose_limited"] and check["one_area"] and check["low_dose"]
+    assert check["mismatch"] <= ONE_AREA_MISMATCH
     bright = simulate_movie("graphene", 6, 160, seed=2, pixel_size=0.01, dose=1e5, defects={"Si1C3": 2}, rates={})
     check = low_dose_check(bright.images(), pixel_size=0.01)
     assert not check["low_dose"] and check["single_share"] < DIM_SHARE and np.isnan(check["summed_share"])
@@ -199,6 +201,36 @@ def test_low_dose_check_tells_dose_limited_frames_from_frames_ambiguous_for_othe
     assert not low_dose_check(low_dose_movie.images(), pixel_size=0.01, lattice="amorphous")["low_dose"]
     with pytest.raises(InputError, match="n_frames"):
         low_dose_check(low_dose_movie.images(), pixel_size=0.01, n_frames=3)
+
+
+def test_dose_limited_frames_that_differ_beyond_their_noise_are_judged_one_by_one(low_dose_movie, monkeypatch):
+    """Below SWITCH_SHARE only frames of one area are found together; past it, any dose-limited ones."""
+    import stemflow.lowdose as lowdose
+
+    dimmish = simulate_movie("graphene", 9, 200, drift=(0.0, 0.0), drift_jitter=0.7, seed=3, pixel_size=0.01,
+                             dose=2500, defects={"Si1C3": 3}, rates={}).images()
+    monkeypatch.setattr(lowdose, "frame_mismatch", lambda *a, **k: 3 * lowdose.ONE_AREA_MISMATCH)
+    check = lowdose.low_dose_check(dimmish, pixel_size=0.01)
+    assert check["dose_limited"] and not check["one_area"] and not check["low_dose"]
+    advice = lowdose.low_dose_advice(check)
+    assert "different areas" in advice and "they are judged one by one now" in advice
+    dim = lowdose.low_dose_check(low_dose_movie.images(), pixel_size=0.01)
+    assert not dim["one_area"] and dim["low_dose"]          # past SWITCH_SHARE frame by frame fails anyway
+
+
+def test_frame_mismatch_is_noise_for_one_area_and_structure_for_many():
+    """Registered frames of one movie differ by about their noise; frames of eight different areas
+    of the same crystal (registered on its lattice) differ by their defects, well past the limit."""
+    from stemflow.lowdose import ONE_AREA_MISMATCH, _registered, frame_mismatch
+
+    sig = 0.11 / 0.01 / 2.3548
+    kw = dict(pixel_size=0.01, dose=1e4, defects={"Si1C3": 4}, rates={})
+    one = simulate_movie("graphene", 8, 200, drift=(0.0, 0.0), drift_jitter=0.7, seed=5, **kw).images()
+    many = np.stack([simulate_movie("graphene", 1, 200, seed=s, **kw).images()[0] for s in range(8)])
+    _, reg, valid, _ = _registered(one, sig, 14.2)
+    assert 0.5 < frame_mismatch(reg, valid, sig) <= ONE_AREA_MISMATCH / 2
+    _, reg, valid, _ = _registered(many, sig, 14.2)
+    assert frame_mismatch(reg, valid, sig) > 2 * ONE_AREA_MISMATCH
 
 
 def test_real_graphene_frames_of_different_areas_are_never_taken_for_one_dim_movie():
@@ -216,8 +248,10 @@ def test_real_graphene_frames_of_different_areas_are_never_taken_for_one_dim_mov
         groups[(fr.image.shape, fr.pixel_size)].append(fr.image)
     stacks = [(ps, np.stack(v[k:k + 9])) for (_, ps), v in groups.items() for k in range(0, len(v) - 8, 9)]
     assert len(stacks) >= 4
-    for ps, stack in stacks:
-        assert not low_dose_check(stack, pixel_size=ps)["low_dose"], ps
+    checks = [low_dose_check(stack, pixel_size=ps) for ps, stack in stacks]
+    assert not any(c["low_dose"] for c in checks), checks
+    assert any(c["dose_limited"] for c in checks)          # what keeps those apart is that they differ
+    assert all(not c["one_area"] for c in checks if c["dose_limited"]), checks
 
 
 def test_track_accessor_finds_a_dim_movie_with_all_its_frames(low_dose_movie):
