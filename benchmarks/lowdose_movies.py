@@ -188,7 +188,7 @@ def nuisance_rows(seeds, dose=DOSES[0]):
     rows = []
     for name, kw in NUISANCES.items():
         n = dict(found=0, true=0, tp=0, dfound=0, dtp=0, switched=0)
-        mismatch = []
+        mismatch, shares = [], []
         for seed in seeds:
             px = kw.get("pixel_size", PX)
             opts = dict(drift=(0.0, 0.0), drift_jitter=JITTER, seed=seed, dose=dose, defects=DEFECTS, rates=RATES)
@@ -197,6 +197,7 @@ def nuisance_rows(seeds, dose=DOSES[0]):
             images = mov.images()
             check = low_dose_check(images, pixel_size=px)
             mismatch.append(check["mismatch"])
+            shares.append(check["single_share"])
             r = track(stemflow.find_atoms_movie(images, pixel_size=px))
             tol = 0.3 * r.trajectories.attrs["spacing_nm"] / px
             s = score_events(r.events, mov.events, r.trajectories, mov.atoms, tol, kinds=("hop",)).loc["hop"]
@@ -207,7 +208,7 @@ def nuisance_rows(seeds, dose=DOSES[0]):
             n["switched"] += int(check["low_dose"]); n["dfound"] += int(s["found"]); n["dtp"] += int(s["tp"])
         rows.append({"movies": name, "true_hops": n["true"], "found": n["found"], "tp": n["tp"],
                      "P": n["tp"] / max(n["found"], 1), "R": n["tp"] / max(n["true"], 1),
-                     "movie_chosen": n["switched"], "mismatch": float(np.nanmedian(mismatch)) if np.isfinite(mismatch).any() else float("nan"),
+                     "movie_chosen": n["switched"], "single_share": float(np.median(shares)), "mismatch": float(np.nanmedian(mismatch)) if np.isfinite(mismatch).any() else float("nan"),
                      "default P": n["dtp"] / max(n["dfound"], 1), "default R": n["dtp"] / max(n["true"], 1)})
         print(rows[-1], flush=True)
     return pd.DataFrame(rows)
@@ -330,7 +331,8 @@ def main(quick=False, dev=False):
         "faster drift, hydrocarbon contamination, a slowly varying background, and pure Poisson counts "
         "(the simulator adds 0.3 counts RMS of read noise by default). *default*: the route chosen by "
         "`low_dose_check` for each movie (`movie_chosen` of them to `find_atoms_movie`, the others frame by "
-        "frame with `find_atoms` + `track`); `mismatch`: the check's `frame_mismatch`, median over the movies.",
+        "frame with `find_atoms` + `track`); `single_share` and `mismatch`: the check's ambiguous share of single "
+        "frames and its `frame_mismatch`, medians over the movies.",
         "",
         fmt(other), ""] if len(other) else []),
         *(["## Real frames of different areas", "",

@@ -46,8 +46,10 @@ __all__ = ["find_atoms_movie", "context_frames", "low_dose_check", "low_dose_adv
 #: Median share of ambiguous pixels (:attr:`stemflow.find.ClassMaps.ambiguous_share`) of a movie's
 #: single frames from which they may be too dim to be judged alone. Simulated graphene movies
 #: (bundled model, 10 pm/px) give 0.34–0.44 at 1000 e⁻/Å² per frame, 0.20–0.24 at 2000,
-#: 0.07–0.09 at 5000 and 0.04–0.05 from 10⁴ up (``benchmarks/lowdose_movies.py`` reports them).
-DIM_SHARE = 0.12
+#: 0.07–0.09 at 5000 and 0.04–0.05 from 10⁴ up; with pure Poisson counts (no read noise) about
+#: 0.16 at 1000 and 0.10 at 2000, where frame-by-frame finding still makes false hops
+#: (``benchmarks/lowdose_movies.py`` reports them).
+DIM_SHARE = 0.085
 
 #: … and they are dose-limited when the registered sum of a few of them brings that share down to
 #: at most this fraction: summing helps only where the counts are what is missing (9 frames of
