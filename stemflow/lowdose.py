@@ -40,8 +40,9 @@ from .errors import InputError, StemflowWarning, check_positive
 from .occupancy import amplitude_levels, column_amplitudes, occupancy
 from .registration import register_frames, shift_frames
 
-__all__ = ["find_atoms_movie", "context_frames", "low_dose_check", "low_dose_advice", "frame_mismatch", "DIM_SHARE",
-           "SUM_GAIN", "SWITCH_SHARE", "ONE_AREA_MISMATCH", "CHECK_FRAMES"]
+__all__ = ["find_atoms_movie", "context_frames", "low_dose_check", "low_dose_advice", "frame_mismatch",
+           "detected_counts", "DIM_SHARE", "SUM_GAIN", "SWITCH_SHARE", "DIM_COUNTS", "ONE_AREA_MISMATCH",
+           "CHECK_FRAMES"]
 
 #: Median share of ambiguous pixels (:attr:`stemflow.find.ClassMaps.ambiguous_share`) of a movie's
 #: single frames from which they may be too dim to be judged alone. Simulated graphene movies
@@ -60,20 +61,32 @@ SUM_GAIN = 0.7
 #: Dose-limited frames are found together without being asked from this share up, where
 #: :func:`stemflow.find_atoms` warns that single frames look unlike anything the model knows
 #: (:data:`stemflow.find.AMBIGUOUS_SHARE_LIMIT`), whatever they show. Below it they are found
-#: together only when they also show one area (:data:`ONE_AREA_MISMATCH`): real frames that the
-#: finder reads well can be dose-limited too (the 128² real graphene dev frames at 15.6 pm/px:
-#: 0.24 alone, 0.05 when nine of them, of different areas, are registered and summed), and a
-#: sequence of different areas must not be read as one movie.
+#: together only when they also hold few counts (:data:`DIM_COUNTS`) and show one area
+#: (:data:`ONE_AREA_MISMATCH`): real frames that the finder reads well can be dose-limited by the
+#: ambiguity test too (the 128² real graphene dev frames at 15.6 pm/px: 0.24 alone, 0.02 when
+#: nine of them, of different areas, are registered and summed), and a sequence of different
+#: areas must not be read as one movie.
 SWITCH_SHARE = 0.3
+
+#: Frames hold few counts below this many detected counts per nm² (:func:`detected_counts`: the
+#: mean over the white-noise variance, per pixel area; free of the detector's gain for counting
+#: noise). Simulated graphene frames at 10 pm/px: about 120 per nm² at 1000 e⁻/Å² per frame with
+#: the simulator's 0.3 counts of read noise (taken for counting noise) and 380 with pure Poisson
+#: counts, 350 / 750 at 2000, 1,300 / 1,900 at 5000, 6,600 / 7,400 at 2·10⁴; the real 60 kV
+#: graphene dev frames, which the finder reads one by one (Si recall 1.000), 9,700 and up
+#: (``benchmarks/lowdose_movies.py`` reports them).
+DIM_COUNTS = 4000.0
 
 #: Frames show one area when, registered, each differs from the sum of the others by little more
 #: than its noise: the median over frames of the variance of that difference, smoothed to the
 #: probe, over what white noise of the frames' own pixel-to-pixel level gives
 #: (:func:`frame_mismatch`) is at most this. Simulated graphene movies (1000–2000 e⁻/Å² per
 #: frame, 7.8–15.6 pm/px, 0.8–1.4 Å probes, contamination, background, Si hopping) give 2.8–8.8:
-#: hops, registration error and the lattice's share of the noise estimate; stacks of nine real
-#: 60 kV graphene frames of different areas give 22–415 (and frames of different simulated areas
-#: at 1000 e⁻/Å², 10).
+#: hops, registration error and the lattice's share of the noise estimate. Frames of different
+#: areas give more as their structure outweighs their noise (eight simulated areas at 10⁴ e⁻/Å²:
+#: about 38; stacks of nine real 60 kV graphene frames of different areas: 15 and up), but dim
+#: frames of different areas differ little beyond their noise, so this is a guard beside
+#: :data:`DIM_COUNTS`, not a test on its own.
 ONE_AREA_MISMATCH = 14.0
 
 #: Frames :func:`low_dose_check` reads from the start of a movie.
@@ -124,11 +137,12 @@ def low_dose_check(movie, pixel_size: float | None = None, *, lattice: str = "gr
     The network looks at three of the first ``n_frames`` frames alone and at their registered
     sum. Frames are dose-limited when, alone, a median share of at least :data:`DIM_SHARE` of
     their pixels is ambiguous and the sum brings that share down to at most :data:`SUM_GAIN` of
-    it: more counts make them clear. ``low_dose`` says to find them together when, besides,
-    they show one area (:func:`frame_mismatch` at most :data:`ONE_AREA_MISMATCH`), or when
-    single frames are past :data:`SWITCH_SHARE`, where frame-by-frame finding fails whatever
-    they show (``stemflow run``, ``stemflow find`` and ``.stem.track()`` then switch by
-    themselves; otherwise they only say so).
+    it: more counts make them clear. ``low_dose`` says to find them together when single
+    frames are past :data:`SWITCH_SHARE`, where frame-by-frame finding fails whatever they
+    show, or when, besides, they hold few counts (:func:`detected_counts` under
+    :data:`DIM_COUNTS` per nm²) and show one area (:func:`frame_mismatch` at most
+    :data:`ONE_AREA_MISMATCH`) (``stemflow run``, ``stemflow find`` and ``.stem.track()`` then
+    switch by themselves; otherwise they only say so).
 
     Parameters
     ----------
@@ -148,10 +162,11 @@ def low_dose_check(movie, pixel_size: float | None = None, *, lattice: str = "gr
     Returns
     -------
     dict
-        ``dose_limited``, ``one_area`` and ``low_dose`` (bool, as above), ``single_share``
-        (median over three single frames) and ``summed_share`` (their registered sum), 0–1,
-        ``mismatch`` (:func:`frame_mismatch` of the registered frames), NaN when not measured;
-        ``frames`` summed.
+        ``dose_limited``, ``few_counts``, ``one_area`` and ``low_dose`` (bool, as above),
+        ``single_share`` (median over three single frames) and ``summed_share`` (their
+        registered sum), 0–1, ``counts_per_nm2`` (:func:`detected_counts`, median over the
+        frames) and ``mismatch`` (:func:`frame_mismatch` of the registered frames), NaN when not
+        measured; ``frames`` summed.
 
     Examples
     --------
@@ -167,8 +182,8 @@ def low_dose_check(movie, pixel_size: float | None = None, *, lattice: str = "gr
     if isinstance(n_frames, bool) or not isinstance(n_frames, (int, np.integer)) or n_frames < 5:
         raise InputError(f"n_frames={n_frames!r}: expected the frames to sum, an int ≥ 5")
     n = min(int(n_frames), frames.shape[0])
-    out = dict(low_dose=False, dose_limited=False, one_area=False, single_share=float("nan"),
-               summed_share=float("nan"), mismatch=float("nan"), frames=n)
+    out = dict(low_dose=False, dose_limited=False, few_counts=False, one_area=False, single_share=float("nan"),
+               summed_share=float("nan"), counts_per_nm2=float("nan"), mismatch=float("nan"), frames=n)
     if n < 5 or lattice == "amorphous":
         return out
     block = np.asarray(frames[:n], np.float32)
@@ -184,11 +199,48 @@ def low_dose_check(movie, pixel_size: float | None = None, *, lattice: str = "gr
         sigma = probe_fwhm / pixel_size / 2.3548
         _, reg, valid, summed = _registered(block, sigma, LATTICES[lattice]["bond"] / pixel_size)
         out["summed_share"] = float(find_atoms(summed, **kw).attrs["ambiguous_share"])
+    out["counts_per_nm2"] = float(np.median([detected_counts(f) for f in block])) / pixel_size ** 2
     out["mismatch"] = frame_mismatch(reg, valid, sigma)
     out["dose_limited"] = bool(out["summed_share"] <= SUM_GAIN * out["single_share"])
+    out["few_counts"] = bool(out["counts_per_nm2"] < DIM_COUNTS)
     out["one_area"] = bool(out["mismatch"] <= ONE_AREA_MISMATCH)
-    out["low_dose"] = out["dose_limited"] and (out["one_area"] or out["single_share"] >= SWITCH_SHARE)
+    out["low_dose"] = out["dose_limited"] and (out["single_share"] >= SWITCH_SHARE
+                                               or (out["few_counts"] and out["one_area"]))
     return out
+
+
+def detected_counts(frame) -> float:
+    """Detected counts per pixel of a frame, from its own noise: mean² over white-noise variance.
+
+    For counts with Poisson noise scaled by any gain ``g`` (mean ``g·λ``, variance ``g²·λ``) this
+    is ``λ``, the mean number of detected counts per pixel, whatever the detector's units. Read
+    noise and an offset-free background make it lower, a dark offset higher. The white-noise
+    variance is taken from the frame's 5-point Laplacian, which a probe-limited image's signal
+    leaves nearly alone.
+
+    Parameters
+    ----------
+    frame : ndarray, (y, x)
+        Raw counts (not background-subtracted, not normalised).
+
+    Returns
+    -------
+    float
+        Counts per pixel; divide by the pixel area (nm²) for counts per nm². NaN for a flat frame.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> area = 5 + 4 * np.sin(np.arange(96) / 3.0)[:, None] * np.cos(np.arange(96) / 4.0)
+    >>> round(detected_counts(rng.poisson(area).astype(float)), 0)
+    5.0
+    >>> round(detected_counts(250.0 * rng.poisson(area)), 0)      # a detector's gain changes nothing
+    5.0
+    """
+    a = np.asarray(frame, np.float64)
+    noise = _white_noise_sd(a, np.ones(a.shape, bool)) ** 2
+    return float(a.mean() ** 2 / noise) if noise > 0 else float("nan")
 
 
 def frame_mismatch(registered, valid, sigma_px: float) -> float:
@@ -285,7 +337,10 @@ def low_dose_advice(check: dict) -> str | None:
     if check.get("low_dose"):
         return (f"{why}: found with all frames together (stemflow.find_atoms_movie: dopants and host columns, "
                 "no vacancies); low_dose=False (--no-low-dose) judges frames one by one")
-    if not check.get("one_area", True):
+    if not check.get("few_counts", True):
+        why += (f"; they hold {check['counts_per_nm2']:.0f} counts per nm² (found together by themselves under "
+                f"{DIM_COUNTS:.0f})")
+    elif not check.get("one_area", True):
         why += (f"; they differ by {check['mismatch']:.0f}× what their noise explains (frames of one area: "
                 f"≤ {ONE_AREA_MISMATCH:.0f}×), as frames of different areas do")
     return (f"{why}: if the frames show one area, low_dose=True (--low-dose, stemflow.find_atoms_movie) "

@@ -178,7 +178,7 @@ def test_occupancy_places_a_dopant_between_two_sites_through_its_profile():
 
 
 def test_low_dose_check_tells_dose_limited_frames_from_frames_ambiguous_for_other_reasons(low_dose_movie):
-    from stemflow.lowdose import DIM_SHARE, ONE_AREA_MISMATCH, SUM_GAIN, SWITCH_SHARE, low_dose_check
+    from stemflow.lowdose import DIM_COUNTS, DIM_SHARE, ONE_AREA_MISMATCH, SUM_GAIN, SWITCH_SHARE, low_dose_check
 
     dim = low_dose_check(low_dose_movie.images(), pixel_size=0.01)
     assert dim["low_dose"] and dim["dose_limited"] and dim["frames"] == 9
@@ -188,8 +188,8 @@ def test_low_dose_check_tells_dose_limited_frames_from_frames_ambiguous_for_othe
                              dose=2500, defects={"Si1C3": 3}, rates={})
     check = low_dose_check(dimmish.images(), pixel_size=0.01)
     assert DIM_SHARE <= check["single_share"] < SWITCH_SHARE
-    assert check["dose_limited"] and check["one_area"] and check["low_dose"]
-    assert check["mismatch"] <= ONE_AREA_MISMATCH
+    assert check["dose_limited"] and check["few_counts"] and check["one_area"] and check["low_dose"]
+    assert check["mismatch"] <= ONE_AREA_MISMATCH and check["counts_per_nm2"] < DIM_COUNTS
     bright = simulate_movie("graphene", 6, 160, seed=2, pixel_size=0.01, dose=1e5, defects={"Si1C3": 2}, rates={})
     check = low_dose_check(bright.images(), pixel_size=0.01)
     assert not check["low_dose"] and check["single_share"] < DIM_SHARE and np.isnan(check["summed_share"])
@@ -203,19 +203,36 @@ def test_low_dose_check_tells_dose_limited_frames_from_frames_ambiguous_for_othe
         low_dose_check(low_dose_movie.images(), pixel_size=0.01, n_frames=3)
 
 
-def test_dose_limited_frames_that_differ_beyond_their_noise_are_judged_one_by_one(low_dose_movie, monkeypatch):
-    """Below SWITCH_SHARE only frames of one area are found together; past it, any dose-limited ones."""
+def test_dose_limited_frames_with_many_counts_or_of_different_areas_are_judged_one_by_one(low_dose_movie,
+                                                                                            monkeypatch):
+    """Below SWITCH_SHARE only frames of few counts and of one area are found together; past it,
+    any dose-limited ones."""
     import stemflow.lowdose as lowdose
 
     dimmish = simulate_movie("graphene", 9, 200, drift=(0.0, 0.0), drift_jitter=0.7, seed=3, pixel_size=0.01,
                              dose=2500, defects={"Si1C3": 3}, rates={}).images()
-    monkeypatch.setattr(lowdose, "frame_mismatch", lambda *a, **k: 3 * lowdose.ONE_AREA_MISMATCH)
-    check = lowdose.low_dose_check(dimmish, pixel_size=0.01)
-    assert check["dose_limited"] and not check["one_area"] and not check["low_dose"]
-    advice = lowdose.low_dose_advice(check)
-    assert "different areas" in advice and "they are judged one by one now" in advice
-    dim = lowdose.low_dose_check(low_dose_movie.images(), pixel_size=0.01)
-    assert not dim["one_area"] and dim["low_dose"]          # past SWITCH_SHARE frame by frame fails anyway
+    with monkeypatch.context() as m:
+        m.setattr(lowdose, "frame_mismatch", lambda *a, **k: 3 * lowdose.ONE_AREA_MISMATCH)
+        check = lowdose.low_dose_check(dimmish, pixel_size=0.01)
+        assert check["dose_limited"] and check["few_counts"] and not check["one_area"] and not check["low_dose"]
+        advice = lowdose.low_dose_advice(check)
+        assert "different areas" in advice and "they are judged one by one now" in advice
+        dim = lowdose.low_dose_check(low_dose_movie.images(), pixel_size=0.01)
+        assert not dim["one_area"] and dim["low_dose"]          # past SWITCH_SHARE frame by frame fails anyway
+    with monkeypatch.context() as m:
+        m.setattr(lowdose, "detected_counts", lambda *a, **k: 10 * lowdose.DIM_COUNTS * 0.01 ** 2)
+        check = lowdose.low_dose_check(dimmish, pixel_size=0.01)
+        assert check["dose_limited"] and check["one_area"] and not check["few_counts"] and not check["low_dose"]
+        assert "counts per nm²" in lowdose.low_dose_advice(check)
+
+
+def test_detected_counts_follow_the_dose_whatever_the_gain():
+    from stemflow.lowdose import detected_counts
+
+    kw = dict(pixel_size=0.01, defects={"Si1C3": 2}, rates={}, read_noise=0.0, seed=4)
+    low, high = (simulate_movie("graphene", 1, 160, dose=d, **kw).images()[0] for d in (2000, 20000))
+    assert 8 < detected_counts(high) / detected_counts(low) < 12
+    assert detected_counts(37.0 * low) == pytest.approx(detected_counts(low), rel=1e-6)
 
 
 def test_frame_mismatch_is_noise_for_one_area_and_structure_for_many():
@@ -250,8 +267,8 @@ def test_real_graphene_frames_of_different_areas_are_never_taken_for_one_dim_mov
     assert len(stacks) >= 4
     checks = [low_dose_check(stack, pixel_size=ps) for ps, stack in stacks]
     assert not any(c["low_dose"] for c in checks), checks
-    assert any(c["dose_limited"] for c in checks)          # what keeps those apart is that they differ
-    assert all(not c["one_area"] for c in checks if c["dose_limited"]), checks
+    assert any(c["dose_limited"] for c in checks)          # what keeps those apart: their counts
+    assert all(not c["few_counts"] for c in checks if c["dose_limited"]), checks
 
 
 def test_track_accessor_finds_a_dim_movie_with_all_its_frames(low_dose_movie):
