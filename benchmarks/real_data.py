@@ -1032,6 +1032,13 @@ def pt_lines(res: dict, atomai: dict | None) -> list[str]:
                 f"frames' labels, over eight local features of each candidate, give at best F1 {learned['f1']:.3f} "
                 f"(P {learned['precision']:.3f}, R {learned['recall']:.3f}); see "
                 "[heavy_atom_separability.md](heavy_atom_separability.md)."]
+    unet = Path(__file__).parent / "results" / "pt_unet_cv.json"
+    if unet.exists():           # written by benchmarks/pt_unet_cv.py
+        u = json.loads(unet.read_text())
+        p, r, f1 = max(u["sweep"].values(), key=lambda v: v[2])
+        out += ["", f"A whole-frame U-Net trained on the labels themselves (five folds, each frame scored by a "
+                f"network that never saw its labels, threshold swept afterwards) gives at best F1 {f1:.3f} "
+                f"(P {p:.3f}, R {r:.3f}); see [pt_unet_cv.md](pt_unet_cv.md)."]
     out += ["", "Per frame (true / false / missed Pt; support rows):", "",
             "| frame | " + " | ".join(ok) + " |", "|---" * (len(ok) + 1) + "|"]
     per = {k: {r["image"]: r for r in m[k]["per_frame"]} for k in ok}
