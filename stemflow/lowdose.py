@@ -212,7 +212,7 @@ def detected_counts(frame) -> float:
 
     For counts with Poisson noise scaled by any gain ``g`` (mean ``g·λ``, variance ``g²·λ``) this
     is ``λ``, the mean number of detected counts per pixel, whatever the detector's units. Read
-    noise and an offset-free background make it lower, a dark offset higher. The white-noise
+    noise makes it lower, a dark offset (a constant added to every pixel) higher. The white-noise
     variance is taken from the frame's 5-point Laplacian, which a probe-limited image's signal
     leaves nearly alone.
 

@@ -183,7 +183,7 @@ def test_low_dose_check_tells_dose_limited_frames_from_frames_ambiguous_for_othe
     dim = low_dose_check(low_dose_movie.images(), pixel_size=0.01)
     assert dim["low_dose"] and dim["dose_limited"] and dim["frames"] == 9
     assert dim["single_share"] >= SWITCH_SHARE and dim["summed_share"] <= SUM_GAIN * dim["single_share"]
-    # dose-limited below SWITCH_SHARE: found together because the frames show one area
+    # dose-limited below SWITCH_SHARE: found together because the frames hold few counts and show one area
     dimmish = simulate_movie("graphene", 9, 200, drift=(0.0, 0.0), drift_jitter=0.7, seed=3, pixel_size=0.01,
                              dose=2500, defects={"Si1C3": 3}, rates={})
     check = low_dose_check(dimmish.images(), pixel_size=0.01)

@@ -69,9 +69,9 @@ class RunSummary:
         Whether the parts were found with all their frames together (:func:`stemflow.find_atoms_movie`).
     low_dose_check : dict or None
         What decided it when ``low_dose`` was left to the run (:func:`stemflow.lowdose.low_dose_check`:
-        ``dose_limited``, ``one_area``, ``low_dose``, ``single_share``, ``summed_share``, ``mismatch``,
-        ``frames``), None when it
-        was given or ruled out (amorphous lattice, ``refine``, ``save_probabilities``, under 5 frames).
+        ``dose_limited``, ``few_counts``, ``one_area``, ``low_dose``, ``single_share``, ``summed_share``,
+        ``counts_per_nm2``, ``mismatch``, ``frames``), None when it was given or ruled out (amorphous
+        lattice, ``refine``, ``save_probabilities``, under 5 frames).
     """
 
     out: Path
