@@ -336,8 +336,8 @@ def low_dose_advice(check: dict) -> str | None:
         return (f"{why}: found with all frames together (stemflow.find_atoms_movie: dopants and host columns, "
                 "no vacancies); low_dose=False (--no-low-dose) judges frames one by one")
     if not check.get("few_counts", True):
-        why += (f"; they hold {check['counts_per_nm2']:.0f} counts per nm² (found together by themselves under "
-                f"{DIM_COUNTS:.0f})")
+        why += (f", but at {check['counts_per_nm2']:.0f} counts per nm² they hold enough to be read one by one "
+                f"(below {DIM_COUNTS:.0f} they would be found together)")
     elif not check.get("one_area", True):
         why += (f"; they differ by {check['mismatch']:.0f}× what their noise explains (frames of one area: "
                 f"≤ {ONE_AREA_MISMATCH:.0f}×), as frames of different areas do")
