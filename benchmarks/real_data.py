@@ -1101,6 +1101,13 @@ def write_report(results: dict, suffix: str):
             hi = t[t["lo"] >= 0.9 - 1e-9] if len(t) else t
             share = float((hi["accuracy"] * hi["n"]).sum() / hi["n"].sum()) if len(hi) and hi["n"].sum() else float("nan")
             lines.append(f"| {name} | {c['n']} | {_f(c['ece'])} | {_f(share)} |")
+        hp = Path(__file__).parent / "results" / "heavy_atom_prob.json"
+        if cal.get("pt") and hp.exists():      # written by benchmarks/heavy_atom_prob.py
+            h = json.loads(hp.read_text())
+            lines += ["", "`prob` of a heavy atom on an amorphous support comes from its significance through a "
+                      "logistic curve fitted on these very Pt frames (`stemflow.chem.heavy.heavy_atom_prob`), so the "
+                      "Pt row is in-sample; scored with the fit to the other frames, each frame's calls give ECE "
+                      f"{_f(h['ece_leave_one_frame_out'])} ([heavy_atom_prob.md](heavy_atom_prob.md))."]
         lines.append("")
     if "seconds_total" in results:
         lines += [f"Last run: {results['seconds_total']:.0f} s for the sets {', '.join(results['sets_last_run'])}, "

@@ -26,7 +26,7 @@ from scipy import ndimage
 from .errors import InputError
 from .locating import locate
 from .nn.weights import Model, load_model
-from .preprocess import normalize, resample, to_input_coords, to_model_coords
+from .preprocess import normalize, resample, to_input_coords
 from .refine import refine_atoms
 from .spacing import check_calibration
 from .tables import ATOMS, LATTICES
@@ -137,8 +137,7 @@ def warn_unrecognised(ambiguous, stack: bool = True, first_frame: int = 0) -> No
                       f"per-frame share is in df.attrs['ambiguous_share']", StemflowWarning, stacklevel=3)
 
 
-def _heavy_atoms(labels: list, frame: np.ndarray, probs: np.ndarray, factor: float,
-                 pixel_size: float) -> pd.DataFrame:
+def _heavy_atoms(labels: list, frame: np.ndarray, pixel_size: float) -> pd.DataFrame:
     """Heavy atoms of one frame on an amorphous support (input px), instead of the network's blobs
     (``labels``: the categories of ``label``, as :func:`stemflow.locating` gives them).
 
@@ -147,19 +146,19 @@ def _heavy_atoms(labels: list, frame: np.ndarray, probs: np.ndarray, factor: flo
     σ (:func:`stemflow.chem.heavy.find_heavy_atoms`), one row per atom. On real frames (Pt on
     carbon nitride) the network's own dopants add no atom the matched filter misses, and miss
     four in ten on a bright, noisy support (``benchmarks/real_data.py``). ``prob`` of a row is the
-    network's foreground probability at it, ``intensity`` the frame smoothed over the probe."""
-    from .chem.heavy import find_heavy_atoms
+    chance that it is a heavy atom, from its significance (:func:`stemflow.chem.heavy.heavy_atom_prob`,
+    fitted on real Pt frames: the network's own foreground probability says nothing here, expected
+    calibration error 0.30 on them), ``intensity`` the frame smoothed over the probe."""
+    from .chem.heavy import find_heavy_atoms, heavy_atom_prob
 
     out = find_heavy_atoms(frame, pixel_size)
     h, w = frame.shape
-    fg = 1.0 - probs[0]
-    ys = np.clip(np.rint(to_model_coords(out["y"].to_numpy(), factor)).astype(int), 0, fg.shape[0] - 1)
-    xs = np.clip(np.rint(to_model_coords(out["x"].to_numpy(), factor)).astype(int), 0, fg.shape[1] - 1)
     smooth = ndimage.gaussian_filter(np.asarray(frame, np.float64), max(0.05 / pixel_size, 0.5))
     yi = np.clip(np.rint(out["y"].to_numpy()).astype(int), 0, h - 1)
     xi = np.clip(np.rint(out["x"].to_numpy()).astype(int), 0, w - 1)
     return out.assign(label=pd.Categorical(["dopant"] * len(out), categories=labels),
-                      prob=fg[ys, xs].astype(np.float32), intensity=smooth[yi, xi].astype(np.float32),
+                      prob=heavy_atom_prob(out["significance"]).astype(np.float32),
+                      intensity=smooth[yi, xi].astype(np.float32),
                       significance=out["significance"].astype(np.float32))
 
 
@@ -401,7 +400,7 @@ def atoms_from_maps(maps: ClassMaps, frames, *, lattice: str = "graphene", thres
     def one(j: int) -> pd.DataFrame:
         frame, p = arr[j], maps.probabilities[j]
         if lattice == "amorphous":
-            t = _heavy_atoms(list(maps.classes[1:]), frame, p, factor, pixel_size)
+            t = _heavy_atoms(list(maps.classes[1:]), frame, pixel_size)
         else:
             t = locate(p, maps.images[j], classes=maps.classes, threshold=threshold,
                        offsets=None if maps.offsets is None else maps.offsets[j])

@@ -105,6 +105,20 @@ def test_heavy_atoms_on_a_thick_support_come_back_alone_once_each_with_their_sig
     assert s.loc["dopant", "recall"] == 1.0 and s.loc["dopant", "precision"] > 0.6, s
 
 
+def test_a_heavy_atoms_prob_follows_its_significance_as_fitted_on_real_frames():
+    """The network's foreground probability says nothing on an amorphous support; ``prob`` is the
+    chance fitted on real Pt frames for the row's significance, rising with it."""
+    from stemflow.chem.heavy import heavy_atom_prob
+
+    sim = simulate_image("amorphous", 256, seed=21, pixel_size=0.03, dose=1e5, support=10.0,
+                         defects={"Pt1": 12})
+    atoms = find_atoms(sim.image, pixel_size=0.03, lattice="amorphous").sort_values("significance")
+    assert len(atoms) >= 5
+    np.testing.assert_allclose(atoms["prob"], heavy_atom_prob(atoms["significance"]), rtol=1e-5)
+    assert np.all(np.diff(atoms["prob"].to_numpy()) >= 0)
+    assert heavy_atom_prob([4.0])[0] < 0.5 < heavy_atom_prob([6.0])[0] < heavy_atom_prob([10.0])[0]
+
+
 def test_a_heavy_atom_seen_twice_is_kept_once_and_neighbours_stay():
     from stemflow.chem.heavy import find_heavy_atoms
 
