@@ -57,15 +57,14 @@ def fit(sig, right):
 
 def main() -> int:
     from stemflow.calibration import expected_calibration_error, reliability
+    from heavy_atom_separability import labelled_pt_frames
     from stemflow.chem.heavy import HEAVY_PROB, heavy_atom_prob
-    from stemflow.labelled import dev_data_dir, read_heavy_atoms
 
-    where = dev_data_dir()
-    if where is None or not (where / "pt_single_atoms_dev.npz").exists():
-        print("no labelled Pt frames (../shared/data/pt_single_atoms_dev.npz): nothing measured", file=sys.stderr)
+    frames = labelled_pt_frames()
+    if frames is None:
         return 0
     t0 = time.perf_counter()
-    d = calls(read_heavy_atoms(where / "pt_single_atoms_dev"))
+    d = calls(frames)
     sig, right = d["significance"].to_numpy(), d["right"].to_numpy()
     lofo = np.zeros(len(d))
     for image in d["image"].unique():

@@ -129,6 +129,18 @@ def cnn_scores(x: np.ndarray, is_pt: np.ndarray, image: np.ndarray, epochs: int 
     return score
 
 
+def labelled_pt_frames():
+    """The labelled Pt development frames (:func:`stemflow.labelled.read_heavy_atoms`), or None, said
+    on stderr, when they are not here."""
+    from stemflow.labelled import dev_data_dir, read_heavy_atoms
+
+    where = dev_data_dir()
+    if where is None or not (where / "pt_single_atoms_dev.npz").exists():
+        print("no labelled Pt frames (../shared/data/pt_single_atoms_dev.npz): nothing measured", file=sys.stderr)
+        return None
+    return read_heavy_atoms(where / "pt_single_atoms_dev")
+
+
 def best_f1(score: np.ndarray, is_pt: np.ndarray, n_true: int) -> dict:
     """The best F1 over thresholds of ``score`` (candidates at or above are called Pt)."""
     best = {"f1": 0.0}
@@ -150,14 +162,12 @@ def main() -> int:
     from sklearn.preprocessing import StandardScaler
 
     import stemflow
-    from stemflow.labelled import dev_data_dir, read_heavy_atoms, score_heavy_atoms
+    from stemflow.labelled import score_heavy_atoms
 
-    where = dev_data_dir()
-    if where is None or not (where / "pt_single_atoms_dev.npz").exists():
-        print("no labelled Pt frames (../shared/data/pt_single_atoms_dev.npz): nothing measured", file=sys.stderr)
+    frames = labelled_pt_frames()
+    if frames is None:
         return 0
     t0 = time.perf_counter()
-    frames = read_heavy_atoms(where / "pt_single_atoms_dev")
     n_true = sum(len(f.truth) for f in frames)
     d = pd.concat([candidates(f) for f in frames], ignore_index=True)
     is_pt = d["is_pt"].to_numpy()
