@@ -468,7 +468,7 @@ def figure_calibration(results: dict, out: Path):
     from stemflow.calibration import plot_reliability
 
     tables = {}
-    for key, name in (("si", "Si in graphene"), ("pt", "Pt on carbon nitride")):
+    for key, name in (("si", "Si in graphene"), ("pt", "Pt on carbon nitride, prob fitted on these frames")):
         cal = results.get(key, {}).get("methods", {}).get("stemflow", {}).get("calibration")
         if cal and cal["table"]:
             tables[name] = pd.DataFrame(cal["table"])
