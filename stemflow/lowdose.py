@@ -237,7 +237,7 @@ def detected_counts(frame) -> float:
     5.0
     """
     a = np.asarray(frame, np.float64)
-    noise = _white_noise_sd(a, np.ones(a.shape, bool)) ** 2
+    noise = _white_noise_sd(a) ** 2
     return float(a.mean() ** 2 / noise) if noise > 0 else float("nan")
 
 
@@ -284,13 +284,13 @@ def frame_mismatch(registered, valid, sigma_px: float) -> float:
     kernel = np.zeros((2 * border + 1,) * 2)
     kernel[border, border] = 1.0
     gain = float((ndimage.gaussian_filter(kernel, sigma_px, mode="constant") ** 2).sum())   # white noise → smoothed
+    common = ndimage.binary_erosion(valid.all(axis=0), iterations=border)     # where every frame holds data
+    if common.sum() < 16 * border ** 2:
+        return float("nan")
+    total = reg.sum(axis=0)
     ratios = []
     for i in range(len(reg)):
-        others = np.delete(np.arange(len(reg)), i)
-        common = ndimage.binary_erosion(valid[i] & valid[others].all(axis=0), iterations=border)
-        if common.sum() < 16 * border ** 2:
-            continue
-        rest = reg[others].sum(axis=0)
+        rest = total - reg[i]
         scale = reg[i][common].sum() / max(rest[common].sum(), 1e-12)
         diff = ndimage.gaussian_filter(np.where(common, reg[i] - scale * rest, 0.0), sigma_px)
         noise = _white_noise_sd(reg[i], common) ** 2 + (scale * _white_noise_sd(rest, common)) ** 2
@@ -299,11 +299,11 @@ def frame_mismatch(registered, valid, sigma_px: float) -> float:
     return float(np.median(ratios)) if ratios else float("nan")
 
 
-def _white_noise_sd(image, mask):
-    """SD of an image's pixel-to-pixel noise, from its 5-point Laplacian inside ``mask`` (smooth
-    signal, such as a probe-limited image, leaves it nearly alone)."""
+def _white_noise_sd(image, mask=None):
+    """SD of an image's pixel-to-pixel noise, from its 5-point Laplacian (inside ``mask``, when
+    given; smooth signal, such as a probe-limited image, leaves it nearly alone)."""
     lap = ndimage.convolve(image, np.array([[0, -0.25, 0], [-0.25, 1, -0.25], [0, -0.25, 0]]), mode="nearest")
-    return float(lap[mask].std() / np.sqrt(1.25))
+    return float((lap if mask is None else lap[mask]).std() / np.sqrt(1.25))
 
 
 def low_dose_advice(check: dict) -> str | None:
