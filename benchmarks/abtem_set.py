@@ -11,8 +11,11 @@ Two steps:
 ``.npz`` per frame to ``benchmarks/_cache/abtem/`` (git-ignored) with ``image`` (float32,
 Poisson counts), ``signal`` (float32, noise-free fraction of the probe reaching the detector),
 ``pixel_size`` (nm/px), the truth as ``y``, ``x`` (px, x = column), ``label`` (str) and
-``central`` (bool, the copy of the truth in the centre tile), and the settings as ``meta``
-(a JSON string).
+``central`` (bool, the copy of the truth in the centre tile), the settings as ``meta``
+(a JSON string), and what is needed to render the frame otherwise (``benchmarks/abtem_sweep.py``):
+``scan`` (float32, the noise-free detected fraction at the scan points of one periodic cell,
+before interpolation and source blur), ``cell_yx_A`` (the cell, Å) and the cell's truth
+``truth_cell_yx_A`` (Å) with ``truth_cell_label``.
 
 ``--score`` (run with stemflow's environment) runs ``stemflow.find_atoms(image,
 pixel_size=..., lattice=...)`` with its defaults on every cached frame and writes
@@ -305,6 +308,8 @@ def generate(lattices=None, seed=0, force: bool = False) -> dict:
                         seconds=seconds, abtem=abtem.__version__, **{**s, "phonon_sigma_A": sig})
             np.savez_compressed(CACHE / f"{lattice}_{i:02d}.npz", image=counts, signal=signal.astype(np.float32),
                                 pixel_size=np.float64(s["pixel_size_nm"]), y=y[inside], x=x[inside],
+                                scan=img_yx.astype(np.float32), cell_yx_A=np.array([L[1], L[0]]),
+                                truth_cell_yx_A=np.column_stack([ty, tx]), truth_cell_label=tlabel.astype(str),
                                 label=lab[inside].astype(str), central=cen[inside], meta=json.dumps(meta))
             timing[f"{lattice}_{i:02d}"] = seconds
             print(f"{lattice} frame {i}: {len(atoms)} atoms, scan {img_yx.shape}, potential {pot.gpts}, "

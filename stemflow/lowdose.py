@@ -37,6 +37,7 @@ from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial import cKDTree
 
 from .errors import InputError, StemflowWarning, check_positive
+from .noise import DIM_COUNTS, detected_counts, white_noise_sd
 from .occupancy import amplitude_levels, column_amplitudes, occupancy
 from .registration import register_frames, shift_frames
 
@@ -67,15 +68,6 @@ SUM_GAIN = 0.7
 #: nine of them, of different areas, are registered and summed), and a sequence of different
 #: areas must not be read as one movie.
 SWITCH_SHARE = 0.3
-
-#: Frames hold few counts below this many detected counts per nm² (:func:`detected_counts`: the
-#: mean squared over the white-noise variance, per pixel area; free of the detector's gain for
-#: counting noise). Simulated graphene frames at 10 pm/px: about 110 per nm² at 1000 e⁻/Å² per
-#: frame with the simulator's 0.3 counts of read noise (taken for counting noise) and 380 with
-#: pure Poisson counts, 350 / 760 at 2000, 1,300 at 5000 with read noise; the real 60 kV graphene
-#: dev frames, which the finder reads one by one (Si recall 1.000), 12,100 and up (medians of
-#: stacks of nine; ``benchmarks/lowdose_movies.py`` reports them all).
-DIM_COUNTS = 4000.0
 
 #: Frames show one area when, registered, each differs from the sum of the others by little more
 #: than its noise: the median over frames of the variance of that difference, smoothed to the
@@ -207,40 +199,6 @@ def low_dose_check(movie, pixel_size: float | None = None, *, lattice: str = "gr
     return out
 
 
-def detected_counts(frame) -> float:
-    """Detected counts per pixel of a frame, from its own noise: mean² over white-noise variance.
-
-    For counts with Poisson noise scaled by any gain ``g`` (mean ``g·λ``, variance ``g²·λ``) this
-    is ``λ``, the mean number of detected counts per pixel, whatever the detector's units. Read
-    noise makes it lower, a dark offset (a constant added to every pixel) higher. The white-noise
-    variance is taken from the frame's 5-point Laplacian, which a probe-limited image's signal
-    leaves nearly alone.
-
-    Parameters
-    ----------
-    frame : ndarray, (y, x)
-        Raw counts (not background-subtracted, not normalised).
-
-    Returns
-    -------
-    float
-        Counts per pixel; divide by the pixel area (nm²) for counts per nm². NaN for a flat frame.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> rng = np.random.default_rng(0)
-    >>> area = 5 + 4 * np.sin(np.arange(96) / 3.0)[:, None] * np.cos(np.arange(96) / 4.0)
-    >>> round(detected_counts(rng.poisson(area).astype(float)), 0)
-    5.0
-    >>> round(detected_counts(250.0 * rng.poisson(area)), 0)      # a detector's gain changes nothing
-    5.0
-    """
-    a = np.asarray(frame, np.float64)
-    noise = _white_noise_sd(a) ** 2
-    return float(a.mean() ** 2 / noise) if noise > 0 else float("nan")
-
-
 def frame_mismatch(registered, valid, sigma_px: float) -> float:
     """How much registered frames differ beyond their noise: ≈ 1 for one unchanging area.
 
@@ -293,17 +251,10 @@ def frame_mismatch(registered, valid, sigma_px: float) -> float:
         rest = total - reg[i]
         scale = reg[i][common].sum() / max(rest[common].sum(), 1e-12)
         diff = ndimage.gaussian_filter(np.where(common, reg[i] - scale * rest, 0.0), sigma_px)
-        noise = _white_noise_sd(reg[i], common) ** 2 + (scale * _white_noise_sd(rest, common)) ** 2
+        noise = white_noise_sd(reg[i], common) ** 2 + (scale * white_noise_sd(rest, common)) ** 2
         if noise > 0:
             ratios.append(diff[common].var() / (noise * gain))
     return float(np.median(ratios)) if ratios else float("nan")
-
-
-def _white_noise_sd(image, mask=None):
-    """SD of an image's pixel-to-pixel noise, from its 5-point Laplacian (inside ``mask``, when
-    given; smooth signal, such as a probe-limited image, leaves it nearly alone)."""
-    lap = ndimage.convolve(image, np.array([[0, -0.25, 0], [-0.25, 1, -0.25], [0, -0.25, 0]]), mode="nearest")
-    return float((lap if mask is None else lap[mask]).std() / np.sqrt(1.25))
 
 
 def low_dose_advice(check: dict) -> str | None:

@@ -231,7 +231,7 @@ def test_no_private_name_is_imported_across_modules():
 PUBLIC_MODULES = ("stemflow.chem", "stemflow.tracking", "stemflow.simulate", "stemflow.io", "stemflow.parallel",
                   "stemflow.results", "stemflow.detectors", "stemflow.tables", "stemflow.find", "stemflow.metrics",
                   "stemflow.locating", "stemflow.atomic", "stemflow.frames", "stemflow.rundir", "stemflow.nn",
-                  "stemflow.lowdose", "stemflow.occupancy", "stemflow.registration")
+                  "stemflow.lowdose", "stemflow.occupancy", "stemflow.registration", "stemflow.noise")
 
 
 def _public_functions():

@@ -43,6 +43,7 @@ from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
+from ..noise import DIM_COUNTS, counts_per_nm2
 from ..tables import LATTICES
 from ._common import bond_cutoffs, frame_groups, labels_of, resolve, with_attrs
 from .sites import NEIGHBOUR_CELLS, BASIS, LatticeFit, fit_frame, site_id
@@ -74,16 +75,19 @@ MIN_CONTRAST = 2.0
 #: itself. 0.2 lies between. Dopants bonded to other dopants are not held to it (their
 #: neighbours' images fill the ring).
 MAX_WIDTH = 0.2
+#: Least class probability of a dopant (the network's mean dopant probability over the blob,
+#: ``prob``) in frames that hold many counts. Every true dopant of simulated frames at 10⁴–10⁵
+#: e⁻/Å² and 10–16 pm/px with a 1.1 Å probe reads at least 0.93, those of the real dev set at
+#: least 0.91; a blob the network gives 0.6–0.9 is as likely contamination or a scan glitch (7 of
+#: the dev set's 9 false dopants). Reported as a dopant, one in ten such would be wrong even if
+#: ``prob`` were perfectly calibrated. In frames with fewer than :data:`stemflow.noise.DIM_COUNTS`
+#: detected counts per nm² the network's doubt is counting noise, not what the blob is (a 1.4 Å
+#: probe at 5000–10000 e⁻/Å²: true Si read 0.62–0.9), and the other checks decide alone.
+MIN_DOPANT_PROB = 0.9
 #: Host columns bonded to a dopant lie this far from it, bonds: no closer than 0.85 (Si–C,
 #: 0.17–0.19 nm, is longer than C–C, 0.142 nm; 0.15 bond is left for the localisation error: a
 #: blob closer is the halo of the dopant's probe tail), no farther than 1.55 (the second
 #: neighbours of a site lie at 1.73; the dev set's labelled Si–C reach 1.48).
-#: Least class probability of a dopant (the network's mean dopant probability over the blob,
-#: ``prob``). Every true dopant of simulated frames at 10⁴–10⁵ e⁻/Å² and 10–16 pm/px reads at
-#: least 0.93, those of the real dev set at least 0.91; a blob the network gives 0.6–0.9 is as
-#: likely contamination or a scan glitch (7 of the dev set's 9 false dopants). Reported as a
-#: dopant, one in ten such would be wrong even if ``prob`` were perfectly calibrated.
-MIN_DOPANT_PROB = 0.9
 MIN_HOST_GAP = 0.85
 MAX_HOST_GAP = 1.55
 #: Least occupancy of a host column that bonds to a dopant: a column is brighter than the
@@ -594,7 +598,8 @@ def check_dopants(atoms: pd.DataFrame, image, pixel_size: float | None = None, l
         :data:`MIN_CONTRAST`), ``"wide"`` (width above :data:`MAX_WIDTH`), ``"off_lattice"``
         (neither on a site nor at a bond's midpoint, and bonded to no other dopant),
         ``"no_shell"`` (fewer than :data:`MIN_SHELL` host columns on its shell sites or bonded
-        dopants), ``"uncertain"`` (``prob`` below :data:`MIN_DOPANT_PROB`) — and ``label``
+        dopants), ``"uncertain"`` (``prob`` below :data:`MIN_DOPANT_PROB`, in frames holding at
+        least :data:`stemflow.noise.DIM_COUNTS` detected counts per nm²) — and ``label``
         changed for those: ``"lattice"`` for a ``"dim"`` one on a site
         (a host column), ``"unknown"`` for the others.
 
@@ -634,6 +639,7 @@ def check_dopants(atoms: pd.DataFrame, image, pixel_size: float | None = None, l
                 continue
             img = image_of_frame(image, fr)
             h, w = img.shape
+            doubt_counts = not counts_per_nm2(img, pixel_size) < DIM_COUNTS     # NaN: held to prob too
             lp = pos[rows]
             feats = dopant_image_features(img, lp, labels[rows], geo.rows, bond_px)
             coord = geo.coordination()
@@ -654,7 +660,7 @@ def check_dopants(atoms: pd.DataFrame, image, pixel_size: float | None = None, l
                     why = "off_lattice"
                 elif geo.kind[k] in ("site", "bond") and coord[k] < MIN_SHELL:
                     why = "no_shell"
-                elif prob is not None and prob[rows[r]] < MIN_DOPANT_PROB:
+                elif prob is not None and doubt_counts and prob[rows[r]] < MIN_DOPANT_PROB:
                     why = "uncertain"
                 verdict[rows[r]] = why
                 if why != "dopant":
