@@ -145,6 +145,19 @@ def write_md(res: dict) -> None:
             f"{_cell(get('ws2', 'lattice'))} | {_cell(get('ws2', 'dopant'))} | {pr('ws2')} | "
             f"{_cell(get('mos2', 'lattice'))} | {pr('mos2')} | {_cell(get('amorphous', 'dopant'))} | "
             f"{sc.get('amorphous', {}).get('support_rows', '–')} | {warned} of {n} |")
+    pooled = {}
+    for r in res["variants"].values():
+        for lat, v in r["scores"].items():
+            for cls, c in v["scores"].items():
+                if cls != "all":
+                    acc = pooled.setdefault((lat, cls), [0, 0, 0])
+                    for i, k in enumerate(("tp", "fp", "fn")):
+                        acc[i] += c[k]
+    lines += ["", "Over every setting (TP / FP / FN; precision / recall):", "",
+              "| lattice | class | TP | FP | FN | precision | recall |", "|---|---|---|---|---|---|---|"]
+    for (lat, cls), (tp, fp, fn) in sorted(pooled.items()):
+        if tp + fp + fn:
+            lines.append(f"| {lat} | {cls} | {tp} | {fp} | {fn} | {tp / max(tp + fp, 1):.3f} | {tp / max(tp + fn, 1):.3f} |")
     lines += ["", "Counts (TP / FP / FN) per setting, lattice and class:", "",
               "| setting | lattice | class | TP | FP | FN |", "|---|---|---|---|---|---|"]
     for name, r in res["variants"].items():

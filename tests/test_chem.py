@@ -238,6 +238,28 @@ def test_single_and_double_chalcogen_vacancies_are_told_apart_under_background_a
     assert (t == f).all(), list(zip(t, f))
 
 
+def test_the_chalcogen_veto_starts_lower_in_a_noisy_frame():
+    """A chalcogen 'vacancy' at occupancy 0.70 (below the even-odds 0.75) is an intact pair in a
+    frame whose intact pairs spread by 0.14 (Bayes boundary 0.75 − 0.14² ln 5 / 0.5 = 0.687), and a
+    half-empty column in one whose pairs spread by 0.03 (boundary 0.747)."""
+    from stemflow.chem.elements import INTACT_PRIOR_ODDS, assign_elements
+
+    rng = np.random.default_rng(0)
+    counts = {}
+    for sd in (0.14, 0.03):
+        occ = np.r_[1.0 + sd * rng.standard_normal(80), 1.0 + 0.02 * rng.standard_normal(40), 0.70]
+        occ[:80] = 1.0 + sd * (occ[:80] - occ[:80].mean()) / (1.4826 * np.median(np.abs(occ[:80] - np.median(occ[:80]))))
+        sub = np.r_[np.ones(80, int), np.zeros(40, int), 1]
+        t = pd.DataFrame({"y": rng.uniform(0, 300, 121), "x": rng.uniform(0, 300, 121),
+                          "label": ["lattice"] * 120 + ["vacancy"], "sublattice": sub.astype(np.int8),
+                          "occupancy": occ, "intensity": np.where(sub == 1, 1.0, 3.0) * occ})
+        out = assign_elements(t, pixel_size=0.01, lattice="ws2")
+        counts[sd] = int(out["count"].iloc[-1])
+    cut = 0.75 - 0.14**2 * np.log(INTACT_PRIOR_ODDS) / 0.5
+    assert cut < 0.70 < 0.75 - 0.03**2 * np.log(INTACT_PRIOR_ODDS) / 0.5
+    assert counts == {0.14: 2, 0.03: 1}, counts
+
+
 def test_network_vacancies_on_intact_columns_are_vetoed_by_the_image(ws2_dirty):
     t = _truth_input(ws2_dirty, "ws2")
     truth = ws2_dirty.atoms
