@@ -12,7 +12,7 @@ from stemflow.chem import (assign_sites, classify_defects, coordination, defect_
                            empty_sites, find_rings, guess_element, identify)
 from stemflow.chem.classes import cluster_descriptors, defect_descriptors
 from stemflow.chem.defects import analyse_defects
-from stemflow.errors import InputError
+from stemflow.errors import InputError, StemflowWarning
 from stemflow.simulate import simulate_image
 
 PX = 0.012
@@ -236,6 +236,28 @@ def test_single_and_double_chalcogen_vacancies_are_told_apart_under_background_a
     t, f, n = _paired_names(found, _truth_complexes(ws2_dirty.atoms), 0.1836 / PX)
     assert n == 8 and len(t) == n
     assert (t == f).all(), list(zip(t, f))
+
+
+def test_a_pixel_size_given_12_percent_small_is_measured_with_the_lattices_ruler(monkeypatch):
+    """The chemistry reads bonds in nm: given 0.88× the true pixel size, the found lattice says so
+    (lattice_scale 0.88), the chemistry measures at the lattice's ruler, names every complex as at the
+    true one and warns with the pixel size; with the given ruler the complexes come out wrong."""
+    import stemflow.chem.identification as ident
+    from stemflow.chem import lattice_scale
+
+    sim = simulate_image("graphene", 256, pixel_size=PX, seed=5, dose=1e5,
+                         defects={"Si1C3": 2, "Si1C4": 2, "Si3C6": 1, "Si2C4": 1})
+    t = sim.atoms[["y", "x", "label"]].copy()
+    names = lambda out: sorted(set(out["defect"].astype(str)) - {""})   # noqa: E731
+    right = names(identify(t, PX, "graphene", image=sim.image, classes=False))
+    assert right == ["Si1C3", "Si1C4", "Si2C4", "Si3C6"]
+    assert lattice_scale(t, 0.88 * PX, "graphene") == pytest.approx(0.88, abs=0.01)
+    with pytest.warns(StemflowWarning, match=r"0\.880× its bond apart"):
+        out = identify(t, 0.88 * PX, "graphene", image=sim.image, classes=False)
+    assert names(out) == right
+    assert out.attrs["chem_pixel_size"] == pytest.approx(PX, rel=0.01) and out.attrs["pixel_size"] == 0.88 * PX
+    monkeypatch.setattr(ident, "SCALE_TOLERANCE", np.inf)
+    assert names(identify(t, 0.88 * PX, "graphene", image=sim.image, classes=False)) != right
 
 
 def test_the_chalcogen_veto_starts_lower_in_a_noisy_frame():

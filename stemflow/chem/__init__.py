@@ -22,13 +22,13 @@ from .classes import class_mean_patches, classify_defects, cluster_descriptors, 
 from .defects import defect_table, find_defects, ring_defect_name
 from .dopants import check_dopants, dopant_geometry
 from .elements import ELEMENT_MAPS, assign_elements, guess_element, measure_intensity
-from .identification import identify
+from .identification import identify, lattice_scale
 from .occupancy import column_occupancy
 from .prior import lattice_prior
 from .rings import find_rings
 from .sites import assign_sites, empty_sites, fit_lattice, site_cells, site_id
 
-__all__ = ["identify", "check_dopants", "dopant_geometry", "assign_sites", "empty_sites", "fit_lattice", "site_id", "site_cells",
+__all__ = ["identify", "lattice_scale", "check_dopants", "dopant_geometry", "assign_sites", "empty_sites", "fit_lattice", "site_id", "site_cells",
            "assign_elements", "guess_element", "measure_intensity", "column_occupancy", "find_bonds", "coordination",
            "find_rings", "find_defects", "defect_table", "ring_defect_name", "classify_defects",
            "defect_descriptors", "cluster_descriptors", "defect_patches", "class_mean_patches",

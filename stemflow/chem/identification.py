@@ -11,11 +11,16 @@ Units: positions in px, the pixel size in nm/px.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
+from scipy.spatial import cKDTree
 
+from ..errors import StemflowWarning
+from ..spacing import PIXEL_SIZE_TOLERANCE
 from ..tables import IDENTIFIED, LATTICES
-from ._common import resolve, with_attrs
+from ._common import frame_groups, resolve, with_attrs
 from .bonds import coordination
 from .classes import classify_defects
 from .defects import analyse_defects
@@ -24,10 +29,65 @@ from .elements import assign_elements, measure_intensity
 from .occupancy import column_occupancy
 from .sites import assign_sites
 
-__all__ = ["identify", "EDGE_NM"]
+__all__ = ["identify", "lattice_scale", "EDGE_NM", "SCALE_TOLERANCE"]
 
 #: Atoms closer than this to the frame edge (nm) get coordination -1 when the image is known.
 EDGE_NM = 0.15
+
+#: When the found lattice's own bond (:func:`lattice_scale`) disagrees with the given pixel size by
+#: more than this (relative), the chemistry measures bonds and sites with the lattice's ruler
+#: instead, and says so. Real 60 kV graphene dev frames read 0.97–1.07 (median 1.02); with their
+#: pixel sizes given 10 % too small or too large, defect types fall from 0.955 to 0.848 / 0.788
+#: with the given ruler, 0.879 / 0.894 with the lattice's; 15 %: 0.591 / 0.545 against 0.848 /
+#: 0.818 (``benchmarks/pixel_size_error.py``). The network still sees the wrong scale: pass the
+#: pixel size the warning gives.
+SCALE_TOLERANCE = 0.05
+#: Fewest ``lattice`` rows for :func:`lattice_scale` to measure anything.
+_MIN_SCALE_ROWS = 20
+
+
+def lattice_scale(atoms: pd.DataFrame, pixel_size: float | None = None, lattice: str | None = None) -> float:
+    """How long the found lattice's bonds are, over the lattice's own bond, at ``pixel_size``.
+
+    Parameters
+    ----------
+    atoms : DataFrame
+        Atoms table: ``y``, ``x`` (px), ``label``; optional ``frame``.
+    pixel_size : float, optional
+        nm/px; default ``atoms.attrs["pixel_size"]``.
+    lattice : str, optional
+        Default ``atoms.attrs["lattice"]``.
+
+    Returns
+    -------
+    float
+        The median, over the ``lattice`` rows of every frame, of the distance to their three
+        nearest ``lattice`` neighbours (nm), divided by the lattice's bond
+        (:data:`stemflow.tables.LATTICES`): about 1 when the pixel size is right, 1.1 when it is
+        given 10 % too large. NaN without a bond (amorphous) or with fewer than 20 rows.
+
+    Examples
+    --------
+    >>> from stemflow.simulate import simulate_image
+    >>> sim = simulate_image("graphene", 128, pixel_size=0.012, seed=0)
+    >>> t = sim.atoms[["y", "x", "label"]]
+    >>> round(lattice_scale(t, 0.012, "graphene"), 2), round(lattice_scale(t, 0.0132, "graphene"), 2)
+    (1.0, 1.1)
+    """
+    atoms, pixel_size, lattice = resolve(atoms, pixel_size, lattice)
+    bond = LATTICES[lattice]["bond"]
+    if bond is None:
+        return float("nan")
+    lab = atoms["label"].astype(str).to_numpy()
+    pos = atoms[["y", "x"]].to_numpy(np.float64)
+    dist = []
+    for _, rows in frame_groups(atoms):
+        p = pos[rows][lab[rows] == "lattice"]
+        if len(p) >= 4:
+            dist.append(cKDTree(p).query(p, k=4)[0][:, 1:].ravel())
+    if not dist or sum(len(d) for d in dist) < 3 * _MIN_SCALE_ROWS:
+        return float("nan")
+    return float(np.median(np.concatenate(dist))) * pixel_size / bond
 
 
 _DTYPES = {c.name: c.dtype for c in IDENTIFIED.columns}
@@ -86,8 +146,17 @@ def identify(atoms: pd.DataFrame, pixel_size: float | None = None, lattice: str 
         fails is relabelled ``lattice`` (a host column) or ``unknown`` (no atom of the lattice:
         no element, no bonds, in no defect); in MX2, a ``vacancy`` on a column the image shows
         intact (its occupancy, with ``image``) is relabelled ``lattice``. ``df.attrs`` keeps those of
-        ``atoms`` and records ``pixel_size``, ``lattice`` and ``classes`` (number of classes and
+        ``atoms`` and records ``pixel_size`` (as given), ``chem_pixel_size`` (the one bonds and
+        sites were measured with, see Warns), ``lattice`` and ``classes`` (number of classes and
         the BIC curve).
+
+    Warns
+    -----
+    StemflowWarning
+        The found lattice's bonds (:func:`lattice_scale`) are more than :data:`SCALE_TOLERANCE`
+        and at most :data:`stemflow.spacing.PIXEL_SIZE_TOLERANCE` longer or shorter than the
+        lattice's at the given pixel size: the chemistry then measures with the lattice's own
+        ruler (``pixel_size / scale``), and the message gives that pixel size.
 
     Raises
     ------
@@ -121,6 +190,14 @@ def identify(atoms: pd.DataFrame, pixel_size: float | None = None, lattice: str 
             if _DTYPES[c] == "category":
                 out[c] = out[c].astype(pd.CategoricalDtype([""]))
         return with_attrs(out, atoms, pixel_size, lattice)
+    given = pixel_size
+    scale = lattice_scale(atoms, pixel_size, lattice)
+    if np.isfinite(scale) and SCALE_TOLERANCE < abs(scale - 1) <= PIXEL_SIZE_TOLERANCE:
+        pixel_size = given / scale        # the chemistry measures with the lattice's own ruler
+        warnings.warn(f"the {lattice} columns found are {scale:.3f}× its bond apart at pixel_size={given:.5g} "
+                      f"nm/px: bonds and sites are measured at {pixel_size:.5g} nm/px, the lattice's own ruler; "
+                      "if that is the true sampling, pass it as pixel_size so that the finder sees the right scale "
+                      "too", StemflowWarning, stacklevel=2)
     has_int = "intensity" in out.columns and np.isfinite(out["intensity"].to_numpy(np.float64)).any()
     if image is not None and not has_int:
         out["intensity"] = measure_intensity(out, image, 0.25 * LATTICES[lattice]["bond"] / pixel_size)
@@ -158,7 +235,8 @@ def identify(atoms: pd.DataFrame, pixel_size: float | None = None, lattice: str 
         reach = EDGE_NM / pixel_size
         cut = ~(out["y"].between(reach, h - 1 - reach) & out["x"].between(reach, w - 1 - reach))
         out.loc[cut.to_numpy(), "coordination"] = np.int8(-1)
-    out = with_attrs(out, atoms, pixel_size, lattice)
+    out = with_attrs(out, atoms, given, lattice)
+    out.attrs["chem_pixel_size"] = pixel_size
     if info is not None:
         out.attrs["classes"] = info
     return out
