@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["white_noise_sd", "detected_counts", "counts_per_nm2", "DIM_COUNTS"]
+__all__ = ["white_noise_sd", "detected_counts", "counts_per_nm2", "DIM_COUNTS", "NOT_COUNTS_SD"]
 
 #: Frames hold few counts below this many detected counts per nm² (:func:`detected_counts`: the
 #: mean squared over the white-noise variance, per pixel area; free of the detector's gain for
@@ -27,6 +27,10 @@ __all__ = ["white_noise_sd", "detected_counts", "counts_per_nm2", "DIM_COUNTS"]
 #: dev frames, which the finder reads one by one (Si recall 1.000), 11,000 and up
 #: (``benchmarks/lowdose_movies.py`` reports stacks of them).
 DIM_COUNTS = 4000.0
+
+#: A frame is no counts when its 0.1th percentile lies more than this many noise SDs below zero
+#: (counts, even with a detector's read noise, stay above about −3.1 SD there).
+NOT_COUNTS_SD = 4.0
 
 
 def white_noise_sd(image, mask=None) -> float:
@@ -71,7 +75,9 @@ def detected_counts(frame) -> float:
     Returns
     -------
     float
-        Counts per pixel; divide by the pixel area (nm²) for counts per nm². NaN for a flat frame.
+        Counts per pixel; divide by the pixel area (nm²) for counts per nm². NaN for a flat frame
+        and for one that is not counts: its lowest values (0.1th percentile) more than
+        :data:`NOT_COUNTS_SD` noise SDs below zero, as after a background or mean was subtracted.
 
     Examples
     --------
@@ -82,10 +88,15 @@ def detected_counts(frame) -> float:
     5.0
     >>> round(detected_counts(250.0 * rng.poisson(area)), 0)      # a detector's gain changes nothing
     5.0
+    >>> counts = rng.poisson(40 * area).astype(float)
+    >>> round(detected_counts(counts)), detected_counts(counts - counts.mean())   # mean subtracted: no counts
+    (192, nan)
     """
     a = np.asarray(frame, np.float64)
-    noise = white_noise_sd(a) ** 2
-    return float(a.mean() ** 2 / noise) if noise > 0 else float("nan")
+    sd = white_noise_sd(a)
+    if not sd > 0 or np.percentile(a, 0.1) < -NOT_COUNTS_SD * sd:
+        return float("nan")
+    return float(a.mean() ** 2 / sd**2)
 
 
 def counts_per_nm2(frame, pixel_size: float) -> float:
