@@ -76,8 +76,10 @@ def detected_counts(frame) -> float:
     -------
     float
         Counts per pixel; divide by the pixel area (nm²) for counts per nm². NaN for a flat frame
-        and for one that is not counts: its lowest values (0.1th percentile) more than
-        :data:`NOT_COUNTS_SD` noise SDs below zero, as after a background or mean was subtracted.
+        and for one that is no counts: a mean at or below zero (a z-scored frame), or its lowest
+        values (0.1th percentile) more than :data:`NOT_COUNTS_SD` noise SDs below zero, as after a
+        background was subtracted. (A background subtracted from a frame of only a few counts per
+        pixel leaves neither sign: such a frame reads dimmer than it is.)
 
     Examples
     --------
@@ -91,11 +93,13 @@ def detected_counts(frame) -> float:
     >>> counts = rng.poisson(40 * area).astype(float)
     >>> round(detected_counts(counts)), detected_counts(counts - counts.mean())   # mean subtracted: no counts
     (192, nan)
+    >>> detected_counts((area - area.mean()) / area.std() + rng.normal(0, 0.1, area.shape))   # z-scored
+    nan
     """
     a = np.asarray(frame, np.float64)
     sd = white_noise_sd(a)
-    if not sd > 0 or np.percentile(a, 0.1) < -NOT_COUNTS_SD * sd:
-        return float("nan")
+    if not sd > 0 or a.mean() <= 1e-6 * sd or np.percentile(a, 0.1) < -NOT_COUNTS_SD * sd:
+        return float("nan")        # no counts: a mean at or below zero, or values far below it
     return float(a.mean() ** 2 / sd**2)
 
 

@@ -488,6 +488,13 @@ def test_in_a_frame_of_few_counts_the_networks_doubt_does_not_reject_a_dopant():
     assert dim_counts < DIM_COUNTS <= bright_counts, verdicts
     assert dim_check == ["dopant", "dopant"] and dim_label == ["dopant", "dopant"], verdicts
     assert bright_check == ["uncertain", "uncertain"], verdicts
+    # the dim frame z-scored is no counts: nothing says it is dim, so the gate holds
+    sim = simulate_image("graphene", 256, pixel_size=PX, seed=31, defects={"Si1C3": 2}, dose=3e3)
+    t = _truth_input(sim, "graphene").assign(prob=0.98)
+    t.loc[t["label"].astype(str) == "dopant", "prob"] = MIN_DOPANT_PROB - 0.2
+    z = (sim.image - sim.image.mean()) / sim.image.std()
+    out = identify(t, image=z, classes=False)
+    assert (out.loc[t["label"].astype(str) == "dopant", "dopant_check"].astype(str) == "uncertain").all()
 
 
 def test_mx2_coordination_counts_the_atoms_of_the_other_sublattice_next_to_a_column(ws2_sim):
