@@ -130,7 +130,8 @@ def low_dose_check(movie, pixel_size: float | None = None, *, lattice: str = "gr
     it: more counts make them clear. ``low_dose`` says to find them together when single
     frames are past :data:`SWITCH_SHARE`, where frame-by-frame finding fails whatever they
     show, or when, besides, they hold few counts (:func:`detected_counts` under
-    :data:`DIM_COUNTS` per nm²) and show one area (:func:`frame_mismatch` at most
+    :data:`DIM_COUNTS` per nm², or unknown for frames that are no counts, such as z-scored ones)
+    and show one area (:func:`frame_mismatch` at most
     :data:`ONE_AREA_MISMATCH`) (``stemflow run``, ``stemflow find`` and ``.stem.track()`` then
     switch by themselves; otherwise they only say so).
 
@@ -192,7 +193,7 @@ def low_dose_check(movie, pixel_size: float | None = None, *, lattice: str = "gr
     out["counts_per_nm2"] = float(np.median([detected_counts(f) for f in block])) / pixel_size ** 2
     out["mismatch"] = frame_mismatch(reg, valid, sigma)
     out["dose_limited"] = bool(out["summed_share"] <= SUM_GAIN * out["single_share"])
-    out["few_counts"] = bool(out["counts_per_nm2"] < DIM_COUNTS)
+    out["few_counts"] = not out["counts_per_nm2"] >= DIM_COUNTS      # frames that are no counts (NaN): unknown
     out["one_area"] = bool(out["mismatch"] <= ONE_AREA_MISMATCH)
     out["low_dose"] = out["dose_limited"] and (out["single_share"] >= SWITCH_SHARE
                                                or (out["few_counts"] and out["one_area"]))

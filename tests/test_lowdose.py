@@ -190,6 +190,11 @@ def test_low_dose_check_tells_dose_limited_frames_from_frames_ambiguous_for_othe
     assert DIM_SHARE <= check["single_share"] < SWITCH_SHARE
     assert check["dose_limited"] and check["few_counts"] and check["one_area"] and check["low_dose"]
     assert check["mismatch"] <= ONE_AREA_MISMATCH and check["counts_per_nm2"] < DIM_COUNTS
+    # z-scored, the same frames are no counts: their counts are unknown, and the other tests decide
+    frames = dimmish.images().astype(np.float64)
+    zscored = (frames - frames.mean(axis=(1, 2), keepdims=True)) / frames.std(axis=(1, 2), keepdims=True)
+    check = low_dose_check(zscored, pixel_size=0.01)
+    assert np.isnan(check["counts_per_nm2"]) and check["few_counts"] and check["low_dose"], check
     bright = simulate_movie("graphene", 6, 160, seed=2, pixel_size=0.01, dose=1e5, defects={"Si1C3": 2}, rates={})
     check = low_dose_check(bright.images(), pixel_size=0.01)
     assert not check["low_dose"] and check["single_share"] < DIM_SHARE and np.isnan(check["summed_share"])
