@@ -81,8 +81,9 @@ MAX_WIDTH = 0.2
 #: least 0.91; a blob the network gives 0.6–0.9 is as likely contamination or a scan glitch (7 of
 #: the dev set's 9 false dopants). Reported as a dopant, one in ten such would be wrong even if
 #: ``prob`` were perfectly calibrated. In frames with fewer than :data:`stemflow.noise.DIM_COUNTS`
-#: detected counts per nm² the network's doubt is counting noise, not what the blob is (a 1.4 Å
-#: probe at 5000–10000 e⁻/Å²: true Si read 0.62–0.9), and the other checks decide alone.
+#: detected counts per nm² the network's doubt is counting noise, not what the blob is (simulated
+#: graphene with nuisances below it: the true Si found read 0.41–0.98, the false dopants
+#: 0.45–0.90; ``benchmarks/dopant_gate.py``), and the other checks decide alone.
 MIN_DOPANT_PROB = 0.9
 #: Host columns bonded to a dopant lie this far from it, bonds: no closer than 0.85 (Si–C,
 #: 0.17–0.19 nm, is longer than C–C, 0.142 nm; 0.15 bond is left for the localisation error: a
