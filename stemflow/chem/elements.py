@@ -53,8 +53,8 @@ ELEMENT_MAPS = {
 #: vetoed from ``intact − σ² · ln(odds) / 0.5`` up: the Bayes boundary of two Gaussians of SD σ.
 #: Bright frames (σ ≈ 0.05) move it by 0.01, noisy ones (σ ≈ 0.14) by 0.06. Measured with
 #: ``benchmarks/abtem_sweep.py`` (multislice frames at 11 doses, samplings and source sizes),
-#: before → after: WS2 vacancy precision 0.872 → 0.962, recall 0.977 → 0.962; MoS2 0.943 → 0.970,
-#: recall 0.932 both; on stemflow's own simulator (``benchmarks/chem_accuracy.py``) WS2 vacancy
+#: before → after: WS2 vacancy precision 0.845 → 0.948, recall 0.973 → 0.958; MoS2 0.943 → 0.971,
+#: recall 0.943 → 0.940; on stemflow's own simulator (``benchmarks/chem_accuracy.py``) WS2 vacancy
 #: F1 0.9925 → 0.9963 from the network, 1.000 → 0.996 from the true labels (one V_S vetoed).
 INTACT_PRIOR_ODDS = 5.0
 #: Least intact chalcogen pairs in a frame to measure its occupancy noise (σ above); with fewer,
