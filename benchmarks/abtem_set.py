@@ -348,6 +348,19 @@ def _central_subset(pred, truth, max_distance):
     return pred.iloc[sorted(p_keep)].reset_index(drop=True), truth.iloc[t_keep].reset_index(drop=True)
 
 
+def score_pooled(preds: list, truths: list, max_distance: float, lattice: str):
+    """``stemflow.score`` over a lattice's frames (tables with a ``frame`` column each): the score
+    table and the pooled truth. Amorphous supports are scored on their heavy atoms only."""
+    import pandas as pd
+
+    import stemflow
+
+    pred = pd.concat(preds, ignore_index=True)
+    truth = pd.concat(truths, ignore_index=True)
+    classes = ("dopant",) if lattice == "amorphous" else ("lattice", "dopant", "vacancy")
+    return stemflow.score(pred, truth, max_distance=max_distance, classes=classes), truth
+
+
 def score_all() -> dict:
     import pandas as pd
 
@@ -379,10 +392,8 @@ def score_all() -> dict:
                                pred=pred, truth=truth, pixel_size=float(z["pixel_size"]), meta=meta))
     results = {}
     for lattice, d in per.items():
+        sc, truth = score_pooled(d["pred"], d["truth"], d["max_distance"], lattice)
         pred = pd.concat(d["pred"], ignore_index=True)
-        truth = pd.concat(d["truth"], ignore_index=True)
-        classes = ("dopant",) if lattice == "amorphous" else ("lattice", "dopant", "vacancy")
-        sc = stemflow.score(pred, truth, max_distance=d["max_distance"], classes=classes)
         n_true = truth["label"].value_counts().to_dict()
         results[lattice] = dict(
             frames=len(d["meta"]), n_true={c: int(n_true.get(c, 0)) for c in ("lattice", "dopant", "vacancy")},

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from abtem_set import CACHE, RESULTS, SETTINGS, _central_subset, _fourier_resample  # noqa: E402
+from abtem_set import CACHE, RESULTS, SETTINGS, _central_subset, _fourier_resample, score_pooled  # noqa: E402
 
 #: One change at a time from the set's own rendering (pixel nm, source FWHM Å, dose e⁻/Å²).
 BASE = dict(pixel_nm=SETTINGS["pixel_size_nm"], source_A=SETTINGS["source_fwhm_A"], dose=SETTINGS["dose_e_per_A2"])
@@ -98,10 +98,7 @@ def score_variant(files, setting: dict, draws: int) -> dict:
             entry["support"] += int((p_c["label"].astype(str) != "dopant").sum())
     out = {}
     for lattice, e in per.items():
-        pred = pd.concat(e["pred"], ignore_index=True)
-        truth = pd.concat(e["truth"], ignore_index=True)
-        classes = ("dopant",) if lattice == "amorphous" else ("lattice", "dopant", "vacancy")
-        sc = stemflow.score(pred, truth, max_distance=e["md"], classes=classes)
+        sc, _ = score_pooled(e["pred"], e["truth"], e["md"], lattice)
         out[lattice] = dict(frames=len(e["pred"]), warned=e["warned"], support_rows=e["support"],
                             scores={c: {k: (int(v) if k in ("tp", "fp", "fn") else float(v))
                                         for k, v in sc.loc[c].items()} for c in sc.index})
