@@ -251,6 +251,23 @@ def test_hop_in_a_frame_where_the_dopant_is_called_lattice_is_dated_to_that_fram
     assert track(a, pixel_size=PX, persist=None).events.query("kind == 'hop'").frame.tolist() == [8]
 
 
+def test_dopants_the_chemistry_could_not_check_at_the_frame_edge_are_followed():
+    """identify labels a dopant within 1.3 bonds of the frame edge 'unknown' (dopant_check 'edge');
+    in a movie the neighbouring frames judge it, so track follows it as the dopant the network saw."""
+    a, si, nb = _still_dopant(frames=20)
+    _hop_to(a, si, nb, 10)
+    a["dopant_check"] = np.where(a["label"] == "dopant", "dopant", "")
+    for f in range(7, 14):                      # drifted to the edge for 7 frames, across the hop
+        i = _at(a, f, si if f < 10 else nb)
+        a.loc[i, ["label", "dopant_check"]] = ["unknown", "edge"]
+    r = track(a, pixel_size=PX)
+    assert r.events.query("kind == 'hop'").frame.tolist() == [10], r.events
+    assert (r.trajectories["label"].astype(str) == "dopant").all()
+    # without the verdict column the same rows are unknown atoms, not followed: the hop is lost
+    plain = track(a.drop(columns="dopant_check"), pixel_size=PX)
+    assert plain.events.query("kind == 'hop'").frame.tolist() != [10]
+
+
 def test_persistence_follows_the_frame_level_error_rates():
     from stemflow.tracking.sites import persistence
     assert persistence(0.0, 0.05) == (1, 1)                 # no one-frame errors: every frame counts

@@ -182,6 +182,23 @@ def _empty_result(whole: pd.DataFrame | None) -> TrackResult:
     return TrackResult(traj, ev, dr)
 
 
+def _edge_dopants_back(chunk: pd.DataFrame) -> pd.DataFrame:
+    """The network's dopants that the chemistry could not check at the frame's edge
+    (``dopant_check`` ``"edge"``, labelled ``unknown`` by :func:`stemflow.chem.check_dopants`)
+    labelled ``dopant`` again: in a movie the neighbouring frames judge them, and a dopant that
+    drifts near the edge keeps its trajectory and its hops."""
+    if "dopant_check" not in chunk.columns or "label" not in chunk.columns:
+        return chunk
+    edge = chunk["dopant_check"].astype(str).to_numpy() == "edge"
+    if not edge.any():
+        return chunk
+    lab = chunk["label"].astype(str).to_numpy().copy()
+    lab[edge] = "dopant"
+    cats = chunk["label"].cat.categories if isinstance(chunk["label"].dtype, pd.CategoricalDtype) else None
+    return chunk.assign(label=pd.Categorical(lab, categories=cats) if cats is not None and "dopant" in cats
+                        else lab)
+
+
 class _Pass:
     """One pass over a movie's frames: what :func:`track` learns frame by frame.
 
@@ -265,6 +282,7 @@ class _Pass:
             if self.first is None:
                 self._begin(chunk)
             check_finite(chunk, ["y", "x"])
+            chunk = _edge_dopants_back(chunk)
             fr = chunk["frame"].to_numpy(np.int64)
             yx = chunk[["y", "x"]].to_numpy(np.float64)
             lab = chunk["label"].astype(str).to_numpy() if "label" in chunk.columns else None
@@ -362,7 +380,10 @@ def track(atoms, pixel_size: float | None = None, options: TrackOptions | dict |
     atoms : DataFrame or iterable of DataFrame
         Atoms table of a movie (DESIGN.md): ``frame``, ``y``, ``x`` (px), ``label`` and, when known,
         ``coordination`` and ``defect`` (from :mod:`stemflow.chem`) and ``site``. An iterable of
-        tables (one or more whole frames each, in frame order) is processed as a stream.
+        tables (one or more whole frames each, in frame order) is processed as a stream. Rows the
+        chemistry could not check at a frame's edge (``dopant_check`` ``"edge"``, labelled
+        ``unknown``) are followed as the dopants the network called them: in a movie the
+        neighbouring frames judge them.
     pixel_size : float, optional
         nm/px; default ``atoms.attrs['pixel_size']`` (``find_atoms`` records it) or ``y_nm / y``.
     options : TrackOptions or dict, optional
