@@ -260,6 +260,38 @@ def test_a_pixel_size_given_12_percent_small_is_measured_with_the_lattices_ruler
     assert names(identify(t, 0.88 * PX, "graphene", image=sim.image, classes=False)) != right
 
 
+@pytest.mark.parametrize("lattice,defects", [("graphene", {"Si1C3": 2, "V1": 2, "V2": 1}),
+                                              ("ws2", {"V_S": 3, "V_S2": 2, "V_W": 3})])
+def test_rows_over_a_hole_in_the_sheet_are_not_atoms_and_vacancies_are_not_holes(lattice, defects):
+    """Over vacuum the network can still place lattice rows; identify labels them unknown. Frames
+    without a hole, vacancies included (a missing W is the darkest spot WS2 has), lose no row, and
+    keep their disk means well above VACUUM_SHARE at any dose."""
+    from stemflow.chem import measure_intensity, vacuum_rows
+    from stemflow.chem.vacuum import VACUUM_RADIUS, VACUUM_SHARE
+    from stemflow.tables import LATTICES
+
+    rng = np.random.default_rng(1)
+    for dose in (3e3, 1e5):
+        sim = simulate_image(lattice, 256, pixel_size=PX, seed=3, dose=dose, defects=defects)
+        t = sim.atoms[["y", "x", "label"]].copy()
+        disk = measure_intensity(t, sim.image, VACUUM_RADIUS * LATTICES[lattice]["bond"] / PX)
+        lat = (t["label"] == "lattice").to_numpy()
+        assert (disk[t["label"].isin(["lattice", "vacancy"]).to_numpy()] / np.median(disk[lat])).min() > \
+            2 * VACUUM_SHARE
+        assert not vacuum_rows(t, sim.image, PX, lattice).any()
+        img = sim.image.astype(np.float64).copy()
+        img[80:180, 80:180] = rng.poisson(0.05 * np.median(img), (100, 100))
+        with pytest.warns(StemflowWarning, match="no lattice"):
+            out = identify(t, PX, lattice, image=img, classes=False)
+        r = VACUUM_RADIUS * LATTICES[lattice]["bond"] / PX + 2          # the disk lies in the hole
+        deep = (t.y.between(80 + r, 180 - r) & t.x.between(80 + r, 180 - r)).to_numpy()
+        assert deep.sum() >= 4
+        near = (t.y.between(60, 200) & t.x.between(60, 200)).to_numpy()
+        unknown = (out["label"].astype(str) == "unknown").to_numpy()
+        assert unknown[deep].all() and not unknown[~near].any(), (dose, unknown[deep].mean())
+        assert out.attrs["vacuum_rows"] == int(unknown.sum())
+
+
 def test_the_chalcogen_veto_starts_lower_in_a_noisy_frame():
     """A chalcogen 'vacancy' at occupancy 0.70 (below the even-odds 0.75) is an intact pair in a
     frame whose intact pairs spread by 0.14 (Bayes boundary 0.75 − 0.14² ln 5 / 0.5 = 0.687), and a

@@ -27,9 +27,10 @@ from .occupancy import column_occupancy
 from .prior import lattice_prior
 from .rings import find_rings
 from .sites import assign_sites, empty_sites, fit_lattice, site_cells, site_id
+from .vacuum import vacuum_rows
 
 __all__ = ["identify", "lattice_scale", "check_dopants", "dopant_geometry", "assign_sites", "empty_sites", "fit_lattice", "site_id", "site_cells",
            "assign_elements", "guess_element", "measure_intensity", "column_occupancy", "find_bonds", "coordination",
            "find_rings", "find_defects", "defect_table", "ring_defect_name", "classify_defects",
            "defect_descriptors", "cluster_descriptors", "defect_patches", "class_mean_patches",
-           "lattice_prior", "BOND_CUTOFFS", "ELEMENT_MAPS"]
+           "lattice_prior", "vacuum_rows", "BOND_CUTOFFS", "ELEMENT_MAPS"]

@@ -28,6 +28,7 @@ from .dopants import CHECKS, check_dopants
 from .elements import assign_elements, measure_intensity
 from .occupancy import column_occupancy
 from .sites import assign_sites
+from .vacuum import VACUUM_SHARE, vacuum_rows
 
 __all__ = ["identify", "lattice_scale", "EDGE_NM", "SCALE_TOLERANCE"]
 
@@ -157,6 +158,10 @@ def identify(atoms: pd.DataFrame, pixel_size: float | None = None, lattice: str 
         and at most :data:`stemflow.spacing.PIXEL_SIZE_TOLERANCE` longer or shorter than the
         lattice's at the given pixel size: the chemistry then measures with the lattice's own
         ruler (``pixel_size / scale``), and the message gives that pixel size.
+    StemflowWarning
+        Some ``lattice`` or ``vacancy`` rows sit where the image shows no lattice
+        (:func:`~stemflow.chem.vacuum_rows`: a hole in the sheet): they are labelled ``unknown``
+        and counted in ``attrs["vacuum_rows"]``.
 
     Raises
     ------
@@ -198,6 +203,16 @@ def identify(atoms: pd.DataFrame, pixel_size: float | None = None, lattice: str 
                       f"nm/px: bonds and sites are measured at {pixel_size:.5g} nm/px, the lattice's own ruler; "
                       "if that is the true sampling, pass it as pixel_size so that the finder sees the right scale "
                       "too", StemflowWarning, stacklevel=2)
+    on_vacuum = vacuum_rows(out, image, pixel_size, lattice) if image is not None else np.zeros(len(out), bool)
+    if on_vacuum.any():
+        labels = out["label"].astype(str).to_numpy()
+        labels[on_vacuum] = "unknown"
+        cats = list(out["label"].cat.categories) if isinstance(out["label"].dtype, pd.CategoricalDtype) else None
+        out["label"] = pd.Categorical(labels, categories=None if cats is None else cats + ["unknown"] * (
+            "unknown" not in cats))
+        warnings.warn(f"{int(on_vacuum.sum())} lattice/vacancy row(s) sit where the image shows no lattice (vacuum: "
+                      f"a disk of two bonds reads under {VACUUM_SHARE:.0%} of the lattice's): labelled unknown",
+                      StemflowWarning, stacklevel=2)
     has_int = "intensity" in out.columns and np.isfinite(out["intensity"].to_numpy(np.float64)).any()
     if image is not None and not has_int:
         out["intensity"] = measure_intensity(out, image, 0.25 * LATTICES[lattice]["bond"] / pixel_size)
@@ -237,6 +252,7 @@ def identify(atoms: pd.DataFrame, pixel_size: float | None = None, lattice: str 
         out.loc[cut.to_numpy(), "coordination"] = np.int8(-1)
     out = with_attrs(out, atoms, given, lattice)
     out.attrs["chem_pixel_size"] = pixel_size
+    out.attrs["vacuum_rows"] = int(on_vacuum.sum())
     if info is not None:
         out.attrs["classes"] = info
     return out
