@@ -194,7 +194,9 @@ def identify(atoms: pd.DataFrame, pixel_size: float | None = None, lattice: str 
             out[c] = pd.Series(dtype=_DTYPES[c] if _DTYPES[c] != "category" else "str")
             if _DTYPES[c] == "category":
                 out[c] = out[c].astype(pd.CategoricalDtype([""]))
-        return with_attrs(out, atoms, pixel_size, lattice)
+        out = with_attrs(out, atoms, pixel_size, lattice)
+        out.attrs.update(chem_pixel_size=pixel_size, vacuum_rows=0)
+        return out
     given = pixel_size
     scale = lattice_scale(atoms, pixel_size, lattice)
     if np.isfinite(scale) and SCALE_TOLERANCE < abs(scale - 1) <= PIXEL_SIZE_TOLERANCE:
@@ -207,12 +209,14 @@ def identify(atoms: pd.DataFrame, pixel_size: float | None = None, lattice: str 
     if on_vacuum.any():
         labels = out["label"].astype(str).to_numpy()
         labels[on_vacuum] = "unknown"
-        cats = list(out["label"].cat.categories) if isinstance(out["label"].dtype, pd.CategoricalDtype) else None
-        out["label"] = pd.Categorical(labels, categories=None if cats is None else cats + ["unknown"] * (
-            "unknown" not in cats))
+        if isinstance(out["label"].dtype, pd.CategoricalDtype):
+            cats = list(out["label"].cat.categories)
+            out["label"] = pd.Categorical(labels, categories=cats + ["unknown"] * ("unknown" not in cats))
+        else:
+            out["label"] = labels
         warnings.warn(f"{int(on_vacuum.sum())} lattice/vacancy row(s) sit where the image shows no lattice (vacuum: "
-                      f"a disk of two bonds reads under {VACUUM_SHARE:.0%} of the lattice's): labelled unknown",
-                      StemflowWarning, stacklevel=2)
+                      f"the mean over a square four bonds wide is under {VACUUM_SHARE:.0%} of the lattice's): "
+                      "labelled unknown", StemflowWarning, stacklevel=2)
     has_int = "intensity" in out.columns and np.isfinite(out["intensity"].to_numpy(np.float64)).any()
     if image is not None and not has_int:
         out["intensity"] = measure_intensity(out, image, 0.25 * LATTICES[lattice]["bond"] / pixel_size)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-
 from scipy import ndimage
 
 from ..tables import LATTICES
@@ -31,7 +30,7 @@ VACUUM_RADIUS = 2.0
 #: without holes read at least 0.75 from 3000 to 10⁵ e⁻/Å²; rows deep in a hole of vacuum (5 % of
 #: the lattice's mean) far less (``tests/test_chem.py``).
 VACUUM_SHARE = 0.35
-#: ... and more than this many robust SDs (of the ``lattice`` rows' disk means) below the median.
+#: ... and more than this many robust SDs (of the ``lattice`` rows' means) below the median.
 VACUUM_Z = -4.0
 
 
@@ -54,8 +53,8 @@ def vacuum_rows(atoms: pd.DataFrame, image, pixel_size: float | None = None, lat
     ndarray of bool
         One per row: True for a ``lattice`` or ``vacancy`` row whose mean over a square of side
         twice :data:`VACUUM_RADIUS` around it is under :data:`VACUUM_SHARE` of its frame's median
-        over the ``lattice`` rows and more than :data:`VACUUM_Z` robust SDs below it. All False for lattices without a bond (amorphous)
-        or frames with fewer than 20 ``lattice`` rows.
+        over the ``lattice`` rows and more than :data:`VACUUM_Z` robust SDs below it. All False
+        for lattices without a bond (amorphous) or frames with fewer than 20 ``lattice`` rows.
 
     Examples
     --------
@@ -78,24 +77,19 @@ def vacuum_rows(atoms: pd.DataFrame, image, pixel_size: float | None = None, lat
     labels = labels_of(atoms)
     pos = atoms[["y", "x"]].to_numpy(np.float64)
     side = 2 * int(round(VACUUM_RADIUS * bond / pixel_size)) + 1
-    disk = np.full(len(atoms), np.nan)
     for fr, rows in frame_groups(atoms):
         img = np.asarray(image_of_frame(image, fr), np.float64)
-        # the mean over a square as wide as the disk: one pass per frame, whatever the rows
-        mean = ndimage.uniform_filter(img, size=side, mode="nearest")
+        square = ndimage.uniform_filter(img, size=side, mode="nearest")      # one pass per frame
         yi = np.clip(np.rint(pos[rows, 0]).astype(np.int64), 0, img.shape[0] - 1)
         xi = np.clip(np.rint(pos[rows, 1]).astype(np.int64), 0, img.shape[1] - 1)
-        disk[rows] = mean[yi, xi]
-    for _, rows in frame_groups(atoms):
-        ref = disk[rows][labels[rows] == "lattice"]
-        ref = ref[np.isfinite(ref)]
+        m = square[yi, xi]
+        ref = m[(labels[rows] == "lattice") & np.isfinite(m)]
         if len(ref) < 20:
             continue
         med = float(np.median(ref))
         sd = 1.4826 * float(np.median(np.abs(ref - med)))
         if not (med > 0 and sd > 0):
             continue
-        m = disk[rows]
         out[rows] = (np.isin(labels[rows], ["lattice", "vacancy"]) & (m < VACUUM_SHARE * med)
                      & ((m - med) / sd < VACUUM_Z))
     return out
