@@ -74,8 +74,8 @@ def main() -> int:
              f"at {PX * 1000:g} pm/px with a 1.2 nm square hole of vacuum (5 % of the frame's median) in the middle, "
              f"{len(SEEDS)} seeds per lattice and dose, `find_atoms` with its defaults: with the vacuum check "
              "(`stemflow.chem.vacuum_rows`, the default) and without it. Sums over the seeds: rows inside the hole "
-             "by label, defect complexes in or within 2 bonds of the hole (every one spurious: the simulated "
-             "defects sit farther away), and rows labelled `unknown` elsewhere on the sheet (by either check of the "
+             "by label, defect complexes in or within 2 bonds of the hole (the rim's cut columns and the network's "
+             "rows over vacuum; no simulated defect), and rows labelled `unknown` elsewhere on the sheet (by either check of the "
              "chemistry: the dopant check labels some `unknown` too).", "",
              "| lattice | dose (e⁻/Å²) | vacuum check | lattice rows in the hole | vacancy rows in the hole | "
              "unknown rows in the hole | complexes at the hole | unknown rows on the sheet |",
