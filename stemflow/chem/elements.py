@@ -23,6 +23,7 @@ import warnings
 import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
+from scipy.stats import median_abs_deviation
 
 from ..errors import InputError, StemflowWarning
 from ..tables import ATOMIC_NUMBER, LATTICES
@@ -218,7 +219,7 @@ def _intact_cut(out, occ, labels, chal_site, intact: float) -> np.ndarray:
         ref = occ[rows][(labels[rows] == "lattice") & chal_site[rows]]
         ref = ref[np.isfinite(ref)]
         if len(ref) >= MIN_NOISE_REFS:
-            sd = 1.4826 * float(np.median(np.abs(ref - np.median(ref))))
+            sd = float(median_abs_deviation(ref, scale="normal"))
             cut[rows] = intact - sd**2 * np.log(INTACT_PRIOR_ODDS) / 0.5
     return cut
 

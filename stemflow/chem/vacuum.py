@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from scipy import ndimage
+from scipy.stats import median_abs_deviation
 
 from ..tables import LATTICES
 from ._common import frame_groups, labels_of, resolve
@@ -87,7 +88,7 @@ def vacuum_rows(atoms: pd.DataFrame, image, pixel_size: float | None = None, lat
         if len(ref) < 20:
             continue
         med = float(np.median(ref))
-        sd = 1.4826 * float(np.median(np.abs(ref - med)))
+        sd = float(median_abs_deviation(ref, scale="normal"))
         if not (med > 0 and sd > 0):
             continue
         out[rows] = (np.isin(labels[rows], ["lattice", "vacancy"]) & (m < VACUUM_SHARE * med)
