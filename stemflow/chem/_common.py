@@ -69,6 +69,14 @@ def labels_of(atoms: pd.DataFrame) -> np.ndarray:
     return atoms["label"].astype(str).to_numpy()
 
 
+def label_categories(atoms: pd.DataFrame, labels) -> list:
+    """Categories for a new ``label`` column: those of ``atoms["label"]`` (when categorical), then
+    any new label of ``labels``, sorted."""
+    cats = [str(c) for c in atoms["label"].cat.categories] if isinstance(atoms["label"].dtype,
+                                                                           pd.CategoricalDtype) else []
+    return cats + sorted(set(np.asarray(labels).astype(str).tolist()) - set(cats))
+
+
 def frame_groups(atoms: pd.DataFrame):
     """(frame value, integer row positions) for each frame; one group (frame None) without ``frame``."""
     if len(atoms) == 0:

@@ -45,7 +45,7 @@ from scipy.spatial import cKDTree
 
 from ..noise import DIM_COUNTS, counts_per_nm2
 from ..tables import LATTICES
-from ._common import bond_cutoffs, frame_groups, labels_of, resolve, with_attrs
+from ._common import bond_cutoffs, frame_groups, label_categories, labels_of, resolve, with_attrs
 from .sites import NEIGHBOUR_CELLS, BASIS, LatticeFit, fit_frame, site_id
 
 __all__ = ["check_dopants", "dopant_geometry", "DopantGeometry", "CHECKS", "OFF_LATTICE", "ON_SHELL",
@@ -667,14 +667,6 @@ def check_dopants(atoms: pd.DataFrame, image, pixel_size: float | None = None, l
                 if why != "dopant":
                     on_site = geo.kind[k] == "site"
                     labels[rows[r]] = "lattice" if (why == "dim" and on_site) else "unknown"
-    out["label"] = pd.Categorical(labels.astype(str), categories=_label_categories(atoms, labels))
+    out["label"] = pd.Categorical(labels.astype(str), categories=label_categories(atoms, labels))
     out["dopant_check"] = pd.Categorical(verdict.astype(str), categories=CHECKS)
     return with_attrs(out, atoms, pixel_size, lattice)
-
-
-def _label_categories(atoms, labels) -> list:
-    if isinstance(atoms["label"].dtype, pd.CategoricalDtype):
-        cats = [str(c) for c in atoms["label"].cat.categories]
-    else:
-        cats = []
-    return cats + sorted(set(labels.astype(str).tolist()) - set(cats))

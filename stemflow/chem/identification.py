@@ -20,7 +20,7 @@ from scipy.spatial import cKDTree
 from ..errors import StemflowWarning
 from ..spacing import PIXEL_SIZE_TOLERANCE
 from ..tables import IDENTIFIED, LATTICES
-from ._common import frame_groups, resolve, with_attrs
+from ._common import frame_groups, label_categories, resolve, with_attrs
 from .bonds import coordination
 from .classes import classify_defects
 from .defects import analyse_defects
@@ -209,11 +209,7 @@ def identify(atoms: pd.DataFrame, pixel_size: float | None = None, lattice: str 
     if on_vacuum.any():
         labels = out["label"].astype(str).to_numpy()
         labels[on_vacuum] = "unknown"
-        if isinstance(out["label"].dtype, pd.CategoricalDtype):
-            cats = list(out["label"].cat.categories)
-            out["label"] = pd.Categorical(labels, categories=cats + ["unknown"] * ("unknown" not in cats))
-        else:
-            out["label"] = labels
+        out["label"] = pd.Categorical(labels, categories=label_categories(out, labels))
         warnings.warn(f"{int(on_vacuum.sum())} lattice/vacancy row(s) sit where the image shows no lattice (vacuum: "
                       f"the mean over a square four bonds wide is under {VACUUM_SHARE:.0%} of the lattice's): "
                       "labelled unknown", StemflowWarning, stacklevel=2)
