@@ -105,7 +105,8 @@ def vacuum_rows(atoms: pd.DataFrame, image, pixel_size: float | None = None, lat
         # the same per pixel, where the square lies wholly inside the frame (a frame's edge can read dark)
         core = (square < VACUUM_SHARE * med) & ((square - med) / sd < VACUUM_Z)
         h = side // 2
-        core[:h], core[-h:], core[:, :h], core[:, -h:] = False, False, False, False
+        if h:
+            core[:h], core[-h:], core[:, :h], core[:, -h:] = False, False, False, False
         if core.any():
             reach = ndimage.distance_transform_edt(~core)[yi, xi]
             colmap = ndimage.uniform_filter(img, size=col, mode="nearest")
