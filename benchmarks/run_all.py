@@ -20,7 +20,7 @@ HERE = Path(__file__).parent
 #: In order: cheap first, then the ones that reuse what earlier ones cached.
 BENCHMARKS = ["bench_simulate", "heavy_atom_separability", "heavy_atom_prob", "real_data", "pixel_size_error", "transfer", "bench_inference",
               "localisation", "lattice_prior",
-              "chem_accuracy", "dopant_gate", "vacuum_holes", "bench_track", "lowdose_movies", "registration", "bench_parallel", "bench_virtual"]
+              "chem_accuracy", "occupancy_background", "dopant_gate", "vacuum_holes", "bench_track", "lowdose_movies", "registration", "bench_parallel", "bench_virtual"]
 
 
 def main(names) -> int:

@@ -273,7 +273,7 @@ def analyse_defects(atoms, pixel_size, lattice, cutoffs=None, element_map=None, 
                     occ = np.full(len(ep), np.nan)
                     if image is not None and len(ep):
                         occ = frame_occupancy(fit, image_of_frame(image, fr), lp, lsub, ep, es, ll == "lattice",
-                                              OCCUPANCY_RADIUS * bond_px)
+                                              OCCUPANCY_RADIUS * bond_px, plane=is_mx2(lattice))
                     ek, ec = _empty_nodes(lattice, emap, occ, es)
                     for p, s_, k_, c_ in zip(ep, es, ek, ec):
                         if k_:
