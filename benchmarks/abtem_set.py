@@ -33,7 +33,10 @@ Physics (all in the ``meta`` of each frame and in the results): 60 kV for graphe
 WS2/MoS2; aberration-free probe, semi-angle 30 mrad; HAADF annular detector 80–200 mrad
 (potential sampled finely enough that abTEM's antialiased cut-off exceeds 200 mrad); Lobato
 potentials, infinite projection; frozen phonons (isotropic Gaussian displacements, σ per element
-below); scan at the probe's Nyquist step λ/(4α). The image is the fraction of the probe current
+below; 3 configurations for graphene and 2 for Pt on carbon, single-atom columns, but 24 for
+WS2/MoS2, whose two-atom S2 columns keep about 10 % of scatter from column to column with 2
+configurations, 4 % with 24, where a real image, averaged over the dwell time, keeps none:
+``benchmarks/abtem_phonons.py``); scan at the probe's Nyquist step λ/(4α). The image is the fraction of the probe current
 reaching the detector; it is Fourier-interpolated (exact for the band-limited, periodic image)
 to the pixel size below, blurred by a Gaussian effective source (FWHM below), and turned into
 counts by Poisson noise with mean = fraction × dose (e⁻/Å²) × pixel area (Å²).
@@ -95,7 +98,7 @@ FRAMES = {
                               ("V1", (0.70, 0.72))],
                              [("V1", (0.22, 0.25)), ("Si1C4", (0.70, 0.28)), ("Si1C3", (0.45, 0.72))]]),
     "ws2": dict(energy=80e3, sampling=0.068, slice=2.05, a=3.18, thickness=3.14, repeat=(6, 4),
-                configs=2, host=("W", "S"), dopant="Mo",
+                configs=24, host=("W", "S"), dopant="Mo",
                 frames=[[("D_M", (0.20, 0.22)), ("V_X", (0.70, 0.22)), ("V_X2", (0.22, 0.72)),
                          ("V_M", (0.72, 0.72))],
                         [("V_M", (0.20, 0.22)), ("D_M", (0.70, 0.22)), ("V_X", (0.22, 0.72)),
@@ -105,7 +108,7 @@ FRAMES = {
                         [("V_X2", (0.22, 0.25)), ("V_M", (0.70, 0.22)), ("V_X", (0.22, 0.72)),
                          ("D_M", (0.72, 0.70))]]),
     "mos2": dict(energy=80e3, sampling=0.068, slice=2.05, a=3.16, thickness=3.17, repeat=(6, 4),
-                 configs=2, host=("Mo", "S"), dopant=None,
+                 configs=24, host=("Mo", "S"), dopant=None,
                  frames=[[("V_X", (0.20, 0.22)), ("V_X2", (0.70, 0.22)), ("V_X", (0.22, 0.72)),
                           ("V_X2", (0.72, 0.72))],
                          [("V_X2", (0.20, 0.22)), ("V_X", (0.70, 0.22)), ("V_X2", (0.22, 0.72)),
@@ -261,18 +264,25 @@ def _fourier_resample(img_yx: np.ndarray, L_yx, p_A: float, n_out, source_sigma_
     return np.real(ey @ c @ ex.T)
 
 
-def generate(lattices=None, seed=0, force: bool = False) -> dict:
+def generate(lattices=None, seed=0, force: bool = False, *, cache: Path = CACHE, configs: int | None = None,
+             frames: int | None = None) -> dict:
+    """Simulate the frames of ``lattices`` (default all) into ``cache``: one ``{lattice}_{i:02d}.npz``
+    each. ``configs`` replaces the lattice's number of frozen-phonon configurations; ``frames``
+    keeps only the first ``frames`` frames of each lattice (``benchmarks/abtem_phonons.py``)."""
     import abtem
 
     abtem.config.set({"device": "cpu", "progress_bar": False})
-    CACHE.mkdir(parents=True, exist_ok=True)
-    tfile = CACHE / "timing.json"
+    cache = Path(cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    tfile = cache / "timing.json"
     timing = json.loads(tfile.read_text())["frames"] if tfile.exists() else {}
     s = SETTINGS
     for lattice in lattices or FRAMES:
-        cfg = FRAMES[lattice]
-        for i, defects in enumerate(cfg["frames"]):
-            if (CACHE / f"{lattice}_{i:02d}.npz").exists() and not force:
+        cfg = dict(FRAMES[lattice])
+        if configs is not None:
+            cfg["configs"] = int(configs)
+        for i, defects in enumerate(cfg["frames"][:frames]):
+            if (cache / f"{lattice}_{i:02d}.npz").exists() and not force:
                 continue          # cached: delete the file (or pass force) to make it again
             rng = np.random.default_rng([seed, i, sum(map(ord, lattice))])
             t0 = time.perf_counter()
@@ -317,7 +327,7 @@ def generate(lattices=None, seed=0, force: bool = False) -> dict:
                         potential_gpts=list(map(int, pot.gpts)), cutoff_mrad=float(cutoff),
                         mean_fraction=float(img_yx.mean()), max_fraction=float(img_yx.max()),
                         seconds=seconds, abtem=abtem.__version__, **{**s, "phonon_sigma_A": sig})
-            np.savez_compressed(CACHE / f"{lattice}_{i:02d}.npz", image=counts, signal=signal.astype(np.float32),
+            np.savez_compressed(cache / f"{lattice}_{i:02d}.npz", image=counts, signal=signal.astype(np.float32),
                                 pixel_size=np.float64(s["pixel_size_nm"]), y=y[inside], x=x[inside],
                                 scan=img_yx.astype(np.float32), cell_yx_A=np.array([L[1], L[0]]),
                                 truth_cell_yx_A=np.column_stack([ty, tx]), truth_cell_label=tlabel.astype(str),
@@ -435,7 +445,9 @@ def _write_md(out):
         f"Poisson noise at {s['dose_e_per_A2']:.0e} e⁻/Å² (counts = detected fraction × dose × pixel area). "
         f"Each small periodic cell is tiled {s['tiles']}×{s['tiles']} (independent noise) and only the centre tile is "
         "scored. `stemflow.find_atoms(image, pixel_size, lattice)` with its defaults, the bundled network; "
-        "`stemflow.score` with `max_distance` = half the median nearest-neighbour distance of the truth.",
+        "`stemflow.score` with `max_distance` = half the median nearest-neighbour distance of the truth. "
+        "`phonons`: frozen-phonon configurations averaged; the two-atom S2 columns of WS2 and MoS2 need many more "
+        "than single-atom columns before columns alike read alike ([abtem_phonons.md](abtem_phonons.md)).",
         "",
         "Truth convention (as `stemflow.simulate.structure`): graphene Si1C3 = one `dopant`; Si1C4 = one `dopant` at "
         "the midpoint of the divacancy (the second site emits no row); V1 = `vacancy` at the emptied site. MX2: Mo on W "
