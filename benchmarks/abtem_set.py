@@ -26,7 +26,7 @@ Without a flag: both, the generation only when the cache is missing (needs abtem
 Commands::
 
     python3 -m venv /tmp/abtemvenv && /tmp/abtemvenv/bin/pip install abtem ase
-    /tmp/abtemvenv/bin/python benchmarks/abtem_set.py --generate     # about 10 min, 2 CPU cores
+    /tmp/abtemvenv/bin/python benchmarks/abtem_set.py --generate     # about 50 min, 2 CPU cores (WS2, MoS2: 5-6 min a frame)
     .venv/bin/python benchmarks/abtem_set.py --score
 
 Physics (all in the ``meta`` of each frame and in the results): 60 kV for graphene, 80 kV for
