@@ -211,8 +211,8 @@ def identify(atoms: pd.DataFrame, pixel_size: float | None = None, lattice: str 
         labels[on_vacuum] = "unknown"
         out["label"] = pd.Categorical(labels, categories=label_categories(out, labels))
         warnings.warn(f"{int(on_vacuum.sum())} lattice/vacancy row(s) sit where the image shows no lattice (vacuum: "
-                      f"the mean over a square four bonds wide is under {VACUUM_SHARE:.0%} of the lattice's): "
-                      "labelled unknown", StemflowWarning, stacklevel=2)
+                      f"the mean over a square four bonds wide is under {VACUUM_SHARE:.0%} of the lattice's), or "
+                      "are empty sites at its edge: labelled unknown", StemflowWarning, stacklevel=2)
     has_int = "intensity" in out.columns and np.isfinite(out["intensity"].to_numpy(np.float64)).any()
     if image is not None and not has_int:
         out["intensity"] = measure_intensity(out, image, 0.25 * LATTICES[lattice]["bond"] / pixel_size)
