@@ -105,10 +105,9 @@ def _local_plane(tree_pos: np.ndarray, values: np.ndarray, at: np.ndarray, k: in
     (1.5 robust SDs), so that one contaminated point does not tilt it. Where fewer than
     :data:`_PLANE_MIN` points lie within reach, or they lie on a line, the median of the nearest
     :data:`_HOLLOW_K` (:func:`_local_median`)."""
-    out = _local_median(tree_pos, values, at, _HOLLOW_K, reach)
     ok = np.isfinite(values)
     if ok.sum() < _PLANE_MIN or len(at) == 0:
-        return out
+        return _local_median(tree_pos, values, at, _HOLLOW_K, reach)
     tp, tv = tree_pos[ok], values[ok]
     k = min(k, len(tp))
     d, idx = cKDTree(tp).query(at, k=k, distance_upper_bound=reach)
@@ -126,14 +125,16 @@ def _local_plane(tree_pos: np.ndarray, values: np.ndarray, at: np.ndarray, k: in
         atv = np.einsum("mki,mk,mk->mi", A, w, v)
         solved &= np.abs(np.linalg.det(ata)) > 1e-9 * np.maximum(np.einsum("mii->m", ata), 1.0) ** 3
         if not solved.any():
-            return out
+            return _local_median(tree_pos, values, at, _HOLLOW_K, reach)
         coef[solved] = np.linalg.solve(ata[solved], atv[solved][..., None])[..., 0]
         r = np.where(have, v - np.einsum("mki,mi->mk", A, coef), np.nan)
         scale = 1.4826 * np.nanmedian(np.abs(r[solved]), axis=1)
         lim = np.full(len(at), np.inf)
         lim[solved] = 1.5 * np.maximum(scale, 1e-12)
         w = np.where(have, np.minimum(1.0, lim[:, None] / np.maximum(np.abs(np.nan_to_num(r)), 1e-300)), 0.0)
-    out[solved] = coef[solved, 0]
+    out = coef[:, 0].copy()
+    if not solved.all():          # too few hollow sites, or on a line: their median
+        out[~solved] = _local_median(tree_pos, values, at[~solved], _HOLLOW_K, reach)
     return out
 
 
