@@ -50,22 +50,75 @@ SEEDS = (821, 822, 823, 824, 825, 826)   # 801-803 and 811-816 were looked at wh
 DEV_SEEDS = tuple(range(901, 913))       # what find_atoms_movie and its tracking are tuned on
 
 
-def hops_within(ev, truth_ev, traj, truth_atoms, tol_px, frames=1):
-    """(found, true, matched) hops, one-to-one, same true particle, |Δframe| <= ``frames``."""
+def matched_hops(ev, truth_ev, traj, truth_atoms, tol_px, frames=1):
+    """(found hops, whether each true hop is matched): one-to-one, same true particle,
+    |Δframe| <= ``frames``; the true hops in the order of ``truth_ev``'s hop rows."""
     pm = particle_map(traj, truth_atoms, tol_px)
     major = pm.groupby("particle")["majority"].first()
     e = ev[ev.kind.astype(str) == "hop"]
     t = truth_ev[truth_ev.kind.astype(str) == "hop"]
     free = {}
-    for p, f in zip(t.particle.astype(int), t.frame.astype(int)):
-        free.setdefault(p, []).append(f)
-    tp = 0
+    for i, (p, f) in enumerate(zip(t.particle.astype(int), t.frame.astype(int))):
+        free.setdefault(p, []).append((f, i))
+    hit = np.zeros(len(t), bool)
     for p, f in sorted(zip(e.particle.map(major).fillna(-1).astype(int), e.frame.astype(int)), key=lambda v: v[1]):
-        cands = [g for g in free.get(p, []) if abs(g - f) <= frames]
+        cands = [c for c in free.get(p, []) if abs(c[0] - f) <= frames]
         if cands:
-            free[p].remove(min(cands, key=lambda g: abs(g - f)))
-            tp += 1
-    return len(e), len(t), tp
+            best = min(cands, key=lambda c: abs(c[0] - f))
+            free[p].remove(best)
+            hit[best[1]] = True
+    return len(e), hit
+
+
+def hops_within(ev, truth_ev, traj, truth_atoms, tol_px, frames=1):
+    """(found, true, matched) hops, one-to-one, same true particle, |Δframe| <= ``frames``."""
+    n_found, hit = matched_hops(ev, truth_ev, traj, truth_atoms, tol_px, frames)
+    return n_found, len(hit), int(hit.sum())
+
+
+def hop_stays(mov):
+    """Frames of the shorter of the two stays each true hop joins (the frames the Si holds its site
+    before and after it; a stay cut by the movie's start or end counts the frames seen), in the
+    order of ``mov.events``' hop rows. A 3 <-> 4-fold change keeps the site, so it ends no stay."""
+    si = mov.atoms[mov.atoms.label == "dopant"]
+    site_of = {int(p): g.set_index("frame")["site"] for p, g in si.groupby("particle")}
+    t = mov.events[mov.events.kind.astype(str) == "hop"]
+    out = []
+    for p, f in zip(t.particle.astype(int), t.frame.astype(int)):
+        s = site_of[p]
+        a = f - 1
+        while a - 1 in s.index and s[a - 1] == s[f - 1]:
+            a -= 1
+        b = f
+        while b + 1 in s.index and s[b + 1] == s[f]:
+            b += 1
+        out.append(min(f - a, b - f + 1))
+    return np.array(out, np.int64)
+
+
+def amplitude_noise(atoms, mov, seed, dose, probe_fwhm=0.11):
+    """The host columns' amplitude noise as ``find_atoms_movie`` measured it (``attrs['levels']``,
+    counts at the column's peak), the floor white pixel noise sets for one Gaussian column fitted
+    alone at a true C site (the simulator's read noise plus the shot noise of frame 0's noise-free
+    counts, over the fit's footprint; median over the sites), and the per-frame separation of a Si
+    from a C column, (dopant - host) / sd_host."""
+    lv = atoms.attrs["levels"][0]
+    clean = simulate_movie("graphene", 1, SIZE, drift=(0.0, 0.0), drift_jitter=JITTER, seed=seed, pixel_size=PX,
+                           dose=dose, defects=DEFECTS, rates=RATES, noise=False)
+    var = mov.imaging.read_noise**2 + np.maximum(clean.images()[0], 0.0)
+    sig = probe_fwhm / PX / 2.3548
+    r = int(np.ceil(3 * sig))
+    dy, dx = np.mgrid[-r:r + 2, -r:r + 2]
+    t = clean.atoms[clean.atoms.label == "lattice"][["y", "x"]].to_numpy()
+    t = t[((t > r + 1) & (t < SIZE - r - 2)).all(axis=1)]
+    floors = []
+    for y, x in t:
+        iy, ix = int(y) + dy, int(x) + dx
+        g = np.exp(-((iy - y) ** 2 + (ix - x) ** 2) / (2 * sig**2))
+        g = np.where(g > np.exp(-4.5), g, 0.0)
+        floors.append((g**2 * var[iy, ix]).sum() / (g**2).sum() ** 2)
+    return dict(amp_sd_host=lv["sd_host"], amp_sd_floor=float(np.sqrt(np.median(floors))),
+                dprime=(lv["dopant"] - lv["host"]) / lv["sd_host"])
 
 
 def detection_quality(atoms, mov):
@@ -136,6 +189,9 @@ def run_movie(seed, dose):
     movie_atoms = stemflow.find_atoms_movie(images, pixel_size=PX)
     t_movie = time.perf_counter() - t0
     row.update({f"movie_{k}": v for k, v in detection_quality(movie_atoms, mov).items()}, movie_s=t_movie)
+    row.update(amplitude_noise(movie_atoms, mov, seed, dose))
+    stays = hop_stays(mov)
+    row.update({f"hops_stay{k}": int(np.sum(stay_class(stays) == k)) for k in (1, 2, 3)})
     oracle_atoms = oracle_movie_atoms(mov, images)
     check = low_dose_check(images, pixel_size=PX)     # what run / find / .stem.track choose by default
     row.update(single_share=check["single_share"], summed_share=check["summed_share"], mismatch=check["mismatch"],
@@ -153,6 +209,9 @@ def run_movie(seed, dose):
         f1, t1, tp1 = hops_within(r.events, mov.events, r.trajectories, mov.atoms, tol, frames=1)
         row.update({f"{name}_found": int(s["found"]), f"{name}_tp": int(s["tp"]),
                     f"{name}_tp_pm1": tp1, f"{name}_track_s": secs})
+        if name in ("movie", "oracle"):
+            hit = matched_hops(r.events, mov.events, r.trajectories, mov.atoms, tol, frames=0)[1]
+            row.update({f"{name}_tp_stay{k}": int(np.sum(hit & (stay_class(stays) == k))) for k in (1, 2, 3)})
         if name not in ("before", "oracle", "smoothed"):
             row[f"{name}_drift_rms_px"] = drift_error(r.drift, mov.drift)
         if name == "after":
@@ -166,6 +225,11 @@ def run_movie(seed, dose):
 
 
 WAYS = ("before", "after", "movie", "oracle", "default", "smoothed")
+
+
+def stay_class(stays):
+    """1, 2 or 3 (three frames or more) of :func:`hop_stays`' lengths."""
+    return np.minimum(stays, 3)
 
 #: Movies unlike the benchmark's own, at 1000 e⁻/Å²: other probes, samplings, drift, nuisances.
 NUISANCES = {
@@ -252,7 +316,14 @@ def summarise(df):
            "lattice_median_error_px", "drift_rms_px", "movie_si_recall", "movie_si_precision",
            "movie_lattice_median_error_px", "movie_drift_rms_px", "find_s", "movie_s",
            "single_share", "summed_share", "mismatch", "counts_per_nm2"]].mean()
-    return out.reset_index(), q.reset_index()
+    st = g[[f"{w}_{k}" for w in ("hops", "movie_tp", "oracle_tp") for k in ("stay1", "stay2", "stay3")]].sum()
+    for k, name in ((1, "1 frame"), (2, "2 frames"), (3, "≥ 3 frames")):
+        st[f"hops, {name}"] = st[f"hops_stay{k}"]
+        st[f"movie R, {name}"] = st[f"movie_tp_stay{k}"] / st[f"hops_stay{k}"].clip(lower=1)
+        st[f"oracle R, {name}"] = st[f"oracle_tp_stay{k}"] / st[f"hops_stay{k}"].clip(lower=1)
+    st = st[[c for c in st.columns if "," in c]]
+    noise = g[["amp_sd_host", "amp_sd_floor", "dprime"]].median()
+    return out.reset_index(), q.reset_index(), st.join(noise).reset_index()
 
 
 def fmt(df, floats="{:.3f}"):
@@ -273,11 +344,11 @@ def main(quick=False, dev=False):
     seeds = DEV_SEEDS if dev else SEEDS[:1] if quick else SEEDS
     name = "lowdose_movies_dev" if dev else "lowdose_movies"
     df = pd.DataFrame([run_movie(seed, dose) for dose in DOSES for seed in seeds])
-    hops, quality = summarise(df)
+    hops, quality, stays = summarise(df)
     other = nuisance_rows(seeds) if not dev else pd.DataFrame()
     real = real_stacks() if not dev else pd.DataFrame()
     out = {"movies": df.to_dict("records"), "summary": hops.to_dict("records"),
-           "quality": quality.to_dict("records"), "nuisances": other.to_dict("records"),
+           "quality": quality.to_dict("records"), "stays": stays.to_dict("records"), "nuisances": other.to_dict("records"),
            "real_stacks": real.to_dict("records"),
            "seconds": time.perf_counter() - t_all,
            "settings": dict(frames=FRAMES, size=SIZE, pixel_size_nm=PX, defects=DEFECTS, rates=RATES,
@@ -329,6 +400,20 @@ def main(quick=False, dev=False):
         "`counts_per_nm2`: detected counts per nm² of single frames (`detected_counts`, median of the first 9).",
         "",
         fmt(quality),
+        "",
+        "## Where the hops are lost",
+        "",
+        "True hops by the shorter of the two stays they join (the frames the Si holds its site before and "
+        "after the hop; `hop_stays`), and the share of each found with the frame exact (*movie*: "
+        "`find_atoms_movie`; *oracle*: as above). `amp_sd_host`: the host columns' amplitude noise "
+        "`find_atoms_movie` measures (counts at the column's peak, `attrs['levels']`); `amp_sd_floor`: the "
+        "floor white pixel noise sets for one Gaussian column fitted alone at a true C site (the simulator's "
+        "read noise and the shot noise of the noise-free counts; `amplitude_noise`); `dprime`: (Si level - C level) / "
+        "`amp_sd_host`, how far one frame sets a Si column apart from a C column (medians over the movies). "
+        "A Si that holds a site for one frame is told from noise by that one frame alone; the hidden Markov "
+        "model needs it to outweigh two moves.",
+        "",
+        fmt(stays),
         "",
         *(["## Other microscopes and frames", "",
         f"`find_atoms_movie` and `track` with their defaults at {DOSES[0]:.0f} e⁻/Å² per frame on movies made "

@@ -12,13 +12,13 @@ lattice offers:
    put back from it;
 3. sums of ``2·window + 1`` neighbouring frames (``window`` on each side) carry enough counts for
    the network to see the dopants; where it does, a site is a dopant candidate. Places off the
-   lattice sites where it saw a dopant become candidates too: far from every site with a column of
-   their own in the fit, near sites (such as a Si between two) through their profile (what a
-   column there does to the fit). The places halfway between a dopant's site and its neighbours
-   (where a 4-fold Si sits, however briefly) are added the same way;
-4. every site's amplitude in every single frame is fitted jointly (:mod:`stemflow.occupancy`),
+   lattice sites where it saw a dopant become candidates too, and so do the places halfway
+   between a dopant's site and its neighbours (where a 4-fold Si sits, however briefly);
+4. every candidate's amplitude in every single frame is fitted jointly (:mod:`stemflow.occupancy`),
    and a hidden Markov model over the dopants' placements decides, frame by frame, which sites
-   hold a dopant: one noisy frame cannot make a hop, yet a hop is dated to its own frame.
+   hold a dopant: one noisy frame cannot make a hop, yet a hop is dated to its own frame. A
+   placement is weighed with the overlaps of the fitted columns, so a Si between two sites is
+   told from a Si on either with all the counts that tell them apart.
 
 The result is the atoms table of :func:`find_atoms`, ready for :func:`stemflow.track`.
 
@@ -38,7 +38,7 @@ from scipy.spatial import cKDTree
 
 from .errors import InputError, StemflowWarning, check_positive
 from .noise import DIM_COUNTS, detected_counts, white_noise_sd
-from .occupancy import amplitude_levels, column_amplitudes, occupancy
+from .occupancy import amplitude_levels, column_amplitudes, column_gram, occupancy
 from .registration import register_frames, shift_frames
 
 __all__ = ["find_atoms_movie", "context_frames", "low_dose_check", "low_dose_advice", "frame_mismatch",
@@ -458,9 +458,10 @@ def _segment(frames, *, pixel_size, lattice, model, sigma_px, bond_px, window, m
     spacing = float(np.median(cKDTree(sites).query(sites, k=2)[0][:, 1]))
     d, _ = cKDTree(sites).query(dyx) if len(dyx) else (np.zeros(0), None)
     extra = _extra_sites(dyx[d > 0.3 * spacing], 0.25 * spacing, min_evidence)
-    # dopants off the lattice sites: far from every site they get a column of their own in the fit;
-    # near sites (e.g. a 4-fold Si halfway between two) they are too close for a fit and are judged
-    # by what a column there does to the fit of the sites around it (its profile)
+    # dopants off the lattice sites: far from every site they hold a column of their own most of the
+    # time and are fitted from the start; near sites (e.g. a 4-fold Si halfway between two) they are
+    # places a dopant may take, fitted with the rest once the levels are known (the profile of a
+    # column there says which host columns it displaces)
     far = cKDTree(sites).query(extra)[0] > 0.7 * spacing if len(extra) else np.zeros(0, bool)
     fitted = np.vstack([sites, extra[far]])
     is_host = np.r_[np.ones(len(sites), bool), np.zeros(int(far.sum()), bool)]
@@ -480,23 +481,24 @@ def _segment(frames, *, pixel_size, lattice, model, sigma_px, bond_px, window, m
                                                        reg.shape[1:]).items()}
     cand = np.vstack([fitted, virtual])
     is_host = np.r_[is_host, np.zeros(len(virtual), bool)]
-    amp = np.concatenate([amp, np.full((t_n, len(virtual)), np.nan)], axis=1)
-    seen = np.concatenate([seen, np.zeros((t_n, len(virtual)), bool)], axis=1)
-    for k, (idx, _, _) in profiles.items():
-        seen[:, k] = seen[:, idx].all(axis=1) if len(idx) else False
     d, j = cKDTree(cand).query(dyx) if len(dyx) else (np.zeros(0), np.zeros(0, np.int64))
     near = d < 0.35 * spacing
     obs = (dop["frame"].to_numpy()[near], j[near])
     if levels is not None:
+        # the places between sites join the fit as columns of their own, and the evidence weighs the
+        # fit's overlaps (gram): judged through the sites' amplitudes alone, a Si between two sites
+        # keeps about 0.4 of what sets it apart from a Si on one of them
+        amp, seen = column_amplitudes(reg, valid, cand, sigma_px)
         is_dop, p_dop = occupancy(amp, cand, is_host, obs, levels, spacing, move_rate=move_rate,
-                                  n_frames_evidence=min_evidence, profiles=profiles)
+                                  n_frames_evidence=min_evidence, profiles=profiles,
+                                  gram=column_gram(cand, sigma_px))
     else:                     # too few dopants seen anywhere: every site is host
+        amp = np.concatenate([amp, np.full((t_n, len(virtual)), np.nan)], axis=1)
+        seen = np.concatenate([seen, np.zeros((t_n, len(virtual)), bool)], axis=1)
         is_dop, p_dop = np.zeros(amp.shape, bool), np.zeros(amp.shape)
     displaced = np.zeros(amp.shape, bool)
-    for k, (idx, w, emptied) in profiles.items():
+    for k, (idx, _, emptied) in profiles.items():
         displaced[:, idx[emptied]] |= is_dop[:, k, None]
-        if len(idx):          # the amplitude of a column there: the profile fitted to the sites' amplitudes
-            amp[:, k] = amp[:, idx] @ w / float(w @ w)
     rows = []
     for t in range(t_n):
         keep = seen[t] & ((is_host & ~displaced[t]) | is_dop[t])

@@ -19,14 +19,19 @@ module does the counting; :func:`stemflow.lowdose.find_atoms_movie` feeds it.
    probability ``1 - move_rate`` per frame or moves to a site within 1.2 spacings. Viterbi gives
    the most probable placement in every frame, the forward-backward pass the probability of each
    site being a dopant. One noisy frame cannot make a hop: a jump there and back costs two moves.
-   Places too close to the sites for a fit of their own (a 4-fold Si halfway between two sites)
-   are candidates through their *profile*: what a column there does to the fitted amplitudes of
-   the sites around it, and which host columns it displaces. A move onto such a place is
+   Places between the sites (a 4-fold Si halfway between two) are candidates too; their *profile*
+   says which host columns a dopant there displaces. Given the columns' overlaps (``gram``,
+   :func:`column_gram`), such places are fitted as columns of their own and the evidence for a
+   placement is the log-likelihood ratio of a linear Gaussian model of the joint fit: the
+   amplitude change it makes at every column, weighed with the overlaps. Without them a place is
+   judged by what a column there does to the sites' fitted amplitudes alone, which keeps less
+   than half of what tells a dopant between two sites from one on either (the part of its image
+   the sites' columns do not span is lost). A move onto such a place is
    ``BETWEEN_WEIGHT`` times as likely a priori as a move onto a site, and from one such place a
    dopant moves only onto a site (a 4-fold Si becomes 3-fold before it moves on). The first
-   frame's placements are weighed as moves are (on development movies at 1000 e⁻/Å², equal
-   weights there read a Si's first frame as 4-fold more often than it was: hop recall 0.918
-   against 0.925).
+   frame's placements are weighed as moves are (on development movies at 1000 e⁻/Å², judged by
+   the profiles alone, equal weights there read a Si's first frame as 4-fold more often than it
+   was: hop recall 0.918 against 0.925).
 
 Units: positions and σ in px; amplitudes in the frames' units (counts); ``move_rate`` per frame.
 """
@@ -44,7 +49,7 @@ from scipy.special import logsumexp
 
 from .errors import InputError
 
-__all__ = ["column_amplitudes", "amplitude_levels", "occupancy", "Levels", "MAX_STATES"]
+__all__ = ["column_amplitudes", "column_gram", "amplitude_levels", "occupancy", "Levels", "MAX_STATES"]
 
 #: Prior weight of a move onto a place between lattice sites (``profiles``) against one onto a site:
 #: a 3-fold Si in graphene has three bond-centred (4-fold) places and three sites around it; a
@@ -148,6 +153,50 @@ def column_amplitudes(registered, valid, sites, sigma_px: float) -> tuple[np.nda
     amp = amp_fill[None] + (amp - amp_fill[None]) / np.maximum(share, MIN_INFORMATION)
     amp[~observed] = np.nan
     return amp, observed
+
+
+def column_gram(sites, sigma_px: float) -> sparse.csr_matrix:
+    """Overlaps of the Gaussian columns :func:`column_amplitudes` fits.
+
+    Parameters
+    ----------
+    sites : array-like, (n, 2)
+        Column positions ``(y, x)``, px.
+    sigma_px : float
+        The probe's Gaussian σ, px.
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix, (n, n)
+        Σ over pixels of g_i · g_j on the fit's footprints (3 σ), divided by the median column's
+        Σ g²: about 1 on the diagonal, 0 between columns more than 6 σ apart. Every footprint is
+        taken whole (the frame's edges are not known here).
+
+    Examples
+    --------
+    >>> g = column_gram([[20.0, 20.0], [20.0, 27.0], [20.0, 60.0]], 4.67)
+    >>> g.toarray().round(2).tolist()           # the 2nd column overlaps the 1st: exp(-7² / (4 σ²))
+    [[1.0, 0.57, 0.0], [0.57, 1.0, 0.0], [0.0, 0.0, 1.0]]
+    """
+    sites = np.asarray(sites, np.float64).reshape(-1, 2)
+    n = len(sites)
+    if n == 0:
+        return sparse.csr_matrix((0, 0))
+    r = int(np.ceil(3 * sigma_px))
+    dy, dx = np.mgrid[-r:r + 2, -r:r + 2]
+    base = np.floor(sites).astype(np.int64)
+    yy = base[:, 0, None, None] + dy
+    xx = base[:, 1, None, None] + dx
+    g = np.exp(-((yy - sites[:, 0, None, None]) ** 2 + (xx - sites[:, 1, None, None]) ** 2) / (2 * sigma_px**2))
+    foot = g > np.exp(-4.5)
+    y0, x0 = yy.min(), xx.min()
+    w = int(xx.max() - x0 + 1)
+    pix = ((yy - y0) * w + (xx - x0))[foot]
+    col = np.broadcast_to(np.arange(n)[:, None, None], yy.shape)[foot]
+    _, pix = np.unique(pix, return_inverse=True)
+    gm = sparse.csc_matrix((g[foot], (pix, col)), shape=(int(pix.max()) + 1, n))
+    gram = (gm.T @ gm).tocsr()
+    return gram / float(np.median(gram.diagonal()))
 
 
 class Levels:
@@ -270,7 +319,7 @@ def _hmm(e, moves, move_rate, weight=None):
 
 def occupancy(amp, sites, host_sites, dopant_obs, levels: Levels, spacing_px: float, *,
               move_rate: float = 0.1, n_frames_evidence: int = 2,
-              profiles: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+              profiles: dict | None = None, gram=None) -> tuple[np.ndarray, np.ndarray]:
     """The sites that hold a dopant in each frame, with their probability.
 
     Parameters
@@ -293,11 +342,20 @@ def occupancy(amp, sites, host_sites, dopant_obs, levels: Levels, spacing_px: fl
     n_frames_evidence : int
         A site seeds a group when the evidence saw a dopant there in at least this many frames.
     profiles : dict, optional
-        Candidates that have no amplitude of their own (their ``amp`` column is NaN), such as a
-        dopant's place halfway between two lattice sites, too close to them for a fit: index →
-        ``(sites, weights, emptied)``. A dopant there adds ``levels.dopant · weights`` to the
-        amplitudes of ``sites`` (what the fit gives for a column at that place) and removes the
-        host columns of ``sites[emptied]`` (the columns the dopant displaces).
+        Candidates between lattice sites, such as a dopant's place halfway between two: index →
+        ``(sites, weights, emptied)``. A dopant there removes the host columns of
+        ``sites[emptied]`` (the columns it displaces). Without ``gram`` such a candidate has no
+        amplitude of its own (its ``amp`` column is NaN) and a dopant there adds
+        ``levels.dopant · weights`` to the amplitudes of ``sites`` (what a fit without it gives
+        for a column at that place).
+    gram : sparse or ndarray, (n, n), optional
+        The overlaps of the fitted columns (:func:`column_gram`, 1 on the diagonal), when every
+        candidate, those between sites included, was fitted. The evidence for a placement is then
+        that of a linear Gaussian model of the joint fit: with ``δ`` the amplitude change it makes
+        at each column (a dopant's level in, the host level of displaced columns out) and ``r``
+        the amplitudes less the no-dopant levels, ``(δ·G·r - ½ δ·G·δ) / s²`` per frame, ``s`` the
+        amplitude noise halfway between the host and dopant levels. Columns not observed in a
+        frame give no evidence there.
 
     Returns
     -------
@@ -338,8 +396,33 @@ def occupancy(amp, sites, host_sites, dopant_obs, levels: Levels, spacing_px: fl
     profiles = profiles or {}
     base = np.where(host_sites, levels.host, 0.0)
 
+    if gram is not None:
+        gram = sparse.csr_matrix(gram)
+        if gram.shape != (n, n):
+            raise InputError(f"gram {gram.shape}: expected the overlaps of the {n} candidates, ({n}, {n})")
+        seen_all = np.isfinite(amp)
+        g_resid = np.asarray((gram @ np.where(seen_all, amp - base[None], 0.0).T).T)     # (frame, n)
+        s2 = levels.sd(0.5 * (levels.host + levels.dopant)) ** 2
+
+    def linear(state):
+        """Log-likelihood ratio, per frame, of a placement against no dopant in the group, for a
+        linear Gaussian model of the joint fit (``gram``)."""
+        delta = {}
+        for k in state:
+            delta[int(k)] = levels.dopant - base[k]
+            if k in profiles:
+                idx, _, emptied = profiles[k]
+                for i in idx[emptied]:
+                    delta.setdefault(int(i), -base[i])
+        idx = np.fromiter(delta, np.int64)
+        d = np.fromiter(delta.values(), np.float64)[None] * seen_all[:, idx]     # (frame, m)
+        block = gram[idx][:, idx].toarray()
+        return ((d * g_resid[:, idx]).sum(axis=1) - 0.5 * np.einsum("ti,ij,tj->t", d, block, d)) / s2
+
     def evidence(state):
         """Log-likelihood ratio, per frame, of a placement against no dopant in the group."""
+        if gram is not None:
+            return linear(state)
         if not any(k in profiles for k in state):
             return llr[:, list(state)].sum(axis=1)
         expect = {}

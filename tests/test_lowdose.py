@@ -7,7 +7,7 @@ import pytest
 
 import stemflow
 from stemflow.errors import InputError, StemflowWarning
-from stemflow.occupancy import Levels, amplitude_levels, column_amplitudes, occupancy
+from stemflow.occupancy import Levels, amplitude_levels, column_amplitudes, column_gram, occupancy
 from stemflow.registration import register_frames, shift_frames
 from stemflow.simulate import simulate_movie
 from stemflow.tracking.scoring import score_events
@@ -175,6 +175,39 @@ def test_occupancy_places_a_dopant_between_two_sites_through_its_profile():
     assert (prob[5:10, 2] > 0.99).all()             # the profile is evidence, not just no evidence
     without, _ = occupancy(amp, sites, [True, True], obs, levels, 14.0)
     assert without[5:10].any(axis=1).all()          # without the profile the dopant stays on a site
+
+
+def test_occupancy_fitted_between_places_keep_what_profiles_lose():
+    # a dopant alternates between site A (B holds a host column) and the place halfway to B (both
+    # emptied), 6 frames each, in heavy noise. Judged through A's and B's amplitudes alone (the
+    # profile) the between place loses most of what sets it apart; fitted as a column of its own,
+    # with the columns' overlaps (gram), it keeps all of it
+    yy, xx = np.mgrid[:40, :56]
+    sig, sites = 4.5, np.array([[20.0, 20.0], [20.0, 34.0]])
+    col = lambda p: np.exp(-((yy - p[0]) ** 2 + (xx - p[1]) ** 2) / (2 * sig**2))   # noqa: E731
+    mid = sites.mean(axis=0)
+    host, dopant = 1.0, 3.0
+    truth = np.array(([0] * 6 + [1] * 6) * 10)                  # 1: halfway
+    rng = np.random.default_rng(1)
+    frames = np.stack([dopant * col(mid) if t else dopant * col(sites[0]) + host * col(sites[1])
+                       for t in truth]) + rng.normal(0, 5.0, (len(truth), 40, 56))
+    valid = np.ones(frames.shape, bool)
+    amp, _ = column_amplitudes(frames, valid, sites, sig)
+    levels = Levels(host, dopant, v0=float(np.std(amp[truth == 0, 1])) ** 2, k=0.0)
+    obs = (np.arange(len(truth)), np.zeros(len(truth), np.int64))
+    cand = np.vstack([sites, mid])
+    w, _ = column_amplitudes(col(mid)[None], np.ones((1, 40, 56), bool), sites, sig)
+    profiles = {2: (np.array([0, 1]), w[0], np.array([True, True]))}
+    by_profile, _ = occupancy(np.column_stack([amp, np.full(len(truth), np.nan)]), cand, [True, True, False], obs,
+                              levels, 14.0, profiles=profiles)
+    amp_all, _ = column_amplitudes(frames, valid, cand, sig)
+    fitted, _ = occupancy(amp_all, cand, [True, True, False], obs, levels, 14.0, profiles=profiles,
+                          gram=column_gram(cand, sig))
+    assert (by_profile[:, 2] != truth).sum() >= 8
+    assert (fitted[:, 2] != truth).sum() <= 1
+    assert (fitted[:, 0] == (truth == 0)).all()
+    with pytest.raises(InputError, match="gram"):
+        occupancy(amp_all, cand, [True, True, False], obs, levels, 14.0, gram=column_gram(sites, sig))
 
 
 def test_low_dose_check_tells_dose_limited_frames_from_frames_ambiguous_for_other_reasons(low_dose_movie):
