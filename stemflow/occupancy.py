@@ -13,7 +13,8 @@ module does the counting; :func:`stemflow.lowdose.find_atoms_movie` feeds it.
 2. :func:`amplitude_levels`: the host level (median of all sites), the dopant level (median
    where the caller's evidence, e.g. the network on summed frames, saw a dopant) and the noise
    of each, as ``var = v0 + k · level``: read noise plus shot noise.
-3. :func:`occupancy`: sites seen as dopants, with their neighbours, form groups; each group holds
+3. :func:`occupancy`: sites seen as dopants (and the sites a place between sites seen as a
+   dopant's displaces), with their neighbours, form groups; each group holds
    a fixed number of dopants (the median the evidence saw there) and its states are the ways of
    placing them on the group's sites, no two closer than 0.6 spacing. A dopant stays with
    probability ``1 - move_rate`` per frame or moves to a site within 1.2 spacings. Viterbi gives
@@ -340,7 +341,8 @@ def occupancy(amp, sites, host_sites, dopant_obs, levels: Levels, spacing_px: fl
     move_rate : float
         Prior probability per frame that a dopant moves, in (0, 1).
     n_frames_evidence : int
-        A site seeds a group when the evidence saw a dopant there in at least this many frames.
+        A site seeds a group when the evidence saw a dopant there in at least this many frames;
+        a place between sites (``profiles``) that does brings the sites it displaces into the group.
     profiles : dict, optional
         Candidates between lattice sites, such as a dopant's place halfway between two: index →
         ``(sites, weights, emptied)``. A dopant there removes the host columns of
@@ -435,7 +437,11 @@ def occupancy(amp, sites, host_sites, dopant_obs, levels: Levels, spacing_px: fl
                 expect[k] = levels.dopant
         return sum(levels.loglik(amp[:, i], v) - l_none[:, i] for i, v in expect.items())
 
-    for grp in _groups(sites, seeds, 1.2 * spacing_px):
+    # a place between sites seen as a dopant's brings the sites it displaces: a Si there sits on one
+    # of them before and after, and may hop on from it
+    ends = [profiles[int(k)][0][profiles[int(k)][2]] for k in seeds if int(k) in profiles]
+    reach = np.unique(np.concatenate([seeds, *ends])).astype(np.int64) if ends else seeds
+    for grp in _groups(sites, reach, 1.2 * spacing_px):
         per_frame = np.bincount(f[np.isin(s, grp)], minlength=t_n)
         m = int(np.round(np.median(per_frame)))
         m = max(m, 1 if per_frame.mean() > 0.3 else 0)

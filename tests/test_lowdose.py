@@ -210,6 +210,30 @@ def test_occupancy_fitted_between_places_keep_what_profiles_lose():
         occupancy(amp_all, cand, [True, True, False], obs, levels, 14.0, gram=column_gram(sites, sig))
 
 
+def test_occupancy_follows_a_dopant_from_between_two_sites_on_to_their_neighbours():
+    # C - A - B in a row, 14 px apart; a Si sits halfway between A and B (both emptied) for 12 frames,
+    # then on A for 3, then on C for 6. The evidence saw it only between A and B; C is more than
+    # 1.2 spacings from there, yet one move from A, where a Si between A and B goes to
+    yy, xx = np.mgrid[:40, :80]
+    sig = 4.5
+    a, b, c = np.array([20.0, 30.0]), np.array([20.0, 44.0]), np.array([20.0, 16.0])
+    mid = (a + b) / 2
+    col = lambda p: np.exp(-((yy - p[0]) ** 2 + (xx - p[1]) ** 2) / (2 * sig**2))   # noqa: E731
+    host, dopant = 1.0, 5.0
+    frames = np.stack([dopant * col(mid) + host * col(c)] * 12 + [dopant * col(a) + host * (col(b) + col(c))] * 3
+                      + [dopant * col(c) + host * (col(a) + col(b))] * 6)
+    frames += np.random.default_rng(3).normal(0, 0.05, frames.shape)
+    cand = np.vstack([a, b, c, mid])
+    valid = np.ones(frames.shape, bool)
+    amp, _ = column_amplitudes(frames, valid, cand, sig)
+    profiles = {3: (np.array([0, 1]), np.array([0.5, 0.5]), np.array([True, True]))}
+    obs = (np.arange(12), np.full(12, 3))
+    dop, _ = occupancy(amp, cand, [True, True, True, False], obs, Levels(host, dopant, v0=0.01, k=0.0), 14.0,
+                       profiles=profiles, gram=column_gram(cand, sig))
+    assert dop[:12, 3].all() and dop[12:15, 0].all()
+    assert dop[15:, 2].all() and not dop[15:, [0, 1, 3]].any()
+
+
 def test_low_dose_check_tells_dose_limited_frames_from_frames_ambiguous_for_other_reasons(low_dose_movie):
     from stemflow.lowdose import DIM_COUNTS, DIM_SHARE, ONE_AREA_MISMATCH, SUM_GAIN, SWITCH_SHARE, low_dose_check
 
