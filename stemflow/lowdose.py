@@ -487,7 +487,7 @@ def _segment(frames, *, pixel_size, lattice, model, sigma_px, bond_px, window, m
     if levels is not None:
         # the places between sites join the fit as columns of their own, and the evidence weighs the
         # fit's overlaps (gram): judged through the sites' amplitudes alone, a Si between two sites
-        # keeps about 0.4 of what sets it apart from a Si on one of them
+        # keeps less than half of what sets it apart from a Si on one of them
         amp, seen = column_amplitudes(reg, valid, cand, sigma_px)
         is_dop, p_dop = occupancy(amp, cand, is_host, obs, levels, spacing, move_rate=move_rate,
                                   n_frames_evidence=min_evidence, profiles=profiles,

@@ -38,6 +38,34 @@ def _paired_names(found, truth, bond_px):
     return truth["defect"].iloc[m.truth].to_numpy(), found["defect"].iloc[m.pred].to_numpy(), len(truth)
 
 
+def test_a_doubtful_lattice_call_on_a_chalcogen_site_is_the_image_s_to_decide():
+    # the network calls every chalcogen column "lattice" and doubts them all (prob 0.55): the image
+    # makes the half-empty V_S columns vacancies again, and every intact S2 pair (in a frame with a
+    # strong, uneven background and contamination) stays a lattice column; a confident call stays
+    from stemflow.chem.defects import DOUBTFUL
+
+    sim = simulate_image("ws2", 320, pixel_size=PX, seed=15, dose=3e4, background=0.3, contamination=0.04,
+                         defects={"V_S": 8, "V_S2": 2})
+    truth = sim.atoms
+    t = _truth_input(sim, "ws2")
+    v_s = (truth["defect"].astype(str) == "V_S").to_numpy() & (truth["label"].astype(str) == "vacancy").to_numpy()
+    s2 = (truth["element"].astype(str) == "S").to_numpy() & (truth["defect"].astype(str) == "").to_numpy()
+    inner = (truth.y.between(30, 290) & truth.x.between(30, 290)).to_numpy()
+    t.loc[v_s, "label"] = "lattice"
+    t["prob"] = np.where(v_s | s2, DOUBTFUL - 0.05, 0.95).astype(np.float32)
+    out = identify(t, image=sim.image, classes=False)
+    lab = out["label"].astype(str).to_numpy()
+    assert v_s[inner].sum() >= 4 and s2[inner].sum() > 100
+    assert (lab[v_s & inner] == "vacancy").all()
+    assert (out["defect"].astype(str).to_numpy()[v_s & inner] == "V_S").all()
+    assert (out["count"].to_numpy()[v_s & inner] == 1).all()
+    assert (out["prob"].to_numpy()[v_s & inner] < 0.5).all()          # what the network left for it
+    assert (lab[s2 & inner] == "lattice").all()
+    t["prob"] = np.float32(0.9)
+    out = identify(t, image=sim.image, classes=False)
+    assert (out["label"].astype(str).to_numpy()[v_s] == "lattice").all()
+
+
 @pytest.fixture(scope="module")
 def graphene_sim():
     return simulate_image("graphene", 384, pixel_size=PX, seed=11, defects=ALL_GRAPHENE)

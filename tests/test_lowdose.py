@@ -210,6 +210,30 @@ def test_occupancy_fitted_between_places_keep_what_profiles_lose():
         occupancy(amp_all, cand, [True, True, False], obs, levels, 14.0, gram=column_gram(sites, sig))
 
 
+def test_site_amplitudes_alone_keep_less_than_half_of_what_tells_a_4fold_si_from_a_3fold_one():
+    # the claim behind fitting the places between sites (occupancy's notes): graphene at 10 pm/px,
+    # 1.1 Å probe; the image of "Si on site A" minus "Si halfway between A and B (both emptied)",
+    # and how much of it the columns of the lattice sites alone can express
+    sig, b = 0.11 / 0.01 / 2.3548, 14.2
+    a1, a2 = np.array([1.5 * b, np.sqrt(3) / 2 * b]), np.array([1.5 * b, -np.sqrt(3) / 2 * b])
+    pts = np.array([o + s for i in range(-4, 5) for j in range(-4, 5) for o in [i * a1 + j * a2]
+                    for s in ([0.0, 0.0], [b, 0.0])])
+    pts = pts[np.hypot(*pts.T) < 45]
+    yy, xx = np.mgrid[-60:61, -60:61].astype(float)
+    g = lambda p: np.exp(-((yy - p[1]) ** 2 + (xx - p[0]) ** 2) / (2 * sig**2)).ravel()   # noqa: E731
+    cols = np.column_stack([g(p) for p in pts] + [np.ones(yy.size)])
+    ia, ib = np.argmin(np.hypot(*pts.T)), np.argmin(np.hypot(*(pts - [b, 0]).T))
+    host, dopant = 0.063, 0.26
+    on_a = cols[:, :-1] @ np.where(np.arange(len(pts)) == ia, dopant, host)
+    between = cols[:, :-1] @ np.where(np.isin(np.arange(len(pts)), [ia, ib]), 0.0, host) + dopant * g([b / 2, 0])
+    diff = on_a - between
+    kept = cols @ np.linalg.lstsq(cols, diff, rcond=None)[0]
+    assert 0.3 < kept @ kept / (diff @ diff) < 0.5
+    with_mid = np.column_stack([cols, g([b / 2, 0])])
+    kept = with_mid @ np.linalg.lstsq(with_mid, diff, rcond=None)[0]
+    assert kept @ kept / (diff @ diff) > 0.999
+
+
 def test_occupancy_follows_a_dopant_from_between_two_sites_on_to_their_neighbours():
     # C - A - B in a row, 14 px apart; a Si sits halfway between A and B (both emptied) for 12 frames,
     # then on A for 3, then on C for 6. The evidence saw it only between A and B; C is more than

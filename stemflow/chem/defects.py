@@ -2,8 +2,10 @@
 
 Per frame, the *nodes* of defects are the network's ``dopant`` rows, its ``vacancy`` rows (kept
 when no atom sits on the same site and the image does not show an intact column there: the
-cross-checks of the class against the geometry and the occupancy) and the empty sites of the
-fitted lattice that the network did not mark (:func:`~stemflow.chem.sites.empty_sites`); with the
+cross-checks of the class against the geometry and the occupancy), in MX2 the chalcogen
+``lattice`` rows the network doubted (``prob`` under :data:`DOUBTFUL`) whose occupancy reads a
+vacancy (relabelled ``vacancy``), and the empty sites of the fitted lattice that the network did
+not mark (:func:`~stemflow.chem.sites.empty_sites`); with the
 image, an empty site whose occupancy is that of an intact column is an atom the network missed
 and is dropped, and in MX2 one whose occupancy is that of an empty or half-empty column is a
 vacancy the network missed. Dopants bonded to each other, and vacancies or empty sites within 1.2
@@ -36,7 +38,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from ..tables import ATOMIC_NUMBER, DEFECTS, LATTICES
-from ._common import bond_cutoffs, frame_groups, is_mx2, labels_of, resolve, with_attrs
+from ._common import bond_cutoffs, frame_groups, is_mx2, label_categories, labels_of, resolve, with_attrs
 from .bonds import coordination, find_bonds
 from .rings import find_rings
 from .dopants import dopant_geometry
@@ -48,6 +50,10 @@ __all__ = ["find_defects", "defect_table", "ring_defect_name"]
 _LINK = 1.2        # bonds: vacancies / empty sites this close to another node join its complex
 _SAME_SITE = 0.4   # bonds: a vacancy row with an atom this close is contradicted by the geometry
 _ODD_RINGS = (4, 5, 7, 8)
+#: A ``lattice`` row on an MX2 chalcogen site whose network ``prob`` is under this is the image's to
+#: decide, as an empty site is: where its occupancy reads an empty or half-empty column it is a
+#: vacancy (the network weighed it a coin toss; the counts do not)
+DOUBTFUL = 0.6
 #: Bonds: no host column lies closer than this to a dopant (Si–C is 0.17–0.19 nm, longer than the
 #: C–C bond; 0.85 allows 0.15 bond of localisation error); a blob closer is the dopant's halo.
 _MIN_HOST_GAP = 0.85
@@ -237,6 +243,10 @@ def analyse_defects(atoms, pixel_size, lattice, cutoffs=None, element_map=None, 
     bond_px = LATTICES[lattice]["bond"] / pixel_size
     ring_frame = rings["frame"].to_numpy() if "frame" in rings.columns else None
     occ_all = full["occupancy"].to_numpy(np.float64) if "occupancy" in full.columns else None
+    reread = None           # MX2 chalcogen rows the network doubted and the image reads as vacancies
+    if is_mx2(lattice) and occ_all is not None and "prob" in full.columns:
+        prob_all = full["prob"].to_numpy(np.float64)
+        reread = np.zeros(n, bool)
     cut_table = bond_cutoffs(lattice, cutoffs)
     dop_cut = cut_table.get("Si-Si", cut_table["default"])
 
@@ -262,6 +272,14 @@ def analyse_defects(atoms, pixel_size, lattice, cutoffs=None, element_map=None, 
             if lel[r] != "" and lcount[r] >= intact[r]:
                 continue   # vetoed: the image shows an intact column there
             kinds.append("vacancy"), nrow.append(r), npos.append(lp[r]), nsub.append(lsub[r]), ncnt.append(lcount[r])
+        if reread is not None:
+            doubt = np.flatnonzero((ll == "lattice") & (lsub == 1) & (prob_all[rows] < DOUBTFUL)
+                                   & np.isfinite(occ_all[rows]))
+            dk, dc = _empty_nodes(lattice, emap, occ_all[rows][doubt], lsub[doubt])
+            for r, k_, c_ in zip(doubt, dk, dc):
+                if k_ == "site":          # the image reads an empty or half-empty column
+                    kinds.append("vacancy"), nrow.append(r), npos.append(lp[r]), nsub.append(1), ncnt.append(int(c_))
+                    reread[rows[r]], count[rows[r]] = True, int(c_)
         fit = None
         if has_lattice:
             fit = fit_frame(lp, ll, bond_px, None if inten is None else inten[rows], mx2=is_mx2(lattice))
@@ -396,6 +414,18 @@ def analyse_defects(atoms, pixel_size, lattice, cutoffs=None, element_map=None, 
             table.append(rec)
             next_id += 1
     out = full.copy()
+    if reread is not None and reread.any():
+        lab = labels.copy()
+        lab[reread] = "vacancy"
+        out["label"] = pd.Categorical(lab, categories=label_categories(full, lab))
+        prob = out["prob"].to_numpy().copy()
+        prob[reread] = 1.0 - prob[reread]          # at most what the network left for a vacancy
+        out["prob"] = prob
+        out["count"] = count.astype(out["count"].dtype)
+        el = out["element"].astype(str).to_numpy().copy()
+        el[reread & (count == 0)] = ""
+        out["element"] = pd.Categorical(el, categories=sorted(set(el.tolist()) | set(map(str, out["element"].cat.categories)))
+                                        if isinstance(out["element"].dtype, pd.CategoricalDtype) else None)
     cats = sorted(set(defect.tolist()) | {""})
     out["defect"] = pd.Categorical(defect.astype(str), categories=cats)
     out["defect_id"] = defect_id

@@ -146,7 +146,10 @@ def identify(atoms: pd.DataFrame, pixel_size: float | None = None, lattice: str 
         with ``image`` only, see :func:`~stemflow.chem.dopants.check_dopants`). A dopant that
         fails is relabelled ``lattice`` (a host column) or ``unknown`` (no atom of the lattice:
         no element, no bonds, in no defect); in MX2, a ``vacancy`` on a column the image shows
-        intact (its occupancy, with ``image``) is relabelled ``lattice``. ``df.attrs`` keeps those of
+        intact (its occupancy, with ``image``) is relabelled ``lattice``, and a chalcogen
+        ``lattice`` row the network doubted (``prob`` under
+        :data:`stemflow.chem.defects.DOUBTFUL`) on a column the image shows empty or half empty
+        is relabelled ``vacancy`` (``prob`` one minus the network's). ``df.attrs`` keeps those of
         ``atoms`` and records ``pixel_size`` (as given), ``chem_pixel_size`` (the one bonds and
         sites were measured with, see Warns), ``lattice`` and ``classes`` (number of classes and
         the BIC curve).
