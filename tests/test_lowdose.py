@@ -150,13 +150,18 @@ def test_find_atoms_movie_rejects_bad_input(bad, msg):
         stemflow.find_atoms_movie(movie, **kw)
 
 
+def _two_sites(shape=(40, 56), sig=4.5):
+    """Sites A and B one spacing (14 px) apart, the place halfway between them, and a unit
+    Gaussian column at any place on a frame of ``shape``."""
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    sites = np.array([[20.0, 20.0], [20.0, 34.0]])
+    return sig, sites, sites.mean(axis=0), lambda p: np.exp(-((yy - p[0]) ** 2 + (xx - p[1]) ** 2) / (2 * sig**2))
+
+
 def test_occupancy_places_a_dopant_between_two_sites_through_its_profile():
     # sites A and B one spacing apart; a dopant at A, then halfway between them (A and B emptied),
     # then back: the fit has no column halfway, only what such a column does to A's and B's
-    yy, xx = np.mgrid[:40, :56]
-    sig, sites = 4.5, np.array([[20.0, 20.0], [20.0, 34.0]])
-    col = lambda p: np.exp(-((yy - p[0]) ** 2 + (xx - p[1]) ** 2) / (2 * sig**2))   # noqa: E731
-    mid = sites.mean(axis=0)
+    sig, sites, mid, col = _two_sites()
     host, dopant = 1.0, 5.0
     frames = [dopant * col(sites[0]) + host * col(sites[1])] * 5 + [dopant * col(mid)] * 5 \
         + [dopant * col(sites[0]) + host * col(sites[1])] * 5
@@ -182,10 +187,7 @@ def test_occupancy_fitted_between_places_keep_what_profiles_lose():
     # emptied), 6 frames each, in heavy noise. Judged through A's and B's amplitudes alone (the
     # profile) the between place loses most of what sets it apart; fitted as a column of its own,
     # with the columns' overlaps (gram), it keeps all of it
-    yy, xx = np.mgrid[:40, :56]
-    sig, sites = 4.5, np.array([[20.0, 20.0], [20.0, 34.0]])
-    col = lambda p: np.exp(-((yy - p[0]) ** 2 + (xx - p[1]) ** 2) / (2 * sig**2))   # noqa: E731
-    mid = sites.mean(axis=0)
+    sig, sites, mid, col = _two_sites()
     host, dopant = 1.0, 3.0
     truth = np.array(([0] * 6 + [1] * 6) * 10)                  # 1: halfway
     rng = np.random.default_rng(1)
