@@ -16,7 +16,10 @@ a second column, within ±1 frame. The frame-level quality of the detections is 
 expected counts of a carbon column's peak, the Si found per frame, the lattice atoms' error.
 ``find_atoms_movie`` runs twice: as it is, and as an *oracle* given the true drift, host sites and
 Si positions in place of registration and the network (``oracle_movie_atoms``), which bounds what
-better inputs could add to its amplitudes and hidden Markov model.
+better inputs could add to its amplitudes and hidden Markov model. The true hops are also split by
+the length of the stays they join (``hop_stays``: a Si that holds a site for one frame has only that
+frame to show it), and the amplitude noise ``find_atoms_movie`` measures is set beside the floor
+white pixel noise sets (``amplitude_noise``).
 """
 
 from __future__ import annotations
@@ -230,6 +233,7 @@ WAYS = ("before", "after", "movie", "oracle", "default", "smoothed")
 def stay_class(stays):
     """1, 2 or 3 (three frames or more) of :func:`hop_stays`' lengths."""
     return np.minimum(stays, 3)
+
 
 #: Movies unlike the benchmark's own, at 1000 e⁻/Å²: other probes, samplings, drift, nuisances.
 NUISANCES = {
