@@ -460,8 +460,8 @@ def _segment(frames, *, pixel_size, lattice, model, sigma_px, bond_px, window, m
     extra = _extra_sites(dyx[d > 0.3 * spacing], 0.25 * spacing, min_evidence)
     # dopants off the lattice sites: far from every site they hold a column of their own most of the
     # time and are fitted from the start; near sites (e.g. a 4-fold Si halfway between two) they are
-    # places a dopant may take, fitted with the rest once the levels are known (the profile of a
-    # column there says which host columns it displaces)
+    # places a dopant may take, fitted with the rest once the levels are known (a dopant there
+    # displaces the host columns beside it: _displaced)
     far = cKDTree(sites).query(extra)[0] > 0.7 * spacing if len(extra) else np.zeros(0, bool)
     fitted = np.vstack([sites, extra[far]])
     is_host = np.r_[np.ones(len(sites), bool), np.zeros(int(far.sum()), bool)]
@@ -477,8 +477,7 @@ def _segment(frames, *, pixel_size, lattice, model, sigma_px, bond_px, window, m
             mids = _between(sites, np.flatnonzero(seen_at >= min_evidence), spacing, np.vstack([fitted, virtual]))
             virtual = np.vstack([virtual, mids])
     n_fit = len(fitted)
-    profiles = {n_fit + k: v for k, v in _profiles(virtual, fitted, is_host, sigma_px, spacing,
-                                                       reg.shape[1:]).items()}
+    profiles = {n_fit + k: v for k, v in _displaced(virtual, fitted, is_host, spacing).items()}
     cand = np.vstack([fitted, virtual])
     is_host = np.r_[is_host, np.zeros(len(virtual), bool)]
     d, j = cKDTree(cand).query(dyx) if len(dyx) else (np.zeros(0), np.zeros(0, np.int64))
@@ -571,33 +570,16 @@ def _between(sites, seeds, spacing, existing):
     return pts[cKDTree(existing).query(pts)[0] > 0.25 * spacing]
 
 
-def _profiles(mids, sites, is_host, sigma_px, spacing, shape):
-    """What a unit column at each of ``mids`` does to the joint fit on ``sites``: index →
-    (sites it moves by more than 2 %, by how much, which of them are host columns it displaces).
-
-    The fit is local: the sites within 2.5 spacings and the pixels around them (the effect of one
-    column on the fit dies out within a spacing or two), so the cost does not grow with the frame.
-    """
-    if len(mids) == 0:
-        return {}
+def _displaced(places, sites, is_host, spacing):
+    """The host columns a dopant at each of ``places`` displaces (those within 0.6 spacing of it),
+    as :func:`stemflow.occupancy.occupancy`'s ``profiles``: index → (sites, None, all True). The
+    places are fitted as columns of their own, so no weights are needed."""
     tree = cKDTree(sites)
-    pad = int(np.ceil(3 * sigma_px)) + 2
     out = {}
-    for k, (y, x) in enumerate(mids):
-        near = np.array(tree.query_ball_point([y, x], 2.5 * spacing), np.int64)
-        if len(near) == 0:
-            out[k] = (near, np.zeros(0), np.zeros(0, bool))
-            continue
-        lo = np.maximum(np.floor(sites[near].min(axis=0)).astype(int) - pad, 0)
-        hi = np.minimum(np.ceil(sites[near].max(axis=0)).astype(int) + pad + 1, np.asarray(shape))
-        yy, xx = np.mgrid[lo[0]:hi[0], lo[1]:hi[1]]
-        img = np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * sigma_px**2))[None]
-        w, _ = column_amplitudes(img, np.ones(img.shape, bool), sites[near] - lo, sigma_px)
-        w = np.nan_to_num(w[0])
-        keep = np.abs(w) > 0.02
-        idx = near[keep]
-        emptied = is_host[idx] & (np.hypot(*(sites[idx] - [y, x]).T) < 0.6 * spacing)
-        out[k] = (idx, w[keep], emptied)
+    for k, p in enumerate(places):
+        near = np.array(tree.query_ball_point(p, 0.6 * spacing), np.int64)
+        near = near[is_host[near]] if len(near) else near
+        out[k] = (near, None, np.ones(len(near), bool))
     return out
 
 

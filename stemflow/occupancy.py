@@ -349,7 +349,7 @@ def occupancy(amp, sites, host_sites, dopant_obs, levels: Levels, spacing_px: fl
         ``sites[emptied]`` (the columns it displaces). Without ``gram`` such a candidate has no
         amplitude of its own (its ``amp`` column is NaN) and a dopant there adds
         ``levels.dopant · weights`` to the amplitudes of ``sites`` (what a fit without it gives
-        for a column at that place).
+        for a column at that place); with ``gram`` the weights are not used and may be None.
     gram : sparse or ndarray, (n, n), optional
         The overlaps of the fitted columns (:func:`column_gram`, 1 on the diagonal), when every
         candidate, those between sites included, was fitted. The evidence for a placement is then
@@ -392,13 +392,16 @@ def occupancy(amp, sites, host_sites, dopant_obs, levels: Levels, spacing_px: fl
     seeds = np.flatnonzero(seen >= n_frames_evidence)
     if n == 0 or len(seeds) == 0:
         return dop, prob
-    l_host = np.logaddexp(np.log(0.95) + levels.loglik(amp, levels.host), np.log(0.05) + levels.loglik(amp, 0.0))
-    l_none = np.where(host_sites[None], l_host, levels.loglik(amp, 0.0))
-    llr = levels.loglik(amp, levels.dopant) - l_none
     profiles = profiles or {}
     base = np.where(host_sites, levels.host, 0.0)
-
-    if gram is not None:
+    if gram is None:
+        if any(v[1] is None for v in profiles.values()):
+            raise InputError("profiles without weights need gram: the places between sites fitted as columns")
+        l_host = np.logaddexp(np.log(0.95) + levels.loglik(amp, levels.host),
+                              np.log(0.05) + levels.loglik(amp, 0.0))
+        l_none = np.where(host_sites[None], l_host, levels.loglik(amp, 0.0))
+        llr = levels.loglik(amp, levels.dopant) - l_none
+    else:
         gram = sparse.csr_matrix(gram)
         if gram.shape != (n, n):
             raise InputError(f"gram {gram.shape}: expected the overlaps of the {n} candidates, ({n}, {n})")
