@@ -330,7 +330,8 @@ def _window_sums(reg, valid, window):
 
 def find_atoms_movie(movie, pixel_size: float | None = None, *, window: int = 2, lattice: str = "graphene",
                      model=None, probe_fwhm: float = 0.11, move_rate: float = 0.1,
-                     min_evidence: int = 2, between_snr: float = 0.0, segment: int = 200) -> pd.DataFrame:
+                     min_evidence: int = 2, between_snr: float = 0.0, segment: int = 200,
+                     amplitude_seed: float | None = 5.0) -> pd.DataFrame:
     """Find atoms and dopants in a low-dose movie of a stable host, using all its frames.
 
     Parameters
@@ -366,6 +367,12 @@ def find_atoms_movie(movie, pixel_size: float | None = None, *, window: int = 2,
         amplitudes). Default 0: always. Without them a short 4-fold stay is read as a hop onto a
         neighbouring site and back (on development movies at 1000 e⁻/Å² per frame, hop precision
         0.90 without, 0.96 with); ``inf``: never.
+    amplitude_seed : float or None
+        Sites whose own fitted amplitudes favour a dopant over a host column by more than this
+        log-likelihood ratio (nats) summed over 3 frames extend the dopant groups as the network's
+        candidates do (:func:`stemflow.occupancy.occupancy`). The network on summed frames sees a
+        dopant that moves every few frames on few of the sites it visits. None: the network's
+        candidates alone.
 
     Returns
     -------
@@ -415,7 +422,7 @@ def find_atoms_movie(movie, pixel_size: float | None = None, *, window: int = 2,
         raise InputError(f"min_evidence={min_evidence!r}: expected a number of summed frames ≥ 1")
     opts = dict(pixel_size=pixel_size, lattice=lattice, model=model, sigma_px=probe_fwhm / pixel_size / 2.3548,
                 bond_px=LATTICES[lattice]["bond"] / pixel_size, window=int(window), move_rate=move_rate,
-                min_evidence=min_evidence, between_snr=between_snr)
+                min_evidence=min_evidence, between_snr=between_snr, amplitude_seed=amplitude_seed)
     tables, shifts, info = [], {}, []
     for c0, a, b, c1 in _segments(frames.shape[0], int(segment), context_frames(window)):
         rows, local, seg_info = _segment(np.asarray(frames[c0:c1]), **opts)
@@ -434,7 +441,7 @@ def find_atoms_movie(movie, pixel_size: float | None = None, *, window: int = 2,
 
 
 def _segment(frames, *, pixel_size, lattice, model, sigma_px, bond_px, window, move_rate, min_evidence,
-             between_snr):
+             between_snr, amplitude_seed):
     """find_atoms_movie on frames held in memory: (rows with frame numbers from 0, shifts, info)."""
     from .find import find_atoms
 
@@ -471,7 +478,7 @@ def _segment(frames, *, pixel_size, lattice, model, sigma_px, bond_px, window, m
     levels = None
     virtual = extra[~far]
     if on.sum() >= 3:
-        levels = amplitude_levels(amp, is_host, (dop["frame"].to_numpy()[on], j[on]))
+        levels = amplitude_levels(amp, is_host, _held(dop["frame"].to_numpy()[on], j[on]))
         if (levels.dopant - levels.host) / levels.sd(levels.host) >= between_snr:
             seen_at = np.bincount(j[on], minlength=len(fitted))[:len(sites)]
             mids = _between(sites, np.flatnonzero(seen_at >= min_evidence), spacing, np.vstack([fitted, virtual]))
@@ -490,7 +497,7 @@ def _segment(frames, *, pixel_size, lattice, model, sigma_px, bond_px, window, m
         amp, seen = column_amplitudes(reg, valid, cand, sigma_px)
         is_dop, p_dop = occupancy(amp, cand, is_host, obs, levels, spacing, move_rate=move_rate,
                                   n_frames_evidence=min_evidence, profiles=profiles,
-                                  gram=column_gram(cand, sigma_px))
+                                  gram=column_gram(cand, sigma_px), amplitude_seed=amplitude_seed)
     else:                     # too few dopants seen anywhere: every site is host
         amp = np.concatenate([amp, np.full((t_n, len(virtual)), np.nan)], axis=1)
         seen = np.concatenate([seen, np.zeros((t_n, len(virtual)), bool)], axis=1)
@@ -513,6 +520,18 @@ def _segment(frames, *, pixel_size, lattice, model, sigma_px, bond_px, window, m
                                                         sd_host=levels.sd(levels.host),
                                                         sd_dopant=levels.sd(levels.dopant)))
     return pd.concat(rows, ignore_index=True), shifts, info
+
+
+def _held(frames, sites, least=20):
+    """The (frame, site) observations whose site was also observed in the frames before and after:
+    the summed frames around them all saw the dopant there, so it held the site in that frame
+    itself (an observation at the edge of a run may be a frame the dopant had already left, or
+    not yet reached). All observations when fewer than ``least`` are held."""
+    key = set(zip(frames.tolist(), sites.tolist()))
+    keep = np.array([(f - 1, s) in key and (f + 1, s) in key for f, s in zip(frames.tolist(), sites.tolist())], bool)
+    if keep.sum() < least:
+        return frames, sites
+    return frames[keep], sites[keep]
 
 
 def _complete_sites(sites, is_dopant, bond_px, seen=None, min_count=2):

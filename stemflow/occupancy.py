@@ -14,7 +14,8 @@ module does the counting; :func:`stemflow.lowdose.find_atoms_movie` feeds it.
    where the caller's evidence, e.g. the network on summed frames, saw a dopant) and the noise
    of each, as ``var = v0 + k · level``: read noise plus shot noise.
 3. :func:`occupancy`: sites seen as dopants (and the sites a place between sites seen as a
-   dopant's displaces), with their neighbours, form groups; each group holds
+   dopant's displaces, and, with ``amplitude_seed``, sites whose own amplitudes favour a dopant
+   over a few frames), with their neighbours, form groups; each group holds
    a fixed number of dopants (the median the evidence saw there) and its states are the ways of
    placing them on the group's sites, no two closer than 0.6 spacing. A dopant stays with
    probability ``1 - move_rate`` per frame or moves to a site within 1.2 spacings. Viterbi gives
@@ -43,7 +44,7 @@ import itertools
 from math import comb
 
 import numpy as np
-from scipy import sparse
+from scipy import ndimage, sparse
 from scipy.sparse.linalg import splu
 from scipy.spatial import cKDTree
 from scipy.special import logsumexp
@@ -56,6 +57,9 @@ __all__ = ["column_amplitudes", "column_gram", "amplitude_levels", "occupancy", 
 #: a 3-fold Si in graphene has three bond-centred (4-fold) places and three sites around it; a
 #: move to either kind is taken as about as likely, the bond-centred ones somewhat less.
 BETWEEN_WEIGHT = 0.5
+
+#: Frames over which a site's own evidence is summed to seed a group (``amplitude_seed``).
+AMPLITUDE_FRAMES = 3
 
 #: Groups with more placements than this are solved site by site (two states per site).
 MAX_STATES = 2000
@@ -320,7 +324,8 @@ def _hmm(e, moves, move_rate, weight=None):
 
 def occupancy(amp, sites, host_sites, dopant_obs, levels: Levels, spacing_px: float, *,
               move_rate: float = 0.1, n_frames_evidence: int = 2,
-              profiles: dict | None = None, gram=None) -> tuple[np.ndarray, np.ndarray]:
+              profiles: dict | None = None, gram=None,
+              amplitude_seed: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The sites that hold a dopant in each frame, with their probability.
 
     Parameters
@@ -358,6 +363,13 @@ def occupancy(amp, sites, host_sites, dopant_obs, levels: Levels, spacing_px: fl
         the amplitudes less the no-dopant levels, ``(δ·G·r - ½ δ·G·δ) / s²`` per frame, ``s`` the
         amplitude noise halfway between the host and dopant levels. Columns not observed in a
         frame give no evidence there.
+    amplitude_seed : float, optional
+        Log-likelihood ratio (nats) over ``AMPLITUDE_FRAMES`` consecutive frames above which a
+        site's own amplitudes (a dopant on it alone against none) make it reach out as a seed
+        does: its neighbours join its group, and groups it touches merge. A dopant that wanders
+        in stays of a few frames is seen by summed-frame evidence on few of its sites, and the
+        sites beyond those would stay out of reach. Such a site brings no dopant of its own: a
+        group the evidence never saw a dopant in is still left empty. None: the evidence alone.
 
     Returns
     -------
@@ -444,6 +456,19 @@ def occupancy(amp, sites, host_sites, dopant_obs, levels: Levels, spacing_px: fl
     # of them before and after, and may hop on from it
     ends = [profiles[int(k)][0][profiles[int(k)][2]] for k in seeds if int(k) in profiles]
     reach = np.unique(np.concatenate([seeds, *ends])).astype(np.int64) if ends else seeds
+    if amplitude_seed is not None:
+        # sites whose own amplitudes say "dopant" over a few frames extend the groups: a dopant that
+        # wanders in short stays is often missed by the evidence (each summed frame holds it on one
+        # site for a part of its frames only) and would leave its group's sites unreached
+        if gram is None:
+            single = np.where(np.isfinite(amp), llr, 0.0)
+        else:
+            d_i = levels.dopant - base
+            single = (d_i[None] * g_resid - 0.5 * (d_i**2 * gram.diagonal())[None]) / s2 * seen_all
+        run = ndimage.uniform_filter1d(single, AMPLITUDE_FRAMES, axis=0, mode="constant") * AMPLITUDE_FRAMES
+        strong = np.flatnonzero(run.max(axis=0) > amplitude_seed)
+        strong = strong[~np.isin(strong, list(profiles))]
+        reach = np.union1d(reach, strong).astype(np.int64)
     for grp in _groups(sites, reach, 1.2 * spacing_px):
         per_frame = np.bincount(f[np.isin(s, grp)], minlength=t_n)
         m = int(np.round(np.median(per_frame)))

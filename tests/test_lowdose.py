@@ -103,6 +103,46 @@ def test_occupancy_judged_frame_by_frame_would_take_the_spike():
     assert amp[4, 1] > amp[4, 0]
 
 
+def _wander(frames=30, seed=2):
+    """Six sites in a row, 14 px apart; a dopant 10 frames on site 0, 3 on site 1, then on site 2,
+    two steps from the only site the evidence names (site 0, frames 0-9)."""
+    rng = np.random.default_rng(seed)
+    sites = np.column_stack([np.full(6, 20.0), 20.0 + 14.0 * np.arange(6)])
+    where = np.r_[[0] * 10, [1] * 3, [2] * (frames - 13)]
+    amp = rng.normal(1.0, 0.5, (frames, 6))
+    amp[np.arange(frames), where] += 3.0
+    return amp, sites, where, (np.arange(10), np.zeros(10, np.int64))
+
+
+@pytest.mark.parametrize("with_gram", [False, True])
+def test_occupancy_follows_a_dopant_out_of_the_sites_its_evidence_names(with_gram):
+    amp, sites, where, obs = _wander()
+    lv = Levels(1.0, 4.0, v0=0.25, k=0.0)
+    kw = dict(gram=column_gram(sites, 3.0)) if with_gram else {}
+    dop, _ = occupancy(amp, sites, [True] * 6, obs, lv, 14.0, **kw)
+    assert not dop[13:, 2].any()                   # without: site 2 is out of every group
+    dop, _ = occupancy(amp, sites, [True] * 6, obs, lv, 14.0, amplitude_seed=5.0, **kw)
+    assert dop.sum(axis=1).tolist() == [1] * len(where)
+    assert (np.argmax(dop, axis=1) == where).mean() > 0.95
+    # a site's amplitudes alone bring no dopant: with no evidence anywhere, no group
+    dop, _ = occupancy(amp, sites, [True] * 6, (np.zeros(0, np.int64), np.zeros(0, np.int64)), lv, 14.0,
+                       amplitude_seed=5.0, **kw)
+    assert not dop.any()
+
+
+def test_dopant_level_is_set_from_frames_the_dopant_held():
+    """Summed frames see a dopant for a frame or two beyond its stay; the levels are set from the
+    observations inside a run of them (the frames before and after observed on the same site)."""
+    from stemflow.lowdose import _held
+
+    frames = np.r_[0:12, 20:23, 30]
+    sites = np.r_[[0] * 12, [1] * 3, [2]]
+    f, s = _held(frames, sites, least=5)
+    assert list(zip(f.tolist(), s.tolist())) == [(t, 0) for t in range(1, 11)] + [(21, 1)]
+    f, s = _held(frames, sites, least=20)         # too few held: all of them
+    assert len(f) == len(frames)
+
+
 def test_levels_noise_grows_with_the_amplitude():
     lv = Levels(1.0, 4.0, v0=0.2, k=0.1)
     assert lv.sd(4.0) > lv.sd(1.0) == lv.sd(0.0)
