@@ -82,6 +82,11 @@ ONE_AREA_MISMATCH = 14.0
 #: Frames :func:`low_dose_check` reads from the start of a movie.
 CHECK_FRAMES = 9
 
+#: ``move_rate="auto"``: the prior rate the first decoding takes, per frame, and the range the
+#: rate measured on its path is held to.
+MOVE_RATE = 0.1
+MOVE_RATE_RANGE = (0.01, 0.3)
+
 
 def _frames(movie, pixel_size):
     """The movie as an array that slices lazily (numpy, or a DataArray's dask/numpy data), and nm/px."""
@@ -329,7 +334,7 @@ def _window_sums(reg, valid, window):
 
 
 def find_atoms_movie(movie, pixel_size: float | None = None, *, window: int = 2, lattice: str = "graphene",
-                     model=None, probe_fwhm: float = 0.11, move_rate: float = 0.1,
+                     model=None, probe_fwhm: float = 0.11, move_rate: float | str = "auto",
                      min_evidence: int = 2, between_snr: float = 0.0, segment: int = 200,
                      amplitude_seed: float | None = 5.0) -> pd.DataFrame:
     """Find atoms and dopants in a low-dose movie of a stable host, using all its frames.
@@ -349,8 +354,13 @@ def find_atoms_movie(movie, pixel_size: float | None = None, *, window: int = 2,
         As for :func:`stemflow.find_atoms`.
     probe_fwhm : float
         The probe's full width at half maximum, nm (the Gaussian fitted at every site).
-    move_rate : float
+    move_rate : float or "auto"
         Prior probability per frame that a dopant moves (hops or changes site), in (0, 1).
+        ``"auto"``: the movie's own, measured on the placements decoded with ``MOVE_RATE`` (0.1)
+        and held to ``MOVE_RATE_RANGE``; the placements are then decoded again with it. A rate
+        that expects more moves than the dopants make reads noise as hops, one that expects fewer
+        misses short stays (``benchmarks/results/lowdose_movies.md``, Si that hop 0.03 and 0.15
+        per frame).
     min_evidence : int
         A site is a dopant candidate when the network saw a dopant there in at least this many of
         the summed frames.
@@ -387,7 +397,8 @@ def find_atoms_movie(movie, pixel_size: float | None = None, *, window: int = 2,
         already weigh the neighbouring frames, so :func:`stemflow.track`'s ``persist="auto"``
         judges this table frame by frame rather than smooth it a second time), and per segment
         ``levels`` (host and dopant
-        amplitudes and their noise, counts) and ``ambiguous_share_mean`` (the share of ambiguous
+        amplitudes and their noise, counts), ``move_rate`` (the rate decoded with, per frame) and
+        ``ambiguous_share_mean`` (the share of ambiguous
         pixels in the network's view of the segment's mean frame, as in
         :func:`stemflow.find_atoms`; the sums of low-dose frames are expected to be noisier than
         single bright frames, so no warning is raised for them).
@@ -416,8 +427,9 @@ def find_atoms_movie(movie, pixel_size: float | None = None, *, window: int = 2,
     if lattice not in LATTICES:
         raise InputError(f"unknown lattice {lattice!r}; known lattices: {', '.join(LATTICES)}")
     check_positive(probe_fwhm, "probe_fwhm", "nm")
-    if not 0 < move_rate < 1:
-        raise InputError(f"move_rate={move_rate!r}: expected a probability per frame in (0, 1)")
+    if not (move_rate == "auto" or (isinstance(move_rate, (int, float, np.floating)) and not isinstance(move_rate, bool)
+                                   and 0 < move_rate < 1)):
+        raise InputError(f"move_rate={move_rate!r}: expected a probability per frame in (0, 1), or 'auto'")
     if isinstance(min_evidence, bool) or not isinstance(min_evidence, (int, np.integer)) or min_evidence < 1:
         raise InputError(f"min_evidence={min_evidence!r}: expected a number of summed frames ≥ 1")
     opts = dict(pixel_size=pixel_size, lattice=lattice, model=model, sigma_px=probe_fwhm / pixel_size / 2.3548,
@@ -436,7 +448,7 @@ def find_atoms_movie(movie, pixel_size: float | None = None, *, window: int = 2,
                      shifts=np.array([shifts[f] for f in range(frames.shape[0])]).round(4).tolist(),
                      window=int(window), segments=len(info), decoded_over_frames=True,
                      ambiguous_share_mean=[i["ambiguous_share_mean"] for i in info],
-                     levels=[i["levels"] for i in info])
+                     levels=[i["levels"] for i in info], move_rate=[i["move_rate"] for i in info])
     return out
 
 
@@ -495,13 +507,23 @@ def _segment(frames, *, pixel_size, lattice, model, sigma_px, bond_px, window, m
         # fit's overlaps (gram): judged through the sites' amplitudes alone, a Si between two sites
         # keeps less than half of what sets it apart from a Si on one of them
         amp, seen = column_amplitudes(reg, valid, cand, sigma_px)
-        is_dop, p_dop = occupancy(amp, cand, is_host, obs, levels, spacing, move_rate=move_rate,
-                                  n_frames_evidence=min_evidence, profiles=profiles,
-                                  gram=column_gram(cand, sigma_px), amplitude_seed=amplitude_seed)
+        kw = dict(n_frames_evidence=min_evidence, profiles=profiles, gram=column_gram(cand, sigma_px),
+                  amplitude_seed=amplitude_seed)
+        rate = MOVE_RATE if move_rate == "auto" else float(move_rate)
+        is_dop, p_dop = occupancy(amp, cand, is_host, obs, levels, spacing, move_rate=rate, **kw)
+        if move_rate == "auto":
+            # the movie's own rate: moves per dopant and frame on the path decoded with the prior,
+            # then the path decoded again with it (dopants that seldom move make few false hops
+            # under a rate that expects them to move often, and the other way round)
+            measured = decoded_move_rate(is_dop)
+            if np.isfinite(measured):
+                rate = float(np.clip(measured, *MOVE_RATE_RANGE))
+                is_dop, p_dop = occupancy(amp, cand, is_host, obs, levels, spacing, move_rate=rate, **kw)
     else:                     # too few dopants seen anywhere: every site is host
         amp = np.concatenate([amp, np.full((t_n, len(virtual)), np.nan)], axis=1)
         seen = np.concatenate([seen, np.zeros((t_n, len(virtual)), bool)], axis=1)
         is_dop, p_dop = np.zeros(amp.shape, bool), np.zeros(amp.shape)
+        rate = float("nan")
     displaced = np.zeros(amp.shape, bool)
     for k, (idx, _, emptied) in profiles.items():
         displaced[:, idx[emptied]] |= is_dop[:, k, None]
@@ -514,12 +536,38 @@ def _segment(frames, *, pixel_size, lattice, model, sigma_px, bond_px, window, m
             "label": np.where(is_dop[t][keep], "dopant", "lattice"),
             "prob": np.where(is_dop[t][keep], p_dop[t][keep], 1.0 - p_dop[t][keep]).astype(np.float32),
             "intensity": amp[t][keep].astype(np.float32)}))
-    info = dict(model=host.attrs.get("model", "default"),
+    info = dict(model=host.attrs.get("model", "default"), move_rate=rate,
                 ambiguous_share_mean=float(host.attrs.get("ambiguous_share", np.nan)),
                 levels=None if levels is None else dict(host=levels.host, dopant=levels.dopant,
                                                         sd_host=levels.sd(levels.host),
                                                         sd_dopant=levels.sd(levels.dopant)))
     return pd.concat(rows, ignore_index=True), shifts, info
+
+
+def decoded_move_rate(is_dopant) -> float:
+    """Moves per dopant and frame in decoded placements: the placements new in a frame (a dopant
+    that moves leaves one site and takes another) over the placements that continue into a next
+    frame. NaN when no dopant is placed in two frames.
+
+    Parameters
+    ----------
+    is_dopant : ndarray, (frame, n) bool
+        Which candidates hold a dopant in each frame (:func:`stemflow.occupancy.occupancy`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> d = np.zeros((6, 3), bool)
+    >>> d[:3, 0] = True; d[3:, 1] = True          # one dopant, one move in 5 steps
+    >>> decoded_move_rate(d)
+    0.2
+    """
+    d = np.asarray(is_dopant, bool)
+    if d.ndim != 2 or len(d) < 2:
+        return float("nan")
+    steps = int(d[:-1].sum())
+    new = int((d[1:] & ~d[:-1]).sum())
+    return new / steps if steps else float("nan")
 
 
 def _held(frames, sites, least=20):

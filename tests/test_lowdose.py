@@ -174,6 +174,30 @@ def test_find_atoms_movie_finds_the_si_that_single_frames_miss(low_dose_movie):
     assert s["true"] >= 4 and s["tp"] >= 0.8 * s["true"] and s["tp"] >= 0.8 * s["found"]
 
 
+def _moves_per_dopant_frame(atoms):
+    """Frames in which a true Si holds another site or changes between 3- and 4-fold, over the
+    frames it continues into."""
+    si = atoms[atoms.label == "dopant"].sort_values(["particle", "frame"])
+    state = si.site.astype(str) + si.defect.astype(str)
+    same = si.particle.eq(si.particle.shift())
+    return (same & state.ne(state.shift())).sum() / same.sum()
+
+
+def test_find_atoms_movie_measures_how_often_its_dopants_move(low_dose_movie):
+    from stemflow.lowdose import MOVE_RATE, MOVE_RATE_RANGE
+
+    mov = low_dose_movie
+    truth = _moves_per_dopant_frame(mov.atoms)
+    rate = stemflow.find_atoms_movie(mov.images(), pixel_size=0.01).attrs["move_rate"][0]
+    assert truth > 0.13 and abs(rate - truth) < 0.05 and rate != MOVE_RATE
+    still = simulate_movie("graphene", 16, 160, drift=(0.0, 0.0), drift_jitter=0.7, seed=32, pixel_size=0.01,
+                           dose=1000, defects={"Si1C3": 3}, rates={})
+    atoms = stemflow.find_atoms_movie(still.images(), pixel_size=0.01)
+    assert atoms.attrs["move_rate"][0] == MOVE_RATE_RANGE[0]
+    dop = atoms[atoms.label == "dopant"]
+    assert dop.groupby("frame").size().nunique() == 1 and len(dop) >= 2 * 16       # the same Si in every frame
+
+
 @pytest.mark.parametrize("bad, msg", [
     (dict(movie=np.zeros((2, 64, 64))), "at least 3 frames"),
     (dict(movie=np.zeros((4, 64, 64)), pixel_size=None), "no pixel size"),
@@ -181,6 +205,7 @@ def test_find_atoms_movie_finds_the_si_that_single_frames_miss(low_dose_movie):
     (dict(movie=np.zeros((4, 64, 64)), lattice="amorphous"), "amorphous"),
     (dict(movie=np.zeros((4, 64, 64)), window=-1), "window"),
     (dict(movie=np.zeros((4, 64, 64)), move_rate=1.5), "move_rate"),
+    (dict(movie=np.zeros((4, 64, 64)), move_rate="fast"), "move_rate"),
     (dict(movie=np.zeros((4, 64, 64)), segment=2), "segment"),
 ])
 def test_find_atoms_movie_rejects_bad_input(bad, msg):
