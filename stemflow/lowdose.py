@@ -43,7 +43,7 @@ from .registration import register_frames, shift_frames
 
 __all__ = ["find_atoms_movie", "context_frames", "low_dose_check", "low_dose_advice", "frame_mismatch",
            "detected_counts", "DIM_SHARE", "SUM_GAIN", "SWITCH_SHARE", "DIM_COUNTS", "ONE_AREA_MISMATCH",
-           "CHECK_FRAMES"]
+           "CHECK_FRAMES", "MOVE_RATE", "MOVE_RATE_RANGE", "decoded_move_rate"]
 
 #: Median share of ambiguous pixels (:attr:`stemflow.find.ClassMaps.ambiguous_share`) of a movie's
 #: single frames from which they may be too dim to be judged alone. Simulated graphene movies
@@ -432,6 +432,10 @@ def find_atoms_movie(movie, pixel_size: float | None = None, *, window: int = 2,
         raise InputError(f"move_rate={move_rate!r}: expected a probability per frame in (0, 1), or 'auto'")
     if isinstance(min_evidence, bool) or not isinstance(min_evidence, (int, np.integer)) or min_evidence < 1:
         raise InputError(f"min_evidence={min_evidence!r}: expected a number of summed frames ≥ 1")
+    if amplitude_seed is not None and (isinstance(amplitude_seed, bool) or not isinstance(
+            amplitude_seed, (int, float, np.integer, np.floating)) or not np.isfinite(amplitude_seed)):
+        raise InputError(f"amplitude_seed={amplitude_seed!r}: expected a log-likelihood ratio in nats "
+                         "(a finite number), or None for the network's candidates alone")
     opts = dict(pixel_size=pixel_size, lattice=lattice, model=model, sigma_px=probe_fwhm / pixel_size / 2.3548,
                 bond_px=LATTICES[lattice]["bond"] / pixel_size, window=int(window), move_rate=move_rate,
                 min_evidence=min_evidence, between_snr=between_snr, amplitude_seed=amplitude_seed)
@@ -507,10 +511,10 @@ def _segment(frames, *, pixel_size, lattice, model, sigma_px, bond_px, window, m
         # fit's overlaps (gram): judged through the sites' amplitudes alone, a Si between two sites
         # keeps less than half of what sets it apart from a Si on one of them
         amp, seen = column_amplitudes(reg, valid, cand, sigma_px)
-        kw = dict(n_frames_evidence=min_evidence, profiles=profiles, gram=column_gram(cand, sigma_px),
-                  amplitude_seed=amplitude_seed)
+        occ_kw = dict(n_frames_evidence=min_evidence, profiles=profiles, gram=column_gram(cand, sigma_px),
+                      amplitude_seed=amplitude_seed)
         rate = MOVE_RATE if move_rate == "auto" else float(move_rate)
-        is_dop, p_dop = occupancy(amp, cand, is_host, obs, levels, spacing, move_rate=rate, **kw)
+        is_dop, p_dop = occupancy(amp, cand, is_host, obs, levels, spacing, move_rate=rate, **occ_kw)
         if move_rate == "auto":
             # the movie's own rate: moves per dopant and frame on the path decoded with the prior,
             # then the path decoded again with it (dopants that seldom move make few false hops
@@ -518,7 +522,7 @@ def _segment(frames, *, pixel_size, lattice, model, sigma_px, bond_px, window, m
             measured = decoded_move_rate(is_dop)
             if np.isfinite(measured):
                 rate = float(np.clip(measured, *MOVE_RATE_RANGE))
-                is_dop, p_dop = occupancy(amp, cand, is_host, obs, levels, spacing, move_rate=rate, **kw)
+                is_dop, p_dop = occupancy(amp, cand, is_host, obs, levels, spacing, move_rate=rate, **occ_kw)
     else:                     # too few dopants seen anywhere: every site is host
         amp = np.concatenate([amp, np.full((t_n, len(virtual)), np.nan)], axis=1)
         seen = np.concatenate([seen, np.zeros((t_n, len(virtual)), bool)], axis=1)

@@ -206,6 +206,7 @@ def test_find_atoms_movie_measures_how_often_its_dopants_move(low_dose_movie):
     (dict(movie=np.zeros((4, 64, 64)), window=-1), "window"),
     (dict(movie=np.zeros((4, 64, 64)), move_rate=1.5), "move_rate"),
     (dict(movie=np.zeros((4, 64, 64)), move_rate="fast"), "move_rate"),
+    (dict(movie=np.zeros((4, 64, 64)), amplitude_seed=float("nan")), "amplitude_seed"),
     (dict(movie=np.zeros((4, 64, 64)), segment=2), "segment"),
 ])
 def test_find_atoms_movie_rejects_bad_input(bad, msg):
