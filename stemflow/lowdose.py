@@ -558,6 +558,11 @@ def decoded_move_rate(is_dopant) -> float:
     is_dopant : ndarray, (frame, n) bool
         Which candidates hold a dopant in each frame (:func:`stemflow.occupancy.occupancy`).
 
+    Returns
+    -------
+    float
+        Moves per dopant and frame.
+
     Examples
     --------
     >>> import numpy as np
