@@ -39,7 +39,7 @@ from stemflow.lowdose import detected_counts, low_dose_check
 from stemflow.metrics import match
 from stemflow.simulate import simulate_movie
 from stemflow.tracking import track
-from stemflow.tracking.scoring import drift_error, particle_map, score_events
+from stemflow.tracking.scoring import drift_error, particle_map, score_events, true_move_rate
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -97,15 +97,6 @@ def hop_stays(mov):
             b += 1
         out.append(min(f - a, b - f + 1))
     return np.array(out, np.int64)
-
-
-def true_move_rate(mov):
-    """Moves per Si and frame in the truth: frames in which a Si holds another site or changes
-    between 3- and 4-fold (a move of ``find_atoms_movie``'s model), over the frames it continues into."""
-    si = mov.atoms[mov.atoms.label == "dopant"].sort_values(["particle", "frame"])
-    state = si.site.astype(str) + si.defect.astype(str)
-    same = si.particle.eq(si.particle.shift())
-    return float((same & state.ne(state.shift())).sum() / max(int(same.sum()), 1))
 
 
 def amplitude_noise(atoms, mov, seed, dose, probe_fwhm=0.11):
@@ -202,7 +193,7 @@ def run_movie(seed, dose):
     t_movie = time.perf_counter() - t0
     row.update({f"movie_{k}": v for k, v in detection_quality(movie_atoms, mov).items()}, movie_s=t_movie)
     row.update(amplitude_noise(movie_atoms, mov, seed, dose))
-    row.update(true_move_rate=true_move_rate(mov), movie_move_rate=float(movie_atoms.attrs["move_rate"][0]))
+    row.update(true_move_rate=true_move_rate(mov.atoms), movie_move_rate=float(movie_atoms.attrs["move_rate"][0]))
     stays = hop_stays(mov)
     row.update({f"hops_stay{k}": int(np.sum(stay_class(stays) == k)) for k in (1, 2, 3)})
     oracle_atoms = oracle_movie_atoms(mov, images)

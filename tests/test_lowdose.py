@@ -10,7 +10,7 @@ from stemflow.errors import InputError, StemflowWarning
 from stemflow.occupancy import Levels, amplitude_levels, column_amplitudes, column_gram, occupancy
 from stemflow.registration import register_frames, shift_frames
 from stemflow.simulate import simulate_movie
-from stemflow.tracking.scoring import score_events
+from stemflow.tracking.scoring import score_events, true_move_rate
 
 
 def test_register_frames_follows_a_random_walk_at_low_dose():
@@ -174,20 +174,11 @@ def test_find_atoms_movie_finds_the_si_that_single_frames_miss(low_dose_movie):
     assert s["true"] >= 4 and s["tp"] >= 0.8 * s["true"] and s["tp"] >= 0.8 * s["found"]
 
 
-def _moves_per_dopant_frame(atoms):
-    """Frames in which a true Si holds another site or changes between 3- and 4-fold, over the
-    frames it continues into."""
-    si = atoms[atoms.label == "dopant"].sort_values(["particle", "frame"])
-    state = si.site.astype(str) + si.defect.astype(str)
-    same = si.particle.eq(si.particle.shift())
-    return (same & state.ne(state.shift())).sum() / same.sum()
-
-
 def test_find_atoms_movie_measures_how_often_its_dopants_move(low_dose_movie):
     from stemflow.lowdose import MOVE_RATE, MOVE_RATE_RANGE
 
     mov = low_dose_movie
-    truth = _moves_per_dopant_frame(mov.atoms)
+    truth = true_move_rate(mov.atoms)
     rate = stemflow.find_atoms_movie(mov.images(), pixel_size=0.01).attrs["move_rate"][0]
     assert truth > 0.13 and abs(rate - truth) < 0.05 and rate != MOVE_RATE
     still = simulate_movie("graphene", 16, 160, drift=(0.0, 0.0), drift_jitter=0.7, seed=32, pixel_size=0.01,

@@ -8,6 +8,7 @@
   exactly the same frame, of the true particle its trajectory maps to; precision, recall and F1
   per kind.
 * :func:`drift_error` — root-mean-square length of the difference of two drift tables, px.
+* :func:`true_move_rate` — how often the true dopants move, per dopant and frame.
 
 The truth tables need the columns of the simulator's: atoms ``frame``, ``y``, ``x``, ``label``,
 ``particle``; events ``particle``, ``frame``, ``kind``; drift ``frame``, ``dy``, ``dx``.
@@ -21,7 +22,7 @@ import pandas as pd
 from ..metrics import match
 from ._validate import require_columns, require_table
 
-__all__ = ["trajectory_purity", "particle_map", "score_events", "drift_error"]
+__all__ = ["trajectory_purity", "particle_map", "score_events", "drift_error", "true_move_rate"]
 
 
 def particle_map(trajectories: pd.DataFrame, truth_atoms: pd.DataFrame, max_distance: float) -> pd.DataFrame:
@@ -123,3 +124,34 @@ def drift_error(drift: pd.DataFrame, truth_drift: pd.DataFrame) -> float:
     j = drift.merge(truth_drift, on="frame", suffixes=("", "_true"))
     e2 = (j["dy"] - j["dy_true"]) ** 2 + (j["dx"] - j["dx_true"]) ** 2
     return float(np.sqrt(e2.mean())) if len(j) else float("nan")
+
+
+def true_move_rate(truth_atoms: pd.DataFrame) -> float:
+    """Moves per dopant and frame in a truth table: the frames in which a dopant holds another
+    site, or changes its defect (a Si between 3- and 4-fold moves onto or off the place between
+    two sites), over the frames it continues into.
+
+    Parameters
+    ----------
+    truth_atoms : DataFrame
+        The simulator's atoms table: ``frame``, ``label``, ``particle``, ``site``, ``defect``.
+
+    Returns
+    -------
+    float
+        Moves per dopant and frame; NaN when no dopant is in two frames.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> t = pd.DataFrame({"frame": range(5), "label": "dopant", "particle": 7,
+    ...                   "site": [3, 3, 4, 4, 4], "defect": "Si1C3"})
+    >>> true_move_rate(t)
+    0.25
+    """
+    require_columns(truth_atoms, ["frame", "label", "particle", "site", "defect"], "truth_atoms")
+    d = truth_atoms[truth_atoms["label"].astype(str) == "dopant"].sort_values(["particle", "frame"])
+    state = d["site"].astype(str) + "/" + d["defect"].astype(str)
+    same = d["particle"].eq(d["particle"].shift())
+    steps = int(same.sum())
+    return float((same & state.ne(state.shift())).sum() / steps) if steps else float("nan")
