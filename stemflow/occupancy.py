@@ -48,6 +48,7 @@ from scipy import ndimage, sparse
 from scipy.sparse.linalg import splu
 from scipy.spatial import cKDTree
 from scipy.special import logsumexp
+from scipy.stats import median_abs_deviation
 
 from .errors import InputError
 
@@ -236,7 +237,7 @@ class Levels:
 
 def _mad(v):
     v = v[np.isfinite(v)]
-    return 1.4826 * float(np.median(np.abs(v - np.median(v)))) if len(v) else np.nan
+    return float(median_abs_deviation(v, scale="normal")) if len(v) else np.nan
 
 
 def amplitude_levels(amp, host_sites, dopant_obs) -> Levels:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from scipy import ndimage
+from scipy.stats import median_abs_deviation
 
 from ..errors import InputError, check_positive
 
@@ -110,7 +111,7 @@ def significance_map(image, pixel_size: float, *, probe_sigma_nm: float = 0.05, 
     if not floor > 0:
         return np.zeros_like(img)
     z = excess / np.maximum(noise, 1e-3 * floor)
-    spread = 1.4826 * np.median(np.abs(z - np.median(z)))
+    spread = median_abs_deviation(z, axis=None, scale="normal")
     return z / spread if spread > 0 else np.zeros_like(img)
 
 
