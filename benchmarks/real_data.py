@@ -1095,6 +1095,12 @@ def pt_lines(res: dict, atomai: dict | None) -> list[str]:
                         f"{ie['share_on_none_within_label_iqr']:.2f} of them lie inside the labelled atoms' "
                         "interquartile range (0.5 if both were one population): many of the unlabelled bright spots "
                         "hold as many counts as the labelled atoms do.")
+        dn = json.loads(sep.read_text()).get("dark_null")
+        if dn:
+            out[-1] += (f" The support's dark side, read as a null without labels (round dark spots by the same rule on "
+                        f"the negated frame), would explain {dn['dark_4']} bright spots at 4 σ if the support's texture were symmetric, against the "
+                        f"{dn['bright_on_none_4']} round ones found on no label, and {dn['dark_5']} against "
+                        f"{dn['bright_on_none_5']} at 5 σ.")
     unet = Path(__file__).parent / "results" / "pt_unet_cv.json"
     if unet.exists():           # written by benchmarks/pt_unet_cv.py
         u = json.loads(unet.read_text())
