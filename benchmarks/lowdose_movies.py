@@ -248,6 +248,10 @@ NUISANCES = {
     "background 0.5 of a C peak": dict(background=0.5),
     "Si hop 0.03 per frame": dict(rates={"hop": 0.03, "switch34": 0.01, "switch43": 0.05}),
     "Si hop 0.15 per frame": dict(rates={"hop": 0.15, "switch34": 0.03, "switch43": 0.05}),
+    "scan lines: offsets 0.1 counts RMS": dict(line_offset=0.1),
+    "scan lines: offsets 0.1, jitter 0.3 px, flyback 1 px": dict(line_offset=0.1, line_jitter=0.3, flyback=1.0),
+    "thermal-diffuse halo 0.2": dict(tds_background=0.2),
+    "probe from the lens, defocus −20 Å": dict(probe="aberrated", defocus=-20.0),
     "no read noise": dict(read_noise=0.0),
     "no read noise, 2000 e⁻/Å²": dict(read_noise=0.0, dose=2000.0),
 }
@@ -428,7 +432,10 @@ def main(quick=False, dev=False):
         "a narrower or wider probe than the 1.1 Å the method assumes (`probe_fwhm=0.11` nm), other samplings, "
         "faster drift, hydrocarbon contamination, a slowly varying background, Si that move less or more "
         "often than above (`move_rate='auto'` measures each movie's own rate; the first decoding assumes 0.1 "
-        "per frame), and pure Poisson counts "
+        "per frame), scan lines whose baseline jumps from line to line (taken out by "
+        "`stemflow.lowdose.line_offsets` before any column is fitted) alone and with line jitter and flyback, "
+        "a thermal-diffuse halo, a probe computed from the lens (60 kV, 30 mrad, defocus −20 Å) rather than "
+        "a Gaussian with a tail, and pure Poisson counts "
         "(the simulator adds 0.3 counts RMS of read noise by default). *default*: the route chosen by "
         "`low_dose_check` for each movie (`movie_chosen` of them to `find_atoms_movie`, the others frame by "
         "frame with `find_atoms` + `track`); `single_share` and `mismatch`: the check's ambiguous share of single "

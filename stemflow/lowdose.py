@@ -43,7 +43,7 @@ from .registration import register_frames, shift_frames
 
 __all__ = ["find_atoms_movie", "context_frames", "low_dose_check", "low_dose_advice", "frame_mismatch",
            "detected_counts", "DIM_SHARE", "SUM_GAIN", "SWITCH_SHARE", "DIM_COUNTS", "ONE_AREA_MISMATCH",
-           "CHECK_FRAMES", "MOVE_RATE", "MOVE_RATE_RANGE", "decoded_move_rate"]
+           "CHECK_FRAMES", "MOVE_RATE", "MOVE_RATE_RANGE", "decoded_move_rate", "line_offsets"]
 
 #: Median share of ambiguous pixels (:attr:`stemflow.find.ClassMaps.ambiguous_share`) of a movie's
 #: single frames from which they may be too dim to be judged alone. Simulated graphene movies
@@ -303,12 +303,62 @@ def low_dose_advice(check: dict) -> str | None:
 
 
 def _registered(frames, sigma_px, bond_px):
-    """Shifts, registered frames, where they hold data, and their sum scaled to all frames
-    (the mean frame's counts × frames), registered as :func:`find_atoms_movie` does."""
+    """Shifts, registered frames (less their scan lines' offsets, :func:`line_offsets`), where
+    they hold data, and their sum scaled to all frames (the mean frame's counts × frames),
+    registered as :func:`find_atoms_movie` does."""
     shifts = register_frames(frames, sigma_px=0.64 * sigma_px, max_step=0.4 * bond_px)
     reg, valid = shift_frames(frames, shifts)
+    reg -= line_offsets(reg, valid)[..., None] * valid
     summed = (reg.sum(axis=0) / np.maximum(valid.sum(axis=0), 1) * len(frames)).astype(np.float32)
     return shifts, reg, valid, summed
+
+
+def line_offsets(registered, valid, min_share: float = 0.25) -> np.ndarray:
+    """Each registered frame's offset along every row: the mean of its departure from the movie's
+    mean frame over the row's pixels that hold data.
+
+    A scan line's additive offset (the detector's baseline moving from line to line, a common
+    artefact of real STEM frames) is constant along the line, so it is what a row of the frame
+    keeps of its departure from the mean frame once the row is averaged: the lattice, which is
+    the same in every frame, leaves the mean frame, and the frame's noise (and a dopant that moves)
+    averages away over the row. The mean frame holds each frame's own offset divided by the
+    number of frames, so the offsets come out (1 − 1/frames) of their size.
+
+    Parameters
+    ----------
+    registered : ndarray, (frame, y, x)
+        Frames on a common grid, counts; rows are scan lines (x the fast direction).
+    valid : ndarray, (frame, y, x) bool
+        Where ``registered`` holds data.
+    min_share : float
+        Rows with data over less than this share of their width get no offset (0).
+
+    Returns
+    -------
+    ndarray, (frame, y)
+        Offsets, counts (0 where a row holds too little data).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> lattice = np.tile(np.sin(np.arange(64) / 2.0) ** 2, (32, 1))       # the same in every frame
+    >>> offsets = rng.normal(0, 1, (8, 32))
+    >>> frames = lattice[None] + offsets[..., None]
+    >>> found = line_offsets(frames, np.ones(frames.shape, bool))
+    >>> bool(np.allclose(found, offsets - offsets.mean(axis=0)))
+    True
+    """
+    reg = np.asarray(registered, np.float64)
+    valid = np.asarray(valid, bool)
+    if reg.ndim != 3 or valid.shape != reg.shape:
+        raise InputError(f"registered {reg.shape} and valid {valid.shape}: expected two stacks (frame, y, x) of "
+                         "one shape")
+    held = valid.sum(axis=0)
+    mean = np.where(valid, reg, 0.0).sum(axis=0) / np.maximum(held, 1)
+    n = valid.sum(axis=2)
+    total = np.where(valid, reg - mean[None], 0.0).sum(axis=2)
+    return np.where(n >= min_share * reg.shape[2], total / np.maximum(n, 1), 0.0)
 
 
 def _segments(n, length, overlap):

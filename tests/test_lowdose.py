@@ -560,3 +560,34 @@ def test_the_first_frame_is_weighed_as_moves_are():
     np.testing.assert_allclose(post[0], [2 / 3, 1 / 3])
     _, post = _hmm(np.zeros((3, 2)), [[1], [0]], 0.1)
     np.testing.assert_allclose(post, 0.5)
+
+
+def test_line_offsets_come_out_of_the_registered_frames():
+    """Scan lines whose baseline jumps from line to line (0.1 counts RMS here, at 1000 e⁻/Å² per frame)
+    are taken out before any column is fitted: what a row keeps of its departure from the mean frame
+    is the offset, and after registration it is gone."""
+    from stemflow.lowdose import _registered, line_offsets
+
+    mov = simulate_movie("graphene", 12, 160, drift=(0.0, 0.0), drift_jitter=0.5, rates={}, seed=5,
+                         pixel_size=0.01, dose=1000, defects={"Si1C3": 2}, line_offset=0.1)
+    frames = mov.images()
+    raw_reg, valid = shift_frames(frames, register_frames(frames, sigma_px=3.0))
+    before = line_offsets(raw_reg, valid)
+    assert np.sqrt(np.mean(before ** 2)) > 0.07                       # the offsets are there …
+    _, reg, valid, _ = _registered(frames, 4.7, 14.2)
+    after = line_offsets(reg, valid)
+    assert np.sqrt(np.mean(after ** 2)) < 0.2 * np.sqrt(np.mean(before ** 2))   # … and then gone
+
+
+def test_line_offsets_leave_rows_with_little_data_alone():
+    from stemflow.lowdose import line_offsets
+
+    reg = np.zeros((3, 4, 20))
+    reg[1] += 1.0
+    valid = np.ones(reg.shape, bool)
+    valid[:, 0, 4:] = False                       # row 0 holds 4 of 20 pixels: under a quarter
+    off = line_offsets(reg, valid)
+    assert np.allclose(off[:, 0], 0.0)
+    assert np.allclose(off[:, 1:], [[-1 / 3], [2 / 3], [-1 / 3]])
+    with pytest.raises(InputError, match="two stacks"):
+        line_offsets(reg[0], valid[0])
