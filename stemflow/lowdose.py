@@ -321,8 +321,12 @@ def line_offsets(registered, valid, min_share: float = 0.25) -> np.ndarray:
     artefact of real STEM frames) is constant along the line, so it is what a row of the frame
     keeps of its departure from the mean frame once the row is averaged: the lattice, which is
     the same in every frame, leaves the mean frame, and the frame's noise (and a dopant that moves)
-    averages away over the row. The mean frame holds each frame's own offset divided by the
-    number of frames, so the offsets come out (1 − 1/frames) of their size.
+    averages away over the row — but not wholly: each row's mean keeps the noise of its pixels
+    over their number. So each frame's offsets are shrunk by ``1 − noise / spread`` (0 when the
+    rows' means spread no more than that noise predicts, about 1 when offsets dominate it): a frame
+    without line offsets is left as it is rather than given the rows' noise. The mean frame holds
+    each frame's own offset divided by the number of frames, so the offsets come out
+    (1 − 1/frames) of their size.
 
     Parameters
     ----------
@@ -357,8 +361,14 @@ def line_offsets(registered, valid, min_share: float = 0.25) -> np.ndarray:
     held = valid.sum(axis=0)
     mean = np.where(valid, reg, 0.0).sum(axis=0) / np.maximum(held, 1)
     n = valid.sum(axis=2)
-    total = np.where(valid, reg - mean[None], 0.0).sum(axis=2)
-    return np.where(n >= min_share * reg.shape[2], total / np.maximum(n, 1), 0.0)
+    resid = np.where(valid, reg - mean[None], 0.0)
+    rows = n >= max(min_share * reg.shape[2], 2)
+    off = np.where(rows, resid.sum(axis=2) / np.maximum(n, 1), 0.0)
+    within = np.where(valid, resid - off[..., None], 0.0)
+    noise = np.where(rows, (within ** 2).sum(axis=2) / np.maximum(n - 1, 1) / np.maximum(n, 1), 0.0)
+    spread = (off ** 2).sum(axis=1)
+    keep = np.clip(1.0 - noise.sum(axis=1) / np.where(spread > 0, spread, np.inf), 0.0, 1.0)
+    return off * keep[:, None]
 
 
 def _segments(n, length, overlap):

@@ -591,3 +591,18 @@ def test_line_offsets_leave_rows_with_little_data_alone():
     assert np.allclose(off[:, 1:], [[-1 / 3], [2 / 3], [-1 / 3]])
     with pytest.raises(InputError, match="two stacks"):
         line_offsets(reg[0], valid[0])
+
+
+def test_line_offsets_leave_frames_without_them_alone():
+    """Without line offsets, a row's mean departure is the noise of its pixels: subtracting it would
+    only add that noise to every column fitted on the row, so it is shrunk away."""
+    from stemflow.lowdose import line_offsets
+
+    rng = np.random.default_rng(3)
+    lattice = np.tile(0.5 + 0.4 * np.sin(np.arange(200) / 3.0) ** 2, (120, 1))
+    frames = rng.poisson(np.broadcast_to(lattice, (10, 120, 200))).astype(float)
+    valid = np.ones(frames.shape, bool)
+    row_noise = np.sqrt(lattice.mean() / 200)                  # a row mean's noise, counts
+    assert np.sqrt(np.mean(line_offsets(frames, valid) ** 2)) < 0.3 * row_noise
+    striped = frames + rng.normal(0, 5 * row_noise, (10, 120, 1))
+    assert np.sqrt(np.mean(line_offsets(striped, valid) ** 2)) > 3 * row_noise
