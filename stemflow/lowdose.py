@@ -302,13 +302,16 @@ def low_dose_advice(check: dict) -> str | None:
             "finds the dopants with all frames together; they are judged one by one now")
 
 
-def _registered(frames, sigma_px, bond_px):
-    """Shifts, registered frames (less their scan lines' offsets, :func:`line_offsets`), where
-    they hold data, and their sum scaled to all frames (the mean frame's counts × frames),
-    registered as :func:`find_atoms_movie` does."""
+def _registered(frames, sigma_px, bond_px, destripe: bool = False):
+    """Shifts, registered frames (less their scan lines' offsets, :func:`line_offsets`, with
+    ``destripe``), where they hold data, and their sum scaled to all frames (the mean frame's
+    counts × frames), registered as :func:`find_atoms_movie` does. :func:`low_dose_check` keeps
+    the offsets: frames of different areas differ row by row too, and taking that out as offsets
+    would make them look like one area."""
     shifts = register_frames(frames, sigma_px=0.64 * sigma_px, max_step=0.4 * bond_px)
     reg, valid = shift_frames(frames, shifts)
-    reg -= line_offsets(reg, valid)[..., None] * valid
+    if destripe:
+        reg -= line_offsets(reg, valid)[..., None] * valid
     summed = (reg.sum(axis=0) / np.maximum(valid.sum(axis=0), 1) * len(frames)).astype(np.float32)
     return shifts, reg, valid, summed
 
@@ -521,7 +524,7 @@ def _segment(frames, *, pixel_size, lattice, model, sigma_px, bond_px, window, m
     """find_atoms_movie on frames held in memory: (rows with frame numbers from 0, shifts, info)."""
     from .find import find_atoms
 
-    shifts, reg, valid, mean = _registered(frames, sigma_px, bond_px)
+    shifts, reg, valid, mean = _registered(frames, sigma_px, bond_px, destripe=True)
     t_n = len(frames)
     kw = dict(pixel_size=pixel_size, lattice=lattice, model=model, identify=False)
     with warnings.catch_warnings():      # sums of low-dose frames are expected to look noisier than

@@ -414,6 +414,7 @@ def test_real_graphene_frames_of_different_areas_are_never_taken_for_one_dim_mov
     assert not any(c["low_dose"] for c in checks), checks
     assert any(c["dose_limited"] for c in checks)          # what keeps those apart: their counts
     assert all(not c["few_counts"] for c in checks if c["dose_limited"]), checks
+    assert all(not c["one_area"] for c in checks if c["dose_limited"]), checks    # … and their areas
 
 
 def test_track_accessor_finds_a_dim_movie_with_all_its_frames(low_dose_movie):
@@ -574,7 +575,7 @@ def test_line_offsets_come_out_of_the_registered_frames():
     raw_reg, valid = shift_frames(frames, register_frames(frames, sigma_px=3.0))
     before = line_offsets(raw_reg, valid)
     assert np.sqrt(np.mean(before ** 2)) > 0.07                       # the offsets are there …
-    _, reg, valid, _ = _registered(frames, 4.7, 14.2)
+    _, reg, valid, _ = _registered(frames, 4.7, 14.2, destripe=True)
     after = line_offsets(reg, valid)
     assert np.sqrt(np.mean(after ** 2)) < 0.2 * np.sqrt(np.mean(before ** 2))   # … and then gone
 
