@@ -311,7 +311,7 @@ def _registered(frames, sigma_px, bond_px, destripe: bool = False):
     shifts = register_frames(frames, sigma_px=0.64 * sigma_px, max_step=0.4 * bond_px)
     reg, valid = shift_frames(frames, shifts)
     if destripe:
-        reg -= line_offsets(reg, valid)[..., None] * valid
+        np.subtract(reg, line_offsets(reg, valid)[..., None], out=reg, where=valid)
     summed = (reg.sum(axis=0) / np.maximum(valid.sum(axis=0), 1) * len(frames)).astype(np.float32)
     return shifts, reg, valid, summed
 
@@ -364,11 +364,12 @@ def line_offsets(registered, valid, min_share: float = 0.25) -> np.ndarray:
     held = valid.sum(axis=0)
     mean = np.where(valid, reg, 0.0).sum(axis=0) / np.maximum(held, 1)
     n = valid.sum(axis=2)
-    resid = np.where(valid, reg - mean[None], 0.0)
+    resid = np.where(valid, reg - mean[None], 0.0)            # the one frame-sized temporary
     rows = n >= max(min_share * reg.shape[2], 2)
     off = np.where(rows, resid.sum(axis=2) / np.maximum(n, 1), 0.0)
-    within = np.where(valid, resid - off[..., None], 0.0)
-    noise = np.where(rows, (within ** 2).sum(axis=2) / np.maximum(n - 1, 1) / np.maximum(n, 1), 0.0)
+    # the spread of a row's pixels about its mean: Σ r² − n·mean², without a second temporary
+    within = np.einsum("tyx,tyx->ty", resid, resid) - n * off ** 2
+    noise = np.where(rows, np.maximum(within, 0.0) / np.maximum(n - 1, 1) / np.maximum(n, 1), 0.0)
     spread = (off ** 2).sum(axis=1)
     keep = np.clip(1.0 - noise.sum(axis=1) / np.where(spread > 0, spread, np.inf), 0.0, 1.0)
     return off * keep[:, None]
