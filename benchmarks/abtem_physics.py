@@ -17,7 +17,7 @@ renders them as ``abtem_sweep.render`` does (15 pm/px, 0.5 Å effective source, 
 10⁵ and 3·10⁴ e⁻/Å², tiled 3 × 3, the centre tile scored) through ``stemflow.find_atoms`` with its
 defaults and the bundled network.
 
-The generation takes about 20 minutes on 2 CPU cores; scoring about two.
+The generation took 34 minutes on 2 CPU cores (graphene 3, WS2 12, MoS2 19); scoring about one.
 """
 
 from __future__ import annotations
