@@ -368,8 +368,9 @@ def _fit_only(image, pixel_size, table):
     return table.assign(y_fit=fit["y_fit"].to_numpy(), x_fit=fit["x_fit"].to_numpy())
 
 
-def _host_offsets(frames, cache) -> dict:
-    """Where stemflow's matched C columns sit relative to their labels, pm: the mean offset, its
+def _host_offsets(frames, fitted) -> dict:
+    """Where stemflow's matched C columns sit relative to their labels, pm (``fitted``: each
+    frame's table with its columns also fitted to the image alone, :func:`_fit_only`): the mean offset, its
     component along the line from the nearest labelled Si (negative: towards the Si), the spread
     of each image's mean offset, and what the mean distance would be with each of these removed
     by an oracle that knows the labels (per image, or along the Si direction), to tell a bias of
@@ -381,7 +382,7 @@ def _host_offsets(frames, cache) -> dict:
 
     vecs, units, image_means, fit_radial, si_c = [], [], [], [], {"labels": [], "stemflow": [], "fit": []}
     for f in frames:
-        a = _fit_only(f.image, f.pixel_size, cache[f.name])
+        a = fitted[f.name]
         cols = a[~a["label"].astype(str).isin(["vacancy", "dopant"])].reset_index(drop=True)
         host = f.truth[f.truth.element == "C"].reset_index(drop=True)
         si = f.truth.loc[f.truth.element == "Si", ["y", "x"]].to_numpy(np.float64)
@@ -423,19 +424,20 @@ def _host_offsets(frames, cache) -> dict:
             "si_c_n": int(first.sum())}
 
 
-def _shell_symmetry(frames, cache) -> dict:
+def _shell_symmetry(frames, fitted) -> dict:
     """A check that needs no ground truth: a lone Si with three C (Si1C3) is threefold symmetric in
     projection, so the less scattered set of positions shows three equal Si–C distances and 120°
     between them. For every labelled Si1C3 complex whose Si and three C stemflow's table all match
     (within half a bond), the within-complex SD of the three Si–C distances (pm) and the mean
     departure of the three angles from 120° (degrees), for the labels, stemflow's table and the
-    columns fitted to the image alone; medians over the complexes."""
+    columns fitted to the image alone (``fitted``, as for :func:`_host_offsets`); medians over the
+    complexes."""
     from stemflow.labelled import HALF_BOND_NM
     from stemflow.metrics import match
 
     out = {k: {"distance_sd_pm": [], "angle_dev_deg": [], "distance_mean_pm": []} for k in ("labels", "stemflow", "fit")}
     for f in frames:
-        a = _fit_only(f.image, f.pixel_size, cache[f.name])
+        a = fitted[f.name]
         rows = a[a["label"].astype(str) != "vacancy"].reset_index(drop=True)
         for _, g in f.truth.groupby("complex"):
             if (g.element == "Si").sum() != 1 or (g.element == "C").sum() != 3:
@@ -582,7 +584,8 @@ def run_si(data_dir: Path, model=None, atomap_python=None) -> tuple[dict, dict]:
     res["methods"]["stemflow"]["calibration"] = _calibration(
         frames, cache, lambda f: f.truth.loc[f.truth.element == "Si", ["y", "x"]].reset_index(drop=True),
         lambda f: HALF_BOND_NM / f.pixel_size)
-    res["methods"]["stemflow"]["host_offsets"] = dict(_host_offsets(frames, cache), symmetry=_shell_symmetry(frames, cache),
+    fitted = {f.name: _fit_only(f.image, f.pixel_size, cache[f.name]) for f in frames}
+    res["methods"]["stemflow"]["host_offsets"] = dict(_host_offsets(frames, fitted), symmetry=_shell_symmetry(frames, fitted),
                                                       simulated=_simulated_radial_control(model),
                                                       simulated_relaxed=_simulated_radial_control(model, relax=0.2))
     tables["stemflow"] = cache
