@@ -50,12 +50,16 @@ VARIANTS = {
 }
 
 
-def render(z, pixel_nm: float, source_A: float, dose: float, rng) -> tuple[np.ndarray, pd.DataFrame]:
+def render(z, pixel_nm: float, source_A: float, dose: float, rng, *, tiles: int | None = None,
+           scored: int = 1) -> tuple[np.ndarray, pd.DataFrame]:
     """A cached frame rendered at ``pixel_nm`` (nm/px) with an effective source of ``source_A`` (Å
-    FWHM) and Poisson counts at ``dose`` (e⁻/Å²), tiled as the set tiles; and its truth (px)."""
+    FWHM) and Poisson counts at ``dose`` (e⁻/Å²), tiled ``tiles`` × ``tiles`` (default: as the set
+    tiles); and its truth (px), with ``cell_index`` (the row of the cell's truth) and ``central``
+    (True on the middle ``scored`` × ``scored`` tiles)."""
     scan = np.asarray(z["scan"], np.float64)
     cell = np.asarray(z["cell_yx_A"], np.float64)
-    tiles = SETTINGS["tiles"]
+    tiles = int(tiles or SETTINGS["tiles"])
+    mid, half = tiles // 2, scored // 2
     p_a = 10 * pixel_nm
     n_out = (int(tiles * cell[0] / p_a), int(tiles * cell[1] / p_a))
     signal = np.clip(_fourier_resample(scan, tuple(cell), p_a, n_out, source_A / 2.3548), 0, None)
@@ -66,7 +70,8 @@ def render(z, pixel_nm: float, source_A: float, dose: float, rng) -> tuple[np.nd
     for a in range(tiles):
         for b in range(tiles):
             rows.append(pd.DataFrame({"y": (tyx[:, 0] + a * cell[0]) / p_a, "x": (tyx[:, 1] + b * cell[1]) / p_a,
-                                      "label": lab, "central": a == b == tiles // 2}))
+                                      "label": lab, "central": max(abs(a - mid), abs(b - mid)) <= half,
+                                      "cell_index": np.arange(len(lab))}))
     truth = pd.concat(rows, ignore_index=True)
     truth = truth[(truth.y <= n_out[0] - 1) & (truth.x <= n_out[1] - 1)].reset_index(drop=True)
     return counts, truth
