@@ -363,12 +363,11 @@ def write_md(res: dict, meta: dict) -> None:
     tp = sum(e["tp"] for per in res.values() for e in per.values())
     fp = sum(e["fp"] for per in res.values() for e in per.values())
     fn = sum(e["fn"] for per in res.values() for e in per.values())
-    sig_t = [v for per in res.values() for e in per.values() for v in e["sig_true"]]
-    sig_f = [v for per in res.values() for e in per.values() for v in e["sig_false"]]
+    sig_t, sig_f = meta["significance_true"], meta["significance_false"]
     lines += ["", f"Over every support and rendering: TP {tp}, FP {fp}, FN {fn}; precision {tp / max(tp + fp, 1):.3f}, "
               f"recall {tp / max(tp + fn, 1):.3f}. Recall per element: {_recall(pooled)}. Significance of the "
-              f"heavy atoms found (σ): right ones median {np.median(sig_t) if sig_t else float('nan'):.1f}, "
-              f"false ones median {np.median(sig_f) if sig_f else float('nan'):.1f} ({len(sig_f)}).", "",
+              f"heavy atoms found (σ): right ones median {sig_t['median']:.1f}, false ones median "
+              f"{sig_f['median']:.1f} ({sig_f['n']}).", "",
               "The supports (atoms per cell; thickness and roughness in Å; density in atoms/Å³, modulated in the "
               "plane by ±30 %):", "", "| support | composition | density | mean thickness | RMS roughness per surface "
               "| minimum distance | generation (s) |", "|---|---|---|---|---|---|---|"]
@@ -454,6 +453,9 @@ def main(argv=None) -> int:
         m = json.loads(str(np.load(f, allow_pickle=False)["meta"]))
         gen[m["support"]] = gen.get(m["support"], 0.0) + m["seconds"]
     meta = dict(seconds=time.perf_counter() - t0, draws=args.draws, generation_s=gen, contrast=contrast())
+    for key in ("true", "false"):          # pooled, then dropped from each entry: the JSON stays small
+        vals = [v for per in res.values() for e in per.values() for v in e.pop(f"sig_{key}")]
+        meta[f"significance_{key}"] = dict(n=len(vals), median=float(np.median(vals)) if vals else float("nan"))
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "abtem_supports.json").write_text(json.dumps(dict(meta=meta, results=res), indent=1, default=float))
     write_md(res, meta)
