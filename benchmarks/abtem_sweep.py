@@ -55,7 +55,8 @@ def render(z, pixel_nm: float, source_A: float, dose: float, rng, *, tiles: int 
     """A cached frame rendered at ``pixel_nm`` (nm/px) with an effective source of ``source_A`` (Å
     FWHM) and Poisson counts at ``dose`` (e⁻/Å²), tiled ``tiles`` × ``tiles`` (default: as the set
     tiles); and its truth (px), with ``cell_index`` (the row of the cell's truth) and ``central``
-    (True on the middle ``scored`` × ``scored`` tiles)."""
+    (True on the tiles at most ``scored // 2`` from the middle one: the middle ``scored`` ×
+    ``scored`` for odd ``scored``)."""
     scan = np.asarray(z["scan"], np.float64)
     cell = np.asarray(z["cell_yx_A"], np.float64)
     tiles = int(tiles or SETTINGS["tiles"])

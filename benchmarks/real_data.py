@@ -465,8 +465,8 @@ def _shell_symmetry(frames, fitted) -> dict:
 
 
 #: The options of ``sim_vs_real.MICROSCOPE`` that make its probe and detector (60 kV, 31 mrad,
-#: defocus, C3, C5, source size, focal spread, 60–200 mrad), without its scan distortions: a probe
-#: with tails.
+#: defocus, C3, C5, source size, focal spread, 60–200 mrad), without its scan distortions and its
+#: thermal-diffuse background: a probe with tails.
 ABERRATED_PROBE_KEYS = ("probe", "voltage_kv", "aperture_mrad", "defocus", "c3", "c5", "source_size", "focal_spread",
                         "detector_inner_mrad", "detector_outer_mrad")
 
@@ -1053,7 +1053,7 @@ def si_lines(res: dict, atomai: dict | None) -> list[str]:
                         f"alone sit {tails['fit_radial_mean_pm']:.1f} ± {tails['fit_radial_sd_pm']:.1f} pm along the Si "
                         f"direction without relaxation and {tails_rel['fit_radial_mean_pm']:.1f} ± "
                         f"{tails_rel['fit_radial_sd_pm']:.1f} pm with it (the bright Si's tail pulls its neighbours' fits), "
-                        f"stemflow's table {tails['radial_mean_pm']:.1f} and {tails_rel['radial_mean_pm']:.1f} pm. So the "
+                        f"stemflow's table {round(tails['radial_mean_pm'], 1) + 0.0:+.1f} and {round(tails_rel['radial_mean_pm'], 1) + 0.0:+.1f} pm. So the "
                         "real images' fit sitting nearer the Si than the labels does not show that the labels sit too far "
                         "out: a probe tail would do the same.")
         ms = Path(__file__).parent / "results" / "si_matched_synthetic.json"
@@ -1065,9 +1065,9 @@ def si_lines(res: dict, atomai: dict | None) -> list[str]:
                         "width and brightness, Poisson counts; exact truth) put stemflow's table "
                         f"{r_syn['host_mean_pm']:.1f} pm from the labelled C and the image fit alone "
                         f"{r_syn['fit_mean_pm']:.1f} pm, and the Cramér–Rao bound of a column's centre from its own "
-                        f"counts is {j['meta']['crlb_median_pm']:.1f} pm (median over the labelled C): below 9 pm only "
-                        "knowledge of the lattice around a column can place it, and that knowledge is what pulls a "
-                        "relaxed first shell towards the ideal lattice; see "
+                        f"counts is {j['meta']['crlb_median_pm']:.1f} pm (median over the labelled C): closer than that "
+                        "only knowledge of the lattice around a column can place it, and that knowledge is what pulls "
+                        "a relaxed first shell towards the ideal lattice; see "
                         "[si_matched_synthetic.md](si_matched_synthetic.md).")
         sym = ho.get("symmetry") or {}
         if sym.get("n_complexes"):
@@ -1166,7 +1166,8 @@ def pt_lines(res: dict, atomai: dict | None) -> list[str]:
                 "support: the rest of the gap to the real frames lies in what those frames lack, the support's "
                 "atom-sized texture and any disagreement between labels and image. With the texture kept, recall "
                 f"is {lo['recall']:.3f} against {at4['real frames']['recall']:.3f} on the real frames (the labelled "
-                "atoms the rule misses are those too dim for the noise at their support), precision "
+                "atoms the rule misses are, as far as these frames show, those too dim for the noise at their "
+                "support), precision "
                 f"{lo['precision']:.3f} against {at4['real frames']['precision']:.3f}: the real frames' extra "
                 "false calls are bright spots the labels do not hold; see "
                 "[pt_matched_synthetic.md](pt_matched_synthetic.md)."]

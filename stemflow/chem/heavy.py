@@ -18,6 +18,8 @@ Units: positions in px, pixel size in nm/px, widths in nm, significance in σ.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 from scipy import ndimage
@@ -43,7 +45,8 @@ HEAVY_MIN_ROUNDNESS = 0.2
 #: films heavy atoms stand 3–5× above the light-atom clusters.
 HEAVY_POPULATION_GAP = 1.8
 #: Radius (nm) over which a maximum's integrated excess is summed (:func:`find_heavy_atoms`): the
-#: probe's core and what a few nanometres of defocus spread it to (30 mrad × 6 nm ≈ 0.18 nm).
+#: probe's core and most of what several nanometres of defocus spread it to (a 30 mrad probe 8 nm
+#: out of focus is a disk of radius 0.24 nm).
 HEAVY_DISK_NM = 0.2
 #: (a, b) of the chance that a heavy atom found at significance s is one, 1 / (1 + exp(-(a + b · ln s))):
 #: fitted on the labelled real Pt-on-carbon-nitride development frames by
@@ -179,7 +182,9 @@ def find_heavy_atoms(image, pixel_size: float, *, significance: float = HEAVY_SI
             # light-atom clusters add a fraction of that. Keep a lower maximum whose integrated excess
             # is within the population gap of the upper group's median.
             counts = _integrated_excess(image, out["y"].to_numpy(), out["x"].to_numpy(), pixel_size)
-            heavy_like = counts >= np.median(counts[~lower]) / HEAVY_POPULATION_GAP
+            upper = float(np.nanmedian(counts[~lower])) if np.isfinite(counts[~lower]).any() else np.nan
+            heavy_like = (counts >= upper / HEAVY_POPULATION_GAP if upper > 0       # NaN: not rescued
+                          else np.zeros(len(out), bool))
             out = out.loc[~lower | heavy_like]
     return out.reset_index(drop=True)
 
@@ -196,23 +201,33 @@ def _population_split(sig: np.ndarray) -> float:
 
 
 def _integrated_excess(image, y: np.ndarray, x: np.ndarray, pixel_size: float) -> np.ndarray:
-    """Counts (image units × px) each maximum adds over its surroundings: the sum over a disk of
-    radius ``HEAVY_DISK_NM`` around it less the disk's area times the median of the ring from 1.25
-    to 1.75 times that radius. A single heavy atom adds about the same wherever it sits, in focus or
-    not (its HAADF cross-section); a light-atom cluster adds a fraction of it."""
+    """Counts each maximum adds over its surroundings (image units summed over pixels): the sum over
+    the disk of radius ``HEAVY_DISK_NM`` around it less its area times the median of the ring from
+    1.25 to 1.75 times that radius (of the ring's pixels inside the frame); NaN where the disk leaves
+    the frame (what it would hold there is unknown). A single heavy atom adds about the same
+    wherever it sits, in focus or not (its HAADF cross-section); a light-atom cluster adds a
+    fraction of it."""
     img = np.asarray(image, np.float64)
+    n = len(y)
+    if n == 0:
+        return np.zeros(0)
     r_disk = max(HEAVY_DISK_NM / pixel_size, 1.5)
     h = int(np.ceil(1.75 * r_disk))
     yy, xx = np.mgrid[-h:h + 1, -h:h + 1]
-    r = np.hypot(yy, xx)
+    r = np.hypot(yy, xx).ravel()
     disk, ring = r <= r_disk, (r >= 1.25 * r_disk) & (r <= 1.75 * r_disk)
-    padded = np.pad(img, h, mode="reflect")
+    padded = np.pad(img, h, mode="constant", constant_values=np.nan)
     yi = np.clip(np.rint(y).astype(int), 0, img.shape[0] - 1)
     xi = np.clip(np.rint(x).astype(int), 0, img.shape[1] - 1)
-    win = np.array([padded[a:a + 2 * h + 1, b:b + 2 * h + 1] for a, b in zip(yi, xi)]).reshape(len(yi), -1)
-    if not len(win):
-        return np.zeros(0)
-    return win[:, disk.ravel()].sum(1) - disk.sum() * np.median(win[:, ring.ravel()], axis=1)
+    out = np.empty(n)
+    step = max(1, 2 ** 22 // (2 * h + 1) ** 2)          # windows in chunks of at most 4 M pixels
+    for k in range(0, n, step):
+        win = np.array([padded[a:a + 2 * h + 1, b:b + 2 * h + 1] for a, b in zip(yi[k:k + step], xi[k:k + step])])
+        win = win.reshape(len(win), -1)
+        with warnings.catch_warnings():          # a ring wholly outside the frame: NaN, as its disk
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out[k:k + step] = win[:, disk].sum(axis=1) - disk.sum() * np.nanmedian(win[:, ring], axis=1)
+    return out
 
 
 def _probe_px(pixel_size: float, options: dict) -> float:
