@@ -147,9 +147,11 @@ def find_heavy_atoms(image, pixel_size: float, *, significance: float = HEAVY_SI
         largest gap of the sorted values, at least 3 maxima above it), the lower group is support
         clusters (on a thin, sparse film a few light atoms together pass any fixed threshold) and
         is dropped — except its maxima whose integrated excess (counts over a disk of
-        ``HEAVY_DISK_NM`` above the ring around it) is within that gap of the upper group's
-        median: heavy atoms out of focus (on the exit side of a thick support) are spread and less
-        significant but add as many counts. Turn it off for frames that hold both heavy-atom
+        ``HEAVY_DISK_NM`` above the ring around it) is a heavy atom's: within that gap of the upper
+        group's median, or above the split of all the maxima's integrated excesses into two
+        populations (the same gap) where that split lies lower. Heavy atoms out of focus (on the
+        exit side of a thick support) are spread and less significant but add about as many
+        counts; light clusters add a fraction. Turn it off for frames that hold both heavy-atom
         clusters and single atoms, whose single atoms would read as the lower group.
     **options
         Passed to :func:`significance_map` (``probe_sigma_nm``, ``background_scale``,
@@ -183,8 +185,16 @@ def find_heavy_atoms(image, pixel_size: float, *, significance: float = HEAVY_SI
             # is within the population gap of the upper group's median.
             counts = _integrated_excess(image, out["y"].to_numpy(), out["x"].to_numpy(), pixel_size)
             upper = float(np.nanmedian(counts[~lower])) if np.isfinite(counts[~lower]).any() else np.nan
-            heavy_like = (counts >= upper / HEAVY_POPULATION_GAP if upper > 0       # NaN: not rescued
-                          else np.zeros(len(out), bool))
+            # the counts have populations of their own: light clusters add a small fraction of a
+            # heavy atom's, heavy atoms about the same in focus or not; where they split, the split
+            # is the cut (if below the gap under the upper group's median)
+            pos = counts[np.isfinite(counts) & (counts > 0)]
+            cut = upper / HEAVY_POPULATION_GAP
+            if len(pos) > 3 and upper > 0:
+                split_counts = _population_split(pos)
+                if 0 < split_counts < cut:
+                    cut = split_counts
+            heavy_like = (counts >= cut if upper > 0 else np.zeros(len(out), bool))   # NaN: not rescued
             out = out.loc[~lower | heavy_like]
     return out.reset_index(drop=True)
 
