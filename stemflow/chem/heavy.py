@@ -180,14 +180,12 @@ def find_heavy_atoms(image, pixel_size: float, *, significance: float = HEAVY_SI
         lower = (out["significance"] < split).to_numpy()
         if lower.any():
             # A heavy atom out of focus (on the exit side of a thick support) is spread, so its peak
-            # significance falls into the lower group, but it adds as many counts as one in focus;
-            # light-atom clusters add a fraction of that. Keep a lower maximum whose integrated excess
-            # is within the population gap of the upper group's median.
+            # significance falls into the lower group, but it adds about as many counts as one in
+            # focus; light-atom clusters add a fraction of that. A lower maximum is kept when its
+            # integrated excess is within the population gap of the upper group's median, or above
+            # the split of the counts into their own two populations where that lies lower.
             counts = _integrated_excess(image, out["y"].to_numpy(), out["x"].to_numpy(), pixel_size)
             upper = float(np.nanmedian(counts[~lower])) if np.isfinite(counts[~lower]).any() else np.nan
-            # the counts have populations of their own: light clusters add a small fraction of a
-            # heavy atom's, heavy atoms about the same in focus or not; where they split, the split
-            # is the cut (if below the gap under the upper group's median)
             pos = counts[np.isfinite(counts) & (counts > 0)]
             cut = upper / HEAVY_POPULATION_GAP
             if len(pos) > 3 and upper > 0:
