@@ -8,16 +8,21 @@
 support. Real catalysts sit on supports several nanometres thick whose thickness and density vary
 (carbon nitride, amorphous carbon, thin oxides), with atoms on the entrance surface, on the exit surface
 (far from the probe's focus) and inside. This script builds such supports and simulates them with
-the same physics as the set (80 kV, aberration-free 30 mrad probe focused on the entrance surface,
-HAADF 80–200 mrad, Lobato potentials, PRISM with interpolation 1, exact for the periodic cell):
+the same physics as the set (80 kV, aberration-free 30 mrad probe focused at z = 0, where abTEM's
+beam enters, 2.8 Å above the highest point of the film's entrance surface; HAADF 80–200 mrad,
+Lobato potentials, PRISM with interpolation 1, exact for the periodic cell):
 
-- the support: random sequential addition of atoms with a minimum distance, at a number density
-  modulated in the plane (±30 %, two length scales), between a bottom and a top surface that are
-  each rough (periodic random heights, two length scales, the RMS below);
+- the support: random sequential addition of atoms with a minimum distance between an entrance and
+  an exit surface that are each rough (periodic random heights over modes of 1/1, 1/2 and 1/3 of
+  the cell, the RMS below), accepted in proportion to the local thickness and to an in-plane
+  density modulation (±30 %, the same modes): a column holds more atoms where the film is thicker
+  or denser;
 - on it, heavy atoms of several elements (Pt, Au, Ir, W) at three heights: 1.8 Å outside the local
-  entrance surface (where the probe is focused; abTEM's beam enters at z = 0), 1.8 Å outside the
-  local exit surface (defocused by the film's thickness) and in the middle of the film; support atoms
-  closer than 2 Å to a heavy atom are removed; frame 1 of every support holds a pair 3 Å apart.
+  entrance surface, 1.8 Å outside the local exit surface (defocused by the film's thickness) and in
+  the middle of the film; support atoms closer than 2 Å to a heavy atom are removed; frame 1 of
+  every support holds a pair 3 Å apart. Each atom's depth below the focal plane is in the cache
+  and its range per height in the results (the rough entrance surface puts even the entrance-side
+  atoms up to a few nm out of focus on the thickest film).
 
 One frozen-phonon configuration per frame (the support is random anyway; σ as the set). The cache
 (``benchmarks/_cache/abtem_supports``) holds, per frame, the noise-free detected fraction over the
@@ -96,8 +101,11 @@ def build_frame(support: str, frame: int, seed: int):
     lx, ly = PHYSICS["cell"]
     t, r = cfg["thickness"], cfg["rough"]
     top, bottom, dens = (_periodic_field(rng, (lx, ly)) for _ in range(3))
-    z0 = 4.0 + 2.5 * r + t / 2                           # the film's mid-plane: room for the roughness and
-                                                         # the entrance-side atoms above z = 0
+    gx, gy = np.meshgrid(np.linspace(0, lx, 64, endpoint=False), np.linspace(0, ly, 64, endpoint=False))
+    # the film's mid-plane: the highest point of the entrance surface (lowest z) 2.8 Å below the
+    # focal plane z = 0, so that an atom 1.8 Å outside it is still inside the cell
+    z0 = t / 2 - r * float(bottom(gx, gy).min()) + 2.8
+    tau_max = float((t + r * (top(gx, gy) - bottom(gx, gy))).max()) * 1.05
     n = int(round(cfg["density"] * lx * ly * t))
     elements = rng.choice(list(cfg["composition"]), size=n, p=list(cfg["composition"].values()))
     pts: list[np.ndarray] = []
@@ -107,7 +115,10 @@ def build_frame(support: str, frame: int, seed: int):
         q = rng.random(3) * [lx, ly, 1.0]
         zt = z0 + t / 2 + r * top(q[0], q[1])
         zb = z0 - t / 2 + r * bottom(q[0], q[1])
-        if rng.random() * (1 + cfg["modulation"]) > 1 + cfg["modulation"] * np.clip(dens(q[0], q[1]), -1, 1):
+        # accepted in proportion to the local thickness (more atoms in a column where the film is
+        # thicker) and to the in-plane density modulation
+        weight = (zt - zb) * (1 + cfg["modulation"] * np.clip(dens(q[0], q[1]), -1, 1))
+        if rng.random() * tau_max * (1 + cfg["modulation"]) > weight:
             continue
         q[2] = zb + q[2] * (zt - zb)
         if len(tree_pts):
@@ -285,7 +296,8 @@ def score(draws: int = 1) -> dict:
                 # the Z-contrast split on significance alone (stemflow's rule before the integrated
                 # excess kept out-of-focus heavy atoms), for comparison
                 every = find_heavy_atoms(image, pixel_nm, populations=False)
-                sig_only = every[every["significance"] >= _population_split(every["significance"].to_numpy())]
+                split = _population_split(every["significance"].to_numpy()) if len(every) > 3 else 0.0
+                sig_only = every[every["significance"] >= split]
                 p_o, t_o = _central_subset(sig_only[["y", "x"]].reset_index(drop=True), truth, md)
                 n_o = len(match(p_o, t_o, md)) if len(p_o) else 0
                 old = e.setdefault("significance_split_only", [0, 0, 0])
@@ -334,14 +346,16 @@ def write_md(res: dict, meta: dict) -> None:
              f"Written by `python benchmarks/abtem_supports.py` ({meta['seconds']:.0f} s of scoring on the 2-core CPU "
              f"machine; {meta['draws']} noise draw(s) per frame and rendering). Each support below, "
              f"{len(FRAMES)} frames of one 22 × 22 Å cell, simulated by abTEM (PRISM, interpolation 1) at "
-             f"{PHYSICS['energy'] / 1e3:g} kV, an aberration-free {PHYSICS['semiangle_mrad']:g} mrad probe focused on "
-             f"the entrance surface, HAADF {PHYSICS['detector_mrad'][0]:g}–{PHYSICS['detector_mrad'][1]:g} mrad, one "
+             f"{PHYSICS['energy'] / 1e3:g} kV, an aberration-free {PHYSICS['semiangle_mrad']:g} mrad probe focused at "
+             "z = 0, 2.8 Å above the highest point of the film's rough entrance surface (the depths of the heavy atoms "
+             f"below it are in the last table), HAADF {PHYSICS['detector_mrad'][0]:g}–{PHYSICS['detector_mrad'][1]:g} mrad, one "
              "frozen-phonon configuration; every cell holds six heavy atoms (Pt, Au, Ir, W) on the entrance surface, "
              "on the exit surface (defocused by the whole film) and inside the film, frame 1 a pair 3 Å apart. Each "
              f"rendering tiles the cell {TILES} × {TILES} with independent Poisson noise and scores the middle "
-             f"{SCORED} × {SCORED} tiles: `stemflow.find_atoms(image, pixel_size, lattice=\"amorphous\")` with "
+             f"{SCORED} × {SCORED} tiles (the tiles repeat one cell: a support feature read as a heavy atom counts "
+             "once per tile in which it is found): `stemflow.find_atoms(image, pixel_size, lattice=\"amorphous\")` with "
              f"its defaults; a heavy atom found within {MATCH_NM:g} nm of a true one is right, every other heavy "
-             "atom found is false. *Support rows*: rows found that are not heavy atoms (the support reported as "
+             "atom found in the scored area (the box around the scored tiles' true atoms) is false. *Support rows*: rows found that are not heavy atoms (the support reported as "
              "atoms; the whole frame). Last column: the same heavy atoms with the Z-contrast population split "
              "made on peak significance alone, as stemflow did before it kept a lower maximum that adds a heavy "
              "atom's counts (`stemflow.chem.heavy.find_heavy_atoms`, *populations*): a heavy atom on the exit side "
@@ -369,13 +383,17 @@ def write_md(res: dict, meta: dict) -> None:
               f"heavy atoms found (σ): right ones median {sig_t['median']:.1f}, false ones median "
               f"{sig_f['median']:.1f} ({sig_f['n']}).", "",
               "The supports (atoms per cell; thickness and roughness in Å; density in atoms/Å³, modulated in the "
-              "plane by ±30 %):", "", "| support | composition | density | mean thickness | RMS roughness per surface "
-              "| minimum distance | generation (s) |", "|---|---|---|---|---|---|---|"]
+              "plane by ±30 %), and the heavy atoms' depths below the focal plane (Å, least–most over both frames):",
+              "", "| support | composition | density | mean thickness | RMS roughness per surface "
+              "| minimum distance | depth: entrance side | inside | exit side | generation (s) |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for support, cfg in SUPPORTS.items():
         secs = meta["generation_s"].get(support)
+        dep = meta.get("depths", {}).get(support, {})
+        cells = " | ".join(f"{dep[k][0]:.0f}–{dep[k][1]:.0f}" if k in dep else "–" for k in ("entrance", "inside", "exit"))
         lines.append(f"| {support} | {', '.join(f'{k} {v:.2f}' for k, v in cfg['composition'].items())} | "
                      f"{cfg['density']:g} | {cfg['thickness']:g} | {cfg['rough']:g} | {cfg['min_dist']:g} | "
-                     f"{'–' if secs is None else f'{secs:.0f}'} |")
+                     f"{cells} | {'–' if secs is None else f'{secs:.0f}'} |")
     if meta.get("contrast"):
         lines += ["", "How bright a heavy atom is against its support (the frame smoothed over the probe at the atom, "
                   "less the median of the ring 0.18–0.35 nm around it, over that median; noise-free at 29.3 pm/px, "
@@ -448,11 +466,16 @@ def main(argv=None) -> int:
         for key, e in per.items():
             print(f"{support:22s} {key:32s} P {e['precision']:.3f} R {e['recall']:.3f} F1 {e['f1']:.3f} "
                   f"support rows {e['support']} kinds {e['by_kind']} missed depths {e['depth_missed']}", flush=True)
-    gen = {}
+    gen, depths = {}, {}
     for f in _files():
-        m = json.loads(str(np.load(f, allow_pickle=False)["meta"]))
+        z = np.load(f, allow_pickle=False)
+        m = json.loads(str(z["meta"]))
         gen[m["support"]] = gen.get(m["support"], 0.0) + m["seconds"]
-    meta = dict(seconds=time.perf_counter() - t0, draws=args.draws, generation_s=gen, contrast=contrast())
+        for kind, depth in zip(np.asarray(z["kind"]).astype(str), np.asarray(z["depth_A"], float)):
+            lo, hi = depths.setdefault(m["support"], {}).get(kind, [np.inf, -np.inf])
+            depths[m["support"]][kind] = [min(lo, float(depth)), max(hi, float(depth))]
+    meta = dict(seconds=time.perf_counter() - t0, draws=args.draws, generation_s=gen, depths=depths,
+                contrast=contrast())
     for key in ("true", "false"):          # pooled, then dropped from each entry: the JSON stays small
         vals = [v for per in res.values() for e in per.values() for v in e.pop(f"sig_{key}")]
         meta[f"significance_{key}"] = dict(n=len(vals), median=float(np.median(vals)) if vals else float("nan"))
