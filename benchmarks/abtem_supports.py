@@ -1,7 +1,7 @@
 """Heavy single atoms on thick, rough and mixed supports, simulated by multislice: does stemflow's
 ``lattice="amorphous"`` finder hold where the support is much more than a thin carbon film?
 
-    python benchmarks/abtem_supports.py --generate   # with abTEM (the ``sim`` extra); 49 min on 2 CPU cores
+    python benchmarks/abtem_supports.py --generate   # with abTEM (the ``sim`` extra); 42 min on 2 CPU cores
     python benchmarks/abtem_supports.py              # scores; writes benchmarks/results/abtem_supports.md
 
 ``abtem_set.py`` puts Pt on 1 nm of flat amorphous carbon, where every Pt stands far above the
