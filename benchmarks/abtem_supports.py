@@ -249,20 +249,17 @@ def contrast() -> dict:
         yx = np.asarray(z["truth_cell_yx_A"]) / (cell[0] / n[0])
         out.setdefault(meta["support"], []).extend(excess_over_support(img, yx, 0.1 * cell[0] / n[0]).tolist())
     res = {k: float(np.median(v)) for k, v in out.items()}
-    try:
-        from sim_vs_real import noise_level
-        from stemflow.labelled import dev_data_dir, read_heavy_atoms
+    from sim_vs_real import noise_level
+    from stemflow.labelled import dev_data_dir, read_heavy_atoms
 
-        where = dev_data_dir()
-        if where is not None and (where / "pt_single_atoms_dev.npz").exists():
-            real = []
-            for fr in read_heavy_atoms(where / "pt_single_atoms_dev"):
-                img = np.asarray(fr.image, np.float64)
-                real += excess_over_support(img, fr.truth[["y", "x"]].to_numpy(), fr.pixel_size,
-                                            noise_level(img)["offset"]).tolist()
-            res["real Pt frames (labelled atoms)"] = float(np.median(real))
-    except ImportError:
-        pass
+    where = dev_data_dir()
+    if where is not None and (where / "pt_single_atoms_dev.npz").exists():
+        real = []
+        for fr in read_heavy_atoms(where / "pt_single_atoms_dev"):
+            img = np.asarray(fr.image, np.float64)
+            real += excess_over_support(img, fr.truth[["y", "x"]].to_numpy(), fr.pixel_size,
+                                        noise_level(img)["offset"]).tolist()
+        res["real Pt frames (labelled atoms)"] = float(np.median(real))
     return res
 
 

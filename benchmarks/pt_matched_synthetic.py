@@ -59,6 +59,17 @@ def _gauss(yy, xx, y0, x0, sigma):
     return np.exp(-((yy - y0) ** 2 + (xx - x0) ** 2) / (2 * sigma * sigma))
 
 
+def stacked_width(stack, sigma0: float) -> float:
+    """σ (px) of a round Gaussian plus a constant fitted by least squares to the mean of ``stack``
+    (windows centred on the atoms), starting from ``sigma0`` px."""
+    mean = np.mean(stack, 0)
+    h = mean.shape[0] // 2
+    yy, xx = np.mgrid[-h:h + 1, -h:h + 1]
+    fit, _ = optimize.leastsq(lambda p: (p[0] * _gauss(yy, xx, 0, 0, p[1]) + p[2] - mean).ravel(),
+                              [mean.max(), sigma0, 0.0])
+    return float(abs(fit[1]))
+
+
 def prepare(frames) -> tuple[list[dict], float]:
     """Per frame: its gain, offset, counts and supports; and the labelled atoms' stacked width (px)."""
     out, stack = [], []
@@ -73,10 +84,7 @@ def prepare(frames) -> tuple[list[dict], float]:
         for y, x in np.rint(fr.truth[["y", "x"]].to_numpy()).astype(int):
             stack.append(resid[y:y + 2 * HALF + 1, x:x + 2 * HALF + 1])
         out.append(dict(frame=fr, gain=nl["gain"], offset=nl["offset"], counts=counts, supports=supports))
-    mean = np.mean(stack, 0)
-    fit, _ = optimize.leastsq(lambda p: (p[0] * _gauss(yy, xx, 0, 0, p[1]) + p[2] - mean).ravel(),
-                              [mean.max(), 2.0, 0.0])
-    return out, float(abs(fit[1]))
+    return out, stacked_width(stack, 2.0)
 
 
 def amplitudes(counts: np.ndarray, support: np.ndarray, yx: np.ndarray, sigma: float) -> np.ndarray:

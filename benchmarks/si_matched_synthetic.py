@@ -36,10 +36,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from scipy import optimize, sparse
+from scipy import sparse
 from scipy.sparse.linalg import lsqr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pt_matched_synthetic import stacked_width  # noqa: E402
 from real_data import _fit_only, _host_offsets  # noqa: E402
 from sim_vs_real import noise_level  # noqa: E402
 
@@ -83,12 +84,7 @@ def _widths(frames, counts) -> dict:
             stacks.setdefault(round(f.pixel_size, 4), []).append(pad[y:y + 2 * half + 1, x:x + 2 * half + 1])
     out = {}
     for p, st in stacks.items():
-        mean = np.mean(st, 0)
-        h = mean.shape[0] // 2
-        yy, xx = np.mgrid[-h:h + 1, -h:h + 1]
-        fit, _ = optimize.leastsq(lambda q: (q[0] * np.exp(-(yy ** 2 + xx ** 2) / (2 * q[1] ** 2)) + q[2]
-                                             - mean).ravel(), [mean.max(), 0.04 / p, 0.0])
-        out[p] = dict(sigma_px=float(abs(fit[1])), n=len(st), from_pm_per_px=round(p * 1e3, 1))
+        out[p] = dict(sigma_px=stacked_width(st, 0.04 / p), n=len(st), from_pm_per_px=round(p * 1e3, 1))
     # a sampling with few labelled C (its window a few px wide) leaves the width poorly fixed: it
     # takes the width in nm of the sampling with the most
     best = max(out, key=lambda p: out[p]["n"])

@@ -227,11 +227,11 @@ def _integrated_excess(image, y: np.ndarray, x: np.ndarray, pixel_size: float) -
     padded = np.pad(img, h, mode="constant", constant_values=np.nan)
     yi = np.clip(np.rint(y).astype(int), 0, img.shape[0] - 1)
     xi = np.clip(np.rint(x).astype(int), 0, img.shape[1] - 1)
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (2 * h + 1, 2 * h + 1))    # a view: no copy
     out = np.empty(n)
     step = max(1, 2 ** 22 // (2 * h + 1) ** 2)          # windows in chunks of at most 4 M pixels
     for k in range(0, n, step):
-        win = np.array([padded[a:a + 2 * h + 1, b:b + 2 * h + 1] for a, b in zip(yi[k:k + step], xi[k:k + step])])
-        win = win.reshape(len(win), -1)
+        win = windows[yi[k:k + step], xi[k:k + step]].reshape(-1, (2 * h + 1) ** 2)
         with warnings.catch_warnings():          # a ring wholly outside the frame: NaN, as its disk
             warnings.simplefilter("ignore", RuntimeWarning)
             out[k:k + step] = win[:, disk].sum(axis=1) - disk.sum() * np.nanmedian(win[:, ring], axis=1)
