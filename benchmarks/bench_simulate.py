@@ -81,4 +81,7 @@ def main():
 
 
 if __name__ == "__main__":
+    from _cli import options
+
+    options(__doc__)
     main()

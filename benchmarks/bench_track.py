@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 import tracemalloc
 from pathlib import Path
@@ -305,4 +304,6 @@ def main(quick: bool = False):
 
 
 if __name__ == "__main__":
-    main(quick="--quick" in sys.argv)
+    from _cli import options
+
+    main(quick=options(__doc__, flags={"--quick": "a shorter run"}).quick)

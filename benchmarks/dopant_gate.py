@@ -106,6 +106,9 @@ def write(df: pd.DataFrame, probs: dict, seconds: float) -> None:
 
 
 if __name__ == "__main__":
+    from _cli import options
+
+    options(__doc__)
     t0 = time.perf_counter()
     frame, p = run()
     write(frame, p, time.perf_counter() - t0)

@@ -172,8 +172,8 @@ def part_d():
                 nn_iqr_measured_pm=before["nn_iqr_nm"] * 1000, nn_iqr_prior_pm=after["nn_iqr_nm"] * 1000)
 
 
-def main():
-    if sys.argv[1:] == ["--real-only"]:           # redo D on the stored results of A–C
+def main(real_only: bool = False):
+    if real_only:                                 # redo D on the stored results of A–C
         res = json.loads((OUT / "lattice_prior.json").read_text())
         res["d"] = part_d()
         (OUT / "lattice_prior.json").write_text(json.dumps(res, indent=2, default=float))
@@ -249,4 +249,6 @@ def report(res) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    from _cli import options
+
+    main(options(__doc__, flags={"--real-only": "redo part D on the stored results of A-C"}).real_only)

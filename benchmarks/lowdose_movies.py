@@ -25,7 +25,6 @@ white pixel noise sets (``amplitude_noise``).
 from __future__ import annotations
 
 import json
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -518,9 +517,13 @@ def figure(seed=SEEDS[0], dose=DOSES[0], path=ROOT / "docs" / "images" / "lowdos
 
 
 if __name__ == "__main__":
-    if "--figure" in sys.argv:
+    from _cli import options
+
+    opts = options(__doc__, flags={"--quick": "one seed per dose", "--dev": "the 12 development movies (901-912)",
+                                   "--figure": "only redraw the figure"})
+    if opts.figure:
         figure()
     else:
-        main(quick="--quick" in sys.argv, dev="--dev" in sys.argv)
-        if "--dev" not in sys.argv:
+        main(quick=opts.quick, dev=opts.dev)
+        if not opts.dev:
             figure()

@@ -205,4 +205,7 @@ def write_md(rows: list[dict], meta: dict) -> None:
 
 
 if __name__ == "__main__":
+    from _cli import options
+
+    options(__doc__)
     raise SystemExit(main())

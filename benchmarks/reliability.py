@@ -321,4 +321,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    from _cli import options
+
+    options(__doc__)
     sys.exit(main())

@@ -245,4 +245,7 @@ def write_md(out: dict, meta: dict) -> None:
 
 
 if __name__ == "__main__":
+    from _cli import options
+
+    options(__doc__)
     raise SystemExit(main())

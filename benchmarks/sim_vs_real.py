@@ -413,4 +413,7 @@ def main() -> dict:
 
 
 if __name__ == "__main__":
+    from _cli import options
+
+    options(__doc__)
     main()

@@ -73,4 +73,7 @@ def _figure(res):
 
 
 if __name__ == "__main__":
+    from _cli import options
+
+    options(__doc__)
     main()

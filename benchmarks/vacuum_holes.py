@@ -109,4 +109,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    from _cli import options
+
+    options(__doc__)
     raise SystemExit(main())
