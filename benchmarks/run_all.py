@@ -24,7 +24,7 @@ HERE = Path(__file__).parent
 BENCHMARKS = ["bench_simulate", "heavy_atom_separability", "heavy_atom_prob", "real_data", "pixel_size_error", "transfer", "bench_inference",
               "localisation", "lattice_prior",
               "chem_accuracy", "occupancy_background", "dopant_gate", "vacuum_holes", "bench_track", "lowdose_movies", "registration", "bench_parallel", "bench_virtual",
-              "pt_matched_synthetic", "si_matched_synthetic", "sim_vs_real", "reliability", "adapt_real", "fine_tune_relax",
+              "flips", "pt_matched_synthetic", "si_matched_synthetic", "sim_vs_real", "reliability", "adapt_real", "fine_tune_relax",
               "abtem_set", "abtem_sweep", "abtem_physics", "abtem_phonons", "abtem_supports"]
 
 #: Benchmarks that score a cache another environment made: skipped, with the way to make it, when missing.

@@ -98,7 +98,7 @@ def _cmd_find(args) -> int:
         raise ValueError("--lattice-prior needs the chemical identification (the fitted lattice); drop --no-identify")
     low_dose = args.low_dose
     if (low_dose is None and "frame" in da.dims and da.sizes["frame"] >= 5
-            and not (args.refine or args.lattice_prior)):
+            and not (args.refine or args.lattice_prior or args.flips != 1)):
         from .lowdose import low_dose_advice, low_dose_check
 
         check = low_dose_check(da, lattice=args.lattice, model=args.model)
@@ -111,13 +111,13 @@ def _cmd_find(args) -> int:
 
         if "frame" not in da.dims:
             raise ValueError(f"--low-dose uses the frames of a movie together; {args.input} is one image")
-        if args.refine or args.lattice_prior:
-            raise ValueError("--low-dose fits every site's amplitude itself; drop --refine and --lattice-prior")
+        if args.refine or args.lattice_prior or args.flips != 1:
+            raise ValueError("--low-dose fits every site's amplitude itself; drop --refine, --lattice-prior and --flips")
         atoms = find_atoms_movie(da, lattice=args.lattice, model=args.model, window=args.window)
     else:
         atoms = find_atoms(da, lattice=args.lattice, model=args.model, threshold=args.threshold,
                            refine=args.refine, identify=None if args.identify else False,
-                           lattice_prior=args.lattice_prior)
+                           lattice_prior=args.lattice_prior, flips=args.flips)
     from .atomic import atomic_path
 
     out = Path(args.out)
@@ -228,7 +228,7 @@ def _cmd_run(args) -> int:
                   pixel_size=args.pixel_size, dataset=args.dataset, frames_per_part=args.frames_per_part,
                   tile=args.tile, batch_size=args.batch_size, n_workers=args.workers, embed_model=args.embed_model,
                   identify=None if args.identify else False, lattice_prior=args.lattice_prior,
-                  track=not args.no_track, low_dose=args.low_dose, window=args.window)
+                  track=not args.no_track, low_dose=args.low_dose, window=args.window, flips=args.flips)
     print(f"wrote {summary}")
     return 0
 
@@ -331,6 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lattice-prior", action="store_true",
                    help="move regular lattice columns towards their fitted sites as far as the frame's own "
                         "scatter allows (implies --refine; adds y_fit, x_fit: the unbiased fit, for strain maps)")
+    s.add_argument("--flips", type=int, default=1, choices=(1, 2, 4, 8),
+                   help="network passes (the frame, its half-turn, mirror images, transposes) whose sub-pixel "
+                        "offsets are averaged: better positions for 2-8x the network's time (classes unchanged)")
     s.add_argument("--low-dose", action=argparse.BooleanOptionalAction, default=None,
                    help="a low-dose movie of a stable host: use all its frames together (registered from the "
                         "images; a hidden Markov model over the dopants' sites), as stemflow.find_atoms_movie; "
@@ -399,6 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
     _identify_option(s)
     s.add_argument("--lattice-prior", action="store_true",
                    help="move regular lattice columns towards their fitted sites (implies --refine and --identify)")
+    s.add_argument("--flips", type=int, default=1, choices=(1, 2, 4, 8),
+                   help="network passes (the frame, its half-turn, mirror images, transposes) whose sub-pixel "
+                        "offsets are averaged: better positions for 2-8x the network's time (classes unchanged)")
     s.add_argument("--low-dose", action=argparse.BooleanOptionalAction, default=None,
                    help="movies too dim for single frames: each part is found with all its frames together "
                         "(stemflow.find_atoms_movie), with a few frames of context from its neighbours. "

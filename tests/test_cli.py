@@ -142,6 +142,9 @@ def test_every_command_shows_examples_defaults_and_units(capsys):
     # one meaning per option: --frames is a range; counts are --n-frames; chemistry on by default in both
     assert find.parse_args(["x", "--out", "y"]).identify and run.parse_args(["x", "--out", "y"]).identify
     assert not run.parse_args(["x", "--out", "y", "--no-identify"]).identify
+    assert find.parse_args(["x", "--out", "y", "--flips", "4"]).flips == run.parse_args(["x", "--out", "y"]).flips * 4
+    with pytest.raises(SystemExit):
+        find.parse_args(["x", "--out", "y", "--flips", "3"])
     with pytest.raises(SystemExit):
         sim.parse_args(["--frames", "3", "--out", "a.zarr"])
     assert "the number of frames is --n-frames 3" in capsys.readouterr().err

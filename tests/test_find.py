@@ -10,6 +10,7 @@ from stemflow import find_atoms, score
 from stemflow.augment import TEST_SEED_START
 from stemflow.errors import InputError
 from stemflow.evaluate import DEMO_DOSE
+from stemflow.metrics import match
 from stemflow.simulate import simulate_image
 
 
@@ -237,9 +238,47 @@ def test_find_options_are_checked_once_and_recorded_as_runs_always_recorded_them
     for bad, message in [({"lattice": "gold"}, "unknown lattice 'gold'"), ({"threshold": 1.0}, "threshold"),
                          ({"threshold": "x"}, "threshold"), ({"batch_size": 0}, "batch_size"),
                          ({"batch_size": True}, "batch_size"), ({"tile": 32}, "tile"),
-                         ({"lattice": "amorphous", "lattice_prior": True}, "crystalline")]:
+                         ({"lattice": "amorphous", "lattice_prior": True}, "crystalline"),
+                         ({"flips": 3}, "flips must be 1, 2, 4 or 8"), ({"flips": True}, "flips"),
+                         ({"lattice": "amorphous", "flips": 2}, "matched filter"),
+                         ({"low_dose": True, "flips": 4}, "low_dose")]:
         with pytest.raises(InputError, match=message):
             FindOptions(**bad)
+    assert FindOptions(flips=np.int64(4)).manifest()["flips"] == 4 and "flips" not in o.manifest()
+
+
+def test_offsets_averaged_over_all_flips_turn_with_the_frame():
+    """With the eight flips and turns averaged, the offset maps of a turned or mirrored frame are
+    those of the frame, turned with it (the vectors too): any axis or sign slip breaks this."""
+    from stemflow.find import predict
+
+    img = simulate_image("graphene", 96, pixel_size=0.02, seed=5, defects={"Si1C3": 1}).image
+    base = predict(img, 0.02, flips=8).offsets[0]
+    one = predict(img, 0.02, flips=1).offsets[0]
+    assert np.abs(base - one).max() > 0.02                # averaging changes something
+    mirrored = predict(img[:, ::-1], 0.02, flips=8).offsets[0]
+    np.testing.assert_allclose(mirrored, base[:, :, ::-1] * np.array([1.0, -1.0])[:, None, None], atol=2e-4)
+    turned = predict(np.ascontiguousarray(img.T), 0.02, flips=8).offsets[0]
+    np.testing.assert_allclose(turned, np.swapaxes(base, 1, 2)[::-1], atol=2e-4)
+
+
+def test_flips_move_positions_only_and_bring_them_closer_to_the_truth():
+    px = 0.012
+    sims = [simulate_image("graphene", 192, pixel_size=px, seed=40 + k, dose=1e5, defects={"Si1C3": 1})
+            for k in range(2)]
+    err = {}
+    for flips in (1, 4):
+        d2 = []
+        for sim in sims:
+            t = find_atoms(sim.image, px, identify=False, flips=flips)
+            truth = sim.atoms[sim.atoms.label != "vacancy"].reset_index(drop=True)
+            m = match(t[t.label != "vacancy"].reset_index(drop=True), truth, 0.07 / px)
+            d2 += list(np.asarray(m["distance"], float) ** 2)
+            if flips == 4:
+                plain = find_atoms(sim.image, px, identify=False)
+                assert (t.label.tolist(), t.prob.tolist()) == (plain.label.tolist(), plain.prob.tolist())
+        err[flips] = np.sqrt(np.mean(d2))
+    assert err[4] < 0.85 * err[1], err
 
 
 def test_defect_ids_do_not_depend_on_which_frames_share_a_call():
@@ -254,3 +293,17 @@ def test_defect_ids_do_not_depend_on_which_frames_share_a_call():
     assert (second["defect_id"] >= 0).any()
     assert second["defect_id"].tolist() == alone["defect_id"].tolist()
     assert second["defect"].astype(str).tolist() == alone["defect"].astype(str).tolist()
+
+
+def test_stemflow_find_takes_flips(tmp_path):
+    import pandas as pd
+
+    from stemflow.cli import main
+
+    img = simulate_image("graphene", 96, pixel_size=0.012, seed=9).image
+    np.save(tmp_path / "frame.npy", img)
+    out = tmp_path / "atoms.parquet"
+    assert main(["find", str(tmp_path / "frame.npy"), "--pixel-size", "0.012", "--flips", "2", "--no-identify",
+                 "--out", str(out)]) == 0
+    ref = find_atoms(img, 0.012, identify=False, flips=2)
+    np.testing.assert_allclose(pd.read_parquet(out)[["y", "x"]].to_numpy(), ref[["y", "x"]].to_numpy(), atol=1e-5)

@@ -415,6 +415,19 @@ def test_run_with_the_lattice_prior_on_the_workers(client, movie, tmp_path):
     assert params["lattice_prior"] and params["refine"] and params["identify"]
 
 
+def test_run_averages_the_offsets_over_flips_on_the_workers_as_find_atoms_does(client, movie, tmp_path):
+    mov, store = movie
+    out = tmp_path / "flips"
+    run(store, out, client=client, frames=slice(0, 2), frames_per_part=2, progress=False, track=False, flips=2)
+    atoms = read_atoms(out).sort_values(["frame", "y", "x"]).reset_index(drop=True)
+    assert json.loads((out / "manifest.json").read_text())["parameters"]["flips"] == 2
+    frames = np.stack([np.asarray(mov.images()[k], np.float32) for k in (0, 1)])
+    ref = stemflow.find_atoms(frames, PX, flips=2).sort_values(["frame", "y", "x"]).reset_index(drop=True)
+    plain = stemflow.find_atoms(frames, PX).sort_values(["frame", "y", "x"]).reset_index(drop=True)
+    np.testing.assert_allclose(atoms[["y", "x"]].to_numpy(), ref[["y", "x"]].to_numpy(), atol=1e-4)
+    assert np.abs(atoms[["y", "x"]].to_numpy() - plain[["y", "x"]].to_numpy()).max() > 0.01
+
+
 def test_parts_with_different_label_categories_read_back_without_losing_a_label(tmp_path):
     import pandas as pd
 

@@ -228,7 +228,7 @@ def _choose_low_dose(options, movie, pixel_size, model, progress):
     (:func:`stemflow.lowdose.low_dose_check`; None when the options rule it out)."""
     from ..lowdose import CHECK_FRAMES, low_dose_advice, low_dose_check
 
-    if options.lattice == "amorphous" or options.refine:
+    if options.lattice == "amorphous" or options.refine or options.flips != 1:
         return options, None
     try:
         first = np.asarray(movie.isel(frame=slice(0, CHECK_FRAMES)).values, np.float32)
@@ -250,7 +250,7 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
         overwrite=False, progress=True, *, lattice="graphene", threshold=0.5, refine=False, pixel_size=None,
         dataset=None, frames_per_part=None, tile=1024, batch_size=4, client=None, n_workers=None,
         embed_model=False, on_part=None, track=True, track_options=None, identify=None,
-        lattice_prior=False, verify_input=True, low_dose=None, window=2) -> RunSummary:
+        lattice_prior=False, verify_input=True, low_dose=None, window=2, flips=1) -> RunSummary:
     """Find atoms in every frame of an input on a Dask cluster; write ``OUT/atoms.parquet``.
 
     Parameters
@@ -331,7 +331,7 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
         Movies too dim for single frames: each part is found with all its frames together
         (:func:`stemflow.find_atoms_movie`: frames registered from the images, a hidden Markov
         model over the dopants' sites), reading ``max(2·window + 1, 5)`` frames of context on each
-        side when the workers read the input themselves. Not with ``refine``, ``lattice_prior``
+        side when the workers read the input themselves. Not with ``refine``, ``lattice_prior``, ``flips``
         or ``save_probabilities``. None (the default): as the run already in ``out`` was made,
         when resuming one; otherwise decided on the client from the first frames of the range (:func:`stemflow.lowdose.low_dose_check`, a few network passes) for a
         movie of at least 5 frames on a crystalline lattice without those options: on when single
@@ -340,6 +340,9 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
         what was chosen.
     window : int
         With ``low_dose``: frames summed on each side for the network to see the dopants.
+    flips : {1, 2, 4, 8}
+        Network passes whose sub-pixel offsets are averaged, as for :func:`stemflow.find_atoms`
+        (positions only; 2 and 4 cost 2 and 4 times the network's time).
 
     Returns
     -------
@@ -378,7 +381,7 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
     track_options = TrackOptions.from_keywords(track_options)
     options = FindOptions(lattice=lattice, threshold=threshold, refine=refine, identify=True if lattice_prior else identify,
                           lattice_prior=lattice_prior, batch_size=batch_size, tile=tile,
-                          low_dose=bool(low_dose), window=window)
+                          low_dose=bool(low_dose), window=window, flips=flips)
     if options.low_dose and save_probabilities:
         raise InputError("low_dose=True makes no probability maps of single frames; drop save_probabilities")
     da, source = _open_input(input, pixel_size, dataset)
