@@ -18,7 +18,7 @@ pass. Measured here:
   with a message when absent), scored by ``stemflow.labelled.score_dopant_complexes`` per
   ``flips``: the labelled C's distance to the found columns and the Si items of ``real_data.md``.
 
-Run: ``python benchmarks/flips.py`` (about five minutes on 2 CPU cores). Writes
+Run: ``python benchmarks/flips.py`` (under a minute on 2 CPU cores). Writes
 ``benchmarks/results/flips.md`` and ``.json``.
 """
 

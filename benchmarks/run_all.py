@@ -50,6 +50,9 @@ NOT_RUN = {
 
 
 def main(names) -> int:
+    for name in sorted(set(names) & set(NOT_RUN)):
+        print(f"{name} is not run by run_all: {NOT_RUN[name]}", file=sys.stderr)
+        return 2
     unknown = sorted(set(names) - set(BENCHMARKS))
     if unknown:
         print(f"unknown benchmark(s) {unknown}; known: {', '.join(BENCHMARKS)}", file=sys.stderr)

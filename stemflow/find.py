@@ -16,6 +16,7 @@ Pure numpy/torch: :mod:`stemflow.parallel` composes the same steps over chunks o
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +24,7 @@ import pandas as pd
 import xarray as xr
 from scipy import ndimage
 
-from .errors import InputError
+from .errors import InputError, StemflowWarning
 from .locating import locate
 from .nn.weights import Model, load_model
 from .preprocess import normalize, resample, to_input_coords
@@ -365,7 +366,8 @@ def predict(frames, pixel_size: float, model=None, *, batch_size: int = 4, tile:
     flips : {1, 2, 4, 8}
         Network passes whose sub-pixel offsets are averaged: the frames themselves and their
         half-turn (2), mirror images (4) and transposes (8) (:data:`FLIPS`), each mapped back.
-        The probabilities are the frames' own pass whatever ``flips``; see :func:`find_atoms`.
+        The probabilities are the frames' own pass whatever ``flips``; see :func:`find_atoms`. A
+        model without offsets warns (:class:`StemflowWarning`) and makes one pass.
 
     Returns
     -------
@@ -404,6 +406,9 @@ def predict(frames, pixel_size: float, model=None, *, batch_size: int = 4, tile:
     probs, offsets = net.maps(norm, tile=tile, batch_size=batch_size)
     if flips > 1 and offsets is not None:
         offsets = _offsets_over_flips(net, norm, offsets, flips, tile, batch_size)
+    elif flips > 1:
+        warnings.warn(f"the model {net.name!r} has no sub-pixel offsets (its centres are the blobs' centres of "
+                      f"mass): flips={flips} changes nothing; leave it at 1", StemflowWarning, stacklevel=2)
     return ClassMaps(probs, offsets, tuple(net.classes), float(factor), float(pixel_size), net.name,
                      np.stack(smalls))
 

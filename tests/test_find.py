@@ -300,10 +300,24 @@ def test_stemflow_find_takes_flips(tmp_path):
 
     from stemflow.cli import main
 
-    img = simulate_image("graphene", 96, pixel_size=0.012, seed=9).image
+    img = simulate_image("graphene", 192, pixel_size=0.012, seed=9).image
     np.save(tmp_path / "frame.npy", img)
     out = tmp_path / "atoms.parquet"
     assert main(["find", str(tmp_path / "frame.npy"), "--pixel-size", "0.012", "--flips", "2", "--no-identify",
                  "--out", str(out)]) == 0
     ref = find_atoms(img, 0.012, identify=False, flips=2)
     np.testing.assert_allclose(pd.read_parquet(out)[["y", "x"]].to_numpy(), ref[["y", "x"]].to_numpy(), atol=1e-5)
+
+
+def test_flips_with_a_model_without_offsets_warn_and_change_nothing(tmp_path):
+    from stemflow.errors import StemflowWarning
+    from stemflow.find import predict
+    from stemflow.nn import AtomNet, load_model, save_model
+
+    card = {"classes": ["background", "lattice", "dopant", "vacancy"], "pixel_size": 0.02}
+    model = load_model(save_model(AtomNet(offsets=False), card, tmp_path / "plain"), device="cpu")
+    img = simulate_image("graphene", 64, pixel_size=0.02, seed=2).image
+    with pytest.warns(StemflowWarning, match="no sub-pixel offsets"):
+        maps = predict(img, 0.02, model, flips=2)
+    assert maps.offsets is None
+    np.testing.assert_array_equal(maps.probabilities, predict(img, 0.02, model).probabilities)

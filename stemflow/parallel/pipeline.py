@@ -342,7 +342,7 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
         With ``low_dose``: frames summed on each side for the network to see the dopants.
     flips : {1, 2, 4, 8}
         Network passes whose sub-pixel offsets are averaged, as for :func:`stemflow.find_atoms`
-        (positions only; 2 and 4 cost 2 and 4 times the network's time).
+        (positions only; 2, 4 and 8 passes of the network per frame).
 
     Returns
     -------
@@ -405,7 +405,11 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
         except ValueError:       # an unreadable manifest: prepare() below says so
             earlier = None
         if earlier:              # resuming: the parts already there were found one way; keep it
-            options = replace(options, low_dose=bool(earlier.get("low_dose", False)))
+            try:
+                options = replace(options, low_dose=bool(earlier.get("low_dose", False)))
+            except InputError as exc:
+                raise InputError(f"the run in {out} was made with low_dose=True, which this call's options rule out "
+                                 f"({exc}); resume it as it was made, or pass overwrite=True (--overwrite)") from None
         else:
             options, check = _choose_low_dose(options, da.isel(frame=slice(start, stop)), float(ps), model, progress)
     if options.low_dose and identify is None:
