@@ -281,6 +281,12 @@ def _identify_option(s) -> None:
                         "lattices; ~0.35 ms per atom, several times the network's share)")
 
 
+def _flips_option(s) -> None:
+    s.add_argument("--flips", type=int, default=1, choices=(1, 2, 4, 8),
+                   help="network passes (the frame, its half-turn, mirror images, transposes) whose sub-pixel "
+                        "offsets are averaged: better positions for 2-8x the network's time (classes unchanged)")
+
+
 LATTICE_CHOICES = ["graphene", "ws2", "mos2", "amorphous"]
 
 
@@ -331,9 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lattice-prior", action="store_true",
                    help="move regular lattice columns towards their fitted sites as far as the frame's own "
                         "scatter allows (implies --refine; adds y_fit, x_fit: the unbiased fit, for strain maps)")
-    s.add_argument("--flips", type=int, default=1, choices=(1, 2, 4, 8),
-                   help="network passes (the frame, its half-turn, mirror images, transposes) whose sub-pixel "
-                        "offsets are averaged: better positions for 2-8x the network's time (classes unchanged)")
+    _flips_option(s)
     s.add_argument("--low-dose", action=argparse.BooleanOptionalAction, default=None,
                    help="a low-dose movie of a stable host: use all its frames together (registered from the "
                         "images; a hidden Markov model over the dopants' sites), as stemflow.find_atoms_movie; "
@@ -402,9 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     _identify_option(s)
     s.add_argument("--lattice-prior", action="store_true",
                    help="move regular lattice columns towards their fitted sites (implies --refine and --identify)")
-    s.add_argument("--flips", type=int, default=1, choices=(1, 2, 4, 8),
-                   help="network passes (the frame, its half-turn, mirror images, transposes) whose sub-pixel "
-                        "offsets are averaged: better positions for 2-8x the network's time (classes unchanged)")
+    _flips_option(s)
     s.add_argument("--low-dose", action=argparse.BooleanOptionalAction, default=None,
                    help="movies too dim for single frames: each part is found with all its frames together "
                         "(stemflow.find_atoms_movie), with a few frames of context from its neighbours. "
