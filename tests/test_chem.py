@@ -731,3 +731,39 @@ def test_a_frames_lattice_fit_is_computed_once_and_shared_read_only():
     moved = pos + (0.3, -0.2)
     other = fit_lattice(moved, host, BOND_PX)
     assert other is not fit and np.allclose(other.t, fit.t + (0.3, -0.2), atol=1e-6)
+
+
+def _honeycomb(a, extent, angle=0.0, origin=(0.0, 0.0)):
+    """Sites (y, x) px of a graphene lattice of constant ``a`` px turned by ``angle`` rad about
+    ``origin`` (a site), within ``extent`` px of it."""
+    n = int(extent / a) + 2
+    i, j = np.mgrid[-n:n + 1, -n:n + 1].reshape(2, -1)
+    f = np.concatenate([np.column_stack([i, j]), np.column_stack([i, j]) + 1.0 / 3.0])
+    a1, a2 = np.array([0.0, a]), np.array([a * np.sqrt(3) / 2, a / 2])
+    p = f @ np.vstack([a1, a2])
+    c, s = np.cos(angle), np.sin(angle)
+    p = p @ np.array([[c, s], [-s, c]]) + origin
+    return p[np.hypot(*(p - origin).T) < extent]
+
+
+def test_a_dopant_in_a_patch_turned_from_the_frames_lattice_is_placed_on_its_own_lattice():
+    # The frame's fit follows the big patch; the Si sits in a patch turned by 25° (a grain, or a
+    # frame bent by scan distortion). The columns around it are a clean lattice of their own, so
+    # it is a substitutional Si with three C, not an atom off the lattice.
+    from stemflow.chem import dopant_geometry, fit_lattice
+    from stemflow.chem.dopants import _MISFIT_OK
+
+    a = 0.246 / PX
+    big = _honeycomb(a, 14 * a, origin=(0.0, 0.0))
+    big = big[big[:, 1] < 4 * a]
+    si = np.array([0.0, 9.5 * a])
+    turned = _honeycomb(a, 4 * a, angle=np.deg2rad(25.0), origin=si)
+    turned = turned[np.hypot(*(turned - si).T) > 0.1]
+    pos = np.vstack([big, turned, si])
+    labels = np.array(["lattice"] * (len(pos) - 1) + ["dopant"])
+    fit = fit_lattice(pos, labels == "lattice", BOND_PX)
+    geo = dopant_geometry(fit, pos, labels, BOND_PX, dopant_cut_px=0.27 / PX)
+    assert geo.kind.tolist() == ["site"]
+    assert geo.coordination().tolist() == [3]
+    assert geo.misfit[0] < 0.05 < _MISFIT_OK
+    assert bool(geo.consistent[0])

@@ -9,7 +9,10 @@ What tells them apart is physics and geometry, measured here against the *local*
   shifted near each dopant by the local phase of the host columns around it (geometric phase
   analysis on the atoms: the phase of ``Σ w exp(2πi g·f)`` over the columns' fractional
   coordinates ``f`` for the two first-order reflections ``g``), so a frame whose scan bends the
-  lattice still gives the right sites at the dopant.
+  lattice still gives the right sites at the dopant. Where that leaves the columns around a
+  dopant off their sites (a grain turned from the rest, a frame bent more than its fit follows,
+  or no fit of the whole frame at all), the lattice is fitted afresh to those columns alone and
+  taken when it explains them better (:func:`_own_map`, :data:`_MISFIT_OK`).
 * **where it sits.** On a site (substitutional: Si1C3) or at the midpoint of a bond whose two
   sites it replaces (Si in a divacancy: Si1C4, and the Si of Si2C6, Si3C6 …), whichever is
   nearer; farther than :data:`OFF_LATTICE` bond from both it is *off the lattice* (a hexagon
@@ -122,6 +125,13 @@ EDGE_BONDS = 1.3
 _PHASE_SIGMA = 1.5
 _PHASE_SKIP = 1.6
 _PHASE_COHERENCE = 0.5 / 3
+#: Columns within this many bonds of a dopant group (none of its relaxed shells) measure how well
+#: a local lattice explains its surroundings (:func:`_misfit`, the median distance of those columns
+#: from their sites, bonds). Below :data:`_MISFIT_OK` (21 pm in graphene, about 1.5× the scatter of
+#: real columns found at 15.6 pm/px) the frame's fit bent to them is kept as it is; above it the
+#: lattice fitted to them alone (:func:`_own_map`) is taken where it explains them better.
+_MISFIT_REACH = 3.5
+_MISFIT_OK = 0.15
 #: Background: the image within this many lattice constants of the dopant, none within this
 #: many bonds of it (its own image; a dopant in a divacancy has two hexagon centres 0.87 bond
 #: away).
@@ -150,7 +160,8 @@ class DopantGeometry:
     offset : ndarray of float
         Distance (bonds) to the nearest site.
     shift : ndarray (n, 2)
-        Local shift (px) of the fitted lattice at each dopant.
+        Local shift (px) of the fitted lattice at each dopant (from the frame fit's nearest site
+        where the local lattice was fitted afresh; zero without a frame fit).
     core : list of set
         Sites (ids) each dopant holds.
     shell : list of dict
@@ -162,6 +173,13 @@ class DopantGeometry:
         Dopants bonded to each other (within the dopant–dopant bond cutoff) share a group.
     n_dopant_nb : ndarray of int
         Dopants bonded to each dopant.
+    directions : list of list
+        Host rows bonded to each dopant, one per direction (:func:`_directions`).
+    consistent : ndarray of bool
+        Whether the local lattice explains every host column at a bond's distance.
+    misfit : ndarray of float
+        Median distance (bonds) of the host columns around each dopant's group from the sites of
+        its local lattice (:func:`_misfit`; NaN without one).
     """
 
     rows: np.ndarray
@@ -175,6 +193,7 @@ class DopantGeometry:
     n_dopant_nb: np.ndarray = None
     directions: list = field(default_factory=list)
     consistent: np.ndarray = None
+    misfit: np.ndarray = None
 
     def neighbour_rows(self, k) -> list:
         """Host rows bonded to dopant ``k``: those on its occupied shell sites (one per site)
@@ -270,6 +289,71 @@ def _local_map(fit: LatticeFit, hpos: np.ndarray, centre: np.ndarray, shift: np.
     return local
 
 
+def _own_map(hpos: np.ndarray, centre: np.ndarray, skip_pos: np.ndarray, bond_px: float,
+             a: float) -> LatticeFit | None:
+    """The lattice fitted afresh to the host columns around ``centre``, without the frame's fit:
+    orientation from the six-fold mean of their bond angles, bond from their median, origin on the
+    column that puts most columns (weighted by a Gaussian window of :data:`_PHASE_SIGMA` lattice
+    constants ``a`` px) within 0.3 bond of a site, then the weighted affine refinement of
+    :func:`_local_map`. Columns within :data:`_PHASE_SKIP` bond of a dopant take no part; None
+    with fewer than 6 columns within :data:`_MISFIT_REACH` bond or 4 bonds among them."""
+    d = np.hypot(*(hpos - centre).T)
+    near = d < _MISFIT_REACH * bond_px
+    if len(skip_pos):
+        near &= cKDTree(skip_pos).query(hpos)[0] > _PHASE_SKIP * bond_px
+    P = hpos[near]
+    if len(P) < 6:
+        return None
+    pairs = cKDTree(P).query_pairs(1.3 * bond_px, output_type="ndarray")
+    v = P[pairs[:, 1]] - P[pairs[:, 0]] if len(pairs) else np.zeros((0, 2))
+    length = np.hypot(*v.T)
+    ok = (length > 0.75 * bond_px) & (length < 1.25 * bond_px)
+    if ok.sum() < 4:
+        return None
+    theta = np.angle(np.exp(6j * np.arctan2(v[ok, 0], v[ok, 1])).mean()) / 6.0 - np.pi / 6.0
+    b = float(np.median(length[ok]))
+    M = b * np.sqrt(3.0) * np.array([[np.sin(theta), np.sin(theta + np.pi / 3)],
+                                     [np.cos(theta), np.cos(theta + np.pi / 3)]])
+    w = np.exp(-0.5 * (np.hypot(*(P - centre).T) / (_PHASE_SIGMA * a)) ** 2)
+    none = np.zeros((0, 2))
+    # Every column as the origin (on sublattice 0: the other sublattice is the same set of sites
+    # turned by 60°, so either serves): distance of every column to its nearest site.
+    f = np.linalg.solve(M, (P[None, :, :] - P[:, None, :]).reshape(-1, 2).T).T
+    dist = np.full(len(f), np.inf)
+    for s in (0, 1):
+        r = (f - BASIS[s] - np.rint(f - BASIS[s])) @ M.T
+        dist = np.minimum(dist, np.hypot(*r.T))
+    score = ((dist.reshape(len(P), len(P)) < 0.3 * b) * w[None, :]).sum(axis=1)
+    local = LatticeFit(M, P[int(np.argmax(score))], none, none, 1.0)
+    for _ in range(3):
+        c, s_, p = local.snap(P)
+        inl = np.hypot(*(P - p).T) < 0.35 * b
+        if inl.sum() < 6:
+            break
+        X = np.column_stack([c[inl] + BASIS[s_[inl]], np.ones(int(inl.sum()))])
+        sw = np.sqrt(w[inl])[:, None]
+        A, *_ = np.linalg.lstsq(X * sw, P[inl] * sw, rcond=None)
+        if np.abs(np.linalg.norm(A[:2].T, axis=0) / a - 1).max() > 0.2:
+            break
+        local = LatticeFit(A[:2].T, A[2], none, none, 1.0)
+    return local
+
+
+def _misfit(local: LatticeFit, hpos: np.ndarray, centre: np.ndarray, skip_pos: np.ndarray,
+            bond_px: float) -> float:
+    """Median distance (bonds) of the host columns around ``centre`` from their nearest site of
+    ``local``: those within :data:`_MISFIT_REACH` bond of it, none within :data:`_PHASE_SKIP` bond of
+    a dopant (its relaxed shell). NaN with fewer than 6 such columns."""
+    d = np.hypot(*(hpos - centre).T)
+    near = d < _MISFIT_REACH * bond_px
+    if len(skip_pos):
+        near &= cKDTree(skip_pos).query(hpos)[0] > _PHASE_SKIP * bond_px
+    if near.sum() < 6:
+        return float("nan")
+    _, _, p = local.snap(hpos[near])
+    return float(np.median(np.hypot(*(hpos[near] - p).T)) / bond_px)
+
+
 def _groups(pos: np.ndarray, cut_px: float) -> tuple[np.ndarray, np.ndarray]:
     """Groups of dopants bonded to each other, and the number of dopants bonded to each."""
     n = len(pos)
@@ -289,7 +373,8 @@ def dopant_geometry(fit: LatticeFit | None, pos: np.ndarray, labels: np.ndarray,
     Parameters
     ----------
     fit : LatticeFit or None
-        The frame's fitted lattice (None: every dopant gets kind ``""`` and no shell).
+        The frame's fitted lattice. None: each dopant is placed on the lattice fitted to the host
+        columns around it alone, kind ``""`` and no shell where too few are around.
     pos : ndarray (n, 2)
         Positions (px) of the frame's rows.
     labels : ndarray of str (n,)
@@ -340,23 +425,46 @@ def dopant_geometry(fit: LatticeFit | None, pos: np.ndarray, labels: np.ndarray,
             gap_ok &= ~(occ < MIN_HOST_OCCUPANCY)
         bondable = host[gap_ok]
     geo.directions = _directions(pos, bondable, dpos, bond_px, dopant_cut_px)
-    if fit is None or m == 0:
+    geo.misfit = np.full(m, np.nan)
+    if m == 0:
         return geo
-    # One shift per group (at its centre), so that the dopants of a group share their sites.
+    # One local lattice per group (at its centre), so that the dopants of a group share their sites.
     centres = np.array([dpos[group == g].mean(axis=0) for g in range(group.max() + 1)])
-    gshift = _local_shift(fit, hpos, centres, dpos, _PHASE_SKIP * bond_px)
-    maps = [_local_map(fit, hpos, centres[g], gshift[g], dpos, bond_px) for g in range(len(centres))]
+    a = fit.a if fit is not None else np.sqrt(3.0) * bond_px
+    gshift = _local_shift(fit, hpos, centres, dpos, _PHASE_SKIP * bond_px) if fit is not None else None
+    maps: list = []
+    own_used = np.zeros(len(centres), bool)
+    gmis = np.full(len(centres), np.nan)
+    for g in range(len(centres)):
+        lm = _local_map(fit, hpos, centres[g], gshift[g], dpos, bond_px) if fit is not None else None
+        mis = _misfit(lm, hpos, centres[g], dpos, bond_px) if lm is not None else np.nan
+        # Where the frame's fit, bent to the columns around, leaves them off its sites (or no
+        # fit was found), the lattice fitted to those columns alone may explain them better: a
+        # frame that bends more than its fit follows, a grain turned from the rest.
+        own = _own_map(hpos, centres[g], dpos, bond_px, a) if not mis <= _MISFIT_OK else None
+        if own is not None:
+            mis_own = _misfit(own, hpos, centres[g], dpos, bond_px)
+            if lm is None or mis_own < mis:
+                lm, mis, own_used[g] = own, mis_own, True
+        maps.append(lm)
+        gmis[g] = mis
+    geo.misfit = gmis[group]
+    placed = np.array([maps[group[k]] is not None for k in range(m)], bool)
+    if not placed.any():
+        return geo
     cells = np.zeros((m, 2), np.int64)
     subs = np.zeros(m, np.int64)
-    sites = np.zeros((m, 2))
-    for k in range(m):
+    sites = np.full((m, 2), np.nan)
+    for k in np.flatnonzero(placed):
         lm = maps[group[k]]
         c, s_, p = lm.snap(dpos[k:k + 1])
         cells[k], subs[k], sites[k] = c[0], s_[0], p[0]
-        geo.shift[k] = p[0] - fit.position(c, s_)[0]
+        if fit is not None:
+            ref = fit.snap(p)[2][0] if own_used[group[k]] else fit.position(c, s_)[0]
+            geo.shift[k] = p[0] - ref
     geo.offset = np.hypot(*(dpos - sites).T) / bond_px
     core_pos: list = [dict() for _ in range(m)]
-    for k in range(m):
+    for k in np.flatnonzero(placed):
         c, s, lm = cells[k], int(subs[k]), maps[group[k]]
         core_pos[k][int(site_id(c, [s])[0])] = (c, s)
         nbc = c + NEIGHBOUR_CELLS[s]
@@ -608,8 +716,9 @@ def check_dopants(atoms: pd.DataFrame, image, pixel_size: float | None = None, l
     -----
     The contrast and width are taken against the host columns within 2.5 lattice constants and
     the background of the same neighbourhood (:func:`dopant_image_features`), so a contamination
-    patch that raises both leaves the contrast as it is. Checks need the frame's lattice to be
-    fitted for the place and shell; without a fit only the edge, contrast and width are checked.
+    patch that raises both leaves the contrast as it is. The place and shell need a local
+    lattice (the frame's fit bent to the columns around, or those columns' own); where neither is
+    found only the edge, contrast and width are checked.
 
     Examples
     --------
