@@ -3,8 +3,10 @@
 The network places each atom by sub-pixel offsets whose error depends on where the column falls
 within its pixel; turning or mirroring the frame reverses that error, so averaging the offsets
 of the frame's own pass with those of its half-turn (``flips=2``), mirror images (4) and
-transposes (8) cancels much of it. The blobs, classes and ``prob`` stay those of the frame's own
-pass. Measured here:
+transposes (8) cancels much of it; the foreground probability that weighs each pixel's offset in
+its blob's centre is averaged with them. The blobs, classes and ``prob`` stay those of the frame's
+own pass. The default (``flips=None``) is ``stemflow.find.AUTO_FLIPS`` passes on crystalline
+lattices. Measured here:
 
 * **A. Simulated frames, exact truth.** Graphene (2 Si1C3, 1 V1) and WS2 (2 Mo_W, 2 V_S), 256²
   px at 12 pm/px, 10⁴, 10⁵ and 10⁶ e⁻/Å², three held-out seeds each (``TEST_SEED_START`` on):
@@ -17,6 +19,10 @@ pass. Measured here:
 * **C. Real frames.** The labelled Si-doped graphene development set (``shared/data``; skipped
   with a message when absent), scored by ``stemflow.labelled.score_dopant_complexes`` per
   ``flips``: the labelled C's distance to the found columns and the Si items of ``real_data.md``.
+* **D. What the averaged weights add.** For ``flips`` 4 and 8, positions with the offsets
+  averaged and each pixel weighted by its own pass's foreground probability, against both
+  averaged (what ``find_atoms`` does): the RMSE of part A's sets at 10⁵ e⁻/Å² and the labelled
+  C's mean distance on the real set (no chemistry in either, so the same blobs are compared).
 
 Run: ``python benchmarks/flips.py`` (under a minute on 2 CPU cores). Writes
 ``benchmarks/results/flips.md`` and ``.json``.
@@ -85,7 +91,7 @@ def timing(repeats: int = 5) -> list[dict]:
     from stemflow.simulate import simulate_image
 
     img = simulate_image("graphene", 512, pixel_size=PX, seed=11, dose=1e5).image
-    stemflow.find_atoms(img, PX, identify=False)                       # load the model once
+    stemflow.find_atoms(img, PX, identify=False, flips=1)              # load the model once
     med = {}
     for flips in FLIPS:
         ts = []
@@ -119,13 +125,66 @@ def real() -> list[dict] | None:
     return rows
 
 
+def _positions(image, pixel_size: float, lattice: str, flips: int, averaged_weights: bool) -> pd.DataFrame:
+    """``find_atoms(..., identify=False, flips=flips)``, or with each pixel weighted by its own
+    pass's foreground probability (``averaged_weights=False``)."""
+    import dataclasses
+
+    from stemflow.find import atoms_from_maps, atoms_table, predict
+
+    maps = predict(image, pixel_size, flips=flips)
+    if not averaged_weights:
+        maps = dataclasses.replace(maps, weights=None)
+    t = atoms_from_maps(maps, image, lattice=lattice).drop(columns="frame")
+    return atoms_table(t, pixel_size, lattice, maps.model)
+
+
+def weights() -> list[dict]:
+    """Part D: RMSE (pm) on part A's sets at 10⁵ e⁻/Å² and the real set's labelled C distance (pm),
+    for ``flips`` 4 and 8, with and without the averaged weights."""
+    from stemflow.augment import TEST_SEED_START
+    from stemflow.labelled import dev_data_dir, read_dopant_complexes, score_dopant_complexes
+    from stemflow.metrics import match
+    from stemflow.simulate import simulate_image
+
+    where = dev_data_dir()
+    frames = (read_dopant_complexes(where / "si_graphene_dev.npz")
+              if where is not None and (where / "si_graphene_dev.npz").exists() else None)
+    rows = []
+    for flips in (4, 8):
+        for averaged in (False, True):
+            row = {"flips": flips, "averaged_weights": averaged}
+            for lattice, defects in SETS.items():
+                d2 = []
+                for k in range(3):
+                    sim = simulate_image(lattice, SIZE, pixel_size=PX, seed=TEST_SEED_START + 7100 + k, dose=1e5,
+                                         defects=defects)
+                    t = _inner(_positions(sim.image, PX, lattice, flips, averaged))
+                    atoms = _inner(sim.atoms)
+                    truth = atoms[atoms.label != "vacancy"].reset_index(drop=True)
+                    m = match(t[t.label != "vacancy"].reset_index(drop=True), truth, 0.07 / PX)
+                    d2 += list(np.asarray(m["distance"], float) ** 2)
+                row[f"rmse_pm_{lattice}"] = float(np.sqrt(np.mean(d2)) * PX * 1000)
+            if frames is not None:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    sc, _ = score_dopant_complexes(frames, lambda f: _positions(f.image, f.pixel_size, "graphene",
+                                                                                flips, averaged))
+                row["real_c_mean_pm"] = sc["host_mean_pm"]
+            rows.append(row)
+            print(row, flush=True)
+    return rows
+
+
 def report(res: dict) -> str:
     f1_classes = [k for k in res["simulated"][0] if k.startswith("f1_")]
     lines = ["# Positions averaged over flipped network passes", "",
              f"Written by `python benchmarks/flips.py` ({res['seconds']:.0f} s on the 2-core CPU machine). "
-             "`find_atoms(..., flips=n)` averages the network's sub-pixel offsets over the frame and its half-turn "
-             "(2), mirror images (4) and transposes (8); blobs, classes and `prob` are those of the frame's own "
-             "pass. See the script's docstring for the sets.", "",
+             "`find_atoms(..., flips=n)` averages the network's sub-pixel offsets, and the foreground probability "
+             "that weighs them, over the frame and its half-turn (2), mirror images (4) and transposes (8); blobs, "
+             "classes and `prob` are those of the frame's own pass. The default (`flips=None`) is "
+             f"{res.get('auto_flips', '?')} passes on crystalline lattices, one on `amorphous`. See the script's "
+             "docstring for the sets.", "",
              "## A. Simulated frames, exact truth", "",
              "RMSE of the found centres (pm, vacancies left out), 3 held-out frames of 256² px at 12 pm/px per row "
              "(atoms within 0.15 nm of the edge left out); F1 per class: the classes are the frame's own pass whatever "
@@ -155,12 +214,28 @@ def report(res: dict) -> str:
         lines += [f"| {r['flips']} | {r['host_mean_pm']:.2f} | {r['host_rmse_pm']:.2f} | {r['host_recall']:.3f} | "
                   f"{r['dopant_recall']:.3f} | {r['dopant_precision']:.3f} | {r['defect_accuracy']:.3f} |"
                   for r in res["real"]]
+    if res.get("weights"):
+        lines += ["", "## D. What the averaged weights add", "",
+                  "Positions only (no chemistry): the offsets averaged over the passes with each pixel weighted by the "
+                  "foreground probability of the frame's own pass, against that probability averaged over the passes "
+                  "too (what `find_atoms` does). RMSE against the simulator's truth, part A's frames at 10⁵ e⁻/Å²; "
+                  "the real set's labelled C, mean distance to the found columns.", "",
+                  "| flips | weights | RMSE graphene (pm) | RMSE WS2 (pm) | real labelled C (pm) |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {r['flips']} | {'averaged' if r['averaged_weights'] else 'own pass'} | "
+                  f"{r['rmse_pm_graphene']:.2f} | {r['rmse_pm_ws2']:.2f} | "
+                  f"{r['real_c_mean_pm']:.2f} |" if "real_c_mean_pm" in r else
+                  f"| {r['flips']} | {'averaged' if r['averaged_weights'] else 'own pass'} | "
+                  f"{r['rmse_pm_graphene']:.2f} | {r['rmse_pm_ws2']:.2f} | not run |" for r in res["weights"]]
     return "\n".join(lines) + "\n"
 
 
 def main() -> int:
+    from stemflow.find import AUTO_FLIPS
+
     t0 = time.perf_counter()
-    res = {"simulated": simulated(), "timing": timing(), "real": real()}
+    res = {"auto_flips": AUTO_FLIPS, "simulated": simulated(), "timing": timing(), "real": real(),
+           "weights": weights()}
     res["seconds"] = time.perf_counter() - t0
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "flips.json").write_text(json.dumps(res, indent=1))

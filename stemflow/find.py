@@ -49,24 +49,42 @@ FLIPS = {1: ((0, 0, 0),), 2: ((0, 0, 0), (0, 1, 1)),
          8: ((0, 0, 0), (0, 1, 1), (0, 1, 0), (0, 0, 1), (1, 0, 0), (1, 1, 1), (1, 1, 0), (1, 0, 1))}
 
 
-def _check_flips(flips) -> int:
+#: Network passes of ``flips=None`` (the default of :func:`find_atoms`, :class:`FindOptions`,
+#: ``stemflow find`` and ``stemflow run``) on a crystalline lattice with a model that has
+#: sub-pixel offsets: the frame, its half-turn and its two mirror images. On the real Si-doped
+#: graphene dev frames the labelled C come 13.6 → 12.1 pm near with Si recall, precision and
+#: defect type within one complex of one pass; on simulated frames the RMSE falls 21–35 %; for
+#: about twice the network's time (``benchmarks/results/flips.md``).
+AUTO_FLIPS = 4
+
+
+def _check_flips(flips) -> int | None:
+    if flips is None:
+        return None
     if isinstance(flips, bool) or not isinstance(flips, (int, np.integer)) or int(flips) not in FLIPS:
-        raise InputError(f"flips must be 1, 2, 4 or 8 (network passes whose sub-pixel offsets are averaged); "
-                         f"got {flips!r}")
+        raise InputError(f"flips must be 1, 2, 4 or 8 (network passes whose sub-pixel offsets are averaged), "
+                         f"or None for the default; got {flips!r}")
     return int(flips)
 
 
 def _offsets_over_flips(net: Model, norm: np.ndarray, offsets: np.ndarray, flips: int, tile: int,
-                        batch_size: int) -> np.ndarray:
-    """The network's sub-pixel offsets (n, 2, y, x) averaged over ``FLIPS[flips]`` of the frames
-    ``norm`` (n, y, x): each flipped pass mapped back (its maps flipped back, the offset vectors
-    turned with them). ``offsets`` is the pass of the frames themselves."""
+                        batch_size: int, fg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The network's sub-pixel offsets (n, 2, y, x) and foreground probability (n, y, x) averaged
+    over ``FLIPS[flips]`` of the frames ``norm`` (n, y, x): each flipped pass mapped back (its maps
+    flipped back, the offset vectors turned with them). ``offsets`` and ``fg`` are the pass of the
+    frames themselves."""
     total = offsets.astype(np.float64)
+    fg_total = fg.astype(np.float64)
     for t, fy, fx in FLIPS[flips][1:]:
         x = np.swapaxes(norm, -1, -2) if t else norm
         x = x[..., ::-1, :] if fy else x
         x = x[..., :, ::-1] if fx else x
-        o = net.maps(np.ascontiguousarray(x), tile=tile, batch_size=batch_size)[1].astype(np.float64)
+        pr, o = net.maps(np.ascontiguousarray(x), tile=tile, batch_size=batch_size)
+        o = o.astype(np.float64)
+        f = 1.0 - pr[:, 0].astype(np.float64)
+        f = f[..., :, ::-1] if fx else f
+        f = f[..., ::-1, :] if fy else f
+        fg_total += np.swapaxes(f, -1, -2) if t else f
         if fx:
             o = o[..., :, ::-1] * np.array([1.0, -1.0])[:, None, None]
         if fy:
@@ -74,7 +92,8 @@ def _offsets_over_flips(net: Model, norm: np.ndarray, offsets: np.ndarray, flips
         if t:
             o = np.swapaxes(o, -1, -2)[:, ::-1]            # back to (y, x) maps of (dy, dx)
         total += o
-    return (total / len(FLIPS[flips])).astype(np.float32)
+    n = len(FLIPS[flips])
+    return (total / n).astype(np.float32), (fg_total / n).astype(np.float32)
 
 
 
@@ -167,7 +186,8 @@ def warn_unrecognised(ambiguous, stack: bool = True, first_frame: int = 0) -> No
         movie = (" If they are low-dose frames of one area, find them together: stemflow.find_atoms_movie "
                  "(stemflow.lowdose.low_dose_check tells whether they are dose-limited)."
                  if stack and len(ambiguous) >= 5 else "")
-        warnings.warn(f"{where} look unlike anything the model knows: up to {worst:.0%} of the pixels are "
+        verb = "looks" if where == "the frame" else "look"
+        warnings.warn(f"{where} {verb} unlike anything the model knows: up to {worst:.0%} of the pixels are "
                       f"ambiguous (simulated frames: under 5 %); check the pixel size and that this is an "
                       f"atomic-resolution HAADF/ADF image, or fine-tune with `stemflow adapt`.{movie} The "
                       f"per-frame share is in df.attrs['ambiguous_share']", StemflowWarning, stacklevel=3)
@@ -224,8 +244,10 @@ class FindOptions:
         (:func:`stemflow.find_atoms_movie`); no ``refine`` or ``lattice_prior``.
     window : int
         With ``low_dose``: frames summed on each side for the network to see the dopants (≥ 0).
-    flips : int
-        Network passes (1, 2, 4 or 8) whose sub-pixel offsets are averaged (:func:`predict`).
+    flips : int or None
+        Network passes (1, 2, 4 or 8) whose sub-pixel offsets are averaged (:func:`predict`);
+        None: :data:`AUTO_FLIPS` on crystalline lattices, one pass with ``amorphous``,
+        ``low_dose`` or ``refine`` (see :attr:`network_flips`).
 
     Raises
     ------
@@ -250,7 +272,7 @@ class FindOptions:
     tile: int = 1024
     low_dose: bool = False
     window: int = 2
-    flips: int = 1
+    flips: int | None = None
 
     def __post_init__(self):
         if self.lattice not in LATTICES:
@@ -278,7 +300,7 @@ class FindOptions:
         object.__setattr__(self, "tile", int(self.tile))
         object.__setattr__(self, "low_dose", bool(self.low_dose))
         object.__setattr__(self, "flips", _check_flips(self.flips))
-        if self.flips != 1 and (self.lattice == "amorphous" or self.low_dose):
+        if self.flips not in (None, 1) and (self.lattice == "amorphous" or self.low_dose):
             raise InputError("flips average the network's sub-pixel offsets; "
                              + ("lattice='amorphous' takes its heavy atoms from a matched filter"
                                 if self.lattice == "amorphous" else "low_dose=True fits every site itself")
@@ -293,18 +315,36 @@ class FindOptions:
                 raise InputError(f"window must be a whole number of frames ≥ 0; got {w!r}")
             object.__setattr__(self, "window", int(w))
 
+    @property
+    def network_flips(self) -> int | None:
+        """``flips`` as :func:`predict` takes it: 1 with ``amorphous`` or ``low_dose`` (their
+        positions come from the image) and, unless ``flips`` is given, with ``refine`` (its
+        weighing of the network's centres against the Gaussian fit, ``_NET_ERROR``, is calibrated
+        on one pass); else ``flips`` (None: :data:`AUTO_FLIPS` when the model has sub-pixel
+        offsets)."""
+        if self.lattice == "amorphous" or self.low_dose or (self.flips is None and self.refine):
+            return 1
+        return self.flips
+
+    @property
+    def passes(self) -> int:
+        """Network passes whose offsets are averaged, ``flips`` resolved (for a model with
+        sub-pixel offsets; a model without them makes one)."""
+        f = self.network_flips
+        return AUTO_FLIPS if f is None else f
+
     def manifest(self) -> dict:
         """The entries a run's manifest records (``batch_size`` is left out: it changes no result;
-        ``lattice_prior`` and ``flips`` only when not their default, so that manifests of runs
-        without them stay comparable)."""
+        ``lattice_prior`` only when set and ``flips`` (the passes) only when not 1, so that
+        manifests of runs without them stay comparable)."""
         out = {"lattice": self.lattice, "threshold": self.threshold, "refine": self.refine,
                "identify": self.identify, "tile": self.tile}
         if self.lattice_prior:
             out["lattice_prior"] = True
         if self.low_dose:
             out.update(low_dose=True, window=self.window)
-        if self.flips != 1:
-            out["flips"] = self.flips
+        if self.passes != 1:
+            out["flips"] = self.passes
         return out
 
 
@@ -329,6 +369,9 @@ class ClassMaps:
         Name of the model.
     images : ndarray of float32, shape (n, y', x')
         The frames resampled to the network's grid (before normalisation), for intensities.
+    weights : ndarray of float32, shape (n, y', x'), or None
+        With ``flips`` > 1: the foreground probability averaged over the flipped passes, which
+        weighs the pixels of each blob in its centre (:func:`stemflow.locate`); None otherwise.
     """
 
     probabilities: np.ndarray
@@ -338,6 +381,7 @@ class ClassMaps:
     pixel_size: float
     model: str
     images: np.ndarray
+    weights: np.ndarray | None = None
 
     @property
     def ambiguous_share(self) -> np.ndarray:
@@ -347,7 +391,7 @@ class ClassMaps:
 
 
 def predict(frames, pixel_size: float, model=None, *, batch_size: int = 4, tile: int = 1024,
-            flips: int = 1) -> ClassMaps:
+            flips: int | None = 1) -> ClassMaps:
     """Class probabilities of frames: resampled to the network's sampling, normalised, inferred.
 
     Parameters
@@ -363,11 +407,13 @@ def predict(frames, pixel_size: float, model=None, *, batch_size: int = 4, tile:
     tile : int
         Largest side of one network pass, px on the network's grid; larger frames are cut into
         tiles with a halo whose stitched maps equal a whole-frame pass.
-    flips : {1, 2, 4, 8}
-        Network passes whose sub-pixel offsets are averaged: the frames themselves and their
-        half-turn (2), mirror images (4) and transposes (8) (:data:`FLIPS`), each mapped back.
-        The probabilities are the frames' own pass whatever ``flips``; see :func:`find_atoms`. A
-        model without offsets warns (:class:`StemflowWarning`) and makes one pass.
+    flips : {1, 2, 4, 8} or None
+        Network passes whose sub-pixel offsets (and the foreground probability that weighs them,
+        ``weights``) are averaged: the frames themselves and their half-turn (2), mirror images
+        (4) and transposes (8) (:data:`FLIPS`), each mapped back. The probabilities are the
+        frames' own pass whatever ``flips``; see :func:`find_atoms`. A model without offsets
+        warns (:class:`StemflowWarning`) and makes one pass. None: :data:`AUTO_FLIPS` passes for
+        a model with offsets, one (without a warning) for a model without.
 
     Returns
     -------
@@ -404,13 +450,16 @@ def predict(frames, pixel_size: float, model=None, *, batch_size: int = 4, tile:
                          f"{int(np.ceil(16 / factor))} px a side")
     norm = np.stack(norms)
     probs, offsets = net.maps(norm, tile=tile, batch_size=batch_size)
+    if flips is None:
+        flips = AUTO_FLIPS if offsets is not None else 1
+    weights = None
     if flips > 1 and offsets is not None:
-        offsets = _offsets_over_flips(net, norm, offsets, flips, tile, batch_size)
+        offsets, weights = _offsets_over_flips(net, norm, offsets, flips, tile, batch_size, 1.0 - probs[:, 0])
     elif flips > 1:
         warnings.warn(f"the model {net.name!r} has no sub-pixel offsets (its centres are the blobs' centres of "
                       f"mass): flips={flips} changes nothing; leave it at 1", StemflowWarning, stacklevel=2)
     return ClassMaps(probs, offsets, tuple(net.classes), float(factor), float(pixel_size), net.name,
-                     np.stack(smalls))
+                     np.stack(smalls), weights)
 
 
 def atoms_from_maps(maps: ClassMaps, frames, *, lattice: str = "graphene", threshold: float = 0.5,
@@ -463,7 +512,8 @@ def atoms_from_maps(maps: ClassMaps, frames, *, lattice: str = "graphene", thres
             t = _heavy_atoms(list(maps.classes[1:]), frame, pixel_size)
         else:
             t = locate(p, maps.images[j], classes=maps.classes, threshold=threshold,
-                       offsets=None if maps.offsets is None else maps.offsets[j])
+                       offsets=None if maps.offsets is None else maps.offsets[j],
+                       weights=None if maps.weights is None else maps.weights[j])
             t["y"] = to_input_coords(t["y"].to_numpy(), factor)
             t["x"] = to_input_coords(t["x"].to_numpy(), factor)
         if refine:
@@ -533,7 +583,7 @@ def find_atoms(image, pixel_size: float | None = None, lattice: str = "graphene"
                threshold: float = 0.5, refine: bool = False, border: float = 0.0,
                batch_size: int = 4, identify: bool | None = None,
                identify_options: dict | None = None, lattice_prior: bool = False,
-               flips: int = 1) -> pd.DataFrame:
+               flips: int | None = None) -> pd.DataFrame:
     """Find atoms, dopants and vacancies in STEM images with the fully convolutional network.
 
     Parameters
@@ -581,15 +631,19 @@ def find_atoms(image, pixel_size: float | None = None, lattice: str = "graphene"
         scatter it estimates how much and follows them (``benchmarks/results/lattice_prior.md``).
         The network's own centres are pulled towards the ideal lattice: use the fit's
         (``y_fit``, ``x_fit``: unbiased) for strain maps or bond lengths around defects.
-    flips : {1, 2, 4, 8}
+    flips : {1, 2, 4, 8} or None
         Run the network on the frame and on its half-turn (2), mirror images (4) and transposes
-        (8), and average the sub-pixel offsets that place each atom; the blobs, classes and
-        ``prob`` come from the frame's own pass, so only positions change. Each centre carries an
-        error that depends on where the column falls within the network's pixel, and turning the
-        frame reverses it: on simulated graphene and WS2 at 10⁵ e⁻/Å² the RMSE falls by 14–24 %
-        with 2, 21–35 % with 4 and 25–46 % with 8, for 1.4, 2.2 and 3.6 times the time of
-        ``find_atoms`` without chemistry (``benchmarks/results/flips.md``, with the real dev
-        frames).
+        (8), and average the sub-pixel offsets that place each atom and the foreground
+        probability that weighs them; the blobs, classes and ``prob`` come from the frame's own
+        pass, so only positions change. Each centre carries an error that depends on where the
+        column falls within the network's pixel, and turning the frame reverses it: on simulated
+        graphene and WS2 at 10⁵ e⁻/Å² the RMSE falls by 14–24 % with 2, 21–35 % with 4 and
+        25–46 % with 8, for about 1.4, 2 and 3.5 times the time of ``find_atoms`` without
+        chemistry (``benchmarks/results/flips.md``, with the real dev frames). Default None:
+        :data:`AUTO_FLIPS` (4) on crystalline lattices with a model that has offsets, one pass
+        with ``amorphous`` (whose heavy atoms come from a matched filter on the image), with
+        ``refine`` or ``lattice_prior`` (their weighing of the network's centres is calibrated on
+        one pass) or with a model without offsets; ``flips=1`` is the fastest.
 
     Returns
     -------
@@ -623,7 +677,7 @@ def find_atoms(image, pixel_size: float | None = None, lattice: str = "graphene"
     ambiguous = []
     for i0 in range(0, len(frames), batch_size):       # a batch at a time: memory bounded by the batch
         block = frames[i0:i0 + batch_size]
-        maps = predict(block, pixel_size, net, batch_size=batch_size, flips=opts.flips)
+        maps = predict(block, pixel_size, net, batch_size=batch_size, flips=opts.network_flips)
         ambiguous += [float(v) for v in maps.ambiguous_share]
         t = atoms_from_maps(maps, block, lattice=lattice, threshold=threshold, refine=refine,
                             keep_fit=lattice_prior)

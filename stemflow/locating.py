@@ -35,7 +35,7 @@ _FOOTPRINT8 = ndimage.generate_binary_structure(2, 2)
 
 def locate(probs, image=None, *, classes=CLASSES, threshold: float = 0.5,
            min_area: int | None = None, split_touching: bool = True, refine: bool = False,
-           border: float = 0.0, window: float | None = None, offsets=None) -> pd.DataFrame:
+           border: float = 0.0, window: float | None = None, offsets=None, weights=None) -> pd.DataFrame:
     """Find atoms and vacancies in the per-pixel class probabilities of one frame.
 
     Parameters
@@ -76,6 +76,10 @@ def locate(probs, image=None, *, classes=CLASSES, threshold: float = 0.5,
         The network's sub-pixel offsets (dy, dx), px, from each pixel to the centre of the atom
         it belongs to. When given, each blob's centre is the foreground-probability-weighted
         mean of ``pixel + offset`` over its pixels instead of its centre of mass.
+    weights : array_like, shape (H, W), optional
+        The foreground probability that weighs each pixel in the blob's centre, in place of
+        ``1 - probs[0]`` (e.g. averaged over flipped passes of the network); the blobs themselves,
+        their class and ``prob`` still come from ``probs``.
 
     Returns
     -------
@@ -194,7 +198,13 @@ def locate(probs, image=None, *, classes=CLASSES, threshold: float = 0.5,
     prob = sums[code, np.arange(n)] / area
 
     # Centre of mass of the foreground probability.
-    wfg = fg.ravel()[on].astype(np.float64)
+    if weights is not None:
+        weights = np.asarray(weights, dtype=np.float64)
+        if weights.shape != (h, w) or not np.isfinite(weights).all():
+            raise InputError(f"weights must be a finite ({h}, {w}) array; got shape {weights.shape}")
+        wfg = np.clip(weights.ravel()[on], 1e-6, None)
+    else:
+        wfg = fg.ravel()[on].astype(np.float64)
     rr, cc = np.divmod(on, w)
     mass = np.bincount(lab, weights=wfg, minlength=n)
     if offsets is not None:
@@ -354,8 +364,12 @@ def distance_to_background(binary: np.ndarray) -> np.ndarray:
 
     The ``edt`` package's exact transform when it is installed (a dependency; about 3.5× faster
     than SciPy's on a 512² frame), else :func:`scipy.ndimage.distance_transform_edt`. Both are
-    exact; they agree to float32 rounding (5e-8 px).
+    exact; they agree to float32 rounding (5e-8 px). A frame with no False pixel at all (an
+    untrained network's output) measures to just outside its edge.
     """
+    binary = np.asarray(binary, dtype=bool)
+    if binary.size and binary.all():
+        return ndimage.distance_transform_edt(np.pad(binary, 1, constant_values=False))[1:-1, 1:-1]
     try:
         import edt
     except ImportError:                       # pragma: no cover - edt is a dependency

@@ -183,7 +183,7 @@ def low_dose_check(movie, pixel_size: float | None = None, *, lattice: str = "gr
     if n < 5 or lattice == "amorphous":
         return out
     block = np.asarray(frames[:n], np.float32)
-    kw = dict(pixel_size=pixel_size, lattice=lattice, model=model, identify=False)
+    kw = dict(pixel_size=pixel_size, lattice=lattice, model=model, identify=False, flips=1)   # classes only
     with warnings.catch_warnings():            # ambiguous frames are what is measured here
         warnings.simplefilter("ignore", StemflowWarning)
         single = find_atoms(block[[0, n // 2, n - 1]], **kw).attrs["ambiguous_share"]
@@ -527,7 +527,9 @@ def _segment(frames, *, pixel_size, lattice, model, sigma_px, bond_px, window, m
 
     shifts, reg, valid, mean = _registered(frames, sigma_px, bond_px, destripe=True)
     t_n = len(frames)
-    kw = dict(pixel_size=pixel_size, lattice=lattice, model=model, identify=False)
+    # One network pass: the sites' places are followed through the movie by the amplitude fits
+    # below, and the hops they make are what ``benchmarks/lowdose_movies.py`` measured.
+    kw = dict(pixel_size=pixel_size, lattice=lattice, model=model, identify=False, flips=1)
     with warnings.catch_warnings():      # sums of low-dose frames are expected to look noisier than
         warnings.simplefilter("ignore", StemflowWarning)       # what the model has seen; judged below
         host = find_atoms(mean, **kw)

@@ -1,8 +1,10 @@
 """find_atoms with the bundled weights: a real check of the shipped model, and its errors."""
 
 import dataclasses
+import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 import xarray as xr
 
@@ -228,8 +230,16 @@ def test_non_square_frames_are_found_as_well_as_square_ones_in_both_orientations
 def test_find_options_are_checked_once_and_recorded_as_runs_always_recorded_them():
     from stemflow.find import FindOptions
 
-    o = FindOptions()
+    o = FindOptions(flips=1)
     assert o.manifest() == {"lattice": "graphene", "threshold": 0.5, "refine": False, "identify": True, "tile": 1024}
+    # the default averages AUTO_FLIPS passes on a crystalline lattice, and the manifest says so (a run
+    # made with one pass does not resume as one made with four); amorphous and low-dose make one
+    assert FindOptions().manifest() == {**o.manifest(), "flips": 4}
+    assert (FindOptions().network_flips, FindOptions().passes) == (None, 4)
+    for one in (FindOptions(lattice="amorphous"), FindOptions(low_dose=True), FindOptions(refine=True),
+                FindOptions(lattice_prior=True)):
+        assert (one.network_flips, one.passes) == (1, 1) and "flips" not in one.manifest()
+    assert FindOptions(refine=True, flips=2).passes == 2           # asked for: as asked
     p = FindOptions(lattice="ws2", lattice_prior=True, batch_size=np.int64(2))
     assert (p.refine, p.identify, p.batch_size, p.manifest()["lattice_prior"]) == (True, True, 2, True)
     assert FindOptions(lattice="amorphous").identify is False
@@ -260,6 +270,12 @@ def test_offsets_averaged_over_all_flips_turn_with_the_frame():
     np.testing.assert_allclose(mirrored, base[:, :, ::-1] * np.array([1.0, -1.0])[:, None, None], atol=2e-4)
     turned = predict(np.ascontiguousarray(img.T), 0.02, flips=8).offsets[0]
     np.testing.assert_allclose(turned, np.swapaxes(base, 1, 2)[::-1], atol=2e-4)
+    # the foreground probability that weighs the offsets is averaged and turned with them too
+    w = predict(img, 0.02, flips=8).weights[0]
+    assert np.abs(w - (1.0 - predict(img, 0.02, flips=1).probabilities[0, 0])).max() > 0.01
+    np.testing.assert_allclose(predict(img[::-1], 0.02, flips=8).weights[0], w[::-1], atol=2e-5)
+    np.testing.assert_allclose(predict(np.ascontiguousarray(img.T), 0.02, flips=8).weights[0], w.T, atol=2e-5)
+    assert predict(img, 0.02, flips=1).weights is None
 
 
 def test_flips_move_positions_only_and_bring_them_closer_to_the_truth():
@@ -275,7 +291,7 @@ def test_flips_move_positions_only_and_bring_them_closer_to_the_truth():
             m = match(t[t.label != "vacancy"].reset_index(drop=True), truth, 0.07 / px)
             d2 += list(np.asarray(m["distance"], float) ** 2)
             if flips == 4:
-                plain = find_atoms(sim.image, px, identify=False)
+                plain = find_atoms(sim.image, px, identify=False, flips=1)
                 assert (t.label.tolist(), t.prob.tolist()) == (plain.label.tolist(), plain.prob.tolist())
         err[flips] = np.sqrt(np.mean(d2))
     assert err[4] < 0.85 * err[1], err
@@ -296,7 +312,6 @@ def test_defect_ids_do_not_depend_on_which_frames_share_a_call():
 
 
 def test_stemflow_find_takes_flips(tmp_path):
-    import pandas as pd
 
     from stemflow.cli import main
 
@@ -321,3 +336,20 @@ def test_flips_with_a_model_without_offsets_warn_and_change_nothing(tmp_path):
         maps = predict(img, 0.02, model, flips=2)
     assert maps.offsets is None
     np.testing.assert_array_equal(maps.probabilities, predict(img, 0.02, model).probabilities)
+    # the default (flips=None) is one pass for such a model, without a warning
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*sub-pixel offsets", category=StemflowWarning)
+        assert predict(img, 0.02, model, flips=None).weights is None
+        find_atoms(img, 0.02, model=model, identify=False)
+
+
+def test_the_default_averages_four_passes_on_a_lattice_and_one_on_an_amorphous_support():
+    from stemflow.find import AUTO_FLIPS
+
+    img = simulate_image("graphene", 128, pixel_size=0.012, seed=3, defects={"Si1C3": 1}).image
+    default = find_atoms(img, 0.012, identify=False)
+    assert AUTO_FLIPS == 4
+    pd.testing.assert_frame_equal(default, find_atoms(img, 0.012, identify=False, flips=4))
+    assert not np.allclose(default[["y", "x"]], find_atoms(img, 0.012, identify=False, flips=1)[["y", "x"]])
+    heavy = simulate_image("amorphous", 128, pixel_size=0.02, seed=3).image
+    pd.testing.assert_frame_equal(find_atoms(heavy, 0.02, "amorphous"), find_atoms(heavy, 0.02, "amorphous", flips=1))

@@ -228,7 +228,7 @@ def _choose_low_dose(options, movie, pixel_size, model, progress):
     (:func:`stemflow.lowdose.low_dose_check`; None when the options rule it out)."""
     from ..lowdose import CHECK_FRAMES, low_dose_advice, low_dose_check
 
-    if options.lattice == "amorphous" or options.refine or options.flips != 1:
+    if options.lattice == "amorphous" or options.refine or options.flips not in (None, 1):
         return options, None
     try:
         first = np.asarray(movie.isel(frame=slice(0, CHECK_FRAMES)).values, np.float32)
@@ -250,7 +250,7 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
         overwrite=False, progress=True, *, lattice="graphene", threshold=0.5, refine=False, pixel_size=None,
         dataset=None, frames_per_part=None, tile=1024, batch_size=4, client=None, n_workers=None,
         embed_model=False, on_part=None, track=True, track_options=None, identify=None,
-        lattice_prior=False, verify_input=True, low_dose=None, window=2, flips=1) -> RunSummary:
+        lattice_prior=False, verify_input=True, low_dose=None, window=2, flips=None) -> RunSummary:
     """Find atoms in every frame of an input on a Dask cluster; write ``OUT/atoms.parquet``.
 
     Parameters
@@ -331,8 +331,8 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
         Movies too dim for single frames: each part is found with all its frames together
         (:func:`stemflow.find_atoms_movie`: frames registered from the images, a hidden Markov
         model over the dopants' sites), reading ``max(2·window + 1, 5)`` frames of context on each
-        side when the workers read the input themselves. Not with ``refine``, ``lattice_prior``, ``flips``
-        or ``save_probabilities``. None (the default): as the run already in ``out`` was made,
+        side when the workers read the input themselves. Not with ``refine``, ``lattice_prior``,
+        ``flips`` other than None or 1, or ``save_probabilities``. None (the default): as the run already in ``out`` was made,
         when resuming one; otherwise decided on the client from the first frames of the range (:func:`stemflow.lowdose.low_dose_check`, a few network passes) for a
         movie of at least 5 frames on a crystalline lattice without those options: on when single
         frames are too dim to be read one by one, said on stderr (as is the option, for frames
@@ -340,9 +340,10 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
         what was chosen.
     window : int
         With ``low_dose``: frames summed on each side for the network to see the dopants.
-    flips : {1, 2, 4, 8}
+    flips : {1, 2, 4, 8} or None
         Network passes whose sub-pixel offsets are averaged, as for :func:`stemflow.find_atoms`
-        (positions only; 2, 4 and 8 passes of the network per frame).
+        (positions only; None: :data:`stemflow.find.AUTO_FLIPS` on crystalline lattices, one
+        pass for ``amorphous``, low-dose movies and ``refine``; 1 is the fastest).
 
     Returns
     -------

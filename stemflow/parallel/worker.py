@@ -203,7 +203,7 @@ def find_frames(frames: np.ndarray, first_frame: int, model: Model, pixel_size: 
     check_calibration(frames[0], pixel_size, lattice, where=f"frame {int(first_frame)}")    # as find_atoms does
     for i0 in range(0, len(frames), o.batch_size):           # the steps of find_atoms, a batch at a time
         block = frames[i0:i0 + o.batch_size]
-        maps = predict(block, pixel_size, model, batch_size=o.batch_size, tile=o.tile, flips=o.flips)
+        maps = predict(block, pixel_size, model, batch_size=o.batch_size, tile=o.tile, flips=o.network_flips)
         ambiguous += [float(v) for v in maps.ambiguous_share]
         t = atoms_from_maps(maps, block, lattice=lattice, threshold=o.threshold, refine=o.refine,
                             keep_fit=o.lattice_prior)
