@@ -10,9 +10,9 @@ What tells them apart is physics and geometry, measured here against the *local*
   analysis on the atoms: the phase of ``Σ w exp(2πi g·f)`` over the columns' fractional
   coordinates ``f`` for the two first-order reflections ``g``), so a frame whose scan bends the
   lattice still gives the right sites at the dopant. Where that leaves the columns around a
-  dopant off their sites (a grain turned from the rest, a frame bent more than its fit follows,
-  or no fit of the whole frame at all), the lattice is fitted afresh to those columns alone and
-  taken when it explains them better (:func:`_own_map`, :data:`_MISFIT_OK`).
+  dopant off their sites (a grain turned from the rest, a frame bent more than its fit follows),
+  the lattice is fitted afresh to those columns alone and taken when it explains them better
+  (:func:`_own_map`, :data:`_MISFIT_OK`).
 * **where it sits.** On a site (substitutional: Si1C3) or at the midpoint of a bond whose two
   sites it replaces (Si in a divacancy: Si1C4, and the Si of Si2C6, Si3C6 …), whichever is
   nearer; farther than :data:`OFF_LATTICE` bond from both it is *off the lattice* (a hexagon
@@ -161,7 +161,7 @@ class DopantGeometry:
         Distance (bonds) to the nearest site.
     shift : ndarray (n, 2)
         Local shift (px) of the fitted lattice at each dopant (from the frame fit's nearest site
-        where the local lattice was fitted afresh; zero without a frame fit).
+        where the local lattice was fitted afresh).
     core : list of set
         Sites (ids) each dopant holds.
     shell : list of dict
@@ -373,8 +373,7 @@ def dopant_geometry(fit: LatticeFit | None, pos: np.ndarray, labels: np.ndarray,
     Parameters
     ----------
     fit : LatticeFit or None
-        The frame's fitted lattice. None: each dopant is placed on the lattice fitted to the host
-        columns around it alone, kind ``""`` and no shell where too few are around.
+        The frame's fitted lattice (None: every dopant gets kind ``""`` and no shell).
     pos : ndarray (n, 2)
         Positions (px) of the frame's rows.
     labels : ndarray of str (n,)
@@ -426,45 +425,42 @@ def dopant_geometry(fit: LatticeFit | None, pos: np.ndarray, labels: np.ndarray,
         bondable = host[gap_ok]
     geo.directions = _directions(pos, bondable, dpos, bond_px, dopant_cut_px)
     geo.misfit = np.full(m, np.nan)
-    if m == 0:
+    if fit is None or m == 0:
+        # No lattice fits the frame as a whole: its columns are too few or too scattered for one,
+        # and a lattice fitted to a few of them near a dopant would place it by chance.
         return geo
     # One local lattice per group (at its centre), so that the dopants of a group share their sites.
     centres = np.array([dpos[group == g].mean(axis=0) for g in range(group.max() + 1)])
-    a = fit.a if fit is not None else np.sqrt(3.0) * bond_px
-    gshift = _local_shift(fit, hpos, centres, dpos, _PHASE_SKIP * bond_px) if fit is not None else None
+    gshift = _local_shift(fit, hpos, centres, dpos, _PHASE_SKIP * bond_px)
     maps: list = []
     own_used = np.zeros(len(centres), bool)
     gmis = np.full(len(centres), np.nan)
     for g in range(len(centres)):
-        lm = _local_map(fit, hpos, centres[g], gshift[g], dpos, bond_px) if fit is not None else None
-        mis = _misfit(lm, hpos, centres[g], dpos, bond_px) if lm is not None else np.nan
-        # Where the frame's fit, bent to the columns around, leaves them off its sites (or no
-        # fit was found), the lattice fitted to those columns alone may explain them better: a
-        # frame that bends more than its fit follows, a grain turned from the rest.
-        own = _own_map(hpos, centres[g], dpos, bond_px, a) if not mis <= _MISFIT_OK else None
+        lm = _local_map(fit, hpos, centres[g], gshift[g], dpos, bond_px)
+        mis = _misfit(lm, hpos, centres[g], dpos, bond_px)
+        # Where the frame's fit, bent to the columns around, leaves them off its sites, the lattice
+        # fitted to those columns alone may explain them better: a frame that bends more than its
+        # fit follows, a grain turned from the rest.
+        own = _own_map(hpos, centres[g], dpos, bond_px, fit.a) if not mis <= _MISFIT_OK else None
         if own is not None:
             mis_own = _misfit(own, hpos, centres[g], dpos, bond_px)
-            if lm is None or mis_own < mis:
+            if mis_own < mis or not np.isfinite(mis):
                 lm, mis, own_used[g] = own, mis_own, True
         maps.append(lm)
         gmis[g] = mis
     geo.misfit = gmis[group]
-    placed = np.array([maps[group[k]] is not None for k in range(m)], bool)
-    if not placed.any():
-        return geo
     cells = np.zeros((m, 2), np.int64)
     subs = np.zeros(m, np.int64)
-    sites = np.full((m, 2), np.nan)
-    for k in np.flatnonzero(placed):
+    sites = np.zeros((m, 2))
+    for k in range(m):
         lm = maps[group[k]]
         c, s_, p = lm.snap(dpos[k:k + 1])
         cells[k], subs[k], sites[k] = c[0], s_[0], p[0]
-        if fit is not None:
-            ref = fit.snap(p)[2][0] if own_used[group[k]] else fit.position(c, s_)[0]
-            geo.shift[k] = p[0] - ref
+        ref = fit.snap(p)[2][0] if own_used[group[k]] else fit.position(c, s_)[0]
+        geo.shift[k] = p[0] - ref
     geo.offset = np.hypot(*(dpos - sites).T) / bond_px
     core_pos: list = [dict() for _ in range(m)]
-    for k in np.flatnonzero(placed):
+    for k in range(m):
         c, s, lm = cells[k], int(subs[k]), maps[group[k]]
         core_pos[k][int(site_id(c, [s])[0])] = (c, s)
         nbc = c + NEIGHBOUR_CELLS[s]
@@ -716,9 +712,8 @@ def check_dopants(atoms: pd.DataFrame, image, pixel_size: float | None = None, l
     -----
     The contrast and width are taken against the host columns within 2.5 lattice constants and
     the background of the same neighbourhood (:func:`dopant_image_features`), so a contamination
-    patch that raises both leaves the contrast as it is. The place and shell need a local
-    lattice (the frame's fit bent to the columns around, or those columns' own); where neither is
-    found only the edge, contrast and width are checked.
+    patch that raises both leaves the contrast as it is. Checks need the frame's lattice to be
+    fitted for the place and shell; without a fit only the edge, contrast and width are checked.
 
     Examples
     --------
