@@ -75,23 +75,37 @@ def _offsets_over_flips(net: Model, norm: np.ndarray, offsets: np.ndarray, flips
     frames themselves."""
     total = offsets.astype(np.float64)
     fg_total = fg.astype(np.float64)
+    views = {}
     for t, fy, fx in FLIPS[flips][1:]:
         x = np.swapaxes(norm, -1, -2) if t else norm
         x = x[..., ::-1, :] if fy else x
         x = x[..., :, ::-1] if fx else x
-        pr, o = net.maps(np.ascontiguousarray(x), tile=tile, batch_size=batch_size)
-        o = o.astype(np.float64)
-        f = 1.0 - pr[:, 0].astype(np.float64)
-        f = f[..., :, ::-1] if fx else f
-        f = f[..., ::-1, :] if fy else f
-        fg_total += np.swapaxes(f, -1, -2) if t else f
-        if fx:
-            o = o[..., :, ::-1] * np.array([1.0, -1.0])[:, None, None]
-        if fy:
-            o = o[..., ::-1, :] * np.array([-1.0, 1.0])[:, None, None]
-        if t:
-            o = np.swapaxes(o, -1, -2)[:, ::-1]            # back to (y, x) maps of (dy, dx)
-        total += o
+        views[(t, fy, fx)] = x
+    # Fewer frames than a batch: flipped frames of one shape share a network pass (the half-turn
+    # and mirrors keep the frame's shape; the transposes of a frame that is not square do not),
+    # up to ``batch_size`` frames, so memory stays that of one batch.
+    n0 = len(norm)
+    per_call = max(1, batch_size // n0)
+    by_shape: dict = {}
+    for key, x in views.items():
+        by_shape.setdefault(x.shape, []).append(key)
+    calls = [keys[i:i + per_call] for keys in by_shape.values() for i in range(0, len(keys), per_call)]
+    for keys in calls:
+        pr_all, o_all = net.maps(np.ascontiguousarray(np.concatenate([views[k] for k in keys])), tile=tile,
+                                 batch_size=max(batch_size, n0))
+        for j, (t, fy, fx) in enumerate(keys):
+            pr, o = pr_all[j * n0:(j + 1) * n0], o_all[j * n0:(j + 1) * n0].astype(np.float64)
+            f = 1.0 - pr[:, 0].astype(np.float64)
+            f = f[..., :, ::-1] if fx else f
+            f = f[..., ::-1, :] if fy else f
+            fg_total += np.swapaxes(f, -1, -2) if t else f
+            if fx:
+                o = o[..., :, ::-1] * np.array([1.0, -1.0])[:, None, None]
+            if fy:
+                o = o[..., ::-1, :] * np.array([-1.0, 1.0])[:, None, None]
+            if t:
+                o = np.swapaxes(o, -1, -2)[:, ::-1]            # back to (y, x) maps of (dy, dx)
+            total += o
     n = len(FLIPS[flips])
     return (total / n).astype(np.float32), (fg_total / n).astype(np.float32)
 

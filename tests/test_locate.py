@@ -281,6 +281,19 @@ def test_offsets_move_each_centre_by_its_pixels_mean_offset_dy_to_y_dx_to_x():
         locate(probs, offsets=offsets)
 
 
+def test_weights_move_centres_only_and_bad_weights_are_refused():
+    probs = _blob_probs((32, 40), [(10.0, 12.0), (20.0, 28.0)])
+    plain = locate(probs)
+    weights = 1.0 - probs[0]
+    weights[:, :12] *= 0.2                              # the first blob's left half counts less
+    moved = locate(probs, weights=weights)
+    assert moved.x[0] > plain.x[0] + 0.1 and abs(moved.y[0] - plain.y[0]) < 1e-9
+    assert abs(moved.x[1] - plain.x[1]) < 1e-9          # the second blob lies right of column 12
+    pd.testing.assert_frame_equal(moved.drop(columns=["y", "x"]), plain.drop(columns=["y", "x"]))
+    with pytest.raises(InputError, match=r"weights must be a finite \(32, 40\)"):
+        locate(probs, weights=weights[:, :-1])
+
+
 def test_refinement_moves_atoms_towards_their_image_centre_but_never_vacancies():
     shape = (40, 40)
     yy, xx = np.mgrid[:shape[0], :shape[1]]
