@@ -179,6 +179,8 @@ def _cmd_evaluate(args) -> int:
 
     cases = test_set(lattices=[s.strip() for s in args.lattice.split(",")], repeats=args.repeats)
     opts = dict(lattice_prior=True) if args.lattice_prior else {}
+    if args.flips is not None:
+        opts["flips"] = args.flips
     results = evaluate(args.model, cases, progress=not args.quiet, **opts)
     summary = summarise(results)
     out = Path(args.out)
@@ -285,7 +287,8 @@ def _flips_option(s) -> None:
     s.add_argument("--flips", type=int, default=None, choices=(1, 2, 4, 8),
                    help="network passes (the frame, its half-turn, mirror images, transposes) whose sub-pixel "
                         "offsets are averaged: better positions for 1.4-3.5x the network's time (classes "
-                        "unchanged); default 4 on crystalline lattices, 1 for amorphous, low-dose movies and --refine; "
+                        "unchanged); default 4 on crystalline lattices, 1 for amorphous, low-dose movies, --refine and "
+                        "--lattice-prior; "
                         "1 is the fastest")
 
 
@@ -384,6 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "directory unless a path is given)")
     s.add_argument("--lattice-prior", action="store_true",
                    help="score find_atoms(..., lattice_prior=True) (files get a _lattice_prior suffix)")
+    _flips_option(s)
     s.add_argument("--quiet", action="store_true", help="no progress bar")
 
     s = _command(sub, "run", "find atoms in a whole dataset on a Dask cluster → OUT/atoms.parquet (resumable); "

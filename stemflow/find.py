@@ -33,7 +33,7 @@ from .spacing import check_calibration
 from .tables import ATOMS, LATTICES
 
 __all__ = ["find_atoms", "FindOptions", "predict", "atoms_from_maps", "ClassMaps", "atoms_table", "warn_unrecognised", "AMBIGUOUS_SHARE_LIMIT",
-           "FLIPS"]
+           "FLIPS", "AUTO_FLIPS"]
 
 #: Starting width (standard deviation, nm) of a column for the refinement: a 1.1 Å FWHM probe.
 _PROBE_SIGMA_NM = 0.045
@@ -81,9 +81,9 @@ def _offsets_over_flips(net: Model, norm: np.ndarray, offsets: np.ndarray, flips
         x = x[..., ::-1, :] if fy else x
         x = x[..., :, ::-1] if fx else x
         views[(t, fy, fx)] = x
-    # Fewer frames than a batch: flipped frames of one shape share a network pass (the half-turn
-    # and mirrors keep the frame's shape; the transposes of a frame that is not square do not),
-    # up to ``batch_size`` frames, so memory stays that of one batch.
+    # With fewer frames than a batch, flipped frames of one shape share a call (the half-turn and
+    # mirrors keep the frame's shape; the transposes of a frame that is not square do not), as
+    # many as fill ``batch_size`` frames, so that a pass holds no more than a batch.
     n0 = len(norm)
     per_call = max(1, batch_size // n0)
     by_shape: dict = {}
@@ -92,7 +92,7 @@ def _offsets_over_flips(net: Model, norm: np.ndarray, offsets: np.ndarray, flips
     calls = [keys[i:i + per_call] for keys in by_shape.values() for i in range(0, len(keys), per_call)]
     for keys in calls:
         pr_all, o_all = net.maps(np.ascontiguousarray(np.concatenate([views[k] for k in keys])), tile=tile,
-                                 batch_size=max(batch_size, n0))
+                                 batch_size=batch_size)
         for j, (t, fy, fx) in enumerate(keys):
             pr, o = pr_all[j * n0:(j + 1) * n0], o_all[j * n0:(j + 1) * n0].astype(np.float64)
             f = 1.0 - pr[:, 0].astype(np.float64)
@@ -427,12 +427,14 @@ def predict(frames, pixel_size: float, model=None, *, batch_size: int = 4, tile:
         (4) and transposes (8) (:data:`FLIPS`), each mapped back. The probabilities are the
         frames' own pass whatever ``flips``; see :func:`find_atoms`. A model without offsets
         warns (:class:`StemflowWarning`) and makes one pass. None: :data:`AUTO_FLIPS` passes for
-        a model with offsets, one (without a warning) for a model without.
+        a model with offsets, one (without a warning) for a model without. The default here is
+        1; :func:`find_atoms` passes ``FindOptions.network_flips`` (None on crystalline lattices).
 
     Returns
     -------
     ClassMaps
-        Probabilities and offsets on the network's grid, and how to map back (``factor``).
+        Probabilities and offsets on the network's grid, how to map back (``factor``) and, with
+        ``flips`` > 1, the averaged foreground that weighs the offsets (``weights``).
 
     Raises
     ------
@@ -622,7 +624,10 @@ def find_atoms(image, pixel_size: float | None = None, lattice: str = "graphene"
         Refine centres by fitting Gaussians to the image at its own sampling, weighed against
         the network's centres (:func:`stemflow.refine.refine_atoms`). Within 1 % of the network
         alone at 10⁴ e⁻/Å², better from 10⁵ up (dopants at 10⁶ e⁻/Å²: 2–3× smaller error;
-        measured in ``docs/finder.md``). Costs about 5 ms per atom on one CPU core.
+        measured in ``docs/finder.md``). Costs about 5 ms per atom on one CPU core. Unless
+        ``flips`` is given, it makes one network pass, the one its weighing is calibrated on,
+        not the default four: those figures are against one pass, and four passes alone may do
+        as well (compare ``benchmarks/results/localisation.md`` with ``flips.md``).
     border : float
         Drop atoms whose centre lies within this many input px of the frame edge.
     batch_size : int

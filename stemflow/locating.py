@@ -156,6 +156,17 @@ def locate(probs, image=None, *, classes=CLASSES, threshold: float = 0.5,
     if window is not None and not window > 0:
         raise InputError(f"window={window} px must be > 0 (or None for the default)")
 
+    if offsets is not None:
+        offsets = np.asarray(offsets, dtype=np.float64)
+        if offsets.shape != (2, h, w) or not np.isfinite(offsets).all():
+            what = "holds NaN or inf" if offsets.shape == (2, h, w) else f"has shape {offsets.shape}"
+            raise InputError(f"offsets must be a finite (2, {h}, {w}) array of (dy, dx) px; it {what}")
+    if weights is not None:
+        weights = np.asarray(weights, dtype=np.float64)
+        if weights.shape != (h, w) or not np.isfinite(weights).all():
+            what = "holds NaN or inf" if weights.shape == (h, w) else f"has shape {weights.shape}"
+            raise InputError(f"weights must be a finite ({h}, {w}) array; it {what}")
+
     fg = 1.0 - probs[0]
     binary = fg > threshold
     labels, n = ndimage.label(binary, structure=_FOOTPRINT4)
@@ -199,18 +210,12 @@ def locate(probs, image=None, *, classes=CLASSES, threshold: float = 0.5,
 
     # Centre of mass of the foreground probability.
     if weights is not None:
-        weights = np.asarray(weights, dtype=np.float64)
-        if weights.shape != (h, w) or not np.isfinite(weights).all():
-            raise InputError(f"weights must be a finite ({h}, {w}) array; got shape {weights.shape}")
         wfg = np.clip(weights.ravel()[on], 1e-6, None)
     else:
         wfg = fg.ravel()[on].astype(np.float64)
     rr, cc = np.divmod(on, w)
     mass = np.bincount(lab, weights=wfg, minlength=n)
     if offsets is not None:
-        offsets = np.asarray(offsets, dtype=np.float64)
-        if offsets.shape != (2, h, w) or not np.isfinite(offsets).all():
-            raise InputError(f"offsets must be a finite (2, {h}, {w}) array of (dy, dx) px; got shape {offsets.shape}")
         rr = rr + offsets[0].ravel()[on]
         cc = cc + offsets[1].ravel()[on]
     y = np.bincount(lab, weights=wfg * rr, minlength=n) / mass

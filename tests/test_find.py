@@ -278,6 +278,51 @@ def test_offsets_averaged_over_all_flips_turn_with_the_frame():
     assert predict(img, 0.02, flips=1).weights is None
 
 
+def test_flipped_passes_batched_equal_each_frame_alone_and_no_call_exceeds_a_batch():
+    from stemflow.find import _get_model, predict
+
+    frames = np.stack([simulate_image("graphene", (80, 112), pixel_size=0.02, seed=s, defects={"Si1C3": 1}).image
+                       for s in (6, 7)])                          # not square: the transposes differ in shape
+    net = _get_model(None)
+    sizes = []
+    real_maps = net.maps
+
+    def recording(x, **kw):
+        sizes.append((len(x), kw["batch_size"]))
+        return real_maps(x, **kw)
+
+    net.maps = recording
+    try:
+        both = predict(frames, 0.02, net, batch_size=8, flips=8)
+        # flipped frames share calls, each at most a batch (the network makes its passes of
+        # batch_size frames within a call; a call's maps are held at once)
+        assert all(n <= b == 8 for n, b in sizes) and len(sizes) < 8, sizes
+        sizes.clear()
+        predict(frames, 0.02, net, batch_size=1, flips=8)
+        assert all(n == 2 and b == 1 for n, b in sizes), sizes     # the frames themselves, no more
+    finally:
+        del net.maps
+    for j in range(2):
+        alone = predict(frames[j], 0.02, net, batch_size=1, flips=8)
+        np.testing.assert_allclose(both.offsets[j], alone.offsets[0], atol=1e-5)
+        np.testing.assert_allclose(both.weights[j], alone.weights[0], atol=1e-5)
+
+
+def test_the_averaged_weights_reach_the_centres():
+    import dataclasses
+
+    from stemflow.find import atoms_from_maps, predict
+
+    img = simulate_image("graphene", 96, pixel_size=0.02, seed=5).image
+    maps = predict(img, 0.02, flips=4)
+    base = atoms_from_maps(maps, img)
+    w = maps.weights.copy()
+    w[..., : w.shape[-1] // 2] *= 0.1                   # the left half of every blob counts less
+    moved = atoms_from_maps(dataclasses.replace(maps, weights=w), img)
+    assert (moved.label.tolist(), moved.prob.tolist()) == (base.label.tolist(), base.prob.tolist())
+    assert np.abs(moved.x - base.x).max() > 0.05
+
+
 def test_flips_move_positions_only_and_bring_them_closer_to_the_truth():
     px = 0.012
     sims = [simulate_image("graphene", 192, pixel_size=px, seed=40 + k, dose=1e5, defects={"Si1C3": 1})

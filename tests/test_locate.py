@@ -290,8 +290,26 @@ def test_weights_move_centres_only_and_bad_weights_are_refused():
     assert moved.x[0] > plain.x[0] + 0.1 and abs(moved.y[0] - plain.y[0]) < 1e-9
     assert abs(moved.x[1] - plain.x[1]) < 1e-9          # the second blob lies right of column 12
     pd.testing.assert_frame_equal(moved.drop(columns=["y", "x"]), plain.drop(columns=["y", "x"]))
-    with pytest.raises(InputError, match=r"weights must be a finite \(32, 40\)"):
+    with pytest.raises(InputError, match=r"weights must be a finite \(32, 40\) array; it has shape"):
         locate(probs, weights=weights[:, :-1])
+    weights[3, 3] = np.nan
+    with pytest.raises(InputError, match="holds NaN"):
+        locate(probs, weights=weights)
+    empty = np.zeros_like(probs)
+    empty[0] = 1.0                                      # nothing but background: still checked
+    with pytest.raises(InputError, match="weights must be"):
+        locate(empty, weights=weights[:, :-1])
+
+
+def test_a_map_that_is_foreground_everywhere_is_one_blob_not_an_overflow():
+    from stemflow.locating import distance_to_background
+
+    d = distance_to_background(np.ones((5, 7), bool))
+    assert np.isfinite(d).all() and d[2, 3] == 3.0 and d[0, 0] == 1.0      # to just outside the edge
+    probs = np.zeros((4, 16, 16))
+    probs[1] = 1.0                                      # every pixel "lattice"
+    found = locate(probs)
+    assert len(found) >= 1 and np.isfinite(found[["y", "x"]].to_numpy()).all()
 
 
 def test_refinement_moves_atoms_towards_their_image_centre_but_never_vacancies():

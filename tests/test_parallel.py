@@ -197,6 +197,19 @@ def test_a_resume_with_other_settings_is_refused_unless_overwrite(client, movie,
     assert s.computed == 1 and json.loads((tmp_path / "other" / "manifest.json").read_text())["complete"]
 
 
+def test_a_run_made_with_one_pass_resumes_under_the_default_and_an_explicit_flips_must_match(client, movie,
+                                                                                             tmp_path):
+    # runs made before four passes became the default name no flips in their manifest
+    _, store = movie
+    out = tmp_path / "one"
+    run(store, out, client=client, frames="0:2", frames_per_part=1, flips=1, progress=False, track=False)
+    assert "flips" not in json.loads((out / "manifest.json").read_text())["parameters"]
+    again = run(store, out, client=client, frames="0:2", frames_per_part=1, progress=False, track=False)
+    assert (again.computed, again.skipped) == (0, 2)
+    with pytest.raises(OutputMismatchError, match="parameters.flips"):
+        run(store, out, client=client, frames="0:2", frames_per_part=1, flips=4, progress=False, track=False)
+
+
 def test_tiles_equal_whole_frames(client, tmp_path):
     mov = simulate_movie("graphene", 1, 256, seed=8, pixel_size=PX, defects={"Si1C3": 0.3, "V1": 0.2})
     img = xr.DataArray(mov.images(), dims=("frame", "y", "x"), attrs={"pixel_size": PX})

@@ -343,7 +343,9 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
     flips : {1, 2, 4, 8} or None
         Network passes whose sub-pixel offsets are averaged, as for :func:`stemflow.find_atoms`
         (positions only; None: :data:`stemflow.find.AUTO_FLIPS` on crystalline lattices, one
-        pass for ``amorphous``, low-dose movies and ``refine``; 1 is the fastest).
+        pass for ``amorphous``, low-dose movies, ``refine`` and ``lattice_prior``; 1 is the
+        fastest). None when resuming: as the run in ``out`` was made (one pass for runs whose
+        manifest names none).
 
     Returns
     -------
@@ -400,11 +402,11 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
             raise InputError(f"frames={frames!r}: this input is a single frame (dims {da.dims})")
         start, stop, parts, n_total = 0, 1, [(0, 1)], 1
     check = None
+    try:
+        earlier = None if overwrite else rundir.read_manifest(Path(out).expanduser()).get("parameters")
+    except ValueError:           # an unreadable manifest: prepare() below says so
+        earlier = None
     if low_dose is None and da.ndim == 3 and stop - start >= 5 and not save_probabilities:
-        try:
-            earlier = None if overwrite else rundir.read_manifest(Path(out).expanduser()).get("parameters")
-        except ValueError:       # an unreadable manifest: prepare() below says so
-            earlier = None
         if earlier:              # resuming: the parts already there were found one way; keep it
             try:
                 options = replace(options, low_dose=bool(earlier.get("low_dose", False)))
@@ -413,6 +415,13 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
                                  f"({exc}); resume it as it was made, or pass overwrite=True (--overwrite)") from None
         else:
             options, check = _choose_low_dose(options, da.isel(frame=slice(start, stop)), float(ps), model, progress)
+    if earlier and flips is None:
+        # resuming with the default: the passes the run was made with (one for runs made before
+        # four became the default, whose manifests name none)
+        try:
+            options = replace(options, flips=int(earlier.get("flips", 1)))
+        except (InputError, TypeError, ValueError):
+            pass                 # options the run was not made with: prepare() below names them
     if options.low_dose and identify is None:
         # the chemistry of one low-dose frame is noise: a 4-fold Si between two sites comes out
         # 'unknown', and the coordination flickers frame to frame into false transformations
