@@ -286,10 +286,9 @@ def _identify_option(s) -> None:
 def _flips_option(s) -> None:
     s.add_argument("--flips", type=int, default=None, choices=(1, 2, 4, 8),
                    help="network passes (the frame, its half-turn, mirror images, transposes) whose sub-pixel "
-                        "offsets are averaged: better positions for 1.4-3.5x the network's time (classes "
-                        "unchanged); default 4 on crystalline lattices, 1 for amorphous, low-dose movies, --refine and "
-                        "--lattice-prior; "
-                        "1 is the fastest")
+                        "offsets are averaged: better positions for 1.4-3.9x the time of finding without "
+                        "chemistry (classes unchanged); default 4 on crystalline lattices, 1 for amorphous, "
+                        "low-dose movies, --refine and --lattice-prior; 1 is the fastest")
 
 
 LATTICE_CHOICES = ["graphene", "ws2", "mos2", "amorphous"]

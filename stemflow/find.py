@@ -54,7 +54,7 @@ FLIPS = {1: ((0, 0, 0),), 2: ((0, 0, 0), (0, 1, 1)),
 #: sub-pixel offsets: the frame, its half-turn and its two mirror images. On the real Si-doped
 #: graphene dev frames the labelled C come 13.6 → 12.1 pm near with Si recall, precision and
 #: defect type within one complex of one pass; on simulated frames the RMSE falls 21–35 %; for
-#: about twice the network's time (``benchmarks/results/flips.md``).
+#: about 2.3 times the time of ``find_atoms`` without chemistry (``benchmarks/results/flips.md``).
 AUTO_FLIPS = 4
 
 
@@ -657,7 +657,7 @@ def find_atoms(image, pixel_size: float | None = None, lattice: str = "graphene"
         pass, so only positions change. Each centre carries an error that depends on where the
         column falls within the network's pixel, and turning the frame reverses it: on simulated
         graphene and WS2 at 10⁵ e⁻/Å² the RMSE falls by 14–24 % with 2, 21–35 % with 4 and
-        25–46 % with 8, for about 1.4, 2 and 3.5 times the time of ``find_atoms`` without
+        25–46 % with 8, for about 1.4, 2.3 and 3.9 times the time of ``find_atoms`` without
         chemistry (``benchmarks/results/flips.md``, with the real dev frames). Default None:
         :data:`AUTO_FLIPS` (4) on crystalline lattices with a model that has offsets, one pass
         with ``amorphous`` (whose heavy atoms come from a matched filter on the image), with
