@@ -3,7 +3,8 @@
 For frames of 256², 512² and 1024² px simulated at the network's sampling (20 pm/px, so no
 resampling), at the demo's dose: frames/s of
 
-* stemflow's bundled network (network pass alone, and the whole ``find_atoms``), on CPU with the
+* stemflow's bundled network (network pass alone, and the whole ``find_atoms`` with one network
+  pass, ``flips=1``: the cost of the default's four passes is in ``benchmarks/flips.py``), on CPU with the
   default backend (ONNX Runtime, :mod:`stemflow.nn.onnx_cpu`) and with PyTorch
   (``STEMFLOW_CPU_BACKEND=torch``: BatchNorm folded, channels-last) side by side,
 * the baseline U-Net of AtomAI's default size (``baseline_unet.py``: 16 base filters, 4 levels)
@@ -137,8 +138,8 @@ def main():
             os.environ["STEMFLOW_CPU_BACKEND"] = backend
             batch = 8 if size <= 512 else 2
             t_net = timed(lambda: model.maps(norm, batch_size=batch))
-            t_find = timed(lambda: [find_atoms(s.image, px, lat, model, identify=False) for lat, s in data], repeat=2)
-            sc = pd.concat([f1s(find_atoms(s.image, px, lat, model, identify=False), s.atoms, px, size) for lat, s in data],
+            t_find = timed(lambda: [find_atoms(s.image, px, lat, model, identify=False, flips=1) for lat, s in data], repeat=2)
+            sc = pd.concat([f1s(find_atoms(s.image, px, lat, model, identify=False, flips=1), s.atoms, px, size) for lat, s in data],
                            keys=range(n)).groupby(level=1).sum()
             f1 = _f1(sc) if (name != "unet16" or trained) else {k: float("nan") for k in _f1(sc)}
             rows.append(dict(method=name, size=size, frames=n, net_fps=n / t_net, find_fps=n / t_find, **f1))

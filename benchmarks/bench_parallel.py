@@ -9,7 +9,9 @@
      processes, writing the Parquet parts (cluster start-up and the workers' first imports and model
      load excluded by a one-frame warm-up run, as the bare loop's process is warm too).
 
-   Ratios are taken within the same run of this script.
+   Ratios are taken within the same run of this script. Every path makes one network pass per
+   frame (``flips=1``), as when these figures were first published; the cost of the default's four passes
+   is measured in ``benchmarks/flips.py``.
 2. **Memory.** Peak resident memory (RSS) of each worker process while ``run`` goes through a
    small and a large Zarr input (the large one written lazily, chunk by chunk, from repeated
    simulated frames), sampled every 0.1 s with psutil.
@@ -82,7 +84,7 @@ def bare_loop(store: Path, n_frames: int, threads: int, chunk_frames: int, barri
     da = stemflow.open_stem(store, check_finite=False)
     bounds = np.arange(0, da.sizes["frame"] + chunk_frames, chunk_frames)
     # the same work as run's default: no chemical identification
-    stemflow.find_atoms(da.isel(frame=slice(0, 1)).values, pixel_size=PX, model=model, identify=False)  # warm-up
+    stemflow.find_atoms(da.isel(frame=slice(0, 1)).values, pixel_size=PX, model=model, identify=False, flips=1)  # warm-up
     if barrier is not None:
         barrier.wait()
     t0 = time.perf_counter()
@@ -92,7 +94,7 @@ def bare_loop(store: Path, n_frames: int, threads: int, chunk_frames: int, barri
         if b <= a:
             break
         frames = da.isel(frame=slice(int(a), int(b))).data.compute(scheduler="sync")
-        stemflow.find_atoms(frames, pixel_size=PX, model=model, identify=False)
+        stemflow.find_atoms(frames, pixel_size=PX, model=model, identify=False, flips=1)
         done += b - a
     return done / (time.perf_counter() - t0)
 
@@ -158,7 +160,7 @@ def pipeline(store: Path, n_frames: int, workers: int, out: Path, chunk_frames: 
 
     with connect(n_workers=workers, quiet=True) as client:
         pids = list(client.run(os.getpid).values())
-        run(store, out.with_name(out.name + "-warm-up"), client=client, frames="0:1", overwrite=True, progress=False)
+        run(store, out.with_name(out.name + "-warm-up"), client=client, frames="0:1", overwrite=True, progress=False, flips=1)
         base = {pid: 0 for pid in pids}
         if monitor:
             import psutil
@@ -170,7 +172,7 @@ def pipeline(store: Path, n_frames: int, workers: int, out: Path, chunk_frames: 
             mon.__enter__()
         try:
             s = run(store, out, client=client, frames=f"0:{n_frames}", overwrite=True, progress=False,
-                    frames_per_part=chunk_frames)
+                    frames_per_part=chunk_frames, flips=1)
         finally:
             if mon:
                 mon.__exit__()
