@@ -221,7 +221,8 @@ def column_occupancy(atoms: pd.DataFrame, image, pixel_size: float | None = None
     Returns
     -------
     DataFrame
-        A copy of ``atoms`` with ``occupancy`` (float64): the column's intensity above the local
+        A copy of ``atoms`` with ``occupancy`` (float64): the column's intensity (in MX2 read at
+        its fitted site, ``site_y``, ``site_x``; in graphene where it was found) above the local
         background (from the hollow sites around it) divided by the median of the same
         quantity for the intact ``lattice`` columns of its sublattice within 2.5 lattice
         constants. 1 for an intact column, about 0.5 for a chalcogen column with one atom left
@@ -258,11 +259,20 @@ def column_occupancy(atoms: pd.DataFrame, image, pixel_size: float | None = None
         labels = labels_of(out)
         pos = out[["y", "x"]].to_numpy(np.float64)
         sub = out["sublattice"].to_numpy(np.int64)
+        meas = pos
+        if mx2:
+            # MX2 columns are read where the fitted lattice puts their site: a found centre at low
+            # dose follows the shot noise towards the brighter pixels, and reading a dim chalcogen
+            # column there reads it fuller the noisier its centre (in graphene the first shell of
+            # a dopant relaxes off its site, so columns are read where they are found).
+            site = out[["site_y", "site_x"]].to_numpy(np.float64)
+            on_site = (labels == "lattice") & np.isfinite(site).all(axis=1)
+            meas = np.where(on_site[:, None], site, pos)
         for fr, rows in frame_groups(out):
             fit = fit_frame(pos[rows], labels[rows], bond_px, None if inten is None else inten[rows], mx2=mx2)
             if fit is None:
                 continue
-            occ[rows] = frame_occupancy(fit, image_of_frame(image, fr), pos[rows], sub[rows], pos[rows], sub[rows],
+            occ[rows] = frame_occupancy(fit, image_of_frame(image, fr), meas[rows], sub[rows], meas[rows], sub[rows],
                                         labels[rows] == "lattice", radius * bond_px, plane=mx2)
     out["occupancy"] = occ
     return with_attrs(out, atoms, pixel_size, lattice)
