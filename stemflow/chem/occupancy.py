@@ -260,7 +260,7 @@ def column_occupancy(atoms: pd.DataFrame, image, pixel_size: float | None = None
         pos = out[["y", "x"]].to_numpy(np.float64)
         sub = out["sublattice"].to_numpy(np.int64)
         meas = pos
-        if mx2:
+        if mx2 and {"site_y", "site_x"} <= set(out.columns):
             # MX2 columns are read where the fitted lattice puts their site: a found centre at low
             # dose follows the shot noise towards the brighter pixels, and reading a dim chalcogen
             # column there reads it fuller the noisier its centre (in graphene the first shell of
