@@ -95,17 +95,18 @@ def _offsets_over_flips(net: Model, norm: np.ndarray, offsets: np.ndarray, flips
                                  batch_size=batch_size)
         for j, (t, fy, fx) in enumerate(keys):
             pr, o = pr_all[j * n0:(j + 1) * n0], o_all[j * n0:(j + 1) * n0].astype(np.float64)
-            f = 1.0 - pr[:, 0].astype(np.float64)
-            f = f[..., :, ::-1] if fx else f
-            f = f[..., ::-1, :] if fy else f
-            fg_total += np.swapaxes(f, -1, -2) if t else f
-            if fx:
-                o = o[..., :, ::-1] * np.array([1.0, -1.0])[:, None, None]
-            if fy:
-                o = o[..., ::-1, :] * np.array([-1.0, 1.0])[:, None, None]
-            if t:
-                o = np.swapaxes(o, -1, -2)[:, ::-1]            # back to (y, x) maps of (dy, dx)
-            total += o
+
+            def back(m):      # the maps flipped back, in the reverse order of the flips
+                m = m[..., :, ::-1] if fx else m
+                m = m[..., ::-1, :] if fy else m
+                return np.swapaxes(m, -1, -2) if t else m
+
+            fg_total += back(1.0 - pr[:, 0].astype(np.float64))
+            # the offset vectors turn with the maps: a mirror negates one component, a transpose
+            # swaps them (channel 0 is dy, 1 is dx)
+            sign = np.array([-1.0 if fy else 1.0, -1.0 if fx else 1.0])[:, None, None]
+            o = back(o * sign)
+            total += o[:, ::-1] if t else o
     n = len(FLIPS[flips])
     return (total / n).astype(np.float32), (fg_total / n).astype(np.float32)
 

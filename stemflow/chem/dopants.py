@@ -277,23 +277,39 @@ def _local_map(fit: LatticeFit, hpos: np.ndarray, centre: np.ndarray, shift: np.
     if len(skip_pos):
         near &= cKDTree(skip_pos).query(hpos)[0] > _PHASE_SKIP * bond_px
     P, w = hpos[near], np.exp(-0.5 * (d[near] / sigma) ** 2)
-    local = fallback
+    if len(P) < 6:
+        return fallback
+    return _refine_affine(fallback, P, w, 0.35 * bond_px, fit.a)
+
+
+def _refine_affine(local: LatticeFit, P: np.ndarray, w: np.ndarray, tol_px: float, a: float) -> LatticeFit:
+    """``local`` refined three times by a weighted least-squares affine map from its cells to the
+    columns ``P`` (weights ``w``) within ``tol_px`` of their sites; stops, keeping the last map,
+    when fewer than 6 columns are that close or when a lattice vector would depart more than 20 %
+    from ``a`` px (a wrong local solution)."""
+    none = np.zeros((0, 2))
     for _ in range(3):
-        if len(P) < 6:
-            return fallback
         c, s_, p = local.snap(P)
-        ok = np.hypot(*(P - p).T) < 0.35 * bond_px
+        ok = np.hypot(*(P - p).T) < tol_px
         if ok.sum() < 6:
             return local
         X = np.column_stack([c[ok] + BASIS[s_[ok]], np.ones(int(ok.sum()))])
         sw = np.sqrt(w[ok])[:, None]
         A, *_ = np.linalg.lstsq(X * sw, P[ok] * sw, rcond=None)
         M, t = A[:2].T, A[2]
-        # A map far from the lattice's own (a wrong local solution) is not taken.
-        if np.abs(np.linalg.norm(M, axis=0) / fit.a - 1).max() > 0.2:
+        if np.abs(np.linalg.norm(M, axis=0) / a - 1).max() > 0.2:
             return local
-        local = LatticeFit(M, t, np.zeros((0, 2)), np.zeros((0, 2)), fit.sigma)
+        local = LatticeFit(M, t, none, none, local.sigma)
     return local
+
+
+def _around(hpos: np.ndarray, centre: np.ndarray, skip_pos: np.ndarray, bond_px: float) -> np.ndarray:
+    """Host columns within :data:`_MISFIT_REACH` bond of ``centre``, none within :data:`_PHASE_SKIP`
+    bond of a dopant (its relaxed shell): boolean mask over ``hpos``."""
+    near = np.hypot(*(hpos - centre).T) < _MISFIT_REACH * bond_px
+    if len(skip_pos):
+        near &= cKDTree(skip_pos).query(hpos)[0] > _PHASE_SKIP * bond_px
+    return near
 
 
 def _own_map(hpos: np.ndarray, centre: np.ndarray, skip_pos: np.ndarray, bond_px: float,
@@ -304,11 +320,7 @@ def _own_map(hpos: np.ndarray, centre: np.ndarray, skip_pos: np.ndarray, bond_px
     constants ``a`` px) within 0.3 bond of a site, then the weighted affine refinement of
     :func:`_local_map`. Columns within :data:`_PHASE_SKIP` bond of a dopant take no part; None
     with fewer than 6 columns within :data:`_MISFIT_REACH` bond or 4 bonds among them."""
-    d = np.hypot(*(hpos - centre).T)
-    near = d < _MISFIT_REACH * bond_px
-    if len(skip_pos):
-        near &= cKDTree(skip_pos).query(hpos)[0] > _PHASE_SKIP * bond_px
-    P = hpos[near]
+    P = hpos[_around(hpos, centre, skip_pos, bond_px)]
     if len(P) < 6:
         return None
     pairs = cKDTree(P).query_pairs(1.3 * bond_px, output_type="ndarray")
@@ -322,7 +334,6 @@ def _own_map(hpos: np.ndarray, centre: np.ndarray, skip_pos: np.ndarray, bond_px
     M = b * np.sqrt(3.0) * np.array([[np.sin(theta), np.sin(theta + np.pi / 3)],
                                      [np.cos(theta), np.cos(theta + np.pi / 3)]])
     w = np.exp(-0.5 * (np.hypot(*(P - centre).T) / (_PHASE_SIGMA * a)) ** 2)
-    none = np.zeros((0, 2))
     # Every column as the origin: distance of every column to its nearest site of either
     # sublattice. An origin on the wrong sublattice puts half the columns on hexagon centres, so
     # the best score picks the right one.
@@ -332,19 +343,8 @@ def _own_map(hpos: np.ndarray, centre: np.ndarray, skip_pos: np.ndarray, bond_px
         r = (f - BASIS[s] - np.rint(f - BASIS[s])) @ M.T
         dist = np.minimum(dist, np.hypot(*r.T))
     score = ((dist.reshape(len(P), len(P)) < 0.3 * b) * w[None, :]).sum(axis=1)
-    local = LatticeFit(M, P[int(np.argmax(score))], none, none, 1.0)
-    for _ in range(3):
-        c, s_, p = local.snap(P)
-        inl = np.hypot(*(P - p).T) < 0.35 * b
-        if inl.sum() < 6:
-            break
-        X = np.column_stack([c[inl] + BASIS[s_[inl]], np.ones(int(inl.sum()))])
-        sw = np.sqrt(w[inl])[:, None]
-        A, *_ = np.linalg.lstsq(X * sw, P[inl] * sw, rcond=None)
-        if np.abs(np.linalg.norm(A[:2].T, axis=0) / a - 1).max() > 0.2:
-            break
-        local = LatticeFit(A[:2].T, A[2], none, none, 1.0)
-    return local
+    none = np.zeros((0, 2))
+    return _refine_affine(LatticeFit(M, P[int(np.argmax(score))], none, none, 1.0), P, w, 0.35 * b, a)
 
 
 def _misfit(local: LatticeFit, hpos: np.ndarray, centre: np.ndarray, skip_pos: np.ndarray,
@@ -352,10 +352,7 @@ def _misfit(local: LatticeFit, hpos: np.ndarray, centre: np.ndarray, skip_pos: n
     """Median distance (bonds) of the host columns around ``centre`` from their nearest site of
     ``local``: those within :data:`_MISFIT_REACH` bond of it, none within :data:`_PHASE_SKIP` bond of
     a dopant (its relaxed shell). NaN with fewer than 6 such columns."""
-    d = np.hypot(*(hpos - centre).T)
-    near = d < _MISFIT_REACH * bond_px
-    if len(skip_pos):
-        near &= cKDTree(skip_pos).query(hpos)[0] > _PHASE_SKIP * bond_px
+    near = _around(hpos, centre, skip_pos, bond_px)
     if near.sum() < 6:
         return float("nan")
     _, _, p = local.snap(hpos[near])
