@@ -78,8 +78,9 @@ def render(z, pixel_nm: float, source_A: float, dose: float, rng, *, tiles: int 
     return counts, truth
 
 
-def score_variant(files, setting: dict, draws: int) -> dict:
-    """Per lattice: stemflow's scores over every cached frame × ``draws`` noise draws."""
+def score_variant(files, setting: dict, draws: int, model=None) -> dict:
+    """Per lattice: stemflow's scores over every cached frame × ``draws`` noise draws (``model``:
+    weights other than the bundled default)."""
     import stemflow
     from stemflow.metrics import default_max_distance
 
@@ -93,7 +94,7 @@ def score_variant(files, setting: dict, draws: int) -> dict:
             image, truth = render(z, setting["pixel_nm"], setting["source_A"], setting["dose"], rng)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                pred = stemflow.find_atoms(image, pixel_size=setting["pixel_nm"], lattice=lattice)
+                pred = stemflow.find_atoms(image, pixel_size=setting["pixel_nm"], lattice=lattice, model=model)
             md = 0.1 / setting["pixel_nm"] if lattice == "amorphous" else float(default_max_distance(truth))
             p_c, t_c = _central_subset(pred[["y", "x", "label"]], truth, md)
             entry = per.setdefault(lattice, dict(pred=[], truth=[], md=md, warned=0, support=0))
@@ -175,6 +176,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--draws", type=int, default=2, help="noise draws per frame and setting")
     ap.add_argument("--only", default=None, help="comma-separated variant names (for a quick look; writes nothing)")
+    ap.add_argument("--model", default=None, help="weights to score (a .pt with its card; for a quick look: "
+                    "writes nothing); default: the bundled model")
     args = ap.parse_args(argv)
     files = sorted(CACHE.glob("*_[0-9][0-9].npz"))
     if not files:
@@ -189,12 +192,12 @@ def main(argv=None) -> int:
     res = dict(draws=args.draws, variants={})
     for name in names:
         setting = {**BASE, **VARIANTS[name]}
-        sc = score_variant(files, setting, args.draws)
+        sc = score_variant(files, setting, args.draws, args.model)
         res["variants"][name] = dict(setting=setting, scores=sc)
         print(name, {lat: {c: round(v["f1"], 3) for c, v in r["scores"].items()} for lat, r in sc.items()},
               flush=True)
     res["seconds"] = time.perf_counter() - t0
-    if args.only:
+    if args.only or args.model:
         return 0
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "abtem_sweep.json").write_text(json.dumps(res, indent=1, default=float))

@@ -49,7 +49,7 @@ from scipy.spatial import cKDTree
 from ..noise import DIM_COUNTS, counts_per_nm2
 from ..tables import LATTICES
 from ._common import bond_cutoffs, frame_groups, label_categories, labels_of, resolve, with_attrs
-from .sites import NEIGHBOUR_CELLS, BASIS, LatticeFit, fit_frame, site_id
+from .sites import NEIGHBOUR_CELLS, BASIS, LatticeFit, bond_orientation, fit_frame, lattice_matrix, site_id
 
 __all__ = ["check_dopants", "dopant_geometry", "DopantGeometry", "CHECKS", "OFF_LATTICE", "ON_SHELL",
            "MIN_CONTRAST", "MAX_WIDTH", "MIN_SHELL", "MAX_BONDS", "EDGE_BONDS", "MIN_DOPANT_PROB"]
@@ -323,16 +323,11 @@ def _own_map(hpos: np.ndarray, centre: np.ndarray, skip_pos: np.ndarray, bond_px
     P = hpos[_around(hpos, centre, skip_pos, bond_px)]
     if len(P) < 6:
         return None
-    pairs = cKDTree(P).query_pairs(1.3 * bond_px, output_type="ndarray")
-    v = P[pairs[:, 1]] - P[pairs[:, 0]] if len(pairs) else np.zeros((0, 2))
-    length = np.hypot(*v.T)
-    ok = (length > 0.75 * bond_px) & (length < 1.25 * bond_px)
+    _, length, _, ok, theta = bond_orientation(P, bond_px)
     if ok.sum() < 4:
         return None
-    theta = np.angle(np.exp(6j * np.arctan2(v[ok, 0], v[ok, 1])).mean()) / 6.0 - np.pi / 6.0
     b = float(np.median(length[ok]))
-    M = b * np.sqrt(3.0) * np.array([[np.sin(theta), np.sin(theta + np.pi / 3)],
-                                     [np.cos(theta), np.cos(theta + np.pi / 3)]])
+    M = lattice_matrix(theta, b * np.sqrt(3.0))
     w = np.exp(-0.5 * (np.hypot(*(P - centre).T) / (_PHASE_SIGMA * a)) ** 2)
     # Every column as the origin: distance of every column to its nearest site of either
     # sublattice. An origin on the wrong sublattice puts half the columns on hexagon centres, so

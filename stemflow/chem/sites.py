@@ -248,19 +248,51 @@ def fit_lattice(pos: np.ndarray, host: np.ndarray, bond: float) -> LatticeFit | 
     return fit
 
 
-def _fit_host(P: np.ndarray, bond: float) -> LatticeFit | None:
-    """:func:`fit_lattice` on the host positions ``P`` (n, 2) px."""
-    pairs = cKDTree(P).query_pairs(1.3 * bond, output_type="ndarray")
-    if len(pairs) < 6:
-        return None
-    d = P[pairs[:, 1]] - P[pairs[:, 0]]
+def bond_orientation(P: np.ndarray, bond: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
+    """The bonds among positions ``P`` (n, 2) px of a honeycomb, and their six-fold orientation.
+
+    Parameters
+    ----------
+    P : ndarray (n, 2)
+        Column positions, px.
+    bond : float
+        Expected bond length, px.
+
+    Returns
+    -------
+    pairs : ndarray of int (m, 2)
+        Every pair closer than 1.3 ``bond``.
+    length : ndarray (m,)
+        Their distances, px.
+    phi : ndarray (m,)
+        Their directions, radians (``arctan2(dy, dx)``).
+    near : ndarray of bool (m,)
+        Pairs whose length is within 25 % of ``bond`` (the bonds).
+    theta : float
+        The lattice's orientation, radians: the six-fold mean of the bonds' directions less 30°
+        (the angle of the first lattice vector of :func:`lattice_matrix`); NaN without bonds.
+    """
+    pairs = cKDTree(P).query_pairs(1.3 * bond, output_type="ndarray") if len(P) > 1 else np.zeros((0, 2), np.int64)
+    d = P[pairs[:, 1]] - P[pairs[:, 0]] if len(pairs) else np.zeros((0, 2))
     length = np.hypot(d[:, 0], d[:, 1])
     near = (length > 0.75 * bond) & (length < 1.25 * bond)
     phi = np.arctan2(d[:, 0], d[:, 1])
-    z = np.exp(6j * phi[near])
-    if len(z) < 6:
+    theta = float(np.angle(np.exp(6j * phi[near]).mean()) / 6.0 - np.pi / 6.0) if near.any() else float("nan")
+    return pairs, length, phi, near, theta
+
+
+def lattice_matrix(theta: float, a: float) -> np.ndarray:
+    """Lattice vectors (columns, (y, x) px) of a hexagonal lattice of constant ``a`` px whose first
+    vector points at angle ``theta`` (radians, from the x axis) and the second 60° further."""
+    return a * np.array([[np.sin(theta), np.sin(theta + np.pi / 3)],
+                         [np.cos(theta), np.cos(theta + np.pi / 3)]])
+
+
+def _fit_host(P: np.ndarray, bond: float) -> LatticeFit | None:
+    """:func:`fit_lattice` on the host positions ``P`` (n, 2) px."""
+    pairs, length, phi, near, theta = bond_orientation(P, bond)
+    if len(pairs) < 6 or near.sum() < 6:
         return None
-    theta = np.angle(z.mean()) / 6.0 - np.pi / 6.0
     dev = np.abs(np.angle(np.exp(6j * (phi - theta - np.pi / 6.0)))) / 6.0
     aligned = near & (dev < _ANGLE_TOL)
     if aligned.sum() < 6:
@@ -273,8 +305,7 @@ def _fit_host(P: np.ndarray, bond: float) -> LatticeFit | None:
     if len(e) < 6:
         return None
     a = b * np.sqrt(3.0)
-    M0 = a * np.array([[np.sin(theta), np.sin(theta + np.pi / 3)],
-                       [np.cos(theta), np.cos(theta + np.pi / 3)]])
+    M0 = lattice_matrix(theta, a)
     n = len(P)
     g = sparse.coo_array((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n, n)).tocsr()
     ncomp, comp = connected_components(g, directed=False)
