@@ -381,6 +381,7 @@ def _host_offsets(frames, fitted) -> dict:
     from stemflow.metrics import match
 
     vecs, units, image_means, fit_radial, si_c = [], [], [], [], {"labels": [], "stemflow": [], "fit": []}
+    sizes = []
     for f in frames:
         a = fitted[f.name]
         cols = a[~a["label"].astype(str).isin(["vacancy", "dopant"])].reset_index(drop=True)
@@ -397,6 +398,7 @@ def _host_offsets(frames, fitted) -> dict:
         v = (p - t) * f.pixel_size * 1000.0
         d, j = cKDTree(si).query(t)
         vecs.append(v)
+        sizes.append(np.full(len(v), round(f.pixel_size * 1000.0, 1)))
         units.append((t - si[j]) / np.maximum(d, 1e-9)[:, None])
         fit_radial.append(((q - t) * units[-1]).sum(axis=1) * f.pixel_size * 1000.0)
         image_means.append(v.mean(axis=0))
@@ -414,7 +416,19 @@ def _host_offsets(frames, fitted) -> dict:
     no_radial = v - radial.mean() * u
     both = np.vstack([x - x.mean(axis=0) for x in np.split(no_radial, np.cumsum([len(x) for x in vecs])[:-1])])
     norm = lambda w: float(np.hypot(w[:, 0], w[:, 1]).mean())  # noqa: E731
-    return {"n": int(len(v)), "mean_pm": norm(v), "mean_vector_pm": v.mean(axis=0).tolist(),
+    sz = np.concatenate(sizes)
+    lab_d, sf_d = np.concatenate(si_c["labels"]), np.concatenate(si_c["stemflow"])
+
+    def median_at(d, k):
+        sel = first & (sz == k)
+        return float(np.median(d[sel])) if sel.any() else float("nan")
+
+    by_size = {f"{k:g}": {"n": int((sz == k).sum()), "mean_pm": norm(v[sz == k]),
+                          "radial_mean_pm": float(radial[sz == k].mean()),
+                          "si_c_median_labels_pm": median_at(lab_d, k),
+                          "si_c_median_stemflow_pm": median_at(sf_d, k)} for k in np.unique(sz)}
+    return {"n": int(len(v)), "mean_pm": norm(v), "by_pixel_size": by_size, "label_form": _label_form(frames),
+            "mean_vector_pm": v.mean(axis=0).tolist(),
             "radial_mean_pm": float(radial.mean()), "radial_sd_pm": float(radial.std()),
             "image_mean_sd_pm": np.std(np.vstack(image_means), axis=0).tolist(), "n_images": len(vecs),
             "without_image_means_pm": norm(per_image), "without_radial_bias_pm": norm(no_radial),
@@ -422,6 +436,23 @@ def _host_offsets(frames, fitted) -> dict:
             "fit_radial_mean_pm": float(np.nanmean(fr)), "fit_radial_sd_pm": float(np.nanstd(fr)),
             "si_c_median_pm": {k: float(np.nanmedian(np.concatenate(w)[first])) for k, w in si_c.items()},
             "si_c_n": int(first.sum())}
+
+
+def _label_form(frames, max_n: int = 64) -> dict:
+    """How the labels' coordinates were made: for each labelled atom the least N (up to ``max_n``)
+    for which both its coordinates are whole multiples of 1/N px. The unweighted centroid of a mask
+    of N pixels has that form, a click on a pixel N = 1; a fit or a weighted centroid has not (a coordinate
+    pair drawn at random has that form for some N ≤ 64 with a chance of about 2.5 in a million)."""
+    out = {}
+    for f in frames:
+        key = f"{round(f.pixel_size * 1000.0, 1):g}"
+        for y, x in f.truth[["y", "x"]].to_numpy(np.float64):
+            n = next((k for k in range(1, max_n + 1)
+                      if abs(y * k - round(y * k)) < 1e-4 and abs(x * k - round(x * k)) < 1e-4), 0)
+            out.setdefault(key, []).append(n)
+    return {k: {"n": len(v), "share_rational": float(np.mean(np.array(v) > 0)),
+                "median_pixels": float(np.median([q for q in v if q > 0])) if any(v) else float("nan"),
+                "max_pixels": int(max(v))} for k, v in sorted(out.items(), key=lambda kv: float(kv[0]))}
 
 
 def _shell_symmetry(frames, fitted) -> dict:
@@ -1049,8 +1080,29 @@ def si_lines(res: dict, atomai: dict | None) -> list[str]:
                     f"varies by {ho['image_mean_sd_pm'][0]:.1f} / {ho['image_mean_sd_pm'][1]:.1f} pm (SD, y / x) "
                     "from image to image. An oracle that knew the labels and removed each image's mean offset "
                     f"would leave {ho['without_image_means_pm']:.1f} pm; removing the pull towards the Si, "
-                    f"{ho['without_radial_bias_pm']:.1f} pm; both, {ho['without_both_pm']:.1f} pm. What remains "
-                    "is scatter from column to column, between stemflow's fits and the labels."]
+                    f"{ho['without_radial_bias_pm']:.1f} pm; both, {ho['without_both_pm']:.1f} pm (an image holds "
+                    f"{ho['n'] / max(ho['n_images'], 1):.1f} labelled C on average, so part of the spread of its mean "
+                    "offset is the columns' own scatter). What remains is scatter from column to column, between "
+                    "stemflow's fits and the labels."]
+        bs = ho.get("by_pixel_size") or {}
+        if bs:
+            out[-1] += (" By pixel size (mean distance; offset along the Si direction; median first-shell Si–C "
+                        "distance by the labels and in stemflow's table): " + "; ".join(
+                            f"{k} pm/px {v['mean_pm']:.1f} pm over {v['n']} C, {v['radial_mean_pm']:.1f} pm, "
+                            f"{v['si_c_median_labels_pm']:.0f} / {v['si_c_median_stemflow_pm']:.0f} pm"
+                            for k, v in bs.items()) + ". A bond length does not depend on the sampling; the "
+                        "labels' Si–C distance does.")
+        lf = ho.get("label_form") or {}
+        if lf:
+            n_all = sum(v["n"] for v in lf.values())
+            share = sum(v["n"] * v["share_rational"] for v in lf.values()) / max(n_all, 1)
+            out[-1] += (f" How the labels were made: {share:.0%} of the {n_all} labelled atoms have both coordinates "
+                        "whole multiples of 1/N px for an N of at most 64 (a pair drawn at random, about 2.5 in a "
+                        "million): they are unweighted centroids of N-pixel masks, a segmentation's output rather "
+                        "than fits to the columns (median N " + ", ".join(
+                            f"{v['median_pixels']:.0f} at {k} pm/px" for k, v in lf.items())
+                        + f"; largest {max(v['max_pixels'] for v in lf.values())}). Such a centroid moves by "
+                        "a fraction of a pixel whenever a pixel at the mask's edge crosses its threshold.")
         sim = ho.get("simulated")
         if sim:
             out[-1] += (f" Control on stemflow's simulator, whose truth is exact ({sim['frames']} frames of 512², "
