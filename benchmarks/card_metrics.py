@@ -23,9 +23,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def metrics(real: Path, evaluation: Path, dose: float = 1e5) -> dict:
     """The ``metrics`` block from the benchmark outputs."""
+    from stemflow.find import AUTO_FLIPS
+
     r = json.loads(real.read_text())
     out = {"real_dev": {"source": f"{real.relative_to(ROOT)} (python benchmarks/real_data.py), date "
-                                  f"{r.get('si', r.get('pt', {})).get('date', '?')}"}}
+                                  f"{r.get('si', r.get('pt', {})).get('date', '?')}",
+                        "settings": f"stemflow.find_atoms defaults: {AUTO_FLIPS} network passes on graphene "
+                                    "(flips=None), one on amorphous supports"}}
     if "si" in r and "stemflow" in r["si"].get("methods", {}):
         m = r["si"]["methods"]["stemflow"]
         keys = ("dopant_recall", "dopant_precision", "dopant_f1", "host_recall", "host_mean_pm", "host_rmse_pm",
