@@ -54,7 +54,8 @@ FLIPS = {1: ((0, 0, 0),), 2: ((0, 0, 0), (0, 1, 1)),
 #: sub-pixel offsets: the frame, its half-turn and its two mirror images. On the real Si-doped
 #: graphene dev frames the labelled C come 13.6 → 12.1 pm near with Si recall, precision and
 #: defect type within one complex of one pass; on simulated frames the RMSE falls 21–35 %; for
-#: about 2.3 times the time of ``find_atoms`` without chemistry (``benchmarks/results/flips.md``).
+#: about 2.3 times the time of ``find_atoms`` without chemistry, 1.25 times with its default chemistry
+#: (``benchmarks/results/flips.md``).
 AUTO_FLIPS = 4
 
 
