@@ -69,6 +69,24 @@ def fft_spacing(image, pixel_size: float = 1.0) -> tuple[float, float]:
     return float(n / k * pixel_size), float(np.exp(excess[k]))
 
 
+def _spot_spacing(image, pixel_size: float) -> float:
+    """Spacing (nm) of the brightest spots of the windowed power spectrum beyond a 64th of the
+    frame's frequencies (the median radius of the 12 brightest: a hexagonal lattice's six
+    first-order spots and their mirrors), or NaN for a frame under 32 px a side. Unlike the rings
+    of :func:`fft_spacing`, it does not weigh a spot against the noise of its whole ring, so a
+    first order smeared over several rings by scan distortion still counts."""
+    img = np.asarray(image, np.float64)
+    n = min(img.shape[-2:])
+    if n < 32:
+        return float("nan")
+    a = img[:n, :n] - img[:n, :n].mean()
+    power = np.abs(np.fft.rfft2(a * np.outer(np.hanning(n), np.hanning(n))))
+    r = np.hypot(np.fft.fftfreq(n)[:, None], np.fft.rfftfreq(n)[None, :]) * n
+    power[(r < max(4.0, n / 64)) | (r > n / 2.2)] = 0.0
+    top = np.argsort(power.ravel())[-12:]
+    return float(n / np.median(r.ravel()[top]) * pixel_size)
+
+
 def check_calibration(image, pixel_size: float, lattice: str, *, where: str = "the frame") -> float:
     """Warn (or refuse) when ``pixel_size`` disagrees with the lattice seen in ``image``.
 
@@ -98,7 +116,9 @@ def check_calibration(image, pixel_size: float, lattice: str, *, where: str = "t
     -----
     StemflowWarning
         The frame's clear lattice ring is more than :data:`PIXEL_SIZE_TOLERANCE` away from the
-        expected spacing; the message gives the measured spacing and the pixel size it implies.
+        expected spacing, and so are its brightest spectral spots (a first order smeared over
+        several rings by scan distortion, while a higher order is the clearest ring); the message
+        gives the measured spacing and the pixel size it implies.
     """
     if lattice not in FIRST_ORDER_NM:
         return float("nan")
@@ -113,6 +133,11 @@ def check_calibration(image, pixel_size: float, lattice: str, *, where: str = "t
     # the strongest ring is the first order, or the second ({110}: a/2 = d/√3)
     ratio = min(spacing / d, spacing / (d / np.sqrt(3)), key=lambda q: abs(np.log(q)))
     if abs(ratio - 1) > PIXEL_SIZE_TOLERANCE:
+        # the strongest ring may be a higher order whose spots stand out more from their ring's
+        # noise than a first order spread by scan distortion: the brightest spots tell
+        spots = _spot_spacing(image, pixel_size)
+        if abs(spots / d - 1) <= PIXEL_SIZE_TOLERANCE:
+            return spots
         warnings.warn(f"{where}: its lattice ring is {spacing:.3f} nm apart at pixel_size={pixel_size} nm/px, "
                       f"{ratio:.2f}× what {lattice} should show; the pixel size is probably "
                       f"{pixel_size / ratio:.4g} nm/px (or this is not {lattice})", StemflowWarning, stacklevel=3)

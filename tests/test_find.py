@@ -215,6 +215,29 @@ def test_a_wrong_pixel_size_is_named_with_the_one_the_lattice_implies():
         assert np.isnan(check_calibration(noise, 0.01, "graphene"))                 # no lattice: not judged
 
 
+def test_a_right_pixel_size_is_not_doubted_when_scan_distortion_smears_the_first_order():
+    """A frame stretched 12 % along its slow scan (as real scans drift) spreads its first-order
+    spots over several rings, and a higher order is then the clearest ring; its brightest spots
+    still sit at the first order, and the right pixel size passes. The real 60 kV MoS2 frame of
+    ``benchmarks/real_data.py`` was doubted this way, at 0.79× its spacing."""
+    import warnings
+
+    from scipy import ndimage
+
+    from stemflow.errors import StemflowWarning
+    from stemflow.spacing import FIRST_ORDER_NM, check_calibration, fft_spacing
+
+    im = simulate_image("mos2", 600, pixel_size=0.0127, seed=2, dose=1e5).image
+    im = ndimage.zoom(im, (1.12, 1.0), order=1)[:512, :512]
+    ring, _ = fft_spacing(im, 0.0127)
+    assert abs(ring / FIRST_ORDER_NM["mos2"] - 1) > 0.2           # the clearest ring is not the first order
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StemflowWarning)
+        assert abs(check_calibration(im, 0.0127, "mos2") / FIRST_ORDER_NM["mos2"] - 1) < 0.15
+    with pytest.warns(StemflowWarning, match="pixel size is probably"):
+        check_calibration(im, 0.0127 * 0.5, "mos2")                                 # still told when wrong
+
+
 def test_non_square_frames_are_found_as_well_as_square_ones_in_both_orientations():
     sim = simulate_image("graphene", (160, 256), pixel_size=0.02, seed=3, defects={"Si1C3": 2, "V1": 1})
     flipped = sim.atoms.rename(columns={"y": "x", "x": "y"})
