@@ -133,6 +133,17 @@ def cases(tmp: Path, client):
     big = simulate_image("graphene", 256, pixel_size=0.01, seed=2)
     add(g, "pixel size 3× too large", "warned", lambda: find_atoms(big.image, 0.03))
     add(g, "unknown lattice", "refused", lambda: find_atoms(img, PX, lattice="diamond"))
+
+    def heavy_atoms_on_a_flat_support():
+        n = 256
+        yy, xx = np.mgrid[:n, :n]
+        a = np.full((n, n), 5.0)
+        for y, x in np.random.default_rng(1).uniform(20, n - 20, (30, 2)):
+            a += 60.0 * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * 2.5**2))
+        return np.random.default_rng(2).poisson(a).astype(np.float32)
+
+    add(g, "single heavy atoms on a support, lattice left at graphene", "warned",
+        lambda: find_atoms(heavy_atoms_on_a_flat_support(), 0.02))
     add(g, "batch_size=0", "refused", lambda: find_atoms(img, PX, batch_size=0))
     add(g, "lattice_prior on an amorphous support", "refused",
         lambda: find_atoms(img, PX, lattice="amorphous", lattice_prior=True))

@@ -32,7 +32,7 @@ from .refine import refine_atoms
 from .spacing import check_calibration
 from .tables import ATOMS, LATTICES
 
-__all__ = ["find_atoms", "FindOptions", "predict", "atoms_from_maps", "ClassMaps", "atoms_table", "warn_unrecognised", "AMBIGUOUS_SHARE_LIMIT",
+__all__ = ["find_atoms", "FindOptions", "predict", "atoms_from_maps", "ClassMaps", "atoms_table", "warn_unrecognised", "warn_no_host", "AMBIGUOUS_SHARE_LIMIT",
            "FLIPS", "AUTO_FLIPS"]
 
 #: Starting width (standard deviation, nm) of a column for the refinement: a 1.1 Å FWHM probe.
@@ -207,6 +207,69 @@ def warn_unrecognised(ambiguous, stack: bool = True, first_frame: int = 0) -> No
                       f"ambiguous (simulated frames: under 5 %); check the pixel size and that this is an "
                       f"atomic-resolution HAADF/ADF image, or fine-tune with `stemflow adapt`.{movie} The "
                       f"per-frame share is in df.attrs['ambiguous_share']", StemflowWarning, stacklevel=3)
+
+
+#: Least atom rows (lattice and dopant) in a frame for :func:`warn_no_host` to judge it, and the
+#: share of them that must be host columns: real graphene frames hold 0.97–1 (a few Si among
+#: hundreds of C), heavy atoms on an amorphous support found as "graphene" about 0.
+NO_HOST_MIN_ROWS = 10
+NO_HOST_SHARE = 0.2
+
+
+def warn_no_host(atoms: pd.DataFrame, lattice: str, stack: bool = True, first_frame: int = 0) -> None:
+    """Warn about frames of a crystalline ``lattice`` in which the network found bright blobs but
+    hardly any host columns: there is no host lattice for them to be dopants in (single heavy
+    atoms on an amorphous support asked for as graphene, or another material).
+
+    Parameters
+    ----------
+    atoms : DataFrame
+        The network's table (``label``; ``frame`` for a stack), before the chemistry relabels
+        anything.
+    lattice : str
+        The lattice asked for; ``"amorphous"`` is never judged.
+    stack : bool
+        The frames are a stack (the message names them) rather than one image.
+    first_frame : int
+        Frame number of the table's frame 0 in the message.
+
+    Returns
+    -------
+    None
+        Issues one :class:`~stemflow.errors.StemflowWarning` when a frame has at least
+        :data:`NO_HOST_MIN_ROWS` atom rows of which under :data:`NO_HOST_SHARE` are ``lattice``.
+
+    Examples
+    --------
+    >>> import warnings, pandas as pd
+    >>> t = pd.DataFrame({"label": ["dopant"] * 30 + ["lattice"] * 2})
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     warn_no_host(t, "graphene", stack=False)
+    >>> "lattice='amorphous'" in str(caught[0].message)
+    True
+    """
+    if lattice == "amorphous" or not len(atoms):
+        return
+    lab = atoms["label"].astype(str)
+    frame = atoms["frame"].to_numpy() if "frame" in atoms.columns else np.zeros(len(atoms), np.int64)
+    host = pd.Series((lab == "lattice").to_numpy()).groupby(frame).sum()
+    both = pd.Series(lab.isin(["lattice", "dopant"]).to_numpy()).groupby(frame).sum()
+    bad = both.index[(both >= NO_HOST_MIN_ROWS) & (host < NO_HOST_SHARE * both)]
+    if len(bad) == 0:
+        return
+    import warnings
+
+    from .errors import StemflowWarning
+
+    f0 = int(bad[0])
+    where = (f"frame(s) {[int(f) + first_frame for f in bad[:10]]}{' …' if len(bad) > 10 else ''}" if stack
+             else "the image")
+    n_host = int(host[f0])
+    warnings.warn(f"{where}: the network found {int(both[f0]) - n_host} bright blobs but {n_host} {lattice} "
+                  f"column{'' if n_host == 1 else 's'}{' (first such frame)' if stack else ''}: there is no {lattice} lattice for them to be "
+                  "dopants in. Single heavy atoms on an amorphous support: pass lattice='amorphous'; otherwise "
+                  "check lattice= and the pixel size", StemflowWarning, stacklevel=3)
 
 
 def _heavy_atoms(labels: list, frame: np.ndarray, pixel_size: float) -> pd.DataFrame:
@@ -711,6 +774,7 @@ def find_atoms(image, pixel_size: float | None = None, lattice: str = "graphene"
         out = out.loc[keep].reset_index(drop=True)
     out = atoms_table(out, pixel_size, lattice, net.name)
     warn_unrecognised(ambiguous, stack)
+    warn_no_host(out, lattice, stack)
     if identify:
         from .chem import identify as chem_identify
 

@@ -421,3 +421,27 @@ def test_the_default_averages_four_passes_on_a_lattice_and_one_on_an_amorphous_s
     assert not np.allclose(default[["y", "x"]], find_atoms(img, 0.012, identify=False, flips=1)[["y", "x"]])
     heavy = simulate_image("amorphous", 128, pixel_size=0.02, seed=3).image
     pd.testing.assert_frame_equal(find_atoms(heavy, 0.02, "amorphous"), find_atoms(heavy, 0.02, "amorphous", flips=1))
+
+
+def test_heavy_atoms_on_a_support_asked_for_as_graphene_are_named_for_what_they_are():
+    """Single heavy atoms on an amorphous support found with the default lattice (graphene): the
+    network sees bright blobs and no host columns, and says which lattice to pass instead."""
+    import warnings
+
+    from stemflow.errors import StemflowWarning
+
+    rng = np.random.default_rng(0)
+    n = 384
+    yy, xx = np.mgrid[:n, :n]
+    image = np.full((n, n), 5.0)                   # 40 single heavy atoms on a flat support, counts
+    for y, x in rng.uniform(20, n - 20, (40, 2)):
+        image += 60.0 * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * 2.5**2))
+    image = rng.poisson(image).astype(np.float32)
+    with pytest.warns(StemflowWarning, match="lattice='amorphous'"):
+        find_atoms(image, 0.02, "graphene", identify=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        find_atoms(image, 0.02, "amorphous")
+        find_atoms(simulate_image("graphene", 256, pixel_size=0.012, seed=3, dose=1e4).image, 0.012, "graphene",
+                   identify=False)
+    assert not [w for w in caught if "lattice='amorphous'" in str(w.message)]

@@ -192,7 +192,7 @@ def find_frames(frames: np.ndarray, first_frame: int, model: Model, pixel_size: 
     """
     from ..chem import identify as chem_identify
     from ..chem import lattice_prior as chem_prior
-    from ..find import atoms_from_maps, atoms_table, predict, warn_unrecognised
+    from ..find import atoms_from_maps, atoms_table, predict, warn_no_host, warn_unrecognised
 
     from ..spacing import check_calibration
 
@@ -213,6 +213,7 @@ def find_frames(frames: np.ndarray, first_frame: int, model: Model, pixel_size: 
             kept.append(maps.probabilities)
     df = atoms_table(pd.concat(tables, ignore_index=True), pixel_size, lattice, model.name)
     warn_unrecognised(ambiguous, first_frame=int(first_frame))
+    warn_no_host(df, lattice, first_frame=int(first_frame))
     if o.identify:
         df = chem_identify(df, pixel_size, lattice, image=frames, classes=False)
         if o.lattice_prior:
