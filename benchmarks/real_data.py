@@ -423,7 +423,7 @@ def _host_offsets(frames, fitted) -> dict:
         sel = first & (sz == k)
         return float(np.median(d[sel])) if sel.any() else float("nan")
 
-    by_size = {f"{k:g}": {"n": int((sz == k).sum()), "mean_pm": norm(v[sz == k]),
+    by_size = {f"{k:.1f}": {"n": int((sz == k).sum()), "mean_pm": norm(v[sz == k]),
                           "radial_mean_pm": float(radial[sz == k].mean()),
                           "si_c_median_labels_pm": median_at(lab_d, k),
                           "si_c_median_stemflow_pm": median_at(sf_d, k)} for k in np.unique(sz)}
@@ -445,7 +445,7 @@ def _label_form(frames, max_n: int = 64) -> dict:
     pair drawn at random has that form for some N ≤ 64 with a chance of about 2.5 in a million)."""
     out = {}
     for f in frames:
-        key = f"{round(f.pixel_size * 1000.0, 1):g}"
+        key = f"{f.pixel_size * 1000.0:.1f}"
         for y, x in f.truth[["y", "x"]].to_numpy(np.float64):
             n = next((k for k in range(1, max_n + 1)
                       if abs(y * k - round(y * k)) < 1e-4 and abs(x * k - round(x * k)) < 1e-4), 0)
@@ -1080,8 +1080,8 @@ def si_lines(res: dict, atomai: dict | None) -> list[str]:
                     f"varies by {ho['image_mean_sd_pm'][0]:.1f} / {ho['image_mean_sd_pm'][1]:.1f} pm (SD, y / x) "
                     "from image to image. An oracle that knew the labels and removed each image's mean offset "
                     f"would leave {ho['without_image_means_pm']:.1f} pm; removing the pull towards the Si, "
-                    f"{ho['without_radial_bias_pm']:.1f} pm; both, {ho['without_both_pm']:.1f} pm (an image holds "
-                    f"{ho['n'] / max(ho['n_images'], 1):.1f} labelled C on average, so part of the spread of its mean "
+                    f"{ho['without_radial_bias_pm']:.1f} pm; both, {ho['without_both_pm']:.1f} pm (an image with matched "
+                    f"labelled C holds {ho['n'] / max(ho['n_images'], 1):.1f} of them on average, so part of the spread of its mean "
                     "offset is the columns' own scatter). What remains is scatter from column to column, between "
                     "stemflow's fits and the labels."]
         bs = ho.get("by_pixel_size") or {}
@@ -1369,7 +1369,7 @@ def _shortfall_lines(results: dict) -> str:
     ho = results.get("si", {}).get("methods", {}).get("stemflow", {}).get("host_offsets") or {}
     syn = res_dir / "si_matched_synthetic.json"
     if ho.get("by_pixel_size") and syn.exists():       # written by benchmarks/si_matched_synthetic.py
-        crlb = json.loads(syn.read_text())["meta"].get("crlb_by_pixel_size", {})
+        crlb = json.loads(syn.read_text()).get("meta", {}).get("crlb_by_pixel_size", {})
         by = [f"{v['mean_pm']:.1f} pm at {k} pm/px (bound {crlb[k]:.1f} pm, {v['n']} C)"
               for k, v in ho["by_pixel_size"].items() if k in crlb]
         lf = ho.get("label_form") or {}
@@ -1384,14 +1384,15 @@ def _shortfall_lines(results: dict) -> str:
                          "[si_matched_synthetic.md](benchmarks/results/si_matched_synthetic.md)).")
     sep, unet = res_dir / "heavy_atom_separability.json", res_dir / "pt_unet_cv.json"
     if sep.exists() and unet.exists():
-        rows = json.loads(sep.read_text())["rows"]
-        oracle = [r["f1"] for r in rows if "frame by frame" in r["method"]]
-        _, _, f1 = max(json.loads(unet.read_text())["sweep"].values(), key=lambda v: v[2])
-        if oracle:
-            parts.append(f"Pt F1: a threshold chosen frame by frame on each frame's own labels reaches {max(oracle):.3f} "
-                         f"and a U-Net trained on the labels (cross-validated) {f1:.3f}: many bright spots the labels "
-                         "leave out hold as many counts as labelled atoms "
-                         "([heavy_atom_separability.md](benchmarks/results/heavy_atom_separability.md)).")
+        rows = json.loads(sep.read_text()).get("rows", [])
+        oracle = [r["f1"] for r in rows if "frame by frame" in r.get("method", "")]
+        sweep = list(json.loads(unet.read_text()).get("sweep", {}).values())
+        if oracle and sweep:
+            f1 = max(v[2] for v in sweep)
+            parts.append(f"Pt F1: a threshold chosen frame by frame on each frame's own labels reaches {max(oracle):.3f}, "
+                         f"and a U-Net trained on the other frames' labels at most {f1:.3f} (its threshold swept on "
+                         "the scored frames); many bright spots the labels leave out hold as many counts as labelled "
+                         "atoms ([heavy_atom_separability.md](benchmarks/results/heavy_atom_separability.md)).")
     return ("Short of the targets, and what bounds them. " + " ".join(parts)) if parts else ""
 
 

@@ -236,6 +236,8 @@ def test_a_right_pixel_size_is_not_doubted_when_scan_distortion_smears_the_first
         assert abs(check_calibration(im, 0.0127, "mos2") / FIRST_ORDER_NM["mos2"] - 1) < 0.15
     with pytest.warns(StemflowWarning, match="pixel size is probably"):
         check_calibration(im, 0.0127 * 0.5, "mos2")                                 # still told when wrong
+    with pytest.warns(StemflowWarning, match="pixel size is probably"):
+        check_calibration(im, 0.0127 * 0.75, "mos2")
 
 
 def test_non_square_frames_are_found_as_well_as_square_ones_in_both_orientations():
