@@ -33,6 +33,19 @@ _MIN_PROMINENCE = 4.0
 _SPOT_TOLERANCE = 0.1
 
 
+def _half_spectrum(img: np.ndarray) -> tuple[int, np.ndarray | None, np.ndarray | None]:
+    """The side ``n`` of the square analysed, and the Hann-windowed Fourier amplitude of its
+    mean-free pixels on half the frequencies (``kx ≥ 0``: a real image's spectrum is symmetric,
+    ``|F(-k)| = |F(k)|``) with each frequency's radius × n; None for both under 32 px a side."""
+    n = min(img.shape[-2:])
+    if n < 32:
+        return n, None, None
+    a = img[:n, :n] - img[:n, :n].mean()
+    amplitude = np.abs(np.fft.rfft2(a * np.outer(np.hanning(n), np.hanning(n))))
+    radius = np.hypot(np.fft.fftfreq(n)[:, None], np.fft.rfftfreq(n)[None, :]) * n
+    return n, amplitude, radius
+
+
 def fft_spacing(image, pixel_size: float = 1.0) -> tuple[float, float]:
     """The strongest ring of a frame's power spectrum, as a spacing, and how clear it is.
 
@@ -53,16 +66,11 @@ def fft_spacing(image, pixel_size: float = 1.0) -> tuple[float, float]:
     img = np.asarray(image, np.float64)
     if img.ndim != 2:
         raise InputError(f"fft_spacing takes one 2-D frame; got shape {img.shape}")
-    n = min(img.shape)
+    n, amplitude, radius = _half_spectrum(img)
     if n < 32:
         return float("nan"), 1.0
-    a = img[:n, :n] - img[:n, :n].mean()
-    # Half the spectrum: the power of a real image is symmetric, |F(-k)| = |F(k)|, so every ring's
-    # maximum is on its half with kx ≥ 0.
-    power = np.abs(np.fft.rfft2(a * np.outer(np.hanning(n), np.hanning(n)))) ** 2
-    ky = np.fft.fftfreq(n)[:, None]
-    kx = np.fft.rfftfreq(n)[None, :]
-    r = np.rint(np.hypot(ky, kx) * n).astype(int)                 # ring index: frequency × n
+    power = amplitude**2
+    r = np.rint(radius).astype(int)                                 # ring index: frequency × n
     lo, hi = 4, int(n / 2.2)
     ring = np.zeros(hi + 1)                                         # lattice spots are points on the ring
     near = r <= hi
@@ -80,15 +88,11 @@ def _spot_spacing(image, pixel_size: float) -> float:
     pixels), or NaN for a frame under 32 px a side. Unlike the rings of :func:`fft_spacing`, it
     does not weigh a spot against the noise of its whole ring, so a first order smeared over
     several rings by scan distortion still counts."""
-    img = np.asarray(image, np.float64)
-    n = min(img.shape[-2:])
-    if n < 32:
+    n, amplitude, r = _half_spectrum(np.asarray(image, np.float64))
+    if amplitude is None:
         return float("nan")
-    a = img[:n, :n] - img[:n, :n].mean()
-    power = np.abs(np.fft.rfft2(a * np.outer(np.hanning(n), np.hanning(n))))
-    r = np.hypot(np.fft.fftfreq(n)[:, None], np.fft.rfftfreq(n)[None, :]) * n
-    power[(r < max(4.0, n / 64)) | (r > n / 2.2)] = 0.0
-    top = np.argsort(power.ravel())[-12:]
+    amplitude[(r < max(4.0, n / 64)) | (r > n / 2.2)] = 0.0
+    top = np.argsort(amplitude.ravel())[-12:]
     return float(n / np.median(r.ravel()[top]) * pixel_size)
 
 
