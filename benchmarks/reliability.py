@@ -144,6 +144,8 @@ def cases(tmp: Path, client):
 
     add(g, "single heavy atoms on a support, lattice left at graphene", "warned",
         lambda: find_atoms(heavy_atoms_on_a_flat_support(), 0.02))
+    mos2 = simulate_image("mos2", 256, pixel_size=PX, seed=2)
+    add(g, "MoS2 asked for as graphene (the default)", "warned", lambda: find_atoms(mos2.image, PX))
     add(g, "batch_size=0", "refused", lambda: find_atoms(img, PX, batch_size=0))
     add(g, "lattice_prior on an amorphous support", "refused",
         lambda: find_atoms(img, PX, lattice="amorphous", lattice_prior=True))
