@@ -31,6 +31,11 @@ _MIN_PROMINENCE = 4.0
 #: disagrees with the expected spacing: tighter than :data:`PIXEL_SIZE_TOLERANCE`, as they overrule
 #: a ring (the real MoS2 frame of ``benchmarks/real_data.py``: 0.95 of the expected spacing).
 _SPOT_TOLERANCE = 0.1
+#: Least prominence of the first-order ring for a clearest ring at the second order's spacing to be
+#: read as the second order. Real 60 kV graphene dev frames whose clearest ring is the second order
+#: show the first at 3.7–8.6; a pixel size 0.55–0.65× the true one (simulated graphene) gives 1.2,
+#: the real MoS2 frame asked for as graphene 0.8 (noise: about 1).
+_FIRST_ORDER_PROMINENCE = 2.0
 
 
 def _half_spectrum(img: np.ndarray) -> tuple[int, np.ndarray | None, np.ndarray | None]:
@@ -66,19 +71,46 @@ def fft_spacing(image, pixel_size: float = 1.0) -> tuple[float, float]:
     img = np.asarray(image, np.float64)
     if img.ndim != 2:
         raise InputError(f"fft_spacing takes one 2-D frame; got shape {img.shape}")
-    n, amplitude, radius = _half_spectrum(img)
-    if n < 32:
+    n, excess = _ring_excess(img)
+    if excess is None:
         return float("nan"), 1.0
+    lo = 4
+    k = lo + int(np.argmax(excess[lo:]))
+    return float(n / k * pixel_size), float(excess[k])
+
+
+def _ring_excess(img: np.ndarray) -> tuple[int, np.ndarray | None]:
+    """The side ``n`` of the square analysed and, for every ring of radius k = 0 … n/2.2
+    (frequency × n), the power of its brightest pixel over the smooth spectrum at that radius
+    (about 1 for noise; lattice spots are points on their ring); None under 32 px a side."""
+    n, amplitude, radius = _half_spectrum(img)
+    if amplitude is None:
+        return n, None
     power = amplitude**2
     r = np.rint(radius).astype(int)                                 # ring index: frequency × n
-    lo, hi = 4, int(n / 2.2)
-    ring = np.zeros(hi + 1)                                         # lattice spots are points on the ring
+    hi = int(n / 2.2)
+    ring = np.zeros(hi + 1)
     near = r <= hi
     np.maximum.at(ring, r[near], power[near])
-    smooth = ndimage.median_filter(np.log(np.maximum(ring, 1e-300)), size=9, mode="nearest")
-    excess = np.log(np.maximum(ring, 1e-300)) - smooth
-    k = lo + int(np.argmax(excess[lo:hi + 1]))
-    return float(n / k * pixel_size), float(np.exp(excess[k]))
+    log = np.log(np.maximum(ring, 1e-300))
+    return n, np.exp(log - ndimage.median_filter(log, size=9, mode="nearest"))
+
+
+def _ring_prominence(image, spacing_px: float) -> float:
+    """How much the ring of spacing ``spacing_px`` (px) stands out (:func:`_ring_excess`, the most
+    within a ring either side); 0 when the frame is under 32 px a side or the spacing is not finite."""
+    n, excess = _ring_excess(np.asarray(image, np.float64))
+    if excess is None or not np.isfinite(spacing_px) or spacing_px <= 0:
+        return 0.0
+    k = int(round(n / spacing_px))
+    return float(np.max(excess[max(k - 1, 1):min(k + 2, len(excess))], initial=0.0))
+
+
+def _has_first_order(image, spacing_px: float) -> bool:
+    """Whether the ring √3 times wider in spacing than ``spacing_px`` (px) stands out by at least
+    :data:`_FIRST_ORDER_PROMINENCE`: the first order that a clearest ring read as a hexagonal
+    lattice's second order must have."""
+    return _ring_prominence(image, spacing_px * np.sqrt(3)) >= _FIRST_ORDER_PROMINENCE
 
 
 def _spot_spacing(image, pixel_size: float) -> float:
@@ -127,7 +159,10 @@ def check_calibration(image, pixel_size: float, lattice: str, *, where: str = "t
         The frame's clear lattice ring is more than :data:`PIXEL_SIZE_TOLERANCE` away from the
         expected spacing, and so are its brightest spectral spots (a first order smeared over
         several rings by scan distortion, while a higher order is the clearest ring); the message
-        gives the measured spacing and the pixel size it implies.
+        gives the measured spacing and the pixel size it implies (and the spots' when they imply
+        another). The clearest ring is read as the lattice's second order (d/√3) only when the
+        first order's ring stands out too: a pixel size near 1/√3 of the true one otherwise puts
+        the first order on the second's place unnoticed.
     """
     if lattice not in FIRST_ORDER_NM:
         return float("nan")
@@ -139,15 +174,23 @@ def check_calibration(image, pixel_size: float, lattice: str, *, where: str = "t
     spacing, prominence = fft_spacing(image, pixel_size)
     if not np.isfinite(spacing) or prominence < _MIN_PROMINENCE:
         return float("nan")
-    # the strongest ring is the first order, or the second ({110}: a/2 = d/√3)
-    ratio = min(spacing / d, spacing / (d / np.sqrt(3)), key=lambda q: abs(np.log(q)))
+    # the strongest ring is the first order, or the second ({110}: a/2 = d/√3) if the first is
+    # there too: a pixel size 1/√3 of the true one (or MoS2's {200} asked for as graphene) puts a
+    # lone clearest ring on the second order's place
+    ratio = spacing / d
+    if (abs(np.log(spacing / (d / np.sqrt(3)))) < abs(np.log(ratio))
+            and _has_first_order(image, spacing / pixel_size)):
+        ratio = spacing / (d / np.sqrt(3))
     if abs(ratio - 1) > PIXEL_SIZE_TOLERANCE:
         # the strongest ring may be a higher order whose spots stand out more from their ring's
         # noise than a first order spread by scan distortion: the brightest spots tell
         spots = _spot_spacing(image, pixel_size)
         if abs(spots / d - 1) <= _SPOT_TOLERANCE:
             return spots
-        warnings.warn(f"{where}: its lattice ring is {spacing:.3f} nm apart at pixel_size={pixel_size} nm/px, "
+        alt = spots / d
+        also = (f" by the ring, {pixel_size / alt:.4g} nm/px by its brightest spectral spots ({spots:.3f} nm apart, "
+                f"{alt:.2f}×)," if np.isfinite(alt) and abs(alt / ratio - 1) > _SPOT_TOLERANCE else "")
+        warnings.warn(f"{where}: its lattice ring is {spacing:.3f} nm apart at pixel_size={pixel_size:.5g} nm/px, "
                       f"{ratio:.2f}× what {lattice} should show; the pixel size is probably "
-                      f"{pixel_size / ratio:.4g} nm/px (or this is not {lattice})", StemflowWarning, stacklevel=3)
+                      f"{pixel_size / ratio:.4g} nm/px{also} or this is not {lattice}", StemflowWarning, stacklevel=3)
     return spacing

@@ -215,6 +215,40 @@ def test_a_wrong_pixel_size_is_named_with_the_one_the_lattice_implies():
         assert np.isnan(check_calibration(noise, 0.01, "graphene"))                 # no lattice: not judged
 
 
+def test_a_pixel_size_near_one_over_root_three_of_the_true_one_is_not_passed_as_the_second_order():
+    """Given 0.5–0.7× the true pixel size, graphene's first order lands where its second order
+    ({110}, d/√3) should be and passed as that (0 of 3 warned at 0.5–0.6×): a second order must come
+    with its first, which is not there, so the check warns and names the true pixel size."""
+    import warnings
+
+    from stemflow.errors import StemflowWarning
+    from stemflow.spacing import FIRST_ORDER_NM, check_calibration, fft_spacing
+
+    sim = simulate_image("graphene", 256, pixel_size=0.012, seed=1, dose=1e5)
+    for k in (0.55, 0.6, 0.65):
+        with pytest.warns(StemflowWarning, match=r"probably 0\.01[12]\d* nm/px"):
+            check_calibration(sim.image, 0.012 * k, "graphene")
+    ws2 = simulate_image("ws2", 512, pixel_size=0.012, seed=3, dose=1e5).image
+    assert abs(fft_spacing(ws2, 0.012)[0] * np.sqrt(3) / FIRST_ORDER_NM["ws2"] - 1) < 0.05      # {110} clearest
+    with pytest.warns(StemflowWarning, match=r"1\.3\d× what graphene should show; the pixel size is probably "
+                      r"0\.009"):                   # clearest ring WS2's {110}, with its first order: read as such
+        check_calibration(ws2, 0.012, "graphene")
+    from stemflow.labelled import dev_data_dir, read_dopant_complexes
+
+    root = dev_data_dir()
+    if root is None or not (root / "si_graphene_dev.npz").exists():
+        pytest.skip("the labelled dev data (shared/data/si_graphene_dev.npz) is not here")
+    # real frames whose clearest ring is the second order, the first there too: right, silent
+    second = [f for f in read_dopant_complexes(root / "si_graphene_dev.npz")
+              if fft_spacing(f.image, f.pixel_size)[1] >= 4
+              and abs(fft_spacing(f.image, f.pixel_size)[0] * np.sqrt(3) / FIRST_ORDER_NM["graphene"] - 1) < 0.1]
+    assert len(second) >= 5, len(second)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StemflowWarning)
+        for f in second:
+            check_calibration(f.image, f.pixel_size, "graphene")
+
+
 def test_a_right_pixel_size_is_not_doubted_when_scan_distortion_smears_the_first_order():
     """A frame stretched 12 % along its slow scan (as real scans drift) spreads its first-order
     spots over several rings, and a higher order is then the clearest ring; its brightest spots
