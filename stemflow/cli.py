@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
 __all__ = ["main"]
@@ -473,7 +474,9 @@ def main(argv=None) -> int:
 
     where = f"stemflow {args.command}"
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _warning_printer(where)
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print(f"{where}: interrupted{_parts_done(args)}; run the same command again to resume", file=sys.stderr)
         return 130
@@ -502,6 +505,22 @@ def _parts_done(args) -> str:
     except Exception:   # the message must not fail on a half-written directory
         pass
     return "; the parts already written are kept"
+
+
+def _warning_printer(where: str):
+    """``warnings.showwarning`` for the command line: stemflow's own warnings as one line
+    ``stemflow CMD: warning: …`` on stderr (no Python file and source line); others as usual."""
+    from .errors import StemflowWarning
+
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, StemflowWarning):
+            print(f"{where}: warning: {_one_line(message)}", file=sys.stderr if file is None else file)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    return show
 
 
 def _one_line(exc: BaseException) -> str:

@@ -111,6 +111,20 @@ def _provenance(directory: Path, tables: dict) -> tuple[list[tuple[str, str]], f
     return rows, (float(px) if px else None)
 
 
+def _run_warnings(directory: Path) -> list:
+    """What the workers warned when the run was computed (``warnings`` of its manifest: see
+    :func:`stemflow.parallel.pipeline.gather_warnings`); empty for a directory without a manifest."""
+    from .rundir import read_manifest
+
+    return list(read_manifest(directory).get("warnings", []))
+
+
+def _part_list(parts: list, shown: int = 10) -> str:
+    """``0, 1, 2 … (40 in all)``: the first ``shown`` part indices and how many there are."""
+    head = ", ".join(str(int(p)) for p in parts[:shown])
+    return head if len(parts) <= shown else f"{head} … ({len(parts)} in all)"
+
+
 def _read(directory: Path) -> dict[str, pd.DataFrame]:
     from .rundir import MANIFEST, check_complete
 
@@ -213,6 +227,11 @@ def write_report(directory, out=None, *, title: str | None = None, dose: float |
     if dr is not None and len(dr):
         total = np.hypot(dr["dy"].iloc[-1] - dr["dy"].iloc[0], dr["dx"].iloc[-1] - dr["dx"].iloc[0])
         rows.append(("total drift (px)", round(float(total), 2)))
+    said = _run_warnings(directory)
+    if said:
+        parts += ["<h2>Warnings</h2>", "<ul>" + "".join(
+            f"<li>{html.escape(k['message'])} <span class='note'>(parts {_part_list(k['parts'])})</span></li>"
+            for k in said) + "</ul>"]
     if rows:
         parts += ["<h2>Summary</h2>", _table(pd.DataFrame(rows, columns=["quantity", "value"]), 100)]
     parts += ["<h2>Settings and provenance</h2>", _table(pd.DataFrame(settings, columns=["setting", "value"]), 100)]

@@ -107,6 +107,28 @@ def test_every_failure_is_one_line_without_a_traceback(monkeypatch, tmp_path, ca
     assert "Traceback" not in err
 
 
+def test_stemflows_warnings_are_one_line_each_naming_the_command(monkeypatch, tmp_path, capsys):
+    """A command line user sees ``stemflow CMD: warning: …``, one line per warning, not Python's
+    file, line number and source line; other libraries' warnings keep their usual form."""
+    import warnings
+
+    import stemflow.cli as cli
+    from stemflow.errors import StemflowWarning
+
+    def warns(args):
+        warnings.warn("the pixel size is\n  probably 0.0127 nm/px", StemflowWarning, stacklevel=2)
+        warnings.warn("a library's own", RuntimeWarning, stacklevel=2)
+        return 0
+
+    monkeypatch.setattr(cli, "_cmd_info", warns)
+    f = tmp_path / "x.npy"
+    f.write_bytes(b"")
+    with pytest.warns(RuntimeWarning, match="a library's own"):        # the usual way (recorded here)
+        assert main(["info", str(f)]) == 0
+    err = capsys.readouterr().err
+    assert err == "stemflow info: warning: the pixel size is probably 0.0127 nm/px\n", err
+
+
 def test_ctrl_c_during_a_run_says_how_many_parts_are_complete(monkeypatch, tmp_path, capsys):
     import stemflow.cli as cli
     from stemflow.parallel import output

@@ -695,6 +695,46 @@ def test_the_workers_check_the_pixel_size_against_the_lattice_as_find_atoms_does
         find_frames(sim.image[None], 7, load_model(), 0.03, FindOptions(identify=False))
 
 
+def test_what_the_workers_warn_reaches_the_client_once_per_kind_and_the_manifest(client, tmp_path):
+    """Worker processes' own output is not seen where a run was started: MoS2 frames asked for as
+    graphene (the default) warn on the workers, and the run issues those warnings on the client,
+    each kind once (messages alike but for their numbers) with the parts that said it, returns them
+    in the summary and records them in the manifest. Frames that warn of nothing say nothing."""
+    import json
+    import warnings
+
+    from stemflow import open_run
+
+    frames = np.stack([simulate_image("mos2", 128, pixel_size=PX, seed=s).image for s in range(4)])
+    da = xr.DataArray(frames, dims=("frame", "y", "x"), attrs={"pixel_size": PX}).chunk({"frame": 1})
+    with pytest.warns(StemflowWarning) as caught:
+        summary = run(da, tmp_path / "mos2", client=client, progress=False, track=False, frames_per_part=1)
+    ours = [str(w.message) for w in caught if "from the workers" not in str(w.message)]
+    assert any("graphene columns found are" in m and "lattice='mos2'" in m for m in ours), ours
+    assert any("of the 4 parts computed" in m for m in ours), ours
+    assert len(ours) == len(summary.warnings) and len(ours) == len(set(ours)), ours
+    assert all(k["parts"] for k in summary.warnings)
+    mosaic = [k for k in summary.warnings if "columns found" in k["message"]][0]
+    assert mosaic["parts"] == [0, 1, 2, 3], mosaic
+    manifest = json.loads((tmp_path / "mos2" / "manifest.json").read_text())
+    assert manifest["warnings"] == summary.warnings
+    with pytest.warns(StemflowWarning):               # the same workers say the same again on a rerun
+        again = run(da, tmp_path / "mos2", client=client, progress=False, track=False, frames_per_part=1,
+                    overwrite=True)
+    assert again.warnings == summary.warnings
+    from stemflow.report import write_report
+
+    page = write_report(tmp_path / "mos2").read_text()
+    assert "<h2>Warnings</h2>" in page and "pass lattice=&#x27;mos2&#x27;" in page and "(parts 0, 1, 2, 3)" in page
+    assert open_run(tmp_path / "mos2").atoms is not None
+    g = np.stack([simulate_image("graphene", 128, pixel_size=PX, seed=s).image for s in range(2)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StemflowWarning)
+        quiet = run(xr.DataArray(g, dims=("frame", "y", "x"), attrs={"pixel_size": PX}).chunk({"frame": 1}),
+                    tmp_path / "graphene", client=client, progress=False, track=False)
+    assert quiet.warnings == []
+
+
 def test_bad_track_options_are_refused_before_any_frame_is_computed(movie, tmp_path):
     _, store = movie
     with pytest.raises(InputError, match="unknown tracking option.*serch_range"):

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sys
 import time
 import uuid
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -22,7 +24,7 @@ import numpy as np
 import xarray as xr
 
 from .. import rundir
-from ..errors import InputError
+from ..errors import InputError, StemflowWarning
 from ..frames import frame_range
 from . import output
 from .cluster import connect, dashboard_link, task_resources
@@ -72,6 +74,11 @@ class RunSummary:
         ``dose_limited``, ``few_counts``, ``one_area``, ``low_dose``, ``single_share``, ``summed_share``,
         ``counts_per_nm2``, ``mismatch``, ``frames``), None when it was given or ruled out (amorphous
         lattice, ``refine``, ``save_probabilities``, under 5 frames).
+    warnings : list of dict
+        What the workers warned about the parts computed now, one entry per kind of warning
+        (messages alike but for their numbers): ``message`` (the first part's) and ``parts`` (the
+        part indices that said it). Also in the run's manifest, and issued on the client as
+        :class:`~stemflow.errors.StemflowWarning`.
     """
 
     out: Path
@@ -89,6 +96,7 @@ class RunSummary:
     events: int | None = None
     low_dose: bool = False
     low_dose_check: dict | None = None
+    warnings: list = field(default_factory=list)
 
     @property
     def atoms_path(self) -> Path:
@@ -101,6 +109,52 @@ class RunSummary:
                 f"({self.computed} computed{changed}, "
                 f"{self.skipped} already complete; {labels}); "
                 f"{self.seconds:.1f} s, {self.frames_per_second:.2f} frames/s on {self.workers} worker(s)")
+
+
+#: Kinds of worker warning :func:`run` issues on the client one by one; the rest are counted in one.
+SHOWN_WARNINGS = 5
+
+
+def gather_warnings(stats) -> list[dict]:
+    """The workers' warnings of a run, one entry per kind: messages that differ only in their
+    numbers (frame indices, measured ratios) are one kind.
+
+    Parameters
+    ----------
+    stats : list of dict
+        What :func:`~stemflow.parallel.worker.process_part` returned for each part (``part``,
+        ``warnings``).
+
+    Returns
+    -------
+    list of dict
+        ``message`` (as the first part that said it put it) and ``parts`` (sorted part indices),
+        in the order first said.
+
+    Examples
+    --------
+    >>> gather_warnings([{"part": 0, "warnings": ["frame 0: odd, 1.31x"]},
+    ...                  {"part": 1, "warnings": ["frame 8: odd, 1.29x", "other"]}])
+    [{'message': 'frame 0: odd, 1.31x', 'parts': [0, 1]}, {'message': 'other', 'parts': [1]}]
+    """
+    kinds: dict = {}
+    for s in sorted(stats, key=lambda s: s["part"]):
+        for m in s.get("warnings", ()):
+            k = kinds.setdefault(re.sub(r"\d+(\.\d+)?(e[-+]?\d+)?", "#", m), {"message": m, "parts": []})
+            if s["part"] not in k["parts"]:
+                k["parts"].append(int(s["part"]))
+    return list(kinds.values())
+
+
+def _issue(kinds: list, computed: int) -> None:
+    """The workers' warnings, issued where the run was started (see :func:`gather_warnings`)."""
+    for k in kinds[:SHOWN_WARNINGS]:
+        n = len(k["parts"])
+        more = f" (and alike in {n - 1} more of the {computed} parts computed)" if n > 1 else ""
+        warnings.warn(k["message"] + more, StemflowWarning, stacklevel=3)
+    if len(kinds) > SHOWN_WARNINGS:
+        warnings.warn(f"{len(kinds) - SHOWN_WARNINGS} more kind(s) of warning from the workers: see the run's "
+                      "manifest ('warnings') or RunSummary.warnings", StemflowWarning, stacklevel=3)
 
 
 def plan_parts(chunks, start: int, stop: int, frames_per_part: int | None = None) -> list[tuple[int, int]]:
@@ -477,10 +531,12 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
                              rows=rows, labels=labels, seconds=time.perf_counter() - t_start,
                              frames_per_second=computed_frames / t_compute if t_compute > 0 else float("nan"),
                              workers=n_workers_used, dashboard=dashboard, low_dose=options.low_dose,
-                             low_dose_check=check)
+                             low_dose_check=check, warnings=gather_warnings(stats))
         output.finish(out, rows=rows, frames=n_frames, seconds_last_call=summary.seconds,
                       model_card={k: card.get(k) for k in ("name", "pixel_size", "classes")},
-                      execution={"batch_size": int(batch_size), "workers": n_workers_used})
+                      execution={"batch_size": int(batch_size), "workers": n_workers_used},
+                      warnings=summary.warnings)
+        _issue(summary.warnings, len(todo))
         if track and da.ndim == 3 and n_frames > 1:
             from ..results import track_run
 

@@ -407,18 +407,63 @@ def process_part(index: int, start: int, stop: int, source, ref: ModelRef, param
     Returns
     -------
     dict
-        ``part``, ``frames``, ``rows``, ``labels`` (counts), ``seconds``, ``pid``, ``device``.
+        ``part``, ``frames``, ``rows``, ``labels`` (counts), ``seconds``, ``pid``, ``device``,
+        ``warnings`` (stemflow's warnings about the part, each message once: the client shows
+        them, as a worker's own output is not seen where the run was started).
 
     Raises
     ------
     InputError
         NaN or Inf in the frames (named by global frame index).
     """
+    t0 = time.perf_counter()
+    _hear_warnings()
+    _heard.said = said = []
+    try:
+        stats = _process_part(index, start, stop, source, ref, params, out)
+    finally:
+        _heard.said = None
+    stats["warnings"] = said
+    stats["seconds"] = time.perf_counter() - t0
+    return stats
+
+
+#: The warnings a task running in this thread has heard (``said``: a list, None when no task
+#: listens): thread-local, as a worker's threads run tasks side by side (a GPU worker reads the
+#: next part while it finds this one), which ``warnings.catch_warnings`` does not allow.
+_heard = threading.local()
+_HOOK_LOCK = threading.Lock()
+
+
+def _hear_warnings() -> None:
+    """Route stemflow's warnings to the listening task of the thread that issues them, once per
+    process: a worker's own output is not seen where the run was started, so
+    :func:`process_part` returns them for the client to show. Each is heard every time it is
+    issued (the ``always`` action) and kept once per part; with no task listening, and for every
+    other warning, Python's usual display."""
+    with _HOOK_LOCK:
+        if getattr(warnings.showwarning, "_stemflow_relay", False):
+            return
+        previous = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            said = getattr(_heard, "said", None)
+            if said is not None and issubclass(category, StemflowWarning):
+                if str(message) not in said:
+                    said.append(str(message))
+                return
+            previous(message, category, filename, lineno, file, line)
+
+        show._stemflow_relay = True
+        warnings.showwarning = show
+        warnings.filterwarnings("always", category=StemflowWarning, append=True)   # a user's own filter first
+
+
+def _process_part(index: int, start: int, stop: int, source, ref: ModelRef, params: dict, out: str) -> dict:
+    """:func:`process_part` without its warnings and timing."""
+    from ..io import check_finite
     from ..rundir import PROBABILITIES
     from .output import input_digest, write_part
-
-    t0 = time.perf_counter()
-    from ..io import check_finite
 
     o = params["options"]
     if isinstance(source, dict):
@@ -447,7 +492,7 @@ def process_part(index: int, start: int, stop: int, source, ref: ModelRef, param
     write_part(out, index, df, meta={"input": digest, "model": ref.sha256, "frames": [int(start), int(stop)]})
     stats = {"part": int(index), "frames": int(stop - start), "rows": int(len(df)),
              "labels": {str(k): int(v) for k, v in pd.Series(df["label"]).value_counts().items()},
-             "seconds": time.perf_counter() - t0, "pid": os.getpid(), "device": str(model.device)}
+             "pid": os.getpid(), "device": str(model.device)}
     del frames, block, df, maps
     _trim_heap()
     return stats
