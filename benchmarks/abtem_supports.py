@@ -92,8 +92,9 @@ def _periodic_field(rng, L, waves=(1, 2, 3)):
     return f
 
 
-def build_frame(support: str, frame: int, seed: int):
-    """ase Atoms of one support with its heavy atoms, and the truth: (x Å, y Å, element, height kind)."""
+def build_frame(support: str, frame: int, seed: int, heavy_atoms=None):
+    """ase Atoms of one support with its heavy atoms, and the truth: (x Å, y Å, element, height kind).
+    ``heavy_atoms``: (element, height kind, fractional (x, y)) of each; default ``FRAMES[frame]``."""
     from ase import Atoms
 
     cfg = SUPPORTS[support]
@@ -131,7 +132,7 @@ def build_frame(support: str, frame: int, seed: int):
         tree_pts = np.vstack([tree_pts, q])
     pts = np.asarray(pts)
     heavy = []
-    for el, kind, (fx, fy) in FRAMES[frame]:
+    for el, kind, (fx, fy) in (FRAMES[frame] if heavy_atoms is None else heavy_atoms):
         x, y = fx * lx, fy * ly
         zt = z0 + t / 2 + r * float(top(x, y))
         zb = z0 - t / 2 + r * float(bottom(x, y))
@@ -151,6 +152,31 @@ def build_frame(support: str, frame: int, seed: int):
     return atoms, truth
 
 
+def simulate_scan(atoms, sigmas: dict, seed: int):
+    """The noise-free HAADF detected fraction over the cell of ``atoms`` (y, x; at the probe's
+    Nyquist sampling) with :data:`PHYSICS`, one frozen-phonon configuration of ``sigmas`` (Å per
+    element), and the potential."""
+    import abtem
+
+    p = PHYSICS
+    fp = abtem.FrozenPhonons(atoms, num_configs=1, sigmas=sigmas, seed=seed)
+    pot = abtem.Potential(fp, sampling=p["sampling"], slice_thickness=p["slice"],
+                          parametrization=p["parametrization"], projection="infinite")
+    smat = abtem.SMatrix(potential=pot, energy=p["energy"], semiangle_cutoff=p["semiangle_mrad"], interpolation=1)
+    if min(smat.cutoff_angles) < p["detector_mrad"][1]:
+        raise RuntimeError(f"potential sampling reaches only {min(smat.cutoff_angles):.0f} mrad")
+    built = smat.build(lazy=False)
+    probe = abtem.Probe(energy=p["energy"], semiangle_cutoff=p["semiangle_mrad"])
+    probe.grid.match(pot)
+    scan = abtem.GridScan(start=(0, 0), end=(1, 1), fractional=True, potential=pot,
+                          sampling=probe.aperture.nyquist_sampling)
+    ctf = abtem.CTF(semiangle_cutoff=p["semiangle_mrad"], energy=p["energy"])
+    meas = built.reduce(scan=scan, detectors=[abtem.AnnularDetector(*p["detector_mrad"])], ctf=ctf)
+    meas = meas[0] if isinstance(meas, list) else meas
+    arr = np.asarray(meas.compute().array, np.float64)
+    return arr.reshape(-1, *arr.shape[-2:]).mean(0).T, pot                  # abTEM: axis 0 = x
+
+
 def generate(supports=None, force: bool = False) -> None:
     """Simulate every frame of ``supports`` (default all) into ``CACHE``."""
     import abtem
@@ -166,23 +192,7 @@ def generate(supports=None, force: bool = False) -> None:
             t0 = time.perf_counter()
             atoms, truth = build_frame(support, i, seed=17)
             sig = {el: v for el, v in p["phonon_sigma_A"].items() if el in set(atoms.get_chemical_symbols())}
-            fp = abtem.FrozenPhonons(atoms, num_configs=1, sigmas=sig, seed=2000 + 10 * s_idx + i)
-            pot = abtem.Potential(fp, sampling=p["sampling"], slice_thickness=p["slice"],
-                                  parametrization=p["parametrization"], projection="infinite")
-            smat = abtem.SMatrix(potential=pot, energy=p["energy"], semiangle_cutoff=p["semiangle_mrad"],
-                                 interpolation=1)
-            if min(smat.cutoff_angles) < p["detector_mrad"][1]:
-                raise RuntimeError(f"potential sampling reaches only {min(smat.cutoff_angles):.0f} mrad")
-            built = smat.build(lazy=False)
-            probe = abtem.Probe(energy=p["energy"], semiangle_cutoff=p["semiangle_mrad"])
-            probe.grid.match(pot)
-            scan = abtem.GridScan(start=(0, 0), end=(1, 1), fractional=True, potential=pot,
-                                  sampling=probe.aperture.nyquist_sampling)
-            ctf = abtem.CTF(semiangle_cutoff=p["semiangle_mrad"], energy=p["energy"])
-            meas = built.reduce(scan=scan, detectors=[abtem.AnnularDetector(*p["detector_mrad"])], ctf=ctf)
-            meas = meas[0] if isinstance(meas, list) else meas
-            arr = np.asarray(meas.compute().array, np.float64)
-            arr = arr.reshape(-1, *arr.shape[-2:]).mean(0).T                    # abTEM: axis 0 = x
+            arr, pot = simulate_scan(atoms, sig, seed=2000 + 10 * s_idx + i)
             L = atoms.cell.lengths()[:2]
             counts = {el: int(n) for el, n in zip(*np.unique(atoms.get_chemical_symbols(), return_counts=True))}
             meta = dict(support=support, frame=i, seconds=time.perf_counter() - t0, abtem=abtem.__version__,

@@ -118,7 +118,7 @@ def _cmd_find(args) -> int:
     else:
         atoms = find_atoms(da, lattice=args.lattice, model=args.model, threshold=args.threshold,
                            refine=args.refine, identify=None if args.identify else False,
-                           lattice_prior=args.lattice_prior, flips=args.flips)
+                           lattice_prior=args.lattice_prior, flips=args.flips, elements=args.elements)
     from .atomic import atomic_path
 
     out = Path(args.out)
@@ -231,7 +231,8 @@ def _cmd_run(args) -> int:
                   pixel_size=args.pixel_size, dataset=args.dataset, frames_per_part=args.frames_per_part,
                   tile=args.tile, batch_size=args.batch_size, n_workers=args.workers, embed_model=args.embed_model,
                   identify=None if args.identify else False, lattice_prior=args.lattice_prior,
-                  track=not args.no_track, low_dose=args.low_dose, window=args.window, flips=args.flips)
+                  track=not args.no_track, low_dose=args.low_dose, window=args.window, flips=args.flips,
+                  elements=args.elements)
     print(f"wrote {summary}")
     return 0
 
@@ -295,6 +296,13 @@ def _flips_option(s) -> None:
 LATTICE_CHOICES = ["graphene", "ws2", "mos2", "amorphous"]
 
 
+def _elements_option(s) -> None:
+    s.add_argument("--elements", type=lambda v: tuple(e.strip() for e in v.split(",") if e.strip()), default=None,
+                   help="with --lattice amorphous: the elements the heavy atoms may be, comma-separated (Fe,Pt), "
+                        "named by Z-contrast (adds element, element_prob, excess); one population is named "
+                        "after the heaviest: give only the elements that are there")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stemflow", description="Atoms, dopants and vacancies in STEM data, at scale.",
                                 formatter_class=_HelpFormatter,
@@ -343,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="move regular lattice columns towards their fitted sites as far as the frame's own "
                         "scatter allows (implies --refine; adds y_fit, x_fit: the unbiased fit, for strain maps)")
     _flips_option(s)
+    _elements_option(s)
     s.add_argument("--low-dose", action=argparse.BooleanOptionalAction, default=None,
                    help="a low-dose movie of a stable host: use all its frames together (registered from the "
                         "images; a hidden Markov model over the dopants' sites), as stemflow.find_atoms_movie; "
@@ -413,6 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lattice-prior", action="store_true",
                    help="move regular lattice columns towards their fitted sites (implies --refine and --identify)")
     _flips_option(s)
+    _elements_option(s)
     s.add_argument("--low-dose", action=argparse.BooleanOptionalAction, default=None,
                    help="movies too dim for single frames: each part is found with all its frames together "
                         "(stemflow.find_atoms_movie), with a few frames of context from its neighbours. "

@@ -272,7 +272,7 @@ def warn_no_host(atoms: pd.DataFrame, lattice: str, stack: bool = True, first_fr
                   "check lattice= and the pixel size", StemflowWarning, stacklevel=3)
 
 
-def _heavy_atoms(labels: list, frame: np.ndarray, pixel_size: float) -> pd.DataFrame:
+def _heavy_atoms(labels: list, frame: np.ndarray, pixel_size: float, elements: tuple | None = None) -> pd.DataFrame:
     """Heavy atoms of one frame on an amorphous support (input px), instead of the network's blobs
     (``labels``: the categories of ``label``, as :func:`stemflow.locating` gives them).
 
@@ -283,18 +283,30 @@ def _heavy_atoms(labels: list, frame: np.ndarray, pixel_size: float) -> pd.DataF
     four in ten on a bright, noisy support (``benchmarks/real_data.py``). ``prob`` of a row is the
     chance that it is a heavy atom, from its significance (:func:`stemflow.chem.heavy.heavy_atom_prob`,
     fitted on real Pt frames: the network's own foreground probability says nothing here, expected
-    calibration error 0.30 on them), ``intensity`` the frame smoothed over the probe."""
-    from .chem.heavy import find_heavy_atoms, heavy_atom_prob
+    calibration error 0.30 on them), ``intensity`` the frame smoothed over the probe.
 
-    out = find_heavy_atoms(frame, pixel_size)
+    With ``elements`` (symbols, light to heavy) the atoms are named by Z-contrast
+    (:func:`stemflow.chem.heavy.name_heavy_atoms` over their integrated excess): ``element``,
+    ``element_prob`` and ``excess`` (counts over the support, image units) are added. With
+    several elements, the lighter ones are a population of their own, so the split that drops a
+    lower population of maxima as support clusters is off."""
+    from .chem.heavy import integrated_excess, find_heavy_atoms, heavy_atom_prob, name_heavy_atoms
+
+    out = find_heavy_atoms(frame, pixel_size, populations=not elements or len(elements) == 1)
     h, w = frame.shape
     smooth = ndimage.gaussian_filter(np.asarray(frame, np.float64), max(0.05 / pixel_size, 0.5))
     yi = np.clip(np.rint(out["y"].to_numpy()).astype(int), 0, h - 1)
     xi = np.clip(np.rint(out["x"].to_numpy()).astype(int), 0, w - 1)
-    return out.assign(label=pd.Categorical(["dopant"] * len(out), categories=labels),
-                      prob=heavy_atom_prob(out["significance"]).astype(np.float32),
-                      intensity=smooth[yi, xi].astype(np.float32),
-                      significance=out["significance"].astype(np.float32))
+    out = out.assign(label=pd.Categorical(["dopant"] * len(out), categories=labels),
+                     prob=heavy_atom_prob(out["significance"]).astype(np.float32),
+                     intensity=smooth[yi, xi].astype(np.float32),
+                     significance=out["significance"].astype(np.float32))
+    if elements:
+        excess = integrated_excess(frame, out["y"].to_numpy(), out["x"].to_numpy(), pixel_size)
+        element, eprob = name_heavy_atoms(excess, elements)
+        out = out.assign(element=pd.Categorical(element, categories=list(elements) + [""]),
+                         element_prob=eprob.astype(np.float32), excess=excess.astype(np.float32))
+    return out
 
 
 @dataclass(frozen=True)
@@ -327,6 +339,9 @@ class FindOptions:
         Network passes (1, 2, 4 or 8) whose sub-pixel offsets are averaged (:func:`predict`);
         None: :data:`AUTO_FLIPS` on crystalline lattices, one pass with ``amorphous``,
         ``low_dose`` or ``refine`` (see :attr:`network_flips`).
+    elements : tuple of str or None
+        With ``amorphous``: the elements the heavy atoms may be, named by Z-contrast
+        (:func:`stemflow.chem.heavy.name_heavy_atoms`); held light to heavy. None: not named.
 
     Raises
     ------
@@ -352,6 +367,7 @@ class FindOptions:
     low_dose: bool = False
     window: int = 2
     flips: int | None = None
+    elements: tuple | None = None
 
     def __post_init__(self):
         if self.lattice not in LATTICES:
@@ -384,6 +400,7 @@ class FindOptions:
                              + ("lattice='amorphous' takes its heavy atoms from a matched filter"
                                 if self.lattice == "amorphous" else "low_dose=True fits every site itself")
                              + ": drop flips")
+        object.__setattr__(self, "elements", _check_elements(self.elements, self.lattice))
         if self.low_dose:
             if self.lattice == "amorphous":
                 raise InputError("low_dose=True follows dopants on a host lattice; lattice='amorphous' has none")
@@ -424,7 +441,27 @@ class FindOptions:
             out.update(low_dose=True, window=self.window)
         if self.passes != 1:
             out["flips"] = self.passes
+        if self.elements:
+            out["elements"] = list(self.elements)
         return out
+
+
+def _check_elements(elements, lattice: str) -> tuple | None:
+    """``elements`` as :class:`FindOptions` holds it: known symbols, each once, light to heavy."""
+    if elements is None:
+        return None
+    from .tables import ATOMIC_NUMBER
+
+    els = [elements] if isinstance(elements, str) else list(elements)
+    if lattice != "amorphous":
+        raise InputError("elements names the heavy atoms on an amorphous support (lattice='amorphous'); on a "
+                         f"crystalline lattice ({lattice}) choose the dopant by intensity with identify_options="
+                         "{'element_map': {'dopant': (...)}}")
+    unknown = [e for e in els if e not in ATOMIC_NUMBER]
+    if not els or unknown:
+        raise InputError(f"elements must be element symbols such as ('Fe', 'Pt'); got {elements!r}"
+                         + (f" (unknown: {unknown})" if unknown else ""))
+    return tuple(sorted(set(map(str, els)), key=ATOMIC_NUMBER.get))
 
 
 @dataclass(frozen=True)
@@ -544,7 +581,7 @@ def predict(frames, pixel_size: float, model=None, *, batch_size: int = 4, tile:
 
 
 def atoms_from_maps(maps: ClassMaps, frames, *, lattice: str = "graphene", threshold: float = 0.5,
-                    refine: bool = False, keep_fit: bool = False) -> pd.DataFrame:
+                    refine: bool = False, keep_fit: bool = False, elements: tuple | None = None) -> pd.DataFrame:
     """The atoms of frames from their class maps, in the frames' pixels.
 
     Parameters
@@ -563,13 +600,17 @@ def atoms_from_maps(maps: ClassMaps, frames, *, lattice: str = "graphene", thres
     keep_fit : bool
         Keep the Gaussian fit's own centres (``y_fit``, ``x_fit``, ``fit_error``), for the
         lattice prior.
+    elements : tuple of str, optional
+        With ``amorphous``: the heavy atoms' candidate elements, light to heavy (see
+        :class:`FindOptions`).
 
     Returns
     -------
     DataFrame
         ``frame`` (0 for the first of ``frames``), ``y``, ``x`` (px of the input), ``label``,
         ``prob``, ``intensity`` and, as asked, ``xy_error`` (px), ``y_fit``, ``x_fit``,
-        ``fit_error`` (px), ``significance`` (σ, amorphous).
+        ``fit_error`` (px), ``significance`` (σ, amorphous), ``element``, ``element_prob``,
+        ``excess`` (amorphous with ``elements``).
 
     Examples
     --------
@@ -590,7 +631,7 @@ def atoms_from_maps(maps: ClassMaps, frames, *, lattice: str = "graphene", thres
     def one(j: int) -> pd.DataFrame:
         frame, p = arr[j], maps.probabilities[j]
         if lattice == "amorphous":
-            t = _heavy_atoms(list(maps.classes[1:]), frame, pixel_size)
+            t = _heavy_atoms(list(maps.classes[1:]), frame, pixel_size, elements)
         else:
             t = locate(p, maps.images[j], classes=maps.classes, threshold=threshold,
                        offsets=None if maps.offsets is None else maps.offsets[j],
@@ -627,7 +668,7 @@ def atoms_table(raw: pd.DataFrame, pixel_size: float, lattice: str, model: str) 
     """The atoms table of :func:`find_atoms` from the rows of :func:`atoms_from_maps`: ``y_nm``,
     ``x_nm`` added, the columns of :data:`stemflow.tables.ATOMS` first (``frame`` when ``raw`` has
     it) and then, when present, ``xy_error``, ``y_fit``, ``x_fit``, ``fit_error``,
-    ``significance``; the calibration in ``attrs``.
+    ``significance``, ``element``, ``element_prob``, ``excess``; the calibration in ``attrs``.
 
     Parameters
     ----------
@@ -654,7 +695,8 @@ def atoms_table(raw: pd.DataFrame, pixel_size: float, lattice: str, model: str) 
     out["y_nm"] = out["y"] * pixel_size
     out["x_nm"] = out["x"] * pixel_size
     base = ATOMS.names if "frame" in out.columns else ATOMS.names[1:]
-    cols = base + [c for c in ("xy_error", "y_fit", "x_fit", "fit_error", "significance") if c in out.columns]
+    cols = base + [c for c in ("xy_error", "y_fit", "x_fit", "fit_error", "significance", "element",
+                               "element_prob", "excess") if c in out.columns]
     out = out[cols]
     out.attrs.update(pixel_size=pixel_size, lattice=lattice, model=model)
     return out
@@ -664,7 +706,7 @@ def find_atoms(image, pixel_size: float | None = None, lattice: str = "graphene"
                threshold: float = 0.5, refine: bool = False, border: float = 0.0,
                batch_size: int = 4, identify: bool | None = None,
                identify_options: dict | None = None, lattice_prior: bool = False,
-               flips: int | None = None) -> pd.DataFrame:
+               flips: int | None = None, elements=None) -> pd.DataFrame:
     """Find atoms, dopants and vacancies in STEM images with the fully convolutional network.
 
     Parameters
@@ -728,6 +770,13 @@ def find_atoms(image, pixel_size: float | None = None, lattice: str = "graphene"
         with ``amorphous`` (whose heavy atoms come from a matched filter on the image), with
         ``refine`` or ``lattice_prior`` (their weighing of the network's centres is calibrated on
         one pass) or with a model without offsets; ``flips=1`` is the fastest.
+    elements : sequence of str, optional
+        With ``lattice="amorphous"``: the elements the heavy atoms may be (``("Fe", "Pt")``),
+        named by Z-contrast from the counts each adds over its support
+        (:func:`stemflow.chem.heavy.name_heavy_atoms`: populations at the candidates' Z**1.7
+        ratios, no reference needed). Adds ``element``, ``element_prob`` (its posterior) and
+        ``excess`` (counts over the support, input units). A frame of one element is named
+        after the heaviest candidate: give only the elements that are there.
 
     Returns
     -------
@@ -752,7 +801,7 @@ def find_atoms(image, pixel_size: float | None = None, lattice: str = "graphene"
     >>> atoms.label.value_counts()                                        # doctest: +SKIP
     """
     opts = FindOptions(lattice=lattice, threshold=threshold, refine=refine, identify=identify,
-                       lattice_prior=lattice_prior, batch_size=batch_size, flips=flips)
+                       lattice_prior=lattice_prior, batch_size=batch_size, flips=flips, elements=elements)
     identify, refine = opts.identify, opts.refine
     frames, pixel_size, stack = _frames_and_calibration(image, pixel_size)
     check_calibration(frames[0], pixel_size, lattice, where="the first frame" if stack else "the image")
@@ -764,7 +813,7 @@ def find_atoms(image, pixel_size: float | None = None, lattice: str = "graphene"
         maps = predict(block, pixel_size, net, batch_size=batch_size, flips=opts.network_flips)
         ambiguous += [float(v) for v in maps.ambiguous_share]
         t = atoms_from_maps(maps, block, lattice=lattice, threshold=threshold, refine=refine,
-                            keep_fit=lattice_prior)
+                            keep_fit=lattice_prior, elements=opts.elements)
         t["frame"] += i0
         tables.append(t if stack else t.drop(columns="frame"))
     out = pd.concat(tables, ignore_index=True)

@@ -42,11 +42,10 @@ LABELS = CLASSES[1:]
 EVENT_KINDS = ("hop", "coordination_change", "transformation", "appear", "vanish")
 
 #: Atomic numbers of the elements stemflow simulates or names.
-ATOMIC_NUMBER = {
-    "H": 1, "B": 5, "C": 6, "N": 7, "O": 8, "Si": 14, "P": 15, "S": 16, "Ti": 22, "V": 23,
-    "Cr": 24, "Mn": 25, "Fe": 26, "Co": 27, "Ni": 28, "Cu": 29, "Se": 34, "Nb": 41, "Mo": 42,
-    "Te": 52, "Ta": 73, "W": 74, "Re": 75, "Pt": 78, "Au": 79,
-}
+ATOMIC_NUMBER = {symbol: z for z, symbol in enumerate((
+    "H He Li Be B C N O F Ne Na Mg Al Si P S Cl Ar K Ca Sc Ti V Cr Mn Fe Co Ni Cu Zn Ga Ge As Se Br Kr "
+    "Rb Sr Y Zr Nb Mo Tc Ru Rh Pd Ag Cd In Sn Sb Te I Xe Cs Ba La Ce Pr Nd Pm Sm Eu Gd Tb Dy Ho Er Tm Yb "
+    "Lu Hf Ta W Re Os Ir Pt Au Hg Tl Pb Bi Po At Rn Fr Ra Ac Th Pa U").split(), start=1)}
 
 _SQRT3 = float(np.sqrt(3.0))
 #: The lattices stemflow knows: lattice constant ``a`` (nm; None for the amorphous support),

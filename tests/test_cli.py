@@ -25,6 +25,23 @@ def test_simulate_then_info(tmp_path, capsys):
     assert "(3, 160, 160)" in info and "0.012" in info and "float32" in info
 
 
+def test_find_names_heavy_atoms_of_the_elements_given(tmp_path, capsys):
+    import numpy as np
+
+    from stemflow.simulate import simulate_image
+
+    sim = simulate_image("amorphous", 256, seed=5, pixel_size=0.015, dose=1e5, defects={"Pt1": 4, "Fe1": 4})
+    np.save(tmp_path / "sac.npy", sim.image)
+    out = tmp_path / "sac.parquet"
+    assert main(["find", str(tmp_path / "sac.npy"), "--pixel-size", "0.015", "--lattice", "amorphous",
+                 "--elements", "Pt, Fe", "--out", str(out)]) == 0
+    atoms = pd.read_parquet(out)
+    assert sorted(atoms["element"].astype(str)) == sorted(sim.atoms["element"].astype(str))
+    assert main(["find", str(tmp_path / "sac.npy"), "--pixel-size", "0.015", "--elements", "Pt",
+                 "--out", str(tmp_path / "g.parquet")]) == 2
+    assert "amorphous" in capsys.readouterr().err
+
+
 def test_simulate_4d(tmp_path, capsys):
     out = tmp_path / "scan.zarr"
     assert main(["simulate", "--4d", "--size", "16", "--detector-size", "32", "--out", str(out), "--quiet"]) == 0

@@ -172,6 +172,46 @@ def test_heavy_atoms_are_the_upper_population_when_light_clusters_also_pass_the_
     assert got == {(round((spots[k][0] - 20) / 30), round((spots[k][1] - 20) / 30)) for k in heavy}
 
 
+def test_single_atoms_of_two_elements_are_both_found_and_named_by_z_contrast():
+    """Fe and Pt single atoms on one support (Z-contrast (78/26)^1.7 = 6.5×): without ``elements``
+    the Fe are a lower population, dropped as support clusters at 15 pm/px; with
+    ``elements=("Pt", "Fe")`` every atom is found and named."""
+    from scipy.spatial import cKDTree
+
+    sim = simulate_image("amorphous", 384, seed=5, pixel_size=0.015, dose=1e5, defects={"Pt1": 8, "Fe1": 8})
+    truth = sim.atoms["element"].astype(str).to_numpy()
+    assert sorted(set(truth)) == ["Fe", "Pt"]
+    plain = find_atoms(sim.image, pixel_size=0.015, lattice="amorphous")
+    named = find_atoms(sim.image, pixel_size=0.015, lattice="amorphous", elements=("Pt", "Fe"))
+    d, j = cKDTree(sim.atoms[["y", "x"]].to_numpy()).query(plain[["y", "x"]].to_numpy())
+    assert (truth[j[d < 0.1 / 0.015]] == "Fe").sum() < 4                     # most Fe dropped
+    d, j = cKDTree(sim.atoms[["y", "x"]].to_numpy()).query(named[["y", "x"]].to_numpy())
+    assert (d < 0.1 / 0.015).all() and len(set(j)) == len(truth) == len(named)
+    assert (named["element"].astype(str).to_numpy() == truth[j]).all()
+    assert list(named["element"].cat.categories[:2]) == ["Fe", "Pt"] and (named["element_prob"] > 0.99).all()
+    assert (named["excess"] > 0).all()
+
+
+def test_heavy_atoms_are_named_from_their_populations_ratio_without_a_reference():
+    from stemflow.chem.heavy import name_heavy_atoms
+    from stemflow.errors import InputError
+
+    rng = np.random.default_rng(0)
+    z = np.r_[np.full(12, 44.0), np.full(20, 78.0)]                       # Ru and Pt
+    counts = z**1.7 * rng.lognormal(0, 0.15, len(z)) * 0.37              # any gain
+    el, prob = name_heavy_atoms(np.r_[counts, np.nan, -1.0], ["Pt", "Ru"])
+    assert el[:12].tolist() == ["Ru"] * 12 and el[12:32].tolist() == ["Pt"] * 20 and el[32:].tolist() == ["", ""]
+    assert np.isnan(prob[32:]).all() and (prob[:32] > 0.9).all()
+    one, _ = name_heavy_atoms(counts[12:], ["Fe", "Pt"])                # one population: the heaviest
+    assert set(one) == {"Pt"}
+    solo, p1 = name_heavy_atoms(counts, "Au")
+    assert set(solo) == {"Au"} and (p1 == 1).all()
+    with pytest.raises(InputError, match="unknown element"):
+        name_heavy_atoms(counts, ["Pt", "Xx"])
+    with pytest.raises(InputError, match="amorphous"):
+        find_atoms(np.ones((64, 64)) + np.eye(64), pixel_size=0.02, lattice="graphene", elements=("Pt",))
+
+
 @pytest.mark.parametrize("blur", [4.0, 5.0])
 def test_heavy_atoms_out_of_focus_stay_heavy_beside_sharp_ones_and_light_clusters(blur):
     # On a thick support the atoms on its exit side are defocused: spread over 2.4 or 2.9 times the

@@ -304,7 +304,7 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
         overwrite=False, progress=True, *, lattice="graphene", threshold=0.5, refine=False, pixel_size=None,
         dataset=None, frames_per_part=None, tile=1024, batch_size=4, client=None, n_workers=None,
         embed_model=False, on_part=None, track=True, track_options=None, identify=None,
-        lattice_prior=False, verify_input=True, low_dose=None, window=2, flips=None) -> RunSummary:
+        lattice_prior=False, verify_input=True, low_dose=None, window=2, flips=None, elements=None) -> RunSummary:
     """Find atoms in every frame of an input on a Dask cluster; write ``OUT/atoms.parquet``.
 
     Parameters
@@ -400,6 +400,9 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
         pass for ``amorphous``, low-dose movies, ``refine`` and ``lattice_prior``; 1 is the
         fastest). None when resuming: as the run in ``out`` was made (one pass for runs whose
         manifest names none).
+    elements : sequence of str, optional
+        With ``lattice="amorphous"``: the heavy atoms' candidate elements, named by Z-contrast
+        as :func:`stemflow.find_atoms` names them (adds ``element``, ``element_prob``, ``excess``).
 
     Returns
     -------
@@ -438,7 +441,7 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
     track_options = TrackOptions.from_keywords(track_options)
     options = FindOptions(lattice=lattice, threshold=threshold, refine=refine, identify=True if lattice_prior else identify,
                           lattice_prior=lattice_prior, batch_size=batch_size, tile=tile,
-                          low_dose=bool(low_dose), window=window, flips=flips)
+                          low_dose=bool(low_dose), window=window, flips=flips, elements=elements)
     if options.low_dose and save_probabilities:
         raise InputError("low_dose=True makes no probability maps of single frames; drop save_probabilities")
     da, source = _open_input(input, pixel_size, dataset)

@@ -206,7 +206,7 @@ def find_frames(frames: np.ndarray, first_frame: int, model: Model, pixel_size: 
         maps = predict(block, pixel_size, model, batch_size=o.batch_size, tile=o.tile, flips=o.network_flips)
         ambiguous += [float(v) for v in maps.ambiguous_share]
         t = atoms_from_maps(maps, block, lattice=lattice, threshold=o.threshold, refine=o.refine,
-                            keep_fit=o.lattice_prior)
+                            keep_fit=o.lattice_prior, elements=o.elements)
         t["frame"] += i0
         tables.append(t)
         if keep_maps:

@@ -17,7 +17,12 @@ import pandas as pd
 from ..tables import LATTICES
 from .lattice import Lattice
 
-__all__ = ["Structure", "Defect", "DEFECT_KINDS", "defect_kinds"]
+__all__ = ["Structure", "Defect", "DEFECT_KINDS", "SINGLE_ATOMS", "defect_kinds"]
+
+#: Elements the simulator places as single atoms on an amorphous support (``{element}1``), Pt first:
+#: the metals of single-atom catalysts, heavy to light.
+SINGLE_ATOMS = ("Pt", "Au", "Ir", "W", "Pd", "Ru", "Mo", "Cu", "Ni", "Co", "Fe")
+
 
 def defect_kinds(lattice: str) -> tuple[str, ...]:
     """Names of the defects the simulator can place in ``lattice``.
@@ -27,7 +32,8 @@ def defect_kinds(lattice: str) -> tuple[str, ...]:
     vacancy), ``SW`` (Stone–Wales 55-77). MX2: ``V_X`` (one chalcogen missing from a column),
     ``V_X2`` (both missing), ``V_M`` (metal vacancy), ``D_M`` (substitutional metal dopant), with
     the element symbols filled in (``V_S``, ``V_S2``, ``V_W``, ``Mo_W`` for WS2). amorphous:
-    ``Pt1`` (heavy single atoms on the support).
+    ``Pt1`` (heavy single atoms on the support) and the other single atoms of
+    :data:`SINGLE_ATOMS` (``Fe1``, ``Ru1``, ``Au1`` …), for supports that carry several elements.
 
     Parameters
     ----------
@@ -50,8 +56,8 @@ def defect_kinds(lattice: str) -> tuple[str, ...]:
     >>> from stemflow.simulate import defect_kinds
     >>> defect_kinds("ws2")
     ('V_S', 'V_S2', 'V_W', 'Mo_W')
-    >>> "SW" in defect_kinds("graphene"), defect_kinds("amorphous")
-    (True, ('Pt1',))
+    >>> "SW" in defect_kinds("graphene"), defect_kinds("amorphous")[:3]
+    (True, ('Pt1', 'Au1', 'Ir1'))
     """
     if lattice == "graphene":
         return ("V1", "V2", "Si1C3", "Si1C4", "Si2C4", "Si3C6", "SW")
@@ -60,7 +66,7 @@ def defect_kinds(lattice: str) -> tuple[str, ...]:
         d = LATTICES[lattice]["dopant"]
         return (f"V_{x}", f"V_{x}2", f"V_{m}", f"{d}_{m}")
     if lattice == "amorphous":
-        return ("Pt1",)
+        return tuple(f"{el}1" for el in SINGLE_ATOMS)
     raise ValueError(f"unknown lattice {lattice!r}; known lattices: {', '.join(LATTICES)}")
 
 
@@ -177,7 +183,7 @@ class Structure:
         if lat.name == "amorphous":  # heavy single atom on top of the support, off-lattice
             if not self._clear_of_others([site]) or (within is not None and not within(self.pos[[site]]).all()):
                 return None
-            new = self._append_site(self.pos[site] + rng.normal(0, 0.3, 2), "Pt", 1, "dopant")
+            new = self._append_site(self.pos[site] + rng.normal(0, 0.3, 2), kind[:-1], 1, "dopant")
             self._mark([new], kind, did)
             d = Defect(did, kind, [new], particle=self.particle[new])
             self.defects.append(d)
