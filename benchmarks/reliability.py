@@ -147,6 +147,9 @@ def cases(tmp: Path, client):
     mos2 = simulate_image("mos2", 256, pixel_size=PX, seed=2)
     add(g, "MoS2 asked for as graphene (the default)", "warned", lambda: find_atoms(mos2.image, PX))
     add(g, "batch_size=0", "refused", lambda: find_atoms(img, PX, batch_size=0))
+    add(g, "heavy-atom elements on a crystalline lattice", "refused", lambda: find_atoms(img, PX, elements=("Pt",)))
+    add(g, "an unknown heavy-atom element", "refused",
+        lambda: find_atoms(img, PX, lattice="amorphous", elements=("Pt", "Unobtainium")))
     add(g, "lattice_prior on an amorphous support", "refused",
         lambda: find_atoms(img, PX, lattice="amorphous", lattice_prior=True))
 
