@@ -86,7 +86,7 @@ def _tally(found, truth_yx, truth_el, md):
     from scipy.optimize import linear_sum_assignment
     from scipy.spatial.distance import cdist
 
-    out = {el: [0, 0, 0] for el in set(truth_el)}                   # true, found, named right
+    out = {el: [0, 0, 0] for el in sorted(set(truth_el))}           # true, found, named right
     for el in truth_el:
         out[el][0] += 1
     if not len(found):

@@ -99,7 +99,7 @@ def _cmd_find(args) -> int:
         raise ValueError("--lattice-prior needs the chemical identification (the fitted lattice); drop --no-identify")
     low_dose = args.low_dose
     if (low_dose is None and "frame" in da.dims and da.sizes["frame"] >= 5
-            and not (args.refine or args.lattice_prior or args.flips not in (None, 1))):
+            and not (args.refine or args.lattice_prior or args.flips not in (None, 1) or args.elements)):
         from .lowdose import low_dose_advice, low_dose_check
 
         check = low_dose_check(da, lattice=args.lattice, model=args.model)
@@ -114,6 +114,9 @@ def _cmd_find(args) -> int:
             raise ValueError(f"--low-dose uses the frames of a movie together; {args.input} is one image")
         if args.refine or args.lattice_prior or args.flips not in (None, 1):
             raise ValueError("--low-dose fits every site's amplitude itself; drop --refine, --lattice-prior and --flips")
+        if args.elements:
+            raise ValueError("--elements names heavy atoms on an amorphous support (--lattice amorphous); --low-dose "
+                             "follows dopants on a crystalline host: drop one of them")
         atoms = find_atoms_movie(da, lattice=args.lattice, model=args.model, window=args.window)
     else:
         atoms = find_atoms(da, lattice=args.lattice, model=args.model, threshold=args.threshold,

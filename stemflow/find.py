@@ -431,8 +431,8 @@ class FindOptions:
 
     def manifest(self) -> dict:
         """The entries a run's manifest records (``batch_size`` is left out: it changes no result;
-        ``lattice_prior`` only when set and ``flips`` (the passes) only when not 1, so that
-        manifests of runs without them stay comparable)."""
+        ``lattice_prior`` only when set, ``flips`` (the passes) only when not 1 and ``elements``
+        only when given, so that manifests of runs without them stay comparable)."""
         out = {"lattice": self.lattice, "threshold": self.threshold, "refine": self.refine,
                "identify": self.identify, "tile": self.tile}
         if self.lattice_prior:

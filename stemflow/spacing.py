@@ -187,9 +187,10 @@ def check_calibration(image, pixel_size: float, lattice: str, *, where: str = "t
         spots = _spot_spacing(image, pixel_size)
         if abs(spots / d - 1) <= _SPOT_TOLERANCE:
             return spots
-        alt = spots / d
+        alt = spots / d                     # spots elsewhere than the ring: read as the first order
         also = (f" by the ring, {pixel_size / alt:.4g} nm/px by its brightest spectral spots ({spots:.3f} nm apart, "
-                f"{alt:.2f}×)," if np.isfinite(alt) and abs(alt / ratio - 1) > _SPOT_TOLERANCE else "")
+                f"{alt:.2f}×)," if np.isfinite(alt) and abs(spots / spacing - 1) > _SPOT_TOLERANCE
+                and abs(alt / ratio - 1) > _SPOT_TOLERANCE else "")
         warnings.warn(f"{where}: its lattice ring is {spacing:.3f} nm apart at pixel_size={pixel_size:.5g} nm/px, "
                       f"{ratio:.2f}× what {lattice} should show; the pixel size is probably "
                       f"{pixel_size / ratio:.4g} nm/px{also} or this is not {lattice}", StemflowWarning, stacklevel=3)

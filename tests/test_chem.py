@@ -337,7 +337,7 @@ def test_a_lattice_asked_for_that_the_columns_do_not_fit_is_named_with_the_one_t
 
     sim = simulate_image("mos2", 256, pixel_size=PX, seed=2, dose=1e5)
     t = sim.atoms[["y", "x", "label"]].copy()
-    with pytest.warns(StemflowWarning, match=r"1\.2\d× its bond apart .*not graphene; the spacing found fits mos2 "
+    with pytest.warns(StemflowWarning, match=r"1\.2\d× its bond apart .*not graphene; the spacing found fits mos2 \(0\.182 nm\) "
                       r"and ws2 .*lattice='mos2'"):
         identify(t, PX, "graphene", classes=False)
     with _w.catch_warnings():

@@ -40,6 +40,10 @@ def test_find_names_heavy_atoms_of_the_elements_given(tmp_path, capsys):
     assert main(["find", str(tmp_path / "sac.npy"), "--pixel-size", "0.015", "--elements", "Pt",
                  "--out", str(tmp_path / "g.parquet")]) == 2
     assert "amorphous" in capsys.readouterr().err
+    np.save(tmp_path / "movie.npy", np.stack([sim.image] * 5))
+    assert main(["find", str(tmp_path / "movie.npy"), "--pixel-size", "0.015", "--low-dose", "--elements", "Pt",
+                 "--out", str(tmp_path / "m.parquet")]) == 2
+    assert "--elements" in capsys.readouterr().err and not (tmp_path / "m.parquet").exists()
 
 
 def test_simulate_4d(tmp_path, capsys):

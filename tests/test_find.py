@@ -190,6 +190,8 @@ def test_single_atoms_of_two_elements_are_both_found_and_named_by_z_contrast():
     assert (named["element"].astype(str).to_numpy() == truth[j]).all()
     assert list(named["element"].cat.categories[:2]) == ["Fe", "Pt"] and (named["element_prob"] > 0.99).all()
     assert (named["excess"] > 0).all()
+    again = find_atoms(sim.image, pixel_size=0.015, lattice="amorphous", elements=("Pt", "Fe"), identify=True)
+    assert (again["element"].astype(str).to_numpy() == named["element"].astype(str).to_numpy()).all()
 
 
 def test_heavy_atoms_are_named_from_their_populations_ratio_without_a_reference():

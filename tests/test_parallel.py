@@ -722,6 +722,10 @@ def test_what_the_workers_warn_reaches_the_client_once_per_kind_and_the_manifest
         again = run(da, tmp_path / "mos2", client=client, progress=False, track=False, frames_per_part=1,
                     overwrite=True)
     assert again.warnings == summary.warnings
+    resumed = run(da, tmp_path / "mos2", client=client, progress=False, track=False, frames_per_part=1)
+    assert resumed.computed == 0 and resumed.warnings == []          # nothing computed, nothing said now …
+    manifest = json.loads((tmp_path / "mos2" / "manifest.json").read_text())
+    assert manifest["warnings"] == summary.warnings                  # … and the run keeps what it said
     from stemflow.report import write_report
 
     page = write_report(tmp_path / "mos2").read_text()

@@ -250,7 +250,9 @@ def assign_elements(atoms: pd.DataFrame, pixel_size: float | None = None, lattic
     Returns
     -------
     DataFrame
-        A copy of ``atoms`` with ``element`` (category; ``""`` for an empty site) and ``count``
+        A copy of ``atoms`` with ``element`` (category; ``""`` for an empty site; on an amorphous
+        support, heavy atoms that already have one, named by :func:`stemflow.find_atoms` with
+        ``elements``, keep it unless ``element_map`` is given) and ``count``
         (int8: atoms in the column, 2 for a chalcogen pair, 0 for an empty site), plus the site
         columns when they had to be computed. A ``vacancy`` row whose occupancy is that of an
         intact column gets the intact column's element and count (its ``label`` is kept);
@@ -305,6 +307,11 @@ def assign_elements(atoms: pd.DataFrame, pixel_size: float | None = None, lattic
                 element[d] = guess_element(inten[d] / ref, host, dopant_cands, gamma)
         else:
             element[dop] = dopant_cands if isinstance(dopant_cands, str) else dopant_cands[0]
+        if lattice == "amorphous" and element_map is None and "element" in out.columns:
+            # heavy atoms named by Z-contrast when they were found (find_atoms(..., elements=...)) keep it
+            named = out["element"].astype(str).to_numpy()
+            keep = dop & (named != "") & (named != "nan")
+            element[keep] = named[keep]
     else:
         metal, chalc = emap["lattice"]
         sub = out["sublattice"].to_numpy(np.int64)

@@ -18,8 +18,6 @@ Units: positions in px, pixel size in nm/px, widths in nm, significance in σ.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pandas as pd
 from scipy import ndimage
@@ -354,9 +352,7 @@ def integrated_excess(image, y: np.ndarray, x: np.ndarray, pixel_size: float) ->
     step = max(1, 2 ** 22 // (2 * h + 1) ** 2)          # windows in chunks of at most 4 M pixels
     for k in range(0, n, step):
         win = windows[yi[k:k + step], xi[k:k + step]].reshape(-1, (2 * h + 1) ** 2)
-        with warnings.catch_warnings():          # a ring wholly outside the frame: NaN, as its disk
-            warnings.simplefilter("ignore", RuntimeWarning)
-            out[k:k + step] = win[:, disk].sum(axis=1) - disk.sum() * _support_level(win[:, ring])
+        out[k:k + step] = win[:, disk].sum(axis=1) - disk.sum() * _support_level(win[:, ring])
     return out
 
 
@@ -383,9 +379,14 @@ def _support_level(ring: np.ndarray) -> np.ndarray:
     median: at a few counts per pixel the median moves in whole counts, and the disk multiplies
     that by its hundreds of pixels (on multislice frames at 3·10⁴ e⁻/Å² and 15 pm/px it put Fe
     atoms' excess near zero)."""
-    m = np.nanmean(ring, axis=1, keepdims=True)
-    s = np.nanstd(ring, axis=1, keepdims=True)
-    return np.nanmean(np.where(ring <= m + 3 * s, ring, np.nan), axis=1)
+    inside = np.isfinite(ring)
+    n = inside.sum(axis=1, keepdims=True)
+    vals = np.where(inside, ring, 0.0)
+    m = vals.sum(axis=1, keepdims=True) / np.maximum(n, 1)
+    s = np.sqrt((np.where(inside, ring - m, 0.0) ** 2).sum(axis=1, keepdims=True) / np.maximum(n, 1))
+    keep = inside & (vals <= m + 3 * s)
+    level = np.where(keep, ring, 0.0).sum(axis=1) / np.maximum(keep.sum(axis=1), 1)
+    return np.where(n[:, 0] > 0, level, np.nan)          # a ring wholly outside the frame: NaN, as its disk
 
 
 def _parabola(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:

@@ -104,9 +104,10 @@ def _mismatch_message(scale: float, pixel_size: float, lattice: str) -> str:
     found = scale * LATTICES[lattice]["bond"]                       # nm, at the given pixel size
     off = {name: abs(found / spec["bond"] - 1) for name, spec in LATTICES.items()
            if name not in (lattice, "amorphous") and spec["bond"] is not None}
-    fits = sorted((name for name in off if off[name] <= _OTHER_LATTICE_TOLERANCE), key=off.get)    # closest first
-    other = (f"; the spacing found fits {' and '.join(fits)} ({LATTICES[fits[0]]['bond']:.3f} nm) within "
-             f"{_OTHER_LATTICE_TOLERANCE:.0%}: if that is what this is, pass lattice='{fits[0]}'") if fits else ""
+    fits = sorted(name for name in off if off[name] <= _OTHER_LATTICE_TOLERANCE)    # by name: one message
+    bonds = " and ".join(f"{n} ({LATTICES[n]['bond']:.3f} nm)" for n in fits)
+    other = (f"; the spacing found fits {bonds} within {_OTHER_LATTICE_TOLERANCE:.0%}: if that is what this is, "
+             "pass " + " or ".join(f"lattice='{n}'" for n in fits)) if fits else ""
     return (f"the {lattice} columns found are {scale:.2f}× its bond apart ({found:.3f} nm against "
             f"{LATTICES[lattice]['bond']:.3f} nm at pixel_size={pixel_size:.5g} nm/px), more than "
             f"{PIXEL_SIZE_TOLERANCE:.0%} off: sites, bonds, elements and defects are not to be trusted. Either the "

@@ -77,8 +77,9 @@ class RunSummary:
     warnings : list of dict
         What the workers warned about the parts computed now, one entry per kind of warning
         (messages alike but for their numbers): ``message`` (the first part's) and ``parts`` (the
-        part indices that said it). Also in the run's manifest, and issued on the client as
-        :class:`~stemflow.errors.StemflowWarning`.
+        part indices that said it), issued on the client as :class:`~stemflow.errors.StemflowWarning`.
+        The run's manifest keeps them for every part, those of parts an earlier call computed
+        included.
     """
 
     out: Path
@@ -111,6 +112,8 @@ class RunSummary:
                 f"{self.seconds:.1f} s, {self.frames_per_second:.2f} frames/s on {self.workers} worker(s)")
 
 
+#: A number in a message (not the digits of a name such as Si1C3 or Fe1): what tells warnings of one kind apart.
+_NUMBER = re.compile(r"(?<![A-Za-z_.\d])\d+(?:\.\d+)?(?:e[-+]?\d+)?(?![A-Za-z_\d])")
 #: Kinds of worker warning :func:`run` issues on the client one by one; the rest are counted in one.
 SHOWN_WARNINGS = 5
 
@@ -133,14 +136,15 @@ def gather_warnings(stats) -> list[dict]:
 
     Examples
     --------
-    >>> gather_warnings([{"part": 0, "warnings": ["frame 0: odd, 1.31x"]},
-    ...                  {"part": 1, "warnings": ["frame 8: odd, 1.29x", "other"]}])
-    [{'message': 'frame 0: odd, 1.31x', 'parts': [0, 1]}, {'message': 'other', 'parts': [1]}]
+    >>> gather_warnings([{"part": 0, "warnings": ["frame 0: odd, 1.31×", "Si1C3 seen"]},
+    ...                  {"part": 1, "warnings": ["frame 8: odd, 1.29×", "Si2C4 seen"]}])    # doctest: +NORMALIZE_WHITESPACE
+    [{'message': 'frame 0: odd, 1.31×', 'parts': [0, 1]}, {'message': 'Si1C3 seen', 'parts': [0]},
+     {'message': 'Si2C4 seen', 'parts': [1]}]
     """
     kinds: dict = {}
     for s in sorted(stats, key=lambda s: s["part"]):
         for m in s.get("warnings", ()):
-            k = kinds.setdefault(re.sub(r"\d+(\.\d+)?(e[-+]?\d+)?", "#", m), {"message": m, "parts": []})
+            k = kinds.setdefault(_NUMBER.sub("#", m), {"message": m, "parts": []})
             if s["part"] not in k["parts"]:
                 k["parts"].append(int(s["part"]))
     return list(kinds.values())
@@ -535,10 +539,13 @@ def run(input, out, model=None, scheduler=None, frames=None, detector=None, save
                              frames_per_second=computed_frames / t_compute if t_compute > 0 else float("nan"),
                              workers=n_workers_used, dashboard=dashboard, low_dose=options.low_dose,
                              low_dose_check=check, warnings=gather_warnings(stats))
+        # the manifest keeps what the parts kept from an earlier call said, and what this call's parts said
+        earlier = [{"part": int(p), "warnings": [k["message"]]}
+                   for k in rundir.read_manifest(out).get("warnings", []) for p in k.get("parts", ()) if p in done]
         output.finish(out, rows=rows, frames=n_frames, seconds_last_call=summary.seconds,
                       model_card={k: card.get(k) for k in ("name", "pixel_size", "classes")},
                       execution={"batch_size": int(batch_size), "workers": n_workers_used},
-                      warnings=summary.warnings)
+                      warnings=gather_warnings(earlier + list(stats)))
         _issue(summary.warnings, len(todo))
         if track and da.ndim == 3 and n_frames > 1:
             from ..results import track_run

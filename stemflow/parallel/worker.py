@@ -438,9 +438,12 @@ _HOOK_LOCK = threading.Lock()
 def _hear_warnings() -> None:
     """Route stemflow's warnings to the listening task of the thread that issues them, once per
     process: a worker's own output is not seen where the run was started, so
-    :func:`process_part` returns them for the client to show. Each is heard every time it is
-    issued (the ``always`` action) and kept once per part; with no task listening, and for every
-    other warning, Python's usual display."""
+    :func:`process_part` returns them for the client to show. In a worker process each is heard
+    every time it is issued (the ``always`` action, after any filter already set) and kept once per
+    part; with no task listening, and for every other warning, Python's usual display. Called at
+    the start of every part, it puts the hook back if another thread's
+    ``warnings.catch_warnings`` took it away; warnings issued by threads a part starts itself are
+    not heard (none issues any)."""
     with _HOOK_LOCK:
         if getattr(warnings.showwarning, "_stemflow_relay", False):
             return
@@ -456,7 +459,12 @@ def _hear_warnings() -> None:
 
         show._stemflow_relay = True
         warnings.showwarning = show
-        warnings.filterwarnings("always", category=StemflowWarning, append=True)   # a user's own filter first
+        import multiprocessing
+
+        if multiprocessing.parent_process() is not None:
+            # a worker process: each part hears all it says, however often said before (after a
+            # user's own filters); a worker thread in the user's own process leaves their filters be
+            warnings.filterwarnings("always", category=StemflowWarning, append=True)
 
 
 def _process_part(index: int, start: int, stop: int, source, ref: ModelRef, params: dict, out: str) -> dict:
