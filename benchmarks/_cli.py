@@ -36,3 +36,24 @@ def options(doc: str | None, argv=None, flags: dict[str, str] | None = None) -> 
     for name, text in (flags or {}).items():
         parser.add_argument(name, action="store_true", help=text)
     return parser.parse_args(argv)
+
+
+def save(results_dir, name: str, res: dict, write_md) -> int:
+    """Write a benchmark's figures: ``name.json`` (``res``) and, by ``write_md(res)``, ``name.md``
+    in ``results_dir``; print the Markdown. Returns 0, the script's exit status.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> save(d, "x", {"a": 1}, lambda r: (d / "x.md").write_text(f"a = {r['a']}"))
+    a = 1
+    0
+    """
+    import json
+    from pathlib import Path
+
+    (Path(results_dir) / f"{name}.json").write_text(json.dumps(res, indent=1) + "\n")
+    write_md(res)
+    print((Path(results_dir) / f"{name}.md").read_text())
+    return 0

@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 import time
@@ -147,10 +146,9 @@ def main(argv=None) -> int:
     finally:
         spacing._has_first_order = saved
     res["seconds"] = time.perf_counter() - t0
-    (RESULTS / "calibration_check.json").write_text(json.dumps(res, indent=1) + "\n")
-    write_md(res)
-    print((RESULTS / "calibration_check.md").read_text())
-    return 0
+    from _cli import save
+
+    return save(RESULTS, "calibration_check", res, write_md)
 
 
 if __name__ == "__main__":

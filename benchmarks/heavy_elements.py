@@ -309,10 +309,9 @@ def main(argv=None) -> int:
     res = dict(simulated=score_simulated(), multislice=score_multislice(), noise_free=noise_free_excess(),
                real=score_real())
     res["seconds"] = time.perf_counter() - t0
-    (RESULTS / "heavy_elements.json").write_text(json.dumps(res, indent=1) + "\n")
-    write_md(res)
-    print((RESULTS / "heavy_elements.md").read_text())
-    return 0
+    from _cli import save
+
+    return save(RESULTS, "heavy_elements", res, write_md)
 
 
 if __name__ == "__main__":
