@@ -11,7 +11,10 @@
 * simulated graphene given its pixel size k times the true one, where a warning is due (three seeds
   per k), with the pixel size the warning names;
 * the real MoS2 frame asked for as graphene (the default), with what ``identify`` says of the
-  columns found.
+  columns found;
+* frames asked for as amorphous (heavy atoms on a support), where ``stemflow.find.warn_crystal``
+  must stay silent, and crystals (a real Au nanoparticle frame, simulated 2-D crystals), where it
+  must speak.
 """
 
 from __future__ import annotations
@@ -101,6 +104,57 @@ def real_mos2_as_graphene() -> dict:
     return {"right": _warned(img, 0.0127, "mos2"), "as_graphene": [str(w.message) for w in caught]}
 
 
+def crystal_checks() -> dict:
+    """``stemflow.find.warn_crystal`` (what ``find_atoms(..., lattice="amorphous")`` runs on the
+    first frame): the most prominent tile of lattice planes, and whether it warns, on frames that
+    are amorphous supports (any warning is false) and on frames that hold a crystal."""
+    from stemflow.find import warn_crystal
+    from stemflow.spacing import crystal_order
+
+    def judge(img, ps):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            warn_crystal(img, ps, "amorphous")
+        return crystal_order(img, ps)["prominence"], bool(caught)
+
+    rows = {}
+    where = dev_data_dir()
+    if where is not None and (where / "pt_single_atoms_dev.npz").exists():
+        from stemflow.labelled import read_heavy_atoms
+
+        rows["real Pt single atoms on carbon nitride (dev frames)"] = [
+            judge(f.image, f.pixel_size) for f in read_heavy_atoms(where / "pt_single_atoms_dev")]
+    rows["simulated heavy atoms on amorphous carbon"] = [
+        judge(simulate_image("amorphous", 512, pixel_size=ps, seed=s, dose=dose, support=sup).image, ps)
+        for ps in (0.015, 0.03, 0.04) for dose in (1e3, 1e5) for sup in (0.0, 10.0) for s in (0, 1)]
+    from abtem_sweep import render
+
+    multi = []
+    for folder in ("abtem", "abtem_supports", "heavy_elements"):
+        for f in sorted((ROOT / "benchmarks" / "_cache" / folder).glob("*.npz")):
+            if folder == "abtem" and not f.name.startswith("amorphous"):
+                continue
+            z = np.load(f, allow_pickle=False)
+            img, _ = render(z, 0.0293, 0.8, 1e5, np.random.default_rng(0), tiles=5, scored=3)
+            multi.append(judge(img, 0.0293))
+    if multi:
+        rows["multislice heavy atoms on a-C, C3N4, a-SiO2 (29.3 pm/px)"] = multi
+    try:
+        from real_data import fetch_temul
+        from rsciio.emd import file_reader
+
+        au = file_reader(str(fetch_temul("temul/example_data/experimental/example_Au_nanoparticle.emd")))[0]
+        rows["real Au nanoparticles, 300 kV (temul-toolkit example)"] = [judge(np.asarray(au["data"], np.float32),
+                                                                              0.0075)]
+    except Exception as exc:                                   # no registry, no rosettasciio
+        rows["real Au nanoparticles: not run"] = [(float("nan"), False)]
+        print(f"Au frame not run: {type(exc).__name__}: {exc}", file=sys.stderr)
+    rows["simulated graphene, WS2, MoS2 asked for as amorphous"] = [
+        judge(simulate_image(lat, 256, pixel_size=ps, seed=0, dose=dose).image, ps)
+        for lat in ("graphene", "ws2", "mos2") for ps in (0.01, 0.02) for dose in (1e4, 1e5)]
+    return rows
+
+
 def write_md(res: dict) -> None:
     lines = ["# The pixel-size check: silent when right, spoken when wrong", "",
              f"Written by `python benchmarks/calibration_check.py` ({res['seconds']:.0f} s, 2-core CPU). "
@@ -129,6 +183,16 @@ def write_md(res: dict) -> None:
         lines.append(f"`find_atoms(img, pixel_size=0.0127)` warns {len(mos2['as_graphene'])} time(s):")
         lines.append("")
         lines += [f"- {m}" for m in mos2["as_graphene"]]
+    lines += ["", "## A crystal asked for as amorphous", "",
+              "`stemflow.find.warn_crystal`, run by `find_atoms(..., lattice=\"amorphous\")` on the first frame: "
+              "the most prominent ring of lattice planes 0.1–0.45 nm apart over ~5 nm tiles "
+              "(`stemflow.spacing.crystal_order`); it warns from `CRYSTAL_PROMINENCE` up.", "",
+              "| frames | warned | most prominent tile: median, largest |", "|---|---|---|"]
+    for name, vals in res["crystal"].items():
+        prom = np.array([v[0] for v in vals], float)
+        lines.append(f"| {name} | {sum(v[1] for v in vals)} of {len(vals)} | "
+                     f"{np.nanmedian(prom):.1f}, {np.nanmax(prom):.1f} |" if np.isfinite(prom).any() else
+                     f"| {name} | – | – |")
     (RESULTS / "calibration_check.md").write_text("\n".join(lines) + "\n")
 
 
@@ -137,7 +201,8 @@ def main(argv=None) -> int:
 
     options(__doc__, argv)
     t0 = time.perf_counter()
-    res = dict(right=right_pixel_sizes(), wrong=wrong_pixel_sizes(), mos2=real_mos2_as_graphene())
+    res = dict(right=right_pixel_sizes(), wrong=wrong_pixel_sizes(), mos2=real_mos2_as_graphene(),
+               crystal=crystal_checks())
     saved = spacing._has_first_order
     spacing._has_first_order = lambda image, spacing_px: True           # any clearest ring near d/√3 passes
     try:

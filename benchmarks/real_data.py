@@ -717,7 +717,13 @@ def _model_name(model) -> str:
 
 def fetch_mos2() -> Path:
     """Path of the real MoS2 frame, downloading the wheel that carries it if needed."""
-    target = CACHE / "example_Se_implanted_MoS2.dm3"
+    return fetch_temul(MEMBER)
+
+
+def fetch_temul(member: str) -> Path:
+    """Path of one example file of the temul-toolkit 0.1.9 wheel (``member``: its path in the
+    wheel), downloading the wheel into the cache if needed."""
+    target = CACHE / Path(member).name
     if target.exists():
         return target
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -727,7 +733,7 @@ def fetch_mos2() -> Path:
                         str(CACHE), "-q"], check=True, timeout=300)
         wheels = list(CACHE.glob("temul_toolkit-0.1.9-*.whl"))
     with zipfile.ZipFile(wheels[0]) as z:
-        target.write_bytes(z.read(MEMBER))
+        target.write_bytes(z.read(member))
     return target
 
 

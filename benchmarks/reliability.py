@@ -148,6 +148,8 @@ def cases(tmp: Path, client):
     add(g, "MoS2 asked for as graphene (the default)", "warned", lambda: find_atoms(mos2.image, PX))
     add(g, "batch_size=0", "refused", lambda: find_atoms(img, PX, batch_size=0))
     add(g, "heavy-atom elements on a crystalline lattice", "refused", lambda: find_atoms(img, PX, elements=("Pt",)))
+    add(g, "graphene asked for as amorphous (heavy atoms on a support)", "warned",
+        lambda: find_atoms(big.image, 0.01, lattice="amorphous"))
     add(g, "an unknown heavy-atom element", "refused",
         lambda: find_atoms(img, PX, lattice="amorphous", elements=("Pt", "Unobtainium")))
     add(g, "lattice_prior on an amorphous support", "refused",

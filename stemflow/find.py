@@ -32,7 +32,8 @@ from .refine import refine_atoms
 from .spacing import check_calibration
 from .tables import ATOMS, LATTICES
 
-__all__ = ["find_atoms", "FindOptions", "predict", "atoms_from_maps", "ClassMaps", "atoms_table", "warn_unrecognised", "warn_no_host", "AMBIGUOUS_SHARE_LIMIT",
+__all__ = ["find_atoms", "FindOptions", "predict", "atoms_from_maps", "ClassMaps", "atoms_table", "warn_unrecognised", "warn_no_host",
+           "warn_crystal", "AMBIGUOUS_SHARE_LIMIT",
            "FLIPS", "AUTO_FLIPS"]
 
 #: Starting width (standard deviation, nm) of a column for the refinement: a 1.1 Å FWHM probe.
@@ -270,6 +271,58 @@ def warn_no_host(atoms: pd.DataFrame, lattice: str, stack: bool = True, first_fr
                   f"column{'' if n_host == 1 else 's'}{' (first such frame)' if stack else ''}: there is no {lattice} lattice for them to be "
                   "dopants in. Single heavy atoms on an amorphous support: pass lattice='amorphous'; otherwise "
                   "check lattice= and the pixel size", StemflowWarning, stacklevel=3)
+
+
+def warn_crystal(frame, pixel_size: float, lattice: str, where: str = "the image") -> None:
+    """Warn when a frame asked for as ``amorphous`` holds a crystal: lattice planes 0.1–0.45 nm
+    apart standing out by at least :data:`stemflow.spacing.CRYSTAL_PROMINENCE` in some ~5 nm of
+    it (:func:`stemflow.spacing.crystal_order`). The heavy-atom finder would take the crystal's
+    bright columns for single atoms on a support.
+
+    Parameters
+    ----------
+    frame : ndarray (y, x)
+        One frame (the first of a stack).
+    pixel_size : float
+        nm/px.
+    lattice : str
+        The lattice asked for; only ``"amorphous"`` is judged.
+    where : str
+        How the message names the frame.
+
+    Returns
+    -------
+    None
+        Issues one :class:`~stemflow.errors.StemflowWarning` when the frame holds a crystal.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> from stemflow.simulate import simulate_image
+    >>> img = simulate_image("graphene", 256, pixel_size=0.02, seed=0).image
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     warn_crystal(img, 0.02, "amorphous")
+    >>> "crystal" in str(caught[0].message)
+    True
+    """
+    if lattice != "amorphous":
+        return
+    from .spacing import CRYSTAL_PROMINENCE, crystal_order
+
+    c = crystal_order(frame, pixel_size)
+    if c["prominence"] < CRYSTAL_PROMINENCE:
+        return
+    import warnings
+
+    from .errors import StemflowWarning
+
+    y, x = c["yx"]
+    warnings.warn(f"{where} holds a crystal: lattice planes {c['spacing_nm']:.3f} nm apart, {c['prominence']:.0f}× "
+                  f"above the smooth spectrum around px ({y:.0f}, {x:.0f}) (an amorphous support: under "
+                  f"{CRYSTAL_PROMINENCE:.0f}). lattice='amorphous' takes the bright columns of a crystal (a particle, "
+                  "a crystalline support) for single heavy atoms: there the rows are not single atoms. For a 2-D "
+                  "crystal pass its lattice", StemflowWarning, stacklevel=3)
 
 
 def _heavy_atoms(labels: list, frame: np.ndarray, pixel_size: float, elements: tuple | None = None) -> pd.DataFrame:
@@ -805,6 +858,7 @@ def find_atoms(image, pixel_size: float | None = None, lattice: str = "graphene"
     identify, refine = opts.identify, opts.refine
     frames, pixel_size, stack = _frames_and_calibration(image, pixel_size)
     check_calibration(frames[0], pixel_size, lattice, where="the first frame" if stack else "the image")
+    warn_crystal(frames[0], pixel_size, lattice, where="the first frame" if stack else "the image")
     net = _get_model(model)
     tables = []
     ambiguous = []

@@ -194,6 +194,23 @@ def test_single_atoms_of_two_elements_are_both_found_and_named_by_z_contrast():
     assert (again["element"].astype(str).to_numpy() == named["element"].astype(str).to_numpy()).all()
 
 
+def test_a_crystal_asked_for_as_amorphous_is_said_to_be_one_and_a_support_is_not():
+    """Heavy atoms on an amorphous support: silent. A 2-D crystal (or a particle's lattice) asked
+    for as amorphous: the heavy-atom finder would report its bright columns as single atoms, and a
+    warning says the frame holds a crystal, with the plane spacing."""
+    import warnings
+
+    from stemflow.errors import StemflowWarning
+
+    support = simulate_image("amorphous", 256, seed=21, pixel_size=0.03, dose=1e5, support=10.0, defects={"Pt1": 12})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StemflowWarning)
+        find_atoms(support.image, pixel_size=0.03, lattice="amorphous")
+    ws2 = simulate_image("ws2", 192, seed=1, pixel_size=0.01, dose=1e5)           # smaller than one 5 nm tile
+    with pytest.warns(StemflowWarning, match=r"holds a crystal: lattice planes 0\.(27|16)\d nm apart"):
+        find_atoms(ws2.image, pixel_size=0.01, lattice="amorphous")
+
+
 def test_heavy_atoms_are_named_from_their_populations_ratio_without_a_reference():
     from stemflow.chem.heavy import name_heavy_atoms
     from stemflow.errors import InputError

@@ -192,7 +192,7 @@ def find_frames(frames: np.ndarray, first_frame: int, model: Model, pixel_size: 
     """
     from ..chem import identify as chem_identify
     from ..chem import lattice_prior as chem_prior
-    from ..find import atoms_from_maps, atoms_table, predict, warn_no_host, warn_unrecognised
+    from ..find import atoms_from_maps, atoms_table, predict, warn_crystal, warn_no_host, warn_unrecognised
 
     from ..spacing import check_calibration
 
@@ -201,6 +201,7 @@ def find_frames(frames: np.ndarray, first_frame: int, model: Model, pixel_size: 
     o = options
     lattice = o.lattice
     check_calibration(frames[0], pixel_size, lattice, where=f"frame {int(first_frame)}")    # as find_atoms does
+    warn_crystal(frames[0], pixel_size, lattice, where=f"frame {int(first_frame)}")
     for i0 in range(0, len(frames), o.batch_size):           # the steps of find_atoms, a batch at a time
         block = frames[i0:i0 + o.batch_size]
         maps = predict(block, pixel_size, model, batch_size=o.batch_size, tile=o.tile, flips=o.network_flips)
