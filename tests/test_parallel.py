@@ -739,6 +739,22 @@ def test_what_the_workers_warn_reaches_the_client_once_per_kind_and_the_manifest
     assert quiet.warnings == []
 
 
+def test_each_part_keeps_its_own_warnings_when_a_worker_runs_parts_side_by_side(tmp_path):
+    """One worker process with four threads finds parts concurrently: the warnings each part
+    returns are those its own frames raised (MoS2 frames asked for as graphene warn, graphene
+    frames do not), not its neighbours'."""
+    frames = np.stack([simulate_image("mos2" if k % 2 == 0 else "graphene", 128, pixel_size=PX, seed=k).image
+                       for k in range(8)])
+    da = xr.DataArray(frames, dims=("frame", "y", "x"), attrs={"pixel_size": PX}).chunk({"frame": 1})
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=4, processes=True, dashboard_address=":0") as cluster, \
+            distributed.Client(cluster) as c:
+        with pytest.warns(StemflowWarning):
+            summary = run(da, tmp_path / "mixed", client=c, progress=False, track=False, frames_per_part=1)
+    said = {p for k in summary.warnings if "columns found" in k["message"] for p in k["parts"]}
+    assert said == {0, 2, 4, 6}, summary.warnings
+    assert all(set(k["parts"]) <= {0, 2, 4, 6} for k in summary.warnings), summary.warnings
+
+
 def test_bad_track_options_are_refused_before_any_frame_is_computed(movie, tmp_path):
     _, store = movie
     with pytest.raises(InputError, match="unknown tracking option.*serch_range"):
