@@ -75,9 +75,14 @@ def fft_spacing(image, pixel_size: float = 1.0) -> tuple[float, float]:
     n, excess = _ring_excess(img)
     if excess is None:
         return float("nan"), 1.0
-    lo = 4
-    k = lo + int(np.argmax(excess[lo:]))
-    return float(n / k * pixel_size), float(excess[k])
+    spacing_px, prominence = _clearest(n, excess)
+    return spacing_px * pixel_size, prominence
+
+
+def _clearest(n: int, excess: np.ndarray) -> tuple[float, float]:
+    """Spacing (px) and prominence of the clearest ring of :func:`_ring_excess` from radius 4 out."""
+    k = 4 + int(np.argmax(excess[4:]))
+    return float(n / k), float(excess[k])
 
 
 def _ring_excess(img: np.ndarray) -> tuple[int, np.ndarray | None]:
@@ -154,21 +159,13 @@ def crystal_order(image, pixel_size: float, tile_nm: float = 5.0, band_nm: tuple
     return best
 
 
-def _ring_prominence(image, spacing_px: float) -> float:
-    """How much the ring of spacing ``spacing_px`` (px) stands out (:func:`_ring_excess`, the most
-    within a ring either side); 0 when the frame is under 32 px a side or the spacing is not finite."""
-    n, excess = _ring_excess(np.asarray(image, np.float64))
-    if excess is None or not np.isfinite(spacing_px) or spacing_px <= 0:
-        return 0.0
-    k = int(round(n / spacing_px))
-    return float(np.max(excess[max(k - 1, 1):min(k + 2, len(excess))], initial=0.0))
-
-
-def _has_first_order(image, spacing_px: float) -> bool:
-    """Whether the ring √3 times wider in spacing than ``spacing_px`` (px) stands out by at least
+def _has_first_order(n: int, excess: np.ndarray, spacing_px: float) -> bool:
+    """Whether, among the rings of :func:`_ring_excess` (``n``, ``excess``), the one √3 times
+    wider in spacing than ``spacing_px`` (px; within a ring either side) stands out by at least
     :data:`_FIRST_ORDER_PROMINENCE`: the first order that a clearest ring read as a hexagonal
     lattice's second order must have."""
-    return _ring_prominence(image, spacing_px * np.sqrt(3)) >= _FIRST_ORDER_PROMINENCE
+    k = int(round(n / (spacing_px * np.sqrt(3))))
+    return float(np.max(excess[max(k - 1, 1):min(k + 2, len(excess))], initial=0.0)) >= _FIRST_ORDER_PROMINENCE
 
 
 def _spot_spacing(image, pixel_size: float) -> float:
@@ -229,20 +226,27 @@ def check_calibration(image, pixel_size: float, lattice: str, *, where: str = "t
         raise InputError(f"pixel_size={pixel_size} nm/px puts {lattice}'s lattice planes ({d:.3f} nm) "
                          f"{d / pixel_size:.2f} px apart, under the 2 px an image can show: the pixel size is "
                          "wrong (it is in nm/px: 10 pm/px is 0.01)")
-    spacing, prominence = fft_spacing(image, pixel_size)
-    if not np.isfinite(spacing) or prominence < _MIN_PROMINENCE:
+    img = np.asarray(image, np.float64)
+    if img.ndim != 2:
+        raise InputError(f"check_calibration takes one 2-D frame; got shape {img.shape}")
+    n, excess = _ring_excess(img)                  # one spectrum for the clearest ring and its first order
+    if excess is None:
+        return float("nan")
+    spacing_px, prominence = _clearest(n, excess)
+    spacing = spacing_px * pixel_size
+    if prominence < _MIN_PROMINENCE:
         return float("nan")
     # the strongest ring is the first order, or the second ({110}: a/2 = d/√3) if the first is
     # there too: a pixel size 1/√3 of the true one (or MoS2's {200} asked for as graphene) puts a
     # lone clearest ring on the second order's place
     ratio = spacing / d
     if (abs(np.log(spacing / (d / np.sqrt(3)))) < abs(np.log(ratio))
-            and _has_first_order(image, spacing / pixel_size)):
+            and _has_first_order(n, excess, spacing_px)):
         ratio = spacing / (d / np.sqrt(3))
     if abs(ratio - 1) > PIXEL_SIZE_TOLERANCE:
         # the strongest ring may be a higher order whose spots stand out more from their ring's
         # noise than a first order spread by scan distortion: the brightest spots tell
-        spots = _spot_spacing(image, pixel_size)
+        spots = _spot_spacing(img, pixel_size)
         if abs(spots / d - 1) <= _SPOT_TOLERANCE:
             return spots
         alt = spots / d                     # spots elsewhere than the ring: read as the first order
