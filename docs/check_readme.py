@@ -19,12 +19,25 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+#: An HTML comment on the line before a block that the tour shows but cannot run (it needs the
+#: reader's own files); the comment says why.
+SKIP = "<!-- tour: not run"
+
+
 def blocks(text: str) -> list[tuple[str, str]]:
-    """(language, code) of the fenced blocks of the tour: from '## A short tour' to the next '## '."""
+    r"""(language, code) of the fenced blocks of the tour: from '## A short tour' to the next '## ',
+    less those marked :data:`SKIP` on the line before.
+
+    Examples
+    --------
+    >>> blocks("## A short tour\n```bash\nls\n```\n<!-- tour: not run (your files) -->\n```bash\nx\n```\n## Next")
+    [('bash', 'ls\n')]
+    """
     start = text.index("## A short tour")
     end = text.find("\n## ", start + 5)
     tour = text[start:end if end > 0 else None]
-    return re.findall(r"```(bash|python)\n(.*?)```", tour, flags=re.S)
+    return [(lang, code) for before, lang, code in re.findall(r"([^\n]*)\n```(bash|python)\n(.*?)```", tour, flags=re.S)
+            if not before.strip().startswith(SKIP)]
 
 
 def commands(code: str) -> list[str]:

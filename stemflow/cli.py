@@ -10,6 +10,7 @@
                            events, drift, report for movies), resumable
 ``stemflow track ...``      atoms table → trajectories, events, drift, report
 ``stemflow report DIR``     DIR/report.html from a run's tables
+``stemflow dispersion ...`` how single atoms are spread: density, neighbours, pairs, clustering
 ``stemflow demo``           the whole pipeline on a simulated movie, scored against its truth
 """
 
@@ -225,6 +226,71 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _read_atoms_table(path):
+    """An atoms table from a Parquet file, a folder of parts or a run directory, with its attrs."""
+    from .errors import InputError
+    from .results import read_atoms
+    from .tables import recorded_attrs
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"no atoms table at {str(path)!r}; write one with `stemflow find ... --out atoms.parquet` "
+                         "or `stemflow run INPUT --out DIR`")
+    if path.is_dir():
+        return read_atoms(path)
+    import pandas as pd
+
+    df = pd.read_parquet(path)
+    df.attrs.update({k: v for k, v in recorded_attrs(path).items() if k not in df.attrs})
+    return df
+
+
+def _cmd_dispersion(args) -> int:
+    from .atomic import atomic_path
+    from .chem import dispersion, ripley_l
+
+    atoms = _read_atoms_table(args.input)
+    if args.shape is None and not atoms.attrs.get("frame_shape"):
+        raise ValueError(f"{args.input} does not record the frame size (tables written before stemflow recorded "
+                         "it, or by other tools): pass --shape H W, the frames' height and width in px")
+    label = None if args.label.strip().lower() == "all" else args.label.strip()
+    common = dict(pixel_size=args.pixel_size, shape=args.shape, label=label, element=args.element)
+    table = dispersion(atoms, within_nm=args.within_nm, **common)
+    curve = ripley_l(atoms, simulations=args.simulations, seed=args.seed, **common)
+    n, area = int(table["n_atoms"].sum()), float(table["area_nm2"].sum())
+    what = f"atoms ({'element ' + args.element if args.element else 'label ' + (label or 'any')})"
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}") if len(table) <= args.show else
+          f"{len(table)} frames (all of them in --out)")
+    nn = table["nn_median_nm"].median()
+    print(f"\n{n} {what} in {len(table)} frame(s) of {area / max(len(table), 1):.4g} nm²: "
+          f"{n / area:.4g} per nm²; nearest neighbour {nn:.3g} nm (median frame); "
+          f"Clark–Evans R {table['clark_evans'].median():.3g} (median frame); "
+          f"{int(table['pairs'].sum())} pairs, {int(table['triples'].sum())} triples, "
+          f"{int(table['larger'].sum())} larger groups within {args.within_nm:g} nm")
+    if args.simulations:
+        runs = curve.groupby((curve["verdict"] != curve["verdict"].shift()).cumsum())
+        said = "; ".join(f"{g['verdict'].iloc[0]} {g['radius_nm'].min():.2f}–{g['radius_nm'].max():.2f} nm"
+                         for _, g in runs)
+        print(f"Ripley's L against {args.simulations} random patterns of the same counts: {said}")
+    written = []
+    for path, df in ((args.out, table), (args.ripley_out, curve)):
+        if path:
+            path = Path(path)
+            with atomic_path(path) as tmp:
+                df.to_csv(tmp, index=False) if path.suffix == ".csv" else df.to_parquet(tmp, index=False)
+            written.append(str(path))
+    if args.plot:
+        from .plot import plot_ripley
+
+        ax = plot_ripley(curve)
+        with atomic_path(Path(args.plot)) as tmp:
+            ax.figure.savefig(tmp, dpi=110, format=Path(args.plot).suffix.lstrip(".") or "png")
+        written.append(args.plot)
+    if written:
+        print(f"wrote {', '.join(written)}")
+    return 0
+
+
 def _cmd_run(args) -> int:
     from .parallel import run
 
@@ -261,6 +327,9 @@ EXAMPLES = {
     "track": "stemflow track run1/atoms.parquet --out run1\n"
              "  stemflow track atoms.parquet --out tracks --search-range 0.3 --labels dopant --dose 1e5",
     "report": "stemflow report run1 --dose 1e5 --frame-time 0.5",
+    "dispersion": "stemflow dispersion atoms.parquet --out dispersion.csv --plot ripley.png\n"
+                  "  stemflow dispersion run1 --element Pt --within-nm 0.3\n"
+                  "  stemflow dispersion atoms.parquet --pixel-size 0.0293 --shape 512 512",
     "demo": "stemflow demo\n  stemflow demo --n-frames 16 --size 256 --out demo_small",
 }
 
@@ -458,6 +527,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("directory", help="run directory (stemflow run or stemflow track output)")
     s.add_argument("--dose", type=float, default=None, help="e⁻/Å² per frame (default: the input's)")
     s.add_argument("--frame-time", type=float, default=None, help="s per frame (default: the input's)")
+
+    s = _command(sub, "dispersion", "how single atoms (or dopants) are spread: density, nearest neighbours, "
+                 "pairs and clusters, Ripley's L against random placement", _cmd_dispersion)
+    s.add_argument("input", help="atoms table: a Parquet file, a folder of parts or a run directory")
+    s.add_argument("--label", default="dopant", help="rows counted (heavy atoms on an amorphous support are "
+                                                      "'dopant'), or all")
+    s.add_argument("--element", default=None, help="count only this element (after --elements or identification)")
+    s.add_argument("--within-nm", type=float, default=0.35, help="atoms closer than this are a group (pair, triple ...), nm")
+    s.add_argument("--pixel-size", type=float, default=None, help="nm/px (default: from the table)")
+    s.add_argument("--shape", type=int, nargs=2, default=None, metavar=("H", "W"),
+                   help="frame size, px (default: from the table, as find and run record it)")
+    s.add_argument("--simulations", type=int, default=99, help="random patterns for Ripley's envelope (0: none)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the random patterns")
+    s.add_argument("--show", type=int, default=40, help="print the per-frame table when it has at most this many rows")
+    s.add_argument("--out", default=None, help="per-frame table (.csv, else Parquet)")
+    s.add_argument("--ripley-out", default=None, help="Ripley's L table (.csv, else Parquet)")
+    s.add_argument("--plot", default=None, help="figure of Ripley's L with its envelope (.png, .pdf, .svg)")
 
     s = _command(sub, "demo", "the whole pipeline on a simulated movie, scored against its truth (no input needed)",
                  _cmd_demo)

@@ -840,8 +840,8 @@ def find_atoms(image, pixel_size: float | None = None, lattice: str = "graphene"
         value over the blob, input units); with ``refine`` ``xy_error`` (px, standard error per
         axis); with ``lattice_prior`` ``y_fit``, ``x_fit``, ``fit_error`` (px: the Gaussian fit
         alone) and ``prior_weight`` (see :func:`stemflow.chem.lattice_prior`).
-        ``df.attrs`` holds ``pixel_size``, ``lattice``, ``model`` and ``ambiguous_share`` (per
-        frame: the share of pixels whose foreground probability is between 0.2 and 0.8; above
+        ``df.attrs`` holds ``pixel_size``, ``lattice``, ``model``, ``frame_shape`` ([height,
+        width] px of a frame) and ``ambiguous_share`` (per frame: the share of pixels whose foreground probability is between 0.2 and 0.8; above
         0.3 the frame looks unlike anything the model knows and a :class:`StemflowWarning`
         says so — pure noise gives about 0.5, simulated frames under 0.05).
 
@@ -888,5 +888,5 @@ def find_atoms(image, pixel_size: float | None = None, lattice: str = "graphene"
 
             out = chem_prior(out, pixel_size, lattice)
     out.attrs.update(pixel_size=pixel_size, lattice=lattice, model=net.name,
-                     ambiguous_share=ambiguous if stack else ambiguous[0])
+                     ambiguous_share=ambiguous if stack else ambiguous[0], frame_shape=[int(h), int(w)])
     return out

@@ -8,6 +8,7 @@ compose into figures and notebooks::
     plot.plot_trajectories(traj, image=plot.mean_frame(images, dr))
     plot.plot_events(ev)
     plot.plot_transitions(transition_matrix(traj))
+    plot.plot_ripley(stemflow.chem.ripley_l(atoms))
 
 Units: positions px (the image's pixels; x is the column), frames, drift px.
 """
@@ -20,7 +21,8 @@ from scipy import ndimage
 
 from .errors import InputError
 
-__all__ = ["plot_atoms", "plot_trajectories", "plot_events", "plot_transitions", "plot_drift", "mean_frame", "scale_bar",
+__all__ = ["plot_atoms", "plot_trajectories", "plot_events", "plot_transitions", "plot_drift", "plot_ripley", "mean_frame",
+           "scale_bar",
            "LABEL_COLORS", "EVENT_STYLE"]
 
 #: Colours of the atom labels.
@@ -362,4 +364,46 @@ def plot_drift(drift: pd.DataFrame, *, truth: pd.DataFrame | None = None, ax=Non
     ax.set_ylabel("drift (px)")
     ax.legend(fontsize="small")
     ax.set_title("drift")
+    return ax
+
+
+def plot_ripley(curve: pd.DataFrame, *, ax=None, label: str = "L(r) − r"):
+    """Ripley's L(r) − r (nm) against the radius (nm), with the envelope of random placement.
+
+    Parameters
+    ----------
+    curve : DataFrame
+        :func:`stemflow.chem.ripley_l`'s table: ``radius_nm``, ``l_minus_r_nm``, ``csr_low_nm``,
+        ``csr_high_nm``.
+    ax : matplotlib Axes, optional
+    label : str
+        Legend text of the curve.
+
+    Returns
+    -------
+    matplotlib Axes
+        Above the grey band the atoms cluster at that radius, below it they keep apart.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import pandas as pd
+    >>> curve = pd.DataFrame({"radius_nm": [0.5, 1.0], "l_minus_r_nm": [0.2, 0.1],
+    ...                       "csr_low_nm": [-0.1, -0.1], "csr_high_nm": [0.1, 0.1]})
+    >>> plot_ripley(curve).get_xlabel()
+    'r (nm)'
+    """
+    _need(curve, ["radius_nm", "l_minus_r_nm", "csr_low_nm", "csr_high_nm"], "curve")
+    ax = _axes(ax, figsize=(5, 3.5))
+    r = curve["radius_nm"].to_numpy(np.float64)
+    if np.isfinite(curve["csr_low_nm"].to_numpy(np.float64)).any():
+        ax.fill_between(r, curve["csr_low_nm"], curve["csr_high_nm"], color="0.85", label="random placement (envelope)")
+    ax.plot(r, curve["l_minus_r_nm"], color=LABEL_COLORS["dopant"], label=label)
+    ax.axhline(0, color="0.5", lw=0.6)
+    ax.set_xlabel("r (nm)")
+    ax.set_ylabel("L(r) − r (nm)")
+    n, frames = curve.attrs.get("atoms"), curve.attrs.get("frames")
+    ax.set_title("Ripley's L" + (f": {n} atoms in {frames} frame(s)" if n is not None else ""))
+    ax.legend(fontsize="small")
     return ax

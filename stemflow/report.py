@@ -147,6 +147,39 @@ def _read(directory: Path) -> dict[str, pd.DataFrame]:
     return tables
 
 
+#: The most frames whose heavy atoms :func:`write_report` pools into Ripley's L (the first ones).
+SPREAD_FRAMES = 200
+
+
+def _spread(atoms, pixel_size):
+    """(per-frame dispersion table, Ripley's L, a note) of an amorphous run's heavy atoms, or None
+    when the table is not one, or lacks the pixel size or the frame size."""
+    if (atoms is None or not len(atoms) or atoms.attrs.get("lattice") != "amorphous" or not pixel_size
+            or not atoms.attrs.get("frame_shape") or "label" not in atoms.columns):
+        return None
+    from .chem import DIMER_NM, dispersion, ripley_l
+
+    heavy = atoms[atoms["label"].astype(str) == "dopant"]
+    if not len(heavy):
+        return None
+    table = dispersion(heavy, pixel_size)
+    first = heavy
+    if "frame" in heavy.columns and heavy["frame"].nunique() > SPREAD_FRAMES:
+        first = heavy[heavy["frame"].isin(np.sort(heavy["frame"].unique())[:SPREAD_FRAMES])]
+    curve = ripley_l(first, pixel_size)
+    p = curve.attrs["p_value"]
+    verdict = ("too few atoms to judge" if not np.isfinite(p) else
+               f"placed at random as far as {curve.attrs['simulations']} random patterns tell (p = {p:.2g})"
+               if p >= curve.attrs["alpha"] else
+               "not placed at random (p = {:.2g}): {}".format(p, ", ".join(sorted(set(curve["verdict"]) - {"random"}))))
+    note = (f"{int(table['n_atoms'].sum())} heavy atoms in {len(table)} frame(s), "
+            f"{table['n_atoms'].sum() / table['area_nm2'].sum():.3g} per nm²; groups are atoms within "
+            f"{DIMER_NM:g} nm of each other; Clark–Evans R < 1 clustered, > 1 dispersed (|z| > 1.96 at 5 %). "
+            f"Ripley's L over {curve.attrs['frames']} frame(s): {verdict}. Frames where no heavy atom was "
+            "found have no row.")
+    return table, curve, note
+
+
 def write_report(directory, out=None, *, title: str | None = None, dose: float | None = None,
                  frame_time: float | None = None) -> Path:
     """Write ``report.html`` for the tables in a run directory.
@@ -256,8 +289,16 @@ def write_report(directory, out=None, *, title: str | None = None, dose: float |
                                 "transitions between states in consecutive frames (counts)"))
     if dr is not None and len(dr):
         figs.append(_figure(_png(lambda ax: plot.plot_drift(dr, ax=ax), (6, 3.2)), "drift (px)"))
+    spread = _spread(atoms, px or (atoms.attrs.get("pixel_size") if atoms is not None else None))
+    if spread is not None:
+        figs.append(_figure(_png(lambda ax: plot.plot_ripley(spread[1], ax=ax), (5.5, 3.8)),
+                            "Ripley's L of the heavy atoms against random placement"))
     if figs:
         parts += ["<h2>Pictures</h2>", '<div class="figs">', *figs, "</div>"]
+    if spread is not None:
+        table, curve, note = spread
+        parts += ["<h2>How the heavy atoms are spread</h2>", f'<p class="note">{html.escape(note)}</p>',
+                  _table(table, 100)]
 
     # Statistics.
     if traj is not None and len(traj):

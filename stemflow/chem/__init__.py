@@ -19,6 +19,7 @@ numpy / scipy / pandas / scikit-learn: no Dask.
 
 from .bonds import BOND_CUTOFFS, coordination, find_bonds
 from .classes import class_mean_patches, classify_defects, cluster_descriptors, defect_descriptors, defect_patches
+from .dispersion import DIMER_NM, atom_groups, dispersion, ripley_l
 from .defects import defect_table, find_defects, ring_defect_name
 from .dopants import check_dopants, dopant_geometry
 from .elements import ELEMENT_MAPS, assign_elements, guess_element, measure_intensity
@@ -33,4 +34,5 @@ __all__ = ["identify", "lattice_scale", "check_dopants", "dopant_geometry", "ass
            "assign_elements", "guess_element", "measure_intensity", "column_occupancy", "find_bonds", "coordination",
            "find_rings", "find_defects", "defect_table", "ring_defect_name", "classify_defects",
            "defect_descriptors", "cluster_descriptors", "defect_patches", "class_mean_patches",
-           "lattice_prior", "vacuum_rows", "BOND_CUTOFFS", "ELEMENT_MAPS"]
+           "lattice_prior", "vacuum_rows", "atom_groups", "dispersion", "ripley_l", "BOND_CUTOFFS", "ELEMENT_MAPS",
+           "DIMER_NM"]

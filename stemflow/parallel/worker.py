@@ -220,7 +220,8 @@ def find_frames(frames: np.ndarray, first_frame: int, model: Model, pixel_size: 
         if o.lattice_prior:
             df = chem_prior(df, pixel_size, lattice)
     df["frame"] = df["frame"].astype(np.int64) + int(first_frame)
-    df.attrs.update(pixel_size=pixel_size, lattice=lattice, model=model.name, ambiguous_share=ambiguous)
+    df.attrs.update(pixel_size=pixel_size, lattice=lattice, model=model.name, ambiguous_share=ambiguous,
+                    frame_shape=[int(v) for v in frames.shape[-2:]])
     if keep_maps:
         return df, np.concatenate(kept) if kept else None
     return df
