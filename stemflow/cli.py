@@ -227,51 +227,84 @@ def _cmd_report(args) -> int:
 
 
 def _read_atoms_table(path):
-    """An atoms table from a Parquet file, a folder of parts or a run directory, with its attrs."""
+    """An atoms table from a Parquet file, a folder of parts or a run directory, with its attrs
+    (``frames``: [start, stop] from a run's manifest)."""
+    import pandas as pd
+
     from .errors import InputError
     from .results import read_atoms
+    from .rundir import MANIFEST, read_manifest
     from .tables import recorded_attrs
 
     path = Path(path)
     if not path.exists():
         raise InputError(f"no atoms table at {str(path)!r}; write one with `stemflow find ... --out atoms.parquet` "
                          "or `stemflow run INPUT --out DIR`")
-    if path.is_dir():
-        return read_atoms(path)
-    import pandas as pd
-
-    df = pd.read_parquet(path)
-    df.attrs.update({k: v for k, v in recorded_attrs(path).items() if k not in df.attrs})
+    if path.is_file():
+        df = pd.read_parquet(path)
+        df.attrs.update({k: v for k, v in recorded_attrs(path).items() if k not in df.attrs})
+        return df
+    run = path if (path / MANIFEST).exists() else path.parent if (path.parent / MANIFEST).exists() else None
+    if run is not None or (path / "atoms.parquet").is_dir():
+        df = read_atoms(path)
+        frames = read_manifest(run).get("parameters", {}).get("frames") if run is not None else None
+        if frames:
+            df.attrs["frames"] = list(frames)
+        return df
+    parts = sorted(path.glob("*.parquet"))
+    if not parts:
+        raise InputError(f"{str(path)!r} holds no Parquet files; pass an atoms table (a file, a folder of parts "
+                         "or a run directory)")
+    df = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+    df.attrs.update(recorded_attrs(parts[0]))
     return df
 
 
 def _cmd_dispersion(args) -> int:
     from .atomic import atomic_path
     from .chem import dispersion, ripley_l
+    from .frames import frame_range
 
     atoms = _read_atoms_table(args.input)
     if args.shape is None and not atoms.attrs.get("frame_shape"):
         raise ValueError(f"{args.input} does not record the frame size (tables written before stemflow recorded "
                          "it, or by other tools): pass --shape H W, the frames' height and width in px")
+    frames = None
+    if args.frames or atoms.attrs.get("frames"):
+        if "frame" not in atoms.columns:
+            raise ValueError("--frames selects frames of a stack; this table has no 'frame' column")
+        known = atoms.attrs.get("frames")
+        if not known:        # a table alone: its frames run to its last one, or to the end asked for
+            end = str(args.frames).split(":")[-1].strip()
+            known = [0, max(int(atoms["frame"].max()) + 1 if len(atoms) else 1, int(end) if end.isdigit() else 0)]
+        a, b = frame_range(args.frames, known[1]) if args.frames else known
+        frames = range(max(a, known[0]), b)
+        atoms = atoms[atoms["frame"].between(frames.start, frames.stop - 1)]
     label = None if args.label.strip().lower() == "all" else args.label.strip()
     common = dict(pixel_size=args.pixel_size, shape=args.shape, label=label, element=args.element)
-    table = dispersion(atoms, within_nm=args.within_nm, **common)
-    curve = ripley_l(atoms, simulations=args.simulations, seed=args.seed, **common)
-    n, area = int(table["n_atoms"].sum()), float(table["area_nm2"].sum())
+    table = dispersion(atoms, within_nm=args.within_nm, frames=frames, **common)
+    curve = ripley_l(atoms, simulations=args.simulations, seed=args.seed, hard_core_nm=args.hard_core_nm, **common)
     what = f"atoms ({'element ' + args.element if args.element else 'label ' + (label or 'any')})"
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}") if len(table) <= args.show else
-          f"{len(table)} frames (all of them in --out)")
-    nn = table["nn_median_nm"].median()
-    print(f"\n{n} {what} in {len(table)} frame(s) of {area / max(len(table), 1):.4g} nm²: "
-          f"{n / area:.4g} per nm²; nearest neighbour {nn:.3g} nm (median frame); "
-          f"Clark–Evans R {table['clark_evans'].median():.3g} (median frame); "
-          f"{int(table['pairs'].sum())} pairs, {int(table['triples'].sum())} triples, "
-          f"{int(table['larger'].sum())} larger groups within {args.within_nm:g} nm")
+    if len(table) <= args.show:
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    else:
+        print(f"{len(table)} frames" + (f" (every one in {args.out})" if args.out else "; --out FILE writes them all"))
+    med = table.median(numeric_only=True)
+    print(f"\n{int(table['n_atoms'].sum())} {what} in {len(table)} frame(s) of {table['area_nm2'].iloc[0]:.4g} nm² "
+          f"each. Per frame (median): {med['n_atoms']:.4g} atoms, {med['density_per_nm2']:.4g} per nm², nearest "
+          f"neighbour {med['nn_median_nm']:.3g} nm, Clark–Evans R {med['clark_evans']:.3g}; groups within "
+          f"{args.within_nm:g} nm: {med['pairs']:.3g} pairs, {med['triples']:.3g} triples, {med['larger']:.3g} larger")
     if args.simulations:
         runs = curve.groupby((curve["verdict"] != curve["verdict"].shift()).cumsum())
         said = "; ".join(f"{g['verdict'].iloc[0]} {g['radius_nm'].min():.2f}–{g['radius_nm'].max():.2f} nm"
                          for _, g in runs)
-        print(f"Ripley's L against {args.simulations} random patterns of the same counts: {said}")
+        p, alpha = curve.attrs["p_value"], curve.attrs["alpha"]
+        verdict = ("too few atoms to judge" if p != p else
+                   f"not placed at random (p = {p:.3g} ≤ {alpha:g})" if p <= alpha else
+                   f"no departure from random placement (p = {p:.3g})")
+        pooled = (f" The {curve.attrs['frames']} frames are pooled as different areas; for a movie of one area "
+                  "pass one frame (--frames K:K+1)." if curve.attrs["frames"] > 1 else "")
+        print(f"Ripley's L against {args.simulations} random patterns of the same counts: {verdict}: {said}.{pooled}")
     written = []
     for path, df in ((args.out, table), (args.ripley_out, curve)):
         if path:
@@ -538,7 +571,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pixel-size", type=float, default=None, help="nm/px (default: from the table)")
     s.add_argument("--shape", type=int, nargs=2, default=None, metavar=("H", "W"),
                    help="frame size, px (default: from the table, as find and run record it)")
+    s.add_argument("--frames", default=None, help="frames A:B of a stack (default: all; a run's whole range, "
+                                                   "frames where nothing was found included)")
     s.add_argument("--simulations", type=int, default=99, help="random patterns for Ripley's envelope (0: none)")
+    s.add_argument("--hard-core-nm", type=float, default=None,
+                   help="least distance between two atoms of the random patterns, nm (default: the heavy-atom "
+                        "finder's own for an amorphous support, 0 for a crystal's dopants)")
     s.add_argument("--seed", type=int, default=0, help="seed of the random patterns")
     s.add_argument("--show", type=int, default=40, help="print the per-frame table when it has at most this many rows")
     s.add_argument("--out", default=None, help="per-frame table (.csv, else Parquet)")

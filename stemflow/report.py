@@ -151,9 +151,11 @@ def _read(directory: Path) -> dict[str, pd.DataFrame]:
 SPREAD_FRAMES = 200
 
 
-def _spread(atoms, pixel_size):
+def _spread(atoms, pixel_size, frames=None, movie: bool = False):
     """(per-frame dispersion table, Ripley's L, a note) of an amorphous run's heavy atoms, or None
-    when the table is not one, or lacks the pixel size or the frame size."""
+    when the table is not one, or lacks the pixel size or the frame size. ``frames``: the run's
+    [start, stop] (frames where nothing was found get a row); ``movie``: the frames show one area
+    (Ripley's L of the first frame alone, not the frames pooled as different areas)."""
     if (atoms is None or not len(atoms) or atoms.attrs.get("lattice") != "amorphous" or not pixel_size
             or not atoms.attrs.get("frame_shape") or "label" not in atoms.columns):
         return None
@@ -162,21 +164,24 @@ def _spread(atoms, pixel_size):
     heavy = atoms[atoms["label"].astype(str) == "dopant"]
     if not len(heavy):
         return None
-    table = dispersion(heavy, pixel_size)
+    stack = "frame" in heavy.columns
+    table = dispersion(heavy, pixel_size, frames=range(*frames) if frames and stack else None)
     first = heavy
-    if "frame" in heavy.columns and heavy["frame"].nunique() > SPREAD_FRAMES:
-        first = heavy[heavy["frame"].isin(np.sort(heavy["frame"].unique())[:SPREAD_FRAMES])]
+    if stack:
+        shown = np.sort(heavy["frame"].unique())[:1 if movie else SPREAD_FRAMES]
+        first = heavy[heavy["frame"].isin(shown)]
     curve = ripley_l(first, pixel_size)
-    p = curve.attrs["p_value"]
+    p, alpha = curve.attrs["p_value"], curve.attrs["alpha"]
     verdict = ("too few atoms to judge" if not np.isfinite(p) else
-               f"placed at random as far as {curve.attrs['simulations']} random patterns tell (p = {p:.2g})"
-               if p >= curve.attrs["alpha"] else
-               "not placed at random (p = {:.2g}): {}".format(p, ", ".join(sorted(set(curve["verdict"]) - {"random"}))))
+               "not placed at random (p = {:.2g} ≤ {:g}): {}".format(
+                   p, alpha, ", ".join(sorted(set(curve["verdict"]) - {"random"}))) if p <= alpha else
+               f"no departure from random placement in {curve.attrs['simulations']} random patterns (p = {p:.2g})")
+    over = (f"frame {int(first['frame'].iloc[0])} (the frames of a movie show one area)" if stack and movie
+            else f"{curve.attrs['frames']} frame(s), pooled as different areas")
     note = (f"{int(table['n_atoms'].sum())} heavy atoms in {len(table)} frame(s), "
             f"{table['n_atoms'].sum() / table['area_nm2'].sum():.3g} per nm²; groups are atoms within "
             f"{DIMER_NM:g} nm of each other; Clark–Evans R < 1 clustered, > 1 dispersed (|z| > 1.96 at 5 %). "
-            f"Ripley's L over {curve.attrs['frames']} frame(s): {verdict}. Frames where no heavy atom was "
-            "found have no row.")
+            f"Ripley's L of {over}: {verdict}.")
     return table, curve, note
 
 
@@ -289,7 +294,11 @@ def write_report(directory, out=None, *, title: str | None = None, dose: float |
                                 "transitions between states in consecutive frames (counts)"))
     if dr is not None and len(dr):
         figs.append(_figure(_png(lambda ax: plot.plot_drift(dr, ax=ax), (6, 3.2)), "drift (px)"))
-    spread = _spread(atoms, px or (atoms.attrs.get("pixel_size") if atoms is not None else None))
+    from .rundir import read_manifest
+
+    spread = _spread(atoms, px or (atoms.attrs.get("pixel_size") if atoms is not None else None),
+                     frames=read_manifest(directory).get("parameters", {}).get("frames"),
+                     movie=traj is not None and len(traj) > 0)
     if spread is not None:
         figs.append(_figure(_png(lambda ax: plot.plot_ripley(spread[1], ax=ax), (5.5, 3.8)),
                             "Ripley's L of the heavy atoms against random placement"))

@@ -31,7 +31,7 @@ from .errors import InputError
 
 __all__ = ["CLASSES", "LABELS", "EVENT_KINDS", "ATOMIC_NUMBER", "LATTICES", "Column", "Table", "ATOMS", "LOCATED",
            "TRUTH", "TRAJECTORIES", "EVENTS", "DRIFT", "DEFECTS", "BONDS", "RINGS", "SITES", "EMPTY_SITES",
-           "IDENTIFIED", "PRIOR", "SCORES", "parquet_metadata", "attrs_from_metadata", "recorded_attrs",
+           "IDENTIFIED", "PRIOR", "SCORES", "DISPERSION", "parquet_metadata", "attrs_from_metadata", "recorded_attrs",
            "METADATA_KEY"]
 
 #: The network's output classes, in channel order (the class masks' uint8 codes).
@@ -271,6 +271,19 @@ IDENTIFIED = Table("identified", (
 
 #: Column ``lattice_prior`` adds.
 PRIOR = Table("prior", (_c("prior_weight", "float64", "", "0–1: how well the row fits the lattice"),))
+
+#: How single atoms are spread, one row per frame (:func:`stemflow.chem.dispersion`).
+DISPERSION = Table("dispersion", (
+    _c("frame", "int64", "frames"), _c("n_atoms", "int64", "atoms"), _c("area_nm2", "float64", "nm²"),
+    _c("density_per_nm2", "float64", "nm⁻²"),
+    _c("nn_median_nm", "float64", "nm", "median distance to the nearest other atom of the frame"),
+    _c("nn_mean_nm", "float64", "nm", "mean distance to the nearest other atom of the frame"),
+    _c("clark_evans", "float64", "", "Clark–Evans R (Donnelly's edge correction): 1 random, < 1 clustered"),
+    _c("clark_evans_z", "float64", "", "standard score of R (NaN under CLARK_EVANS_MIN_ATOMS)"),
+    _c("isolated_share", "float64", "", "atoms with no other within the pair distance"),
+    _c("singles", "int64", "groups"), _c("pairs", "int64", "groups"), _c("triples", "int64", "groups"),
+    _c("larger", "int64", "groups", "groups of four or more"),
+))
 
 #: Per-class detection scores (:func:`stemflow.score`).
 SCORES = Table("scores", (

@@ -876,3 +876,21 @@ def test_low_dose_options_are_checked():
     with pytest.raises(InputError, match="window"):
         FindOptions(low_dose=True, window=-1)
     assert "low_dose" not in FindOptions().manifest()
+
+
+def test_a_movie_of_heavy_atoms_on_a_support_is_found_tracked_and_its_spread_reported(client, tmp_path):
+    # no host lattice: the run tracks the heavy atoms all the same, records the frame size, and the
+    # report says how the atoms are spread (of one frame: the frames of a movie show one area)
+    from stemflow.chem import dispersion
+
+    mov = simulate_movie("amorphous", 4, 160, seed=5, pixel_size=0.03, defects={"Pt1": 12})
+    store = tmp_path / "pt.zarr"
+    write_movie(mov, store, progress=False)
+    out = tmp_path / "run"
+    run(store, out, client=client, lattice="amorphous", progress=False)
+    atoms = read_atoms(out)
+    assert atoms.attrs["frame_shape"] == [160, 160] and atoms.attrs["lattice"] == "amorphous"
+    assert (out / "trajectories.parquet").exists() and (out / "report.html").exists()
+    d = dispersion(atoms)
+    assert d["frame"].tolist() == [0, 1, 2, 3] and (d["n_atoms"] >= 10).all()
+    assert "Ripley&#x27;s L of frame 0 (the frames of a movie show one area)" in (out / "report.html").read_text()

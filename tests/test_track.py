@@ -412,3 +412,26 @@ def test_a_table_decoded_over_frames_keeps_its_one_frame_stays():
     assert hops(kept) == 6 * n_si and kept.trajectories.attrs["track_options"]["persist"] is None
     smoothed = track(atoms, pixel_size=0.01)
     assert hops(smoothed) < hops(kept) and smoothed.trajectories.attrs["track_options"]["persist"] == "auto"
+
+
+def test_heavy_atoms_on_an_amorphous_support_are_tracked_without_a_host_lattice():
+    # a table of find_atoms(..., lattice="amorphous") holds heavy atoms only: no host to measure a
+    # spacing on; its attrs say what it is, and the atoms are followed (one hops 0.27 nm in frame 3)
+    rng = np.random.default_rng(0)
+    yx = rng.uniform(20, 230, (12, 2))
+    rows = []
+    for f in range(6):
+        here = yx.copy()
+        if f >= 3:
+            here[0] += (0.27 / 0.03, 0.0)
+        rows.append(pd.DataFrame({"frame": f, "y": here[:, 0] + rng.normal(0, 0.2, 12),
+                                  "x": here[:, 1] + rng.normal(0, 0.2, 12), "label": "dopant"}))
+    atoms = pd.concat(rows, ignore_index=True)
+    with pytest.raises(InputError, match="lattice='amorphous'"):
+        track(atoms, pixel_size=0.03)
+    atoms.attrs["lattice"] = "amorphous"
+    traj, ev, _ = track(atoms, pixel_size=0.03, drift=False)
+    assert traj["particle"].nunique() == 12 and (traj.groupby("particle").size() == 6).all()
+    hops = ev[ev["kind"].astype(str) == "hop"]
+    assert len(hops) == 1 and int(hops["frame"].iloc[0]) == 3
+    assert hops["distance_nm"].iloc[0] == pytest.approx(0.27, abs=0.03)

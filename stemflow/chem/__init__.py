@@ -19,7 +19,6 @@ numpy / scipy / pandas / scikit-learn: no Dask.
 
 from .bonds import BOND_CUTOFFS, coordination, find_bonds
 from .classes import class_mean_patches, classify_defects, cluster_descriptors, defect_descriptors, defect_patches
-from .dispersion import DIMER_NM, atom_groups, dispersion, ripley_l
 from .defects import defect_table, find_defects, ring_defect_name
 from .dopants import check_dopants, dopant_geometry
 from .elements import ELEMENT_MAPS, assign_elements, guess_element, measure_intensity
@@ -27,6 +26,7 @@ from .identification import identify, lattice_scale
 from .occupancy import column_occupancy
 from .prior import lattice_prior
 from .rings import find_rings
+from .spread import DIMER_NM, atom_groups, dispersion, finder_exclusion_nm, ripley_l
 from .sites import assign_sites, empty_sites, fit_lattice, site_cells, site_id
 from .vacuum import vacuum_rows
 
@@ -34,5 +34,5 @@ __all__ = ["identify", "lattice_scale", "check_dopants", "dopant_geometry", "ass
            "assign_elements", "guess_element", "measure_intensity", "column_occupancy", "find_bonds", "coordination",
            "find_rings", "find_defects", "defect_table", "ring_defect_name", "classify_defects",
            "defect_descriptors", "cluster_descriptors", "defect_patches", "class_mean_patches",
-           "lattice_prior", "vacuum_rows", "atom_groups", "dispersion", "ripley_l", "BOND_CUTOFFS", "ELEMENT_MAPS",
+           "lattice_prior", "vacuum_rows", "atom_groups", "dispersion", "ripley_l", "finder_exclusion_nm", "BOND_CUTOFFS", "ELEMENT_MAPS",
            "DIMER_NM"]

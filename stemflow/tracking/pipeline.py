@@ -31,6 +31,12 @@ from ..errors import InputError, StemflowWarning
 from ._validate import check_finite, pixel_size_of, require_columns, require_frame
 from ..tables import DRIFT, TRAJECTORIES
 from .alignment import DriftEstimator, finish_drift, lattice_spacing
+
+#: Heavy atoms on an amorphous support have no host lattice to measure a spacing on: the distance
+#: between neighbouring places a heavy atom binds to stands in for it, nm (metal–metal distances and
+#: single-atom hops on carbon supports are 0.25–0.3 nm), so the default search range is 0.5 nm a
+#: frame and two detections under 0.075 nm apart are one site (``same_site`` 0.3 of it).
+AMORPHOUS_SPACING_NM = 0.25
 from .linking import link_positions
 from .options import TrackOptions
 from .sites import host_neighbours, trajectory_sites
@@ -230,6 +236,8 @@ class _Pass:
             self.opts = dataclasses.replace(self.opts, persist=None)
             self.rescue = False
         self.px = pixel_size_of(source, self.px)
+        if self.spacing is None and self.attrs.get("lattice") == "amorphous":
+            self.spacing = AMORPHOUS_SPACING_NM          # no host lattice to measure: see the constant
         if "label" not in chunk.columns and self.opts.labels is not None:
             raise InputError("the atoms table has no 'label' column; track needs it to choose the "
                              "rows to follow (pass labels=None to follow every row)")
@@ -466,7 +474,9 @@ def track(atoms, pixel_size: float | None = None, options: TrackOptions | dict |
         return _empty_result(whole)
     if one.spacing is None:
         raise InputError("the host lattice spacing is unknown: the first frame has no 'lattice' atoms. Pass "
-                         "spacing= (nm, e.g. 0.142 for graphene) or include the lattice atoms in the table")
+                         "spacing= (nm, e.g. 0.142 for graphene) or include the lattice atoms in the table; heavy "
+                         "atoms on an amorphous support: a table of find_atoms(..., lattice='amorphous') says so "
+                         f"in attrs['lattice'], and {AMORPHOUS_SPACING_NM} nm is taken")
     px, sp = one.px, one.spacing
     sr = (2.0 * sp if opts.search_range is None else opts.search_range) / px
     stop = 0.2 * sr if opts.adaptive_stop is None else opts.adaptive_stop / px

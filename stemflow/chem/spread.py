@@ -18,10 +18,14 @@ Three views, each over an atoms table (``frame`` optional, ``y``, ``x`` px, ``la
 - :func:`ripley_l`: Ripley's L function over radii, pooled over the frames, with the translation
   edge correction, against the envelope of CSR patterns of the same counts in the same frames.
 
-The finder reports two detections closer than :data:`~stemflow.chem.heavy.HEAVY_MIN_SEPARATION_NM`
-as one atom, so no found pattern holds pairs closer than that: the CSR patterns of
-:func:`ripley_l` keep the same least distance (``hard_core_nm``), so a deficit at the smallest
-radii is not read as dispersion.
+The heavy-atom finder keeps one of two local maxima closer than
+:data:`~stemflow.chem.heavy.HEAVY_MIN_SEPARATION_NM` along either axis, so no pattern it finds
+holds pairs closer than that: the CSR patterns of :func:`ripley_l` keep the same exclusion (a
+square, as the finder's), so a deficit at the smallest radii is not read as dispersion.
+
+:func:`ripley_l` pools frames as different areas (independent fields of view). The frames of a
+movie show one area again and again: pass one of them, or the statistics would count the same
+pattern many times over and call nearly any movie clustered.
 
 Units: positions in px, pixel size in nm/px, distances in nm, densities per nm², areas in nm².
 """
@@ -35,22 +39,44 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from ..errors import InputError, check_positive, require_pixel_size
+from ..tables import DISPERSION
 from ._common import check_atoms, frame_groups, labels_of
 from .heavy import HEAVY_MIN_SEPARATION_NM
 
-__all__ = ["atom_groups", "dispersion", "ripley_l", "DIMER_NM"]
+__all__ = ["atom_groups", "dispersion", "ripley_l", "finder_exclusion_nm", "DIMER_NM", "CLARK_EVANS_MIN_ATOMS"]
 
 #: Two atoms within this distance (nm) of each other are a pair. Metal–metal bonds are 0.25–0.29 nm
 #: (Fe 0.25, Ir 0.27, Pt 0.28, Au 0.29); projection can only shorten them, and the finder places
 #: heavy atoms to a few hundredths of a nm: 1.2 × the longest bond.
 DIMER_NM = 0.35
 
-#: Columns of :func:`dispersion`'s table, in order, with their units.
-DISPERSION_COLUMNS = {
-    "frame": "", "n_atoms": "", "area_nm2": "nm²", "density_per_nm2": "nm⁻²", "nn_median_nm": "nm",
-    "nn_mean_nm": "nm", "clark_evans": "", "clark_evans_z": "", "isolated_share": "",
-    "singles": "", "pairs": "", "triples": "", "larger": "",
-}
+#: Fewest atoms in a frame for the Clark–Evans standard score (Donnelly's approximation holds from
+#: about this many; fewer give ``clark_evans_z`` NaN, R is still given).
+CLARK_EVANS_MIN_ATOMS = 7
+
+
+def finder_exclusion_nm(pixel_size: float) -> float:
+    """Least distance (nm) along the larger of the two axes between two heavy atoms the finder reports:
+    its local maxima are searched over a square of ± round(HEAVY_MIN_SEPARATION_NM / pixel size) px,
+    so two kept maxima lie at least one pixel more apart along y or along x.
+
+    Parameters
+    ----------
+    pixel_size : float
+        nm/px.
+
+    Returns
+    -------
+    float
+        nm (Chebyshev distance).
+
+    Examples
+    --------
+    >>> round(finder_exclusion_nm(0.03), 3)      # ±5 px searched: 6 px apart at least
+    0.18
+    """
+    pixel_size = require_pixel_size(pixel_size)
+    return (max(1, int(round(HEAVY_MIN_SEPARATION_NM / pixel_size))) + 1) * pixel_size
 
 
 def _window(atoms: pd.DataFrame, shape, pixel_size: float) -> tuple[float, float]:
@@ -67,6 +93,17 @@ def _window(atoms: pd.DataFrame, shape, pixel_size: float) -> tuple[float, float
     check_positive(h, "shape[0] (frame height)", "px")
     check_positive(w, "shape[1] (frame width)", "px")
     return h * pixel_size, w * pixel_size
+
+
+def _check_inside(atoms: pd.DataFrame, keep: np.ndarray, h_nm: float, w_nm: float, pixel_size: float) -> None:
+    """Refuse counted atoms outside the frame (pixel centres −0.5 … size − 0.5 px)."""
+    yx = atoms[["y", "x"]].to_numpy(np.float64)[keep]
+    h, w = h_nm / pixel_size, w_nm / pixel_size
+    out = (yx[:, 0] < -0.5) | (yx[:, 0] > h - 0.5) | (yx[:, 1] < -0.5) | (yx[:, 1] > w - 0.5)
+    if out.any():
+        raise InputError(f"{int(out.sum())} atom(s) lie outside a frame of {h:g} × {w:g} px (y up to "
+                         f"{yx[:, 0].max():.1f}, x up to {yx[:, 1].max():.1f} px): pass the shape of the frames "
+                         "the table was found on (shape=(height, width) px)")
 
 
 def _selected(atoms, pixel_size, label, element):
@@ -155,14 +192,16 @@ def atom_groups(atoms: pd.DataFrame, pixel_size: float | None = None, *, within_
 
 def _clark_evans(nn: np.ndarray, area: float, perimeter: float) -> tuple[float, float]:
     """Clark–Evans R and its standard score, with Donnelly's (1978) correction for the frame's edge
-    (nearest neighbours are sought within the frame only); NaN under 2 atoms."""
+    (nearest neighbours are sought within the frame only); NaN under 2 atoms (the score: under
+    :data:`CLARK_EVANS_MIN_ATOMS`)."""
     n = len(nn)
     if n < 2:
         return np.nan, np.nan
     expected = 0.5 * np.sqrt(area / n) + (0.0514 + 0.041 / np.sqrt(n)) * perimeter / n
     variance = 0.0703 * area / n**2 + 0.037 * perimeter * np.sqrt(area / n**5)
     mean = float(np.mean(nn))
-    return mean / expected, (mean - expected) / np.sqrt(variance)
+    z = (mean - expected) / np.sqrt(variance) if n >= CLARK_EVANS_MIN_ATOMS else np.nan
+    return mean / expected, z
 
 
 def dispersion(atoms: pd.DataFrame, pixel_size: float | None = None, shape=None, *, within_nm: float = DIMER_NM,
@@ -186,7 +225,8 @@ def dispersion(atoms: pd.DataFrame, pixel_size: float | None = None, shape=None,
         The atoms counted, as for :func:`atom_groups`.
     frames : iterable of int, optional
         The frames to report, including those where nothing was found (a frame without atoms has no
-        row in an atoms table); default the frames the table holds.
+        row in an atoms table); default the frames the table holds (none for a stack's empty
+        table; a row of zeros for one image's).
 
     Returns
     -------
@@ -195,7 +235,7 @@ def dispersion(atoms: pd.DataFrame, pixel_size: float | None = None, shape=None,
         ``nn_median_nm`` and ``nn_mean_nm`` (nm to the nearest other atom of the frame),
         ``clark_evans`` (R: 1 for CSR, < 1 clustered, > 1 dispersed; Donnelly's edge correction;
         NaN under 2 atoms), ``clark_evans_z`` (its standard score; |z| > 1.96 departs from CSR at
-        the 5 % level, trustworthy from about 7 atoms), ``isolated_share`` (atoms with no other
+        the 5 % level; NaN under :data:`CLARK_EVANS_MIN_ATOMS` atoms), ``isolated_share`` (atoms with no other
         within ``within_nm``), and the groups by size: ``singles``, ``pairs``, ``triples``,
         ``larger``. ``attrs`` holds ``pixel_size``, ``within_nm``, ``label``, ``element``.
 
@@ -212,14 +252,15 @@ def dispersion(atoms: pd.DataFrame, pixel_size: float | None = None, shape=None,
     within_nm = check_positive(within_nm, "within_nm", "nm")
     atoms, pixel_size, keep = _selected(atoms, pixel_size, label, element)
     h_nm, w_nm = _window(atoms, shape, pixel_size)
+    _check_inside(atoms, keep, h_nm, w_nm, pixel_size)
     area, perimeter = h_nm * w_nm, 2 * (h_nm + w_nm)
     by_frame = {f: rows[keep[rows]] for f, rows in frame_groups(atoms)}
     if frames is not None:
         if "frame" not in atoms.columns and len(atoms):
             raise InputError("frames= needs a 'frame' column in the atoms table (a stack's table)")
         by_frame = {int(f): by_frame.get(int(f), np.zeros(0, np.int64)) for f in frames}
-    elif not by_frame:
-        by_frame = {None: np.zeros(0, np.int64)}
+    elif not by_frame and "frame" not in atoms.columns:
+        by_frame = {None: np.zeros(0, np.int64)}         # one image with no atom: a row of zeros
     rows_out = []
     for frame, rows in by_frame.items():
         nn, _, size = _groups(_positions_nm(atoms, rows, pixel_size), within_nm)
@@ -235,7 +276,7 @@ def dispersion(atoms: pd.DataFrame, pixel_size: float | None = None, shape=None,
                          "isolated_share": float(np.mean(size == 1)) if n else np.nan,
                          "singles": count(1), "pairs": count(2), "triples": count(3),
                          "larger": int(sizes[3:].sum()) if len(sizes) > 3 else 0})
-    out = pd.DataFrame(rows_out, columns=list(DISPERSION_COLUMNS))
+    out = DISPERSION.conform(pd.DataFrame(rows_out, columns=DISPERSION.names))
     if "frame" not in atoms.columns and frames is None:
         out = out.drop(columns="frame")
     out.attrs.update(pixel_size=pixel_size, within_nm=within_nm, label=label, element=element,
@@ -258,19 +299,21 @@ def _pair_sums(p: np.ndarray, h: float, w: float, radii: np.ndarray) -> np.ndarr
     return 2 * cum[np.searchsorted(dist[order], radii, side="right")]
 
 
-def _csr(n: int, h: float, w: float, hard_core: float, rng: np.random.Generator) -> np.ndarray:
-    """``n`` points uniform in an h × w window, none closer than ``hard_core`` to another (sequential
-    inhibition: a point too close to one already placed is drawn again)."""
+def _csr(n: int, h: float, w: float, core: float, square: bool, rng: np.random.Generator) -> np.ndarray:
+    """``n`` points uniform in an h × w window, none within ``core`` of another (Euclidean, or along
+    the larger axis when ``square``), by sequential inhibition: a point too close to one already
+    placed is drawn again."""
     p = rng.uniform((0, 0), (h, w), (n, 2))
-    if hard_core <= 0 or n < 2:
+    if core <= 0 or n < 2:
         return p
+    norm = np.inf if square else 2
     for _ in range(100):
-        pairs = cKDTree(p).query_pairs(hard_core, output_type="ndarray")
+        pairs = cKDTree(p).query_pairs(core * (1 - 1e-9), p=norm, output_type="ndarray")
         if not len(pairs):
             return p
         redo = np.unique(pairs[:, 1])
         p[redo] = rng.uniform((0, 0), (h, w), (len(redo), 2))
-    raise InputError(f"{n} atoms cannot be placed at least {hard_core} nm apart in a {h:.3g} × {w:.3g} nm frame; "
+    raise InputError(f"{n} atoms cannot be placed at least {core:.3g} nm apart in a {h:.3g} × {w:.3g} nm frame; "
                      "pass hard_core_nm=0 (or a smaller value)")
 
 
@@ -285,13 +328,14 @@ def _pooled_l(points: list, h: float, w: float, radii: np.ndarray) -> np.ndarray
 
 def ripley_l(atoms: pd.DataFrame, pixel_size: float | None = None, shape=None, *, radii_nm=None,
              label: str | None = "dopant", element: str | None = None, simulations: int = 99,
-             alpha: float = 0.05, hard_core_nm: float = HEAVY_MIN_SEPARATION_NM, seed: int = 0) -> pd.DataFrame:
+             alpha: float = 0.05, hard_core_nm: float | None = None, seed: int = 0) -> pd.DataFrame:
     """Ripley's L function of the atoms against complete spatial randomness (CSR).
 
     L(r) − r is 0 on average for atoms placed independently at random; above 0 they have more
     neighbours within r than chance gives (clustering at that scale), below 0 fewer (dispersion).
     The translation edge correction makes it unbiased in a rectangular frame; the frames are pooled
-    (K weighted by each frame's number of pairs). The envelope is global (the maximum absolute
+    (K weighted by each frame's number of pairs) as different areas: for a movie of one area pass
+    one frame. The envelope is global (the maximum absolute
     deviation test): ``simulations`` CSR patterns with the same number of atoms in every frame give
     the mean curve and how far a random pattern strays from it at its worst radius; the band is the
     mean ± the deviation that only a share ``alpha`` of them exceed. A CSR pattern leaves the band
@@ -314,10 +358,11 @@ def ripley_l(atoms: pd.DataFrame, pixel_size: float | None = None, shape=None, *
         CSR patterns for the envelope (0: none); at least 1 / ``alpha`` − 1 (19 for 5 %).
     alpha : float
         Chance that a CSR pattern leaves the envelope somewhere (the test's level).
-    hard_core_nm : float
-        Least distance between two simulated atoms, nm: the finder's (default
-        :data:`~stemflow.chem.heavy.HEAVY_MIN_SEPARATION_NM`), so that the CSR patterns lack close
-        pairs as the found ones do; 0 for plain CSR.
+    hard_core_nm : float, optional
+        Least distance between two simulated atoms, nm (Euclidean). Default: for a table of heavy
+        atoms on an amorphous support (``attrs["lattice"]`` ``"amorphous"`` or not recorded), the
+        finder's own exclusion, :func:`finder_exclusion_nm` along the larger axis, so that the CSR
+        patterns lack close pairs as the found ones do; 0 (plain CSR) for a crystal's dopants.
     seed : int
         Random seed of the CSR patterns.
 
@@ -328,8 +373,8 @@ def ripley_l(atoms: pd.DataFrame, pixel_size: float | None = None, shape=None, *
         random patterns' mean and the envelope, nm; NaN without simulations); ``verdict``: ``"clustered"`` above the envelope, ``"dispersed"``
         below it, ``"random"`` inside, ``"unknown"`` without an envelope or under 2 atoms. ``attrs``: ``atoms``, ``frames``, ``simulations``,
         ``alpha``, ``p_value`` (the share of patterns, the observed one among them, that stray at
-        least as far as the observed one: under ``alpha`` the atoms are not placed at random) and
-        ``pixel_size``.
+        least as far as the observed one: at or under ``alpha`` the atoms are not placed at random,
+        and the curve leaves the envelope), ``hard_core_nm`` and ``pixel_size``.
 
     Examples
     --------
@@ -344,6 +389,10 @@ def ripley_l(atoms: pd.DataFrame, pixel_size: float | None = None, shape=None, *
     """
     atoms, pixel_size, keep = _selected(atoms, pixel_size, label, element)
     h, w = _window(atoms, shape, pixel_size)
+    square = hard_core_nm is None
+    if square:
+        heavy = atoms.attrs.get("lattice") in (None, "amorphous")
+        hard_core_nm = finder_exclusion_nm(pixel_size) if heavy else 0.0
     hard_core_nm = float(hard_core_nm)
     if not np.isfinite(hard_core_nm) or hard_core_nm < 0:
         raise InputError(f"hard_core_nm must be ≥ 0 nm; got {hard_core_nm}")
@@ -363,6 +412,7 @@ def ripley_l(atoms: pd.DataFrame, pixel_size: float | None = None, shape=None, *
     if simulations < 0 or 0 < simulations < round(1 / alpha) - 1:
         raise InputError(f"simulations={simulations} is too few for a test at alpha={alpha:g}: pass at least "
                          f"{round(1 / alpha) - 1} (or 0 for no envelope)")
+    _check_inside(atoms, keep, h, w, pixel_size)
     points = [_positions_nm(atoms, rows[keep[rows]], pixel_size) for _, rows in frame_groups(atoms)]
     points = [p for p in points if len(p)]
     observed = _pooled_l(points, h, w, radii)
@@ -370,23 +420,24 @@ def ripley_l(atoms: pd.DataFrame, pixel_size: float | None = None, shape=None, *
     p_value = np.nan
     if simulations and points:         # the envelope: the maximum absolute deviation test over the radii
         rng = np.random.default_rng(seed)
-        sims = np.array([_pooled_l([_csr(len(p), h, w, hard_core_nm, rng) for p in points], h, w, radii)
+        sims = np.array([_pooled_l([_csr(len(p), h, w, hard_core_nm, square, rng) for p in points], h, w, radii)
                          for _ in range(simulations)])
-        ok = np.isfinite(sims).all(axis=0)
+        ok = np.isfinite(sims).all(axis=0) & np.isfinite(observed)
         if ok.any():
+            # the mean over the simulated curves and the observed one: under CSR all of them are
+            # exchangeable, so the observed curve strays furthest with chance exactly 1 / (s + 1)
             mean = np.full(len(radii), np.nan)
-            mean[ok] = sims[:, ok].mean(axis=0)
+            mean[ok] = (sims[:, ok].sum(axis=0) + observed[ok]) / (simulations + 1)
             stray = np.max(np.abs(sims[:, ok] - mean[ok]), axis=1)
             k = max(int(np.floor(alpha * (simulations + 1))), 1)
             width = np.sort(stray)[::-1][k - 1]               # the k-th largest: exceeded by a share alpha
             low, high = mean - width, mean + width
-            if np.isfinite(observed[ok]).all():
-                t = np.max(np.abs(observed[ok] - mean[ok]))
-                p_value = float((1 + np.sum(stray >= t)) / (simulations + 1))
+            t = np.max(np.abs(observed[ok] - mean[ok]))
+            p_value = float((1 + np.sum(stray >= t)) / (simulations + 1))
     verdict = np.where(observed > high, "clustered", np.where(observed < low, "dispersed", "random")).astype(object)
     verdict[~(np.isfinite(observed) & np.isfinite(low) & np.isfinite(high))] = "unknown"
     out = pd.DataFrame({"radius_nm": radii, "l_minus_r_nm": observed, "csr_mean_nm": mean, "csr_low_nm": low,
                         "csr_high_nm": high, "verdict": verdict})
     out.attrs.update(atoms=int(sum(map(len, points))), frames=len(points), simulations=simulations, alpha=alpha,
-                     p_value=p_value, pixel_size=pixel_size)
+                     p_value=p_value, hard_core_nm=hard_core_nm, pixel_size=pixel_size)
     return out

@@ -1,4 +1,4 @@
-"""How single atoms are spread (stemflow.chem.dispersion): groups, per-frame statistics, Ripley's L
+"""How single atoms are spread (stemflow.chem.spread): groups, per-frame statistics, Ripley's L
 and the ``stemflow dispersion`` command."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def _atoms(yx, frame=None, label="dopant"):
 
 
 def _csr(rng, n):
-    return rng.uniform(0, SHAPE[0], (n, 2))
+    return rng.uniform(-0.5, SHAPE[0] - 0.5, (n, 2))        # pixel centres: the frame spans -0.5 … 511.5 px
 
 
 def test_groups_join_by_single_linkage_within_each_frame():
@@ -86,35 +86,73 @@ def test_clark_evans_tells_random_from_clustered_and_regular():
 
 
 def test_ripley_l_is_unbiased_and_its_envelope_holds_its_level():
+    # a frame twice as wide as high, three frames of unequal counts pooled
     rng = np.random.default_rng(5)
-    radii = np.linspace(0.5, 3.5, 8)
-    curves = [ripley_l(_atoms(_csr(rng, 60)), PS, SHAPE, radii_nm=radii, simulations=39, hard_core_nm=0,
-                       seed=i) for i in range(60)]
+    shape = (256, 512)
+    radii = np.linspace(0.5, 1.8, 6)
+
+    def pattern():
+        return pd.concat([_atoms(rng.uniform((-0.5, -0.5), (shape[0] - 0.5, shape[1] - 0.5), (n, 2)), f)
+                          for f, n in enumerate((10, 25, 50))], ignore_index=True)
+
+    curves = [ripley_l(pattern(), PS, shape, radii_nm=radii, simulations=19, hard_core_nm=0, seed=i)
+              for i in range(100)]
     mean = np.mean([c["l_minus_r_nm"] for c in curves], axis=0)
     # the translation correction: random placement gives L(r) = r at every radius (uncorrected, the
-    # pairs cut off by the frame's edge pull L(3.5 nm) about 0.2 nm low)
-    assert np.abs(mean).max() < 0.06
-    left = np.mean([(c["verdict"] != "random").any() for c in curves])
+    # pairs cut off by the frame's edge pull L(1.8 nm) about 0.15 nm low)
+    assert np.abs(mean).max() < 0.03
+    # the envelope: at 19 simulations and alpha 0.05 a random pattern leaves it with chance 1/20;
+    # it leaves exactly when p ≤ alpha
+    left = np.array([(c["verdict"] != "random").any() for c in curves])
     p = np.array([c.attrs["p_value"] for c in curves])
-    assert left <= 0.15 and np.mean(p < 0.05) == pytest.approx(left, abs=0.04)
+    assert 0.0 < left.mean() <= 0.12
+    assert np.array_equal(left, p <= 0.05)
+    assert set(np.round(p * 20, 9)) <= set(range(1, 21))          # p = (1 + rank) / (s + 1)
 
 
-def test_ripley_l_finds_clusters_and_the_hard_core_is_not_dispersion():
+def test_ripley_l_weighs_a_pair_by_the_frame_it_can_be_seen_in():
+    # a 1 nm × 2 nm frame (100 × 200 px at 0.01 nm/px) and two atoms 0.5 nm apart along y: the pair
+    # fits in (1 - 0.5) × 2 nm of translations, so its weight is 2 / 1 = 2 and K(r ≥ 0.5 nm) is
+    # area / (n (n - 1)) × 2 ordered pairs × 2 = 4 nm²
+    atoms = _atoms([[20, 100], [70, 100]])
+    c = ripley_l(atoms, 0.01, (100, 200), radii_nm=[0.4, 0.6], simulations=0, hard_core_nm=0)
+    assert c["l_minus_r_nm"].tolist() == pytest.approx([-0.4, np.sqrt(4 / np.pi) - 0.6])
+
+
+def _finder_like(rng, n, sep_px):
+    """A dense random pattern thinned as the heavy-atom finder thins its maxima: integer pixels, the
+    strongest (here: a random order) kept, any other within ``sep_px`` along both axes dropped."""
+    yx = rng.integers(0, SHAPE[0], (n, 2)).astype(float)
+    kept = []
+    for p in yx:
+        if all(np.max(np.abs(p - q)) > sep_px for q in kept):
+            kept.append(p)
+    return np.array(kept) + rng.uniform(-0.4, 0.4, (len(kept), 2))       # sub-pixel peaks
+
+
+def test_ripley_l_finds_clusters_and_the_finders_exclusion_is_not_dispersion():
+    from stemflow.chem import finder_exclusion_nm
+
     rng = np.random.default_rng(3)
     parents = rng.uniform(30, 480, (15, 2))
     clustered = np.repeat(parents, 4, axis=0) + rng.normal(0, 8, (60, 2))
     c = ripley_l(_atoms(clustered), PS, SHAPE, radii_nm=[0.5, 1.0, 3.0])
     assert c["verdict"].tolist()[:2] == ["clustered", "clustered"] and c.attrs["p_value"] <= 0.02
-    # a dense random pattern from which every pair closer than 0.15 nm lost one atom, as the finder
-    # merges such pairs: plain CSR calls it dispersed at small radii, CSR with the same least
-    # distance does not
-    yx = _csr(rng, 700)
-    tree_pairs = __import__("scipy.spatial", fromlist=["cKDTree"]).cKDTree(yx * PS).query_pairs(0.15, output_type="ndarray")
-    yx = np.delete(yx, np.unique(tree_pairs[:, 1]), axis=0)
-    radii = [0.16, 0.2, 0.3, 0.5]
-    plain = ripley_l(_atoms(yx), PS, SHAPE, radii_nm=radii, hard_core_nm=0)
-    matched = ripley_l(_atoms(yx), PS, SHAPE, radii_nm=radii)
-    assert "dispersed" in set(plain["verdict"]) and set(matched["verdict"]) == {"random"}
+    # random patterns of about 0.6 atoms/nm² thinned as the finder thins (±5 px searched at
+    # 0.03 nm/px): plain CSR calls them dispersed at small radii; by default the random patterns
+    # keep the finder's exclusion
+    assert finder_exclusion_nm(PS) == pytest.approx(6 * PS)
+    radii = np.linspace(0.19, 1.5, 10)
+    plain, matched = [], []
+    for i in range(16):
+        t = _atoms(_finder_like(rng, 150, 5))
+        plain.append(ripley_l(t, PS, SHAPE, radii_nm=radii, hard_core_nm=0, seed=i).attrs["p_value"])
+        matched.append(ripley_l(t, PS, SHAPE, radii_nm=radii, seed=i).attrs["p_value"])
+    assert np.mean(np.array(plain) <= 0.05) >= 0.5 and np.mean(np.array(matched) <= 0.05) <= 0.2
+    # a crystal's dopants: no exclusion by default
+    crystal = _atoms(_csr(rng, 40))
+    crystal.attrs["lattice"] = "graphene"
+    assert ripley_l(crystal, PS, SHAPE, simulations=19).attrs["hard_core_nm"] == 0
 
 
 def test_ripley_l_pools_frames_and_says_when_it_cannot_judge():
@@ -131,13 +169,14 @@ def test_ripley_l_pools_frames_and_says_when_it_cannot_judge():
 @pytest.mark.parametrize("kwargs, match", [
     (dict(radii_nm=[1.0, 0.5]), "increasing"),
     (dict(radii_nm=[0.5, 20.0]), "shorter side"),
+    (dict(shape=(256, 256)), "outside a frame"),
     (dict(hard_core_nm=-1), "hard_core_nm"),
     (dict(simulations=5), "too few"),
     (dict(alpha=1.5), "alpha"),
 ])
 def test_ripley_l_refuses_bad_settings(kwargs, match):
     with pytest.raises(InputError, match=match):
-        ripley_l(_atoms([[10, 10], [20, 20]]), PS, SHAPE, **kwargs)
+        ripley_l(_atoms([[10, 10], [300, 20]]), PS, **{"shape": SHAPE, **kwargs})
 
 
 def test_missing_calibration_and_frame_size_are_named():
@@ -150,6 +189,8 @@ def test_missing_calibration_and_frame_size_are_named():
         ripley_l(atoms, PS, shape=(512,))
     with pytest.raises(InputError, match="NaN"):
         dispersion(_atoms([[np.nan, 1.0]]), PS, SHAPE)
+    with pytest.raises(InputError, match="outside a frame of 512 × 256 px"):
+        dispersion(_atoms([[10, 10], [10, 300]]), PS, (512, 256))
 
 
 def test_find_atoms_records_the_frame_size_so_the_statistics_need_no_more():
@@ -188,6 +229,15 @@ def test_cli_dispersion_reads_a_table_and_writes_its_tables_and_figure(tmp_path,
     d = pd.read_csv(tmp_path / "d.csv")
     assert d["n_atoms"].tolist() == [40] and d["density_per_nm2"][0] == pytest.approx(40 / (512 * PS) ** 2)
     assert len(pd.read_parquet(tmp_path / "l.parquet")) == 40 and (tmp_path / "l.png").stat().st_size > 0
+    assert "p = " in out and "pooled" not in out                  # one frame: nothing pooled
+    # a folder of parts of any name, and frames with no atom counted when a range is given
+    (tmp_path / "parts").mkdir()
+    _write_atoms(tmp_path / "parts" / "a.parquet", atoms, {"pixel_size": PS, "frame_shape": list(SHAPE)})
+    _write_atoms(tmp_path / "parts" / "b.parquet", atoms.assign(frame=2), {"pixel_size": PS, "frame_shape": list(SHAPE)})
+    assert main(["dispersion", str(tmp_path / "parts"), "--frames", "0:4", "--simulations", "19",
+                 "--out", str(tmp_path / "d4.csv")]) == 0
+    assert pd.read_csv(tmp_path / "d4.csv")["n_atoms"].tolist() == [40, 0, 40, 0]
+    assert "The 2 frames are pooled as different areas" in capsys.readouterr().out      # those with atoms
     # without the frame size recorded, the command names what to pass
     atoms.to_parquet(tmp_path / "bare.parquet")
     assert main(["dispersion", str(tmp_path / "bare.parquet"), "--pixel-size", "0.03"]) == 2
@@ -224,6 +274,21 @@ def test_report_of_an_amorphous_run_says_how_its_heavy_atoms_are_spread(tmp_path
     text = write_report(tmp_path).read_text()
     assert "<h2>How the heavy atoms are spread</h2>" in text and "70 heavy atoms in 2 frame(s)" in text
     assert "not placed at random" in text and "Ripley&#x27;s L of the heavy atoms" in text
+    assert "2 frame(s), pooled as different areas" in text
+    # a movie (tracked): its frames show one area, so Ripley's L is of the first frame alone; the
+    # run's frames with no heavy atom get their row
+    (tmp_path / "manifest.json").write_text('{"complete": true, "parameters": {"frames": [0, 3]}}')
+    pd.DataFrame({"frame": [0, 1], "y": [100.0, 120.0], "x": [100.0, 130.0], "particle": [0, 0]}).to_parquet(
+        tmp_path / "trajectories.parquet")
+    try:
+        text = write_report(tmp_path).read_text()
+    except Exception:
+        (tmp_path / "manifest.json").unlink()
+        raise
+    assert "Ripley&#x27;s L of frame 0 (the frames of a movie show one area)" in text
+    assert re.search(r"<tr>\s*<td>2</td>\s*<td>0</td>", text)
+    (tmp_path / "manifest.json").unlink()
+    (tmp_path / "trajectories.parquet").unlink()
     assert re.search(r"<tr>\s*<td>0</td>\s*<td>40</td>", text) and re.search(r"<tr>\s*<td>1</td>\s*<td>30</td>", text)
     # a crystal's run, or a table without the frame size, has no such section
     _write_atoms(tmp_path / "atoms.parquet", atoms, {"pixel_size": PS, "lattice": "graphene", "frame_shape": list(SHAPE)})
