@@ -127,7 +127,7 @@ def _cmd_find(args) -> int:
 
     out = Path(args.out)
     with atomic_path(out) as tmp:
-        atoms.to_parquet(tmp, index=False)
+        atoms.to_csv(tmp, index=False) if out.suffix.lower() == ".csv" else atoms.to_parquet(tmp, index=False)
     counts = ", ".join(f"{k} {v}" for k, v in atoms.label.value_counts().items())
     print(f"wrote {out}: {len(atoms)} rows ({counts})")
     return 0
@@ -208,8 +208,7 @@ def _cmd_track(args) -> int:
     from .tracking import TrackOptions
 
     labels = None if args.labels.strip().lower() == "all" else tuple(x.strip() for x in args.labels.split(",") if x.strip())
-    opts = TrackOptions(labels=labels,
-                        search_range=args.search_range, memory=args.memory)
+    opts = TrackOptions(labels=labels, search_range=args.search_range, memory=args.memory, spacing=args.spacing)
     traj, ev, dr = track_run(args.out, atoms=args.input, pixel_size=args.pixel_size, dose=args.dose,
                              frame_time=args.frame_time, report=not args.no_report, options=opts)
     kinds = ", ".join(f"{v} {k}" for k, v in ev["kind"].astype(str).value_counts().items()) or "no events"
@@ -289,22 +288,28 @@ def _cmd_dispersion(args) -> int:
         print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     else:
         print(f"{len(table)} frames" + (f" (every one in {args.out})" if args.out else "; --out FILE writes them all"))
-    med = table.median(numeric_only=True)
-    print(f"\n{int(table['n_atoms'].sum())} {what} in {len(table)} frame(s) of {table['area_nm2'].iloc[0]:.4g} nm² "
-          f"each. Per frame (median): {med['n_atoms']:.4g} atoms, {med['density_per_nm2']:.4g} per nm², nearest "
-          f"neighbour {med['nn_median_nm']:.3g} nm, Clark–Evans R {med['clark_evans']:.3g}; groups within "
-          f"{args.within_nm:g} nm: {med['pairs']:.3g} pairs, {med['triples']:.3g} triples, {med['larger']:.3g} larger")
+    if not len(table) or not table["n_atoms"].sum():
+        print(f"\nno {what} in {len(table)} frame(s)")
+    else:
+        med = table.median(numeric_only=True)
+        print(f"\n{int(table['n_atoms'].sum())} {what} in {len(table)} frame(s) of {table['area_nm2'].iloc[0]:.4g} "
+              f"nm² each. Per frame (median): {med['n_atoms']:.4g} atoms, {med['density_per_nm2']:.4g} per nm², "
+              f"nearest neighbour {med['nn_median_nm']:.3g} nm, Clark–Evans R {med['clark_evans']:.3g}; groups "
+              f"within {args.within_nm:g} nm: {med['pairs']:.3g} pairs, {med['triples']:.3g} triples, "
+              f"{med['larger']:.3g} larger")
     if args.simulations:
         runs = curve.groupby((curve["verdict"] != curve["verdict"].shift()).cumsum())
-        said = "; ".join(f"{g['verdict'].iloc[0]} {g['radius_nm'].min():.2f}–{g['radius_nm'].max():.2f} nm"
-                         for _, g in runs)
+        said = ": " + "; ".join(
+            f"{g['verdict'].iloc[0]} " + (f"{g['radius_nm'].min():.2f}–{g['radius_nm'].max():.2f} nm" if len(g) > 1
+                                          else f"at {g['radius_nm'].iloc[0]:.2f} nm") for _, g in runs)
         p, alpha = curve.attrs["p_value"], curve.attrs["alpha"]
         verdict = ("too few atoms to judge" if p != p else
                    f"not placed at random (p = {p:.3g} ≤ {alpha:g})" if p <= alpha else
                    f"no departure from random placement (p = {p:.3g})")
+        said = "" if p != p else said
         pooled = (f" The {curve.attrs['frames']} frames are pooled as different areas; for a movie of one area "
                   "pass one frame (--frames K:K+1)." if curve.attrs["frames"] > 1 else "")
-        print(f"Ripley's L against {args.simulations} random patterns of the same counts: {verdict}: {said}.{pooled}")
+        print(f"Ripley's L against {args.simulations} random patterns of the same counts: {verdict}{said}.{pooled}")
     written = []
     for path, df in ((args.out, table), (args.ripley_out, curve)):
         if path:
@@ -316,6 +321,7 @@ def _cmd_dispersion(args) -> int:
         from .plot import plot_ripley
 
         ax = plot_ripley(curve)
+        ax.figure.tight_layout()
         with atomic_path(Path(args.plot)) as tmp:
             ax.figure.savefig(tmp, dpi=110, format=Path(args.plot).suffix.lstrip(".") or "png")
         written.append(args.plot)
@@ -341,7 +347,7 @@ def _cmd_run(args) -> int:
 
 #: Examples shown under each command's ``--help``.
 EXAMPLES = {
-    "info": "stemflow info movie.zarr\n  stemflow info scan.h5 --dataset /entry/data",
+    "info": "stemflow info movie.zarr\n  stemflow info frame.dm4",
     "simulate": "stemflow simulate --lattice graphene --n-frames 64 --size 512 --pixel-size 0.01 --dose 1e5 \\\n"
                 "      --defects Si1C3=0.05,V1=0.02 --drift 0.3 -0.2 --out movie.zarr\n"
                 "  stemflow simulate --4d --size 64 --detector-size 64 --out scan.zarr",
@@ -552,6 +558,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest move between observations, nm (default: twice the host's nearest-neighbour "
                         "distance, 0.28 nm in graphene)")
     s.add_argument("--memory", type=int, default=3, help="frames a particle may go unseen and keep its id")
+    s.add_argument("--spacing", type=float, default=None,
+                   help="host nearest-neighbour distance, nm: the scale of a hop (a move of 0.75 of it) and of "
+                        "the search range (default: measured on the lattice atoms; 0.142 nm for heavy atoms on an "
+                        "amorphous support)")
     s.add_argument("--dose", type=float, default=None, help="e⁻/Å² per frame, for rates per dose")
     s.add_argument("--frame-time", type=float, default=None, help="s per frame, for rates per second")
     s.add_argument("--no-report", action="store_true", help="do not write report.html")

@@ -506,6 +506,8 @@ def _check_elements(elements, lattice: str) -> tuple | None:
     from .tables import ATOMIC_NUMBER
 
     els = [elements] if isinstance(elements, str) else list(elements)
+    by_lower = {e.lower(): e for e in ATOMIC_NUMBER}
+    els = [by_lower.get(str(e).lower(), e) for e in els]          # "pt" is Pt: symbols differ by case only
     if lattice != "amorphous":
         raise InputError("elements names the heavy atoms on an amorphous support (lattice='amorphous'); on a "
                          f"crystalline lattice ({lattice}) choose the dopant by intensity with identify_options="

@@ -43,7 +43,8 @@ def read_atoms(out, lazy: bool = False, partial: bool = False):
     Parameters
     ----------
     out : str or Path
-        A run's output directory, or its ``atoms.parquet`` dataset.
+        A run's output directory, or its ``atoms.parquet`` dataset, or one Parquet file of an atoms
+        table (as ``stemflow find --out`` writes).
     lazy : bool
         Return a ``dask.dataframe.DataFrame`` (one partition per part) instead of pandas.
     partial : bool
@@ -75,8 +76,10 @@ def read_atoms(out, lazy: bool = False, partial: bool = False):
     folder = path if path.name == ATOMS_DIR or path.suffix == ".parquet" else path / ATOMS_DIR
     if not folder.exists():
         raise InputError(f"no atoms table at {str(folder)!r}; run `stemflow run INPUT --out {path}` first")
-    status = check_complete(folder.parent, partial) if (folder.parent / MANIFEST).exists() else None
-    files = sorted(folder.glob("part-*.parquet"))
+    one_file = folder.is_file()                           # one table, as `stemflow find --out` writes
+    status = (check_complete(folder.parent, partial) if not one_file and (folder.parent / MANIFEST).exists()
+              else None)
+    files = [folder] if one_file else sorted(folder.glob("part-*.parquet"))
     if lazy:
         from .io import read_parquet_parts
 
@@ -93,8 +96,8 @@ def read_atoms(out, lazy: bool = False, partial: bool = False):
         first = list(LABELS) if c == "label" else []
         df[c] = pd.Categorical(values, categories=first + [v for v in seen if v not in first])
     if files:
-        df.attrs.update(recorded_attrs(files[0]))
-    m = read_manifest(folder.parent)
+        df.attrs.update({**parts[0].attrs, **recorded_attrs(files[0])})     # pandas' own record, then stemflow's
+    m = {} if one_file else read_manifest(folder.parent)
     if m:
         known = dict(pixel_size=m.get("input", {}).get("pixel_size"), lattice=m.get("parameters", {}).get("lattice"),
                      model=m.get("model", {}).get("name"))
@@ -191,6 +194,9 @@ def track_run(out, *, atoms=None, pixel_size: float | None = None, images=None, 
                          "or `stemflow find ... --out DIR/atoms.parquet` first")
     if atoms_path.is_dir() and (atoms_path.parent / MANIFEST).exists():
         check_complete(atoms_path.parent)          # never track a table with frames missing
+    if atoms_path.is_dir() and not any(atoms_path.glob("*.parquet")):
+        raise InputError(f"{str(atoms_path)!r} is a folder without Parquet files, not an atoms table; find the "
+                         "atoms first (`stemflow find INPUT --out atoms.parquet` or `stemflow run INPUT --out DIR`)")
     out.mkdir(parents=True, exist_ok=True)
     if pixel_size is None:
         pixel_size = read_manifest(out).get("input", {}).get("pixel_size")
@@ -347,6 +353,18 @@ class Run:
         if "image" not in options and mean.exists():
             options["image"] = np.load(mean)
         return plot.plot_trajectories(self.trajectories, **options)
+
+    def dispersion(self, **options) -> pd.DataFrame:
+        """How the run's heavy atoms (or dopants) are spread, frame by frame, every frame of the run
+        included (:func:`stemflow.chem.dispersion`; ``options`` go to it)."""
+        from .chem import dispersion
+
+        frames = self.manifest.get("parameters", {}).get("frames")
+        atoms = self.atoms()
+        if frames and "frame" in atoms.columns:
+            options.setdefault("frames", range(*frames))
+        options.setdefault("pixel_size", self.pixel_size)
+        return dispersion(atoms, **options)
 
     def track(self, **options):
         """Trajectories, events and drift of the run, written beside it (:func:`track_run`)."""

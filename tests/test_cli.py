@@ -37,6 +37,11 @@ def test_find_names_heavy_atoms_of_the_elements_given(tmp_path, capsys):
                  "--elements", "Pt, Fe", "--out", str(out)]) == 0
     atoms = pd.read_parquet(out)
     assert sorted(atoms["element"].astype(str)) == sorted(sim.atoms["element"].astype(str))
+    # symbols in any case, and a .csv output written as CSV
+    assert main(["find", str(tmp_path / "sac.npy"), "--pixel-size", "0.015", "--lattice", "amorphous",
+                 "--elements", "pt,FE", "--out", str(tmp_path / "sac.csv")]) == 0
+    as_csv = pd.read_csv(tmp_path / "sac.csv")
+    assert sorted(as_csv["element"]) == sorted(atoms["element"].astype(str)) and len(as_csv) == len(atoms)
     assert main(["find", str(tmp_path / "sac.npy"), "--pixel-size", "0.015", "--elements", "Pt",
                  "--out", str(tmp_path / "g.parquet")]) == 2
     assert "amorphous" in capsys.readouterr().err
@@ -192,3 +197,24 @@ def test_every_command_shows_examples_defaults_and_units(capsys):
     with pytest.raises(SystemExit):
         sim.parse_args(["--frames", "3", "--out", "a.zarr"])
     assert "the number of frames is --n-frames 3" in capsys.readouterr().err
+
+
+def test_track_refuses_a_folder_that_is_no_atoms_table_and_takes_a_spacing(tmp_path, capsys):
+    import numpy as np
+
+    (tmp_path / "image.zarr").mkdir()
+    assert main(["track", str(tmp_path / "image.zarr"), "--out", str(tmp_path / "t")]) == 2
+    assert "not an atoms table" in capsys.readouterr().err
+    # heavy atoms hopping 0.17 nm: a hop at --spacing 0.2 (0.75 × 0.2 = 0.15 nm), none at 0.3
+    rng = np.random.default_rng(1)
+    yx = rng.uniform(20, 230, (10, 2))
+    rows = [pd.DataFrame({"frame": f, "y": yx[:, 0] + (0.17 / 0.03 if f >= 2 else 0) * (np.arange(10) == 0),
+                          "x": yx[:, 1], "label": "dopant"}) for f in range(5)]
+    pd.concat(rows, ignore_index=True).to_parquet(tmp_path / "a.parquet")
+    hops = {}
+    for sp in ("0.2", "0.3"):
+        assert main(["track", str(tmp_path / "a.parquet"), "--out", str(tmp_path / sp), "--pixel-size", "0.03",
+                     "--spacing", sp, "--no-report"]) == 0
+        ev = pd.read_parquet(tmp_path / sp / "events.parquet")
+        hops[sp] = int((ev["kind"].astype(str) == "hop").sum())
+    assert hops == {"0.2": 1, "0.3": 0}

@@ -313,3 +313,33 @@ def test_plot_ripley_draws_the_curve_inside_its_envelope():
     assert "50 atoms in 1 frame(s)" in ax.get_title()
     with pytest.raises(InputError, match="csr_low_nm"):
         plot_ripley(curve.drop(columns="csr_low_nm"))
+
+
+def test_a_label_or_element_that_cannot_be_is_named_and_one_that_is_absent_counts_zero():
+    atoms = _atoms([[10, 10], [100, 100]]).assign(element=["Pt", "Fe"])
+    with pytest.raises(InputError, match="label 'foo'"):
+        dispersion(atoms, PS, SHAPE, label="foo")
+    with pytest.raises(InputError, match="did you mean 'Pt'"):
+        dispersion(atoms, PS, SHAPE, element="pt")
+    assert dispersion(atoms, PS, SHAPE, element="Au")["n_atoms"].tolist() == [0]       # no Au here: zero
+    assert dispersion(atoms.assign(label="lattice"), PS, SHAPE)["n_atoms"].tolist() == [0]   # no dopant: zero
+
+
+def test_cli_dispersion_of_an_empty_table_says_so(tmp_path, capsys):
+    from stemflow.cli import main
+
+    _write_atoms(tmp_path / "empty.parquet", _atoms(np.zeros((0, 2))), {"pixel_size": PS, "frame_shape": list(SHAPE)})
+    assert main(["dispersion", str(tmp_path / "empty.parquet"), "--simulations", "19"]) == 0
+    out = capsys.readouterr().out
+    assert "no atoms (label dopant) in 1 frame(s)" in out and "too few atoms to judge." in out
+
+
+def test_read_atoms_reads_one_file_as_find_writes_it(tmp_path):
+    import stemflow
+
+    atoms = _atoms(np.array([[10.0, 20.0], [30.0, 40.0]]), frame=0)
+    atoms.attrs.update(pixel_size=PS, frame_shape=list(SHAPE))
+    atoms.to_parquet(tmp_path / "found.parquet")
+    back = stemflow.read_atoms(tmp_path / "found.parquet")
+    assert len(back) == 2 and back.attrs["frame_shape"] == list(SHAPE) and back.attrs["pixel_size"] == PS
+    assert dispersion(back)["n_atoms"].tolist() == [2]

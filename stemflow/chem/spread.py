@@ -39,7 +39,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from ..errors import InputError, check_positive, require_pixel_size
-from ..tables import DISPERSION
+from ..tables import ATOMIC_NUMBER, DISPERSION, LABELS
 from ._common import check_atoms, frame_groups, labels_of
 from .heavy import HEAVY_MIN_SEPARATION_NM
 
@@ -110,7 +110,14 @@ def _selected(atoms, pixel_size, label, element):
     """Checked table, pixel size, and the boolean mask of the rows that are the atoms counted."""
     atoms = check_atoms(atoms)
     pixel_size = require_pixel_size(atoms.attrs.get("pixel_size") if pixel_size is None else pixel_size)
-    keep = np.ones(len(atoms), bool) if label is None else labels_of(atoms) == str(label)
+    labels = labels_of(atoms)
+    if label is not None and str(label) not in LABELS and str(label) not in set(labels):
+        raise InputError(f"label {label!r} is not a label of stemflow ({', '.join(LABELS)}) nor of this table "
+                         f"({', '.join(sorted(set(labels))) or 'no rows'}); heavy atoms on a support are 'dopant'")
+    if element is not None and str(element) not in ATOMIC_NUMBER:
+        near = [e for e in ATOMIC_NUMBER if e.lower() == str(element).lower()]
+        raise InputError(f"element {element!r} is not an element symbol" + (f"; did you mean {near[0]!r}?" if near else ""))
+    keep = np.ones(len(atoms), bool) if label is None else labels == str(label)
     if element is not None:
         if "element" not in atoms.columns:
             raise InputError(f"element={element!r} asks for the column 'element', which this table lacks; find "

@@ -29,14 +29,14 @@ from scipy.spatial import cKDTree
 
 from ..errors import InputError, StemflowWarning
 from ._validate import check_finite, pixel_size_of, require_columns, require_frame
-from ..tables import DRIFT, TRAJECTORIES
+from ..tables import DRIFT, LATTICES, TRAJECTORIES
 from .alignment import DriftEstimator, finish_drift, lattice_spacing
 
 #: Heavy atoms on an amorphous support have no host lattice to measure a spacing on: the distance
-#: between neighbouring places a heavy atom binds to stands in for it, nm (metal–metal distances and
-#: single-atom hops on carbon supports are 0.25–0.3 nm), so the default search range is 0.5 nm a
-#: frame and two detections under 0.075 nm apart are one site (``same_site`` 0.3 of it).
-AMORPHOUS_SPACING_NM = 0.25
+#: between neighbouring carbon sites a heavy atom binds to stands in for it, nm (the support's C–C
+#: bond, :data:`stemflow.tables.LATTICES`), so the default search range is 0.28 nm a frame, a move of
+#: at least 0.11 nm is a hop and detections within 0.04 nm of each other are one site.
+AMORPHOUS_SPACING_NM = LATTICES["amorphous"]["bond"]
 from .linking import link_positions
 from .options import TrackOptions
 from .sites import host_neighbours, trajectory_sites
