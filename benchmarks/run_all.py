@@ -21,7 +21,7 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 #: In order: cheap first, then the ones that reuse what earlier ones cached.
-BENCHMARKS = ["bench_simulate", "heavy_atom_separability", "heavy_atom_prob", "real_data", "pixel_size_error", "calibration_check", "heavy_elements", "dispersion", "transfer", "bench_inference",
+BENCHMARKS = ["bench_simulate", "heavy_atom_separability", "heavy_atom_prob", "real_data", "pixel_size_error", "calibration_check", "heavy_elements", "dispersion", "heavy_hops", "transfer", "bench_inference",
               "localisation", "lattice_prior",
               "chem_accuracy", "occupancy_background", "dopant_gate", "vacuum_holes", "bench_track", "lowdose_movies", "registration", "bench_parallel", "bench_virtual",
               "flips", "pt_matched_synthetic", "si_matched_synthetic", "sim_vs_real", "reliability", "adapt_real", "fine_tune_relax",
