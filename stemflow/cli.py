@@ -68,6 +68,11 @@ def _cmd_simulate(args) -> int:
         movie = simulate_movie(args.lattice, args.n_frames, (args.size, args.size), seed=args.seed,
                                defects=args.defects, drift=tuple(args.drift), **options)
         paths = write_movie(movie, args.out, overwrite=args.overwrite, progress=not args.quiet)
+        asked, placed = movie.params["defects_requested"], movie.params["defects_placed"]
+        short = [f"{placed.get(k, 0)} of {n} {k}" for k, n in asked.items() if placed.get(k, 0) < n]
+        if short:
+            print(f"stemflow simulate: placed {', '.join(short)}: the others found no room clear of the other "
+                  "defects inside the area every frame sees (less drift or a larger --size fits more)", file=sys.stderr)
     for name, p in paths.items():
         print(f"wrote {name:7s} {p}")
     return 0

@@ -218,3 +218,14 @@ def test_track_refuses_a_folder_that_is_no_atoms_table_and_takes_a_spacing(tmp_p
         ev = pd.read_parquet(tmp_path / sp / "events.parquet")
         hops[sp] = int((ev["kind"].astype(str) == "hop").sum())
     assert hops == {"0.2": 1, "0.3": 0}
+
+
+def test_simulate_says_when_fewer_defects_fit_than_asked(tmp_path, capsys):
+    args = ["simulate", "--size", "128", "--n-frames", "2", "--quiet", "--out"]
+    assert main(args + [str(tmp_path / "crowd.zarr"), "--defects", "Si1C3=30"]) == 0
+    err = capsys.readouterr().err
+    first = pd.read_parquet(tmp_path / "crowd.atoms.parquet").query("frame == 0")
+    placed = first.loc[first["defect"] == "Si1C3", "defect_id"].nunique()
+    assert f"placed {placed} of 30 Si1C3" in err and placed < 30
+    assert main(args[:2] + ["256"] + args[3:] + [str(tmp_path / "few.zarr"), "--defects", "Si1C3=1"]) == 0
+    assert "placed" not in capsys.readouterr().err
