@@ -346,6 +346,11 @@ def _heavy_atoms(labels: list, frame: np.ndarray, pixel_size: float, elements: t
     from .chem.heavy import integrated_excess, find_heavy_atoms, heavy_atom_prob, name_heavy_atoms
 
     out = find_heavy_atoms(frame, pixel_size, populations=not elements or len(elements) == 1)
+    if not elements and out.attrs.get("lower_population", 0) >= LOWER_POPULATION_HINT:
+        warnings.warn("a second, fainter population of significant round spots was taken for clusters of the "
+                      "support's own light atoms and left out; if the support also carries a lighter heavy "
+                      "element (Fe beside Pt, say), pass elements=('Fe', 'Pt') (--elements Fe,Pt) to keep and "
+                      "name both", StemflowWarning, stacklevel=2)
     h, w = frame.shape
     smooth = ndimage.gaussian_filter(np.asarray(frame, np.float64), max(0.05 / pixel_size, 0.5))
     yi = np.clip(np.rint(out["y"].to_numpy()).astype(int), 0, h - 1)
@@ -517,6 +522,11 @@ def _check_elements(elements, lattice: str) -> tuple | None:
         raise InputError(f"elements must be element symbols such as ('Fe', 'Pt'); got {elements!r}"
                          + (f" (unknown: {unknown})" if unknown else ""))
     return tuple(sorted(set(map(str, els)), key=ATOMIC_NUMBER.get))
+
+
+#: Fewest spots of a fainter population, left out as support clusters in a frame, for
+#: :func:`find_atoms` to say so (and how to keep them when they are a lighter heavy element).
+LOWER_POPULATION_HINT = 3
 
 
 @dataclass(frozen=True)

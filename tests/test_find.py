@@ -540,3 +540,16 @@ def test_heavy_atoms_on_a_support_asked_for_as_graphene_are_named_for_what_they_
         find_atoms(simulate_image("graphene", 256, pixel_size=0.012, seed=3, dose=1e4).image, 0.012, "graphene",
                    identify=False)
     assert not [w for w in caught if "lattice='amorphous'" in str(w.message)]
+
+
+def test_a_fainter_population_left_out_as_support_clusters_is_said_with_how_to_keep_it():
+    from stemflow.errors import StemflowWarning
+    from stemflow.simulate import simulate_image
+
+    sim = simulate_image("amorphous", 256, seed=0, pixel_size=0.01, dose=1e5, defects={"Pt1": 10, "Fe1": 10})
+    with pytest.warns(StemflowWarning, match="--elements Fe,Pt"):
+        plain = find_atoms(sim.image, pixel_size=0.01, lattice="amorphous")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StemflowWarning)
+        named = find_atoms(sim.image, pixel_size=0.01, lattice="amorphous", elements=("Fe", "Pt"))
+    assert len(named) >= len(plain) + 5 and (named["element"].astype(str) == "Fe").sum() >= 5

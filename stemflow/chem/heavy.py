@@ -160,7 +160,8 @@ def find_heavy_atoms(image, pixel_size: float, *, significance: float = HEAVY_SI
     -------
     DataFrame
         ``y``, ``x`` (px, sub-pixel from a parabola through the map's peak), ``significance``
-        (σ), most significant first.
+        (σ), most significant first; ``attrs["lower_population"]``: how many maxima of a lower
+        population were dropped as support clusters (0 when none, or ``populations`` is off).
     """
     from skimage.feature import peak_local_max
 
@@ -174,6 +175,7 @@ def find_heavy_atoms(image, pixel_size: float, *, significance: float = HEAVY_SI
     out = pd.DataFrame({"y": y + dy, "x": x + dx, "significance": zmap[y, x]})
     if min_roundness > 0 and len(out):
         out = out.loc[_roundness(image, y, x, 1.5 * _probe_px(pixel_size, options)) >= min_roundness]
+    dropped = 0
     if populations and len(out) > 3:
         split = _population_split(out["significance"].to_numpy())
         lower = (out["significance"] < split).to_numpy()
@@ -192,8 +194,11 @@ def find_heavy_atoms(image, pixel_size: float, *, significance: float = HEAVY_SI
                 if 0 < split_counts < cut:
                     cut = split_counts
             heavy_like = (counts >= cut if upper > 0 else np.zeros(len(out), bool))   # NaN: not rescued
+            dropped = int((lower & ~heavy_like).sum())
             out = out.loc[~lower | heavy_like]
-    return out.reset_index(drop=True)
+    out = out.reset_index(drop=True)
+    out.attrs["lower_population"] = dropped
+    return out
 
 
 def name_heavy_atoms(excess, candidates, gamma: float = 1.7) -> tuple[np.ndarray, np.ndarray]:
