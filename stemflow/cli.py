@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -675,9 +676,34 @@ def _warning_printer(where: str):
     return show
 
 
+#: The Python spellings of stemflow's messages and the command line's (:func:`_as_flags`).
+_FLAGS = [
+    (re.compile(r"\blattice='(\w+)'"), r"--lattice \1"),
+    (re.compile(r"\bpixel_size=(\d[\d.e-]*)"), r"--pixel-size \1"),
+    (re.compile(r"\bpass pixel_size=(?!\d)"), "pass --pixel-size "),
+    (re.compile(r"\belements=\(([^)]*)\)"), lambda m: "--elements " + ",".join(re.findall(r"\w+", m.group(1)))),
+    (re.compile(r"\boverwrite=True\b"), "--overwrite"),
+    (re.compile(r"\bhard_core_nm=(\d[\d.]*)"), r"--hard-core-nm \1"),
+]
+
+
+def _as_flags(text: str) -> str:
+    """A message of stemflow's with its advice in the command line's terms: ``lattice='mos2'`` →
+    ``--lattice mos2``, ``elements=('Fe', 'Pt')`` → ``--elements Fe,Pt`` ...
+
+    Examples
+    --------
+    >>> _as_flags("pass lattice='mos2' or pixel_size=0.0127; elements=('Fe', 'Pt') keeps both")
+    'pass --lattice mos2 or --pixel-size 0.0127; --elements Fe,Pt keeps both'
+    """
+    for pattern, repl in _FLAGS:
+        text = pattern.sub(repl, text)
+    return text
+
+
 def _one_line(exc: BaseException) -> str:
-    """An exception's message on one line."""
-    return " ".join(str(exc).split()) or type(exc).__name__
+    """An exception's message on one line, its advice in the command line's terms."""
+    return _as_flags(" ".join(str(exc).split())) or type(exc).__name__
 
 
 if __name__ == "__main__":

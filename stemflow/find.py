@@ -349,8 +349,8 @@ def _heavy_atoms(labels: list, frame: np.ndarray, pixel_size: float, elements: t
     if not elements and out.attrs.get("lower_population", 0) >= LOWER_POPULATION_HINT:
         warnings.warn("a second, fainter population of significant round spots was taken for clusters of the "
                       "support's own light atoms and left out; if the support also carries a lighter heavy "
-                      "element (Fe beside Pt, say), pass elements=('Fe', 'Pt') (--elements Fe,Pt) to keep and "
-                      "name both", StemflowWarning, stacklevel=2)
+                      "element (Fe beside Pt, say), pass elements=('Fe', 'Pt') to keep and name both",
+                      StemflowWarning, stacklevel=2)
     h, w = frame.shape
     smooth = ndimage.gaussian_filter(np.asarray(frame, np.float64), max(0.05 / pixel_size, 0.5))
     yi = np.clip(np.rint(out["y"].to_numpy()).astype(int), 0, h - 1)

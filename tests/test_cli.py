@@ -229,3 +229,16 @@ def test_simulate_says_when_fewer_defects_fit_than_asked(tmp_path, capsys):
     assert f"placed {placed} of 30 Si1C3" in err and placed < 30
     assert main(args[:2] + ["256"] + args[3:] + [str(tmp_path / "few.zarr"), "--defects", "Si1C3=1"]) == 0
     assert "placed" not in capsys.readouterr().err
+
+
+def test_advice_in_messages_is_given_in_the_command_lines_terms(tmp_path, capsys):
+    import numpy as np
+
+    from stemflow.simulate import simulate_image
+
+    sim = simulate_image("amorphous", 256, seed=0, pixel_size=0.01, dose=1e5, defects={"Pt1": 10, "Fe1": 10})
+    np.save(tmp_path / "mix.npy", sim.image)
+    assert main(["find", str(tmp_path / "mix.npy"), "--pixel-size", "0.01", "--lattice", "amorphous",
+                 "--out", str(tmp_path / "mix.parquet")]) == 0
+    err = capsys.readouterr().err
+    assert "stemflow find: warning:" in err and "pass --elements Fe,Pt to keep" in err and "elements=(" not in err

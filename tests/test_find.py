@@ -547,7 +547,7 @@ def test_a_fainter_population_left_out_as_support_clusters_is_said_with_how_to_k
     from stemflow.simulate import simulate_image
 
     sim = simulate_image("amorphous", 256, seed=0, pixel_size=0.01, dose=1e5, defects={"Pt1": 10, "Fe1": 10})
-    with pytest.warns(StemflowWarning, match="--elements Fe,Pt"):
+    with pytest.warns(StemflowWarning, match=r"elements=\('Fe', 'Pt'\)"):
         plain = find_atoms(sim.image, pixel_size=0.01, lattice="amorphous")
     with warnings.catch_warnings():
         warnings.simplefilter("error", StemflowWarning)
