@@ -288,6 +288,14 @@ def cases(tmp: Path, client):
     add(g, "track on a failed run's table", "cli-refused",
         lambda: _cli(["track", str(tmp / "run_corrupt" / "atoms.parquet"), "--out", str(tmp / "t")]))
     add(g, "an unknown subcommand", "cli-refused", lambda: _cli(["frobnicate"]))
+    add(g, "track on a folder that holds no atoms table (an image store)", "cli-refused",
+        lambda: _cli(["track", str(store), "--out", str(tmp / "t2")]))
+    bare = tmp / "bare_atoms.parquet"
+    pd.DataFrame({"y": [10.0, 40.0], "x": [10.0, 40.0], "label": ["dopant", "dopant"]}).to_parquet(bare)
+    add(g, "dispersion of a table that records no frame size", "cli-refused",
+        lambda: _cli(["dispersion", str(bare), "--pixel-size", str(PX)]))
+    add(g, "dispersion of an element symbol that is none (pt)", "cli-refused",
+        lambda: _cli(["dispersion", str(bare), "--pixel-size", str(PX), "--shape", "64", "64", "--element", "pt"]))
     return out
 
 
