@@ -139,7 +139,7 @@ def _read(directory: Path) -> dict[str, pd.DataFrame]:
             import pyarrow.dataset as pads
 
             have = pads.dataset(p).schema.names          # a file or a dataset of parts
-            df = pd.read_parquet(p, columns=[c for c in ("frame", "y", "x", "label", "defect") if c in have])
+            df = pd.read_parquet(p, columns=[c for c in ("frame", "y", "x", "label", "defect", "element") if c in have])
         else:
             df = pd.read_parquet(p)
         df.attrs.update(recorded_attrs(p))
@@ -178,8 +178,13 @@ def _spread(atoms, pixel_size, frames=None, movie: bool = False):
                f"no departure from random placement in {curve.attrs['simulations']} random patterns (p = {p:.2g})")
     over = (f"frame {int(first['frame'].iloc[0])} (the frames of a movie show one area)" if stack and movie
             else f"{curve.attrs['frames']} frame(s), pooled as different areas")
+    named = heavy["element"].astype(str) if "element" in heavy.columns else pd.Series([], dtype=str)
+    kinds = sorted(set(named) - {"", "nan"})
+    each = ("" if len(kinds) < 2 else " (" + ", ".join(
+        f"{k} {(named == k).sum() / table['area_nm2'].sum():.3g}" for k in kinds) + " per nm²; the statistics "
+        "below count them together: stemflow dispersion --element K gives one)")
     note = (f"{int(table['n_atoms'].sum())} heavy atoms in {len(table)} frame(s), "
-            f"{table['n_atoms'].sum() / table['area_nm2'].sum():.3g} per nm²; groups are atoms within "
+            f"{table['n_atoms'].sum() / table['area_nm2'].sum():.3g} per nm²{each}; groups are atoms within "
             f"{DIMER_NM:g} nm of each other; Clark–Evans R < 1 clustered, > 1 dispersed (|z| > 1.96 at 5 %). "
             f"Ripley's L of {over}: {verdict}.")
     return table, curve, note

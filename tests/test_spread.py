@@ -274,7 +274,13 @@ def test_report_of_an_amorphous_run_says_how_its_heavy_atoms_are_spread(tmp_path
     text = write_report(tmp_path).read_text()
     assert "<h2>How the heavy atoms are spread</h2>" in text and "70 heavy atoms in 2 frame(s)" in text
     assert "not placed at random" in text and "Ripley&#x27;s L of the heavy atoms" in text
-    assert "2 frame(s), pooled as different areas" in text
+    assert "2 frame(s), pooled as different areas" in text and "per nm² (" not in text
+    # two elements: each one's density is said
+    _write_atoms(tmp_path / "atoms.parquet", atoms.assign(element=["Pt"] * 50 + ["Fe"] * 20),
+                 {"pixel_size": PS, "lattice": "amorphous", "frame_shape": list(SHAPE)})
+    area = 2 * (SHAPE[0] * PS) ** 2
+    assert f"(Fe {20 / area:.3g}, Pt {50 / area:.3g} per nm²" in write_report(tmp_path).read_text()
+    _write_atoms(tmp_path / "atoms.parquet", atoms, {"pixel_size": PS, "lattice": "amorphous", "frame_shape": list(SHAPE)})
     # a movie (tracked): its frames show one area, so Ripley's L is of the first frame alone; the
     # run's frames with no heavy atom get their row
     (tmp_path / "manifest.json").write_text('{"complete": true, "parameters": {"frames": [0, 3]}}')
