@@ -294,8 +294,8 @@ def cases(tmp: Path, client):
     pd.DataFrame({"y": [10.0, 40.0], "x": [10.0, 40.0], "label": ["dopant", "dopant"]}).to_parquet(bare)
     add(g, "dispersion of a table that records no frame size", "cli-refused",
         lambda: _cli(["dispersion", str(bare), "--pixel-size", str(PX)]))
-    add(g, "dispersion of an element symbol that is none (pt)", "cli-refused",
-        lambda: _cli(["dispersion", str(bare), "--pixel-size", str(PX), "--shape", "64", "64", "--element", "pt"]))
+    add(g, "dispersion of an element symbol that is none (Xx)", "cli-refused",
+        lambda: _cli(["dispersion", str(bare), "--pixel-size", str(PX), "--shape", "64", "64", "--element", "Xx"]))
     return out
 
 

@@ -245,6 +245,8 @@ def _read_atoms_table(path):
     if not path.exists():
         raise InputError(f"no atoms table at {str(path)!r}; write one with `stemflow find ... --out atoms.parquet` "
                          "or `stemflow run INPUT --out DIR`")
+    if path.is_file() and path.suffix.lower() == ".csv":
+        return pd.read_csv(path)        # no calibration travels in CSV: --pixel-size and --shape say it
     if path.is_file():
         df = pd.read_parquet(path)
         df.attrs.update({k: v for k, v in recorded_attrs(path).items() if k not in df.attrs})
@@ -280,10 +282,15 @@ def _cmd_dispersion(args) -> int:
             raise ValueError("--frames selects frames of a stack; this table has no 'frame' column")
         known = atoms.attrs.get("frames")
         if not known:        # a table alone: its frames run to its last one, or to the end asked for
-            end = str(args.frames).split(":")[-1].strip()
-            known = [0, max(int(atoms["frame"].max()) + 1 if len(atoms) else 1, int(end) if end.isdigit() else 0)]
+            ask = str(args.frames or "").split(":")
+            end = ask[-1].strip()
+            asked_end = (int(end) + (len(ask) == 1)) if end.isdigit() else 0
+            known = [0, max(int(atoms["frame"].max()) + 1 if len(atoms) else 1, asked_end)]
         a, b = frame_range(args.frames, known[1]) if args.frames else known
-        frames = range(max(a, known[0]), b)
+        frames = range(max(a, known[0]), min(b, known[1]))
+        if not len(frames):
+            raise ValueError(f"--frames {args.frames} selects none of the frames {known[0]}–{known[1] - 1} "
+                             "this table covers")
         atoms = atoms[atoms["frame"].between(frames.start, frames.stop - 1)]
     label = None if args.label.strip().lower() == "all" else args.label.strip()
     common = dict(pixel_size=args.pixel_size, shape=args.shape, label=label, element=args.element)
@@ -454,7 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = _command(sub, "find", "find atoms, dopants and vacancies in an image or movie (in this process)", _cmd_find)
     s.add_argument("input", help="image (y, x) or movie (frame, y, x): any format `stemflow info` reads")
-    s.add_argument("--out", required=True, help="atoms table to write (.parquet)")
+    s.add_argument("--out", required=True, help="atoms table to write: .parquet (with its calibration, which track, "
+                                                "dispersion and read_atoms read back), or .csv for other tools")
     s.add_argument("--pixel-size", type=float, default=None, help="nm/px (default: from the file)")
     s.add_argument("--lattice", default="graphene", choices=LATTICE_CHOICES, help="host lattice")
     s.add_argument("--model", default=None, help="bundled model name or NAME.pt path (default: the bundled default)")
@@ -676,12 +684,14 @@ def _warning_printer(where: str):
     return show
 
 
-#: The Python spellings of stemflow's messages and the command line's (:func:`_as_flags`).
+#: The Python spellings of stemflow's advice and the command line's (:func:`_as_flags`); a keyword
+#: inside a call (``find_atoms(..., lattice='amorphous')``) is Python and stays.
 _FLAGS = [
-    (re.compile(r"\blattice='(\w+)'"), r"--lattice \1"),
-    (re.compile(r"\bpixel_size=(\d[\d.e-]*)"), r"--pixel-size \1"),
-    (re.compile(r"\bpass pixel_size=(?!\d)"), "pass --pixel-size "),
-    (re.compile(r"\belements=\(([^)]*)\)"), lambda m: "--elements " + ",".join(re.findall(r"\w+", m.group(1)))),
+    (re.compile(r"(?<!\.\.\., )\blattice='(\w+)'"), r"--lattice \1"),
+    (re.compile(r"(?<!\.\.\., )\bpixel_size=(\d[\d.e-]*)"), r"--pixel-size \1"),
+    (re.compile(r"\bpass pixel_size= "), "pass --pixel-size "),
+    (re.compile(r"(?<!\.\.\., )\belements=\(((?:'\w+'(?:, )?)+)\)"),
+     lambda m: "--elements " + ",".join(re.findall(r"\w+", m.group(1)))),
     (re.compile(r"\boverwrite=True\b"), "--overwrite"),
     (re.compile(r"\bhard_core_nm=(\d[\d.]*)"), r"--hard-core-nm \1"),
 ]
@@ -689,15 +699,25 @@ _FLAGS = [
 
 def _as_flags(text: str) -> str:
     """A message of stemflow's with its advice in the command line's terms: ``lattice='mos2'`` →
-    ``--lattice mos2``, ``elements=('Fe', 'Pt')`` → ``--elements Fe,Pt`` ...
+    ``--lattice mos2``, ``elements=('Fe', 'Pt')`` → ``--elements Fe,Pt`` ...; a flag the message
+    already gave in brackets after the keyword is not said twice.
 
     Examples
     --------
     >>> _as_flags("pass lattice='mos2' or pixel_size=0.0127; elements=('Fe', 'Pt') keeps both")
     'pass --lattice mos2 or --pixel-size 0.0127; --elements Fe,Pt keeps both'
+    >>> _as_flags("pass overwrite=True (--overwrite) to replace it")
+    'pass --overwrite to replace it'
+    >>> _as_flags("pass pixel_size= in nm/px (--pixel-size), e.g. 0.01")
+    'pass --pixel-size in nm/px, e.g. 0.01'
+    >>> _as_flags("a table of find_atoms(..., lattice='amorphous', elements=(...)) says so")
+    "a table of find_atoms(..., lattice='amorphous', elements=(...)) says so"
     """
     for pattern, repl in _FLAGS:
         text = pattern.sub(repl, text)
+    for flag in set(re.findall(r" \((--[\w-]+)\)", text)):
+        if text.count(flag) > 1:                    # said already: drop the bracketed repeat
+            text = text.replace(f" ({flag})", "")
     return text
 
 

@@ -176,7 +176,8 @@ def _spread(atoms, pixel_size, frames=None, movie: bool = False):
                "not placed at random (p = {:.2g} ≤ {:g}): {}".format(
                    p, alpha, ", ".join(sorted(set(curve["verdict"]) - {"random"}))) if p <= alpha else
                f"no departure from random placement in {curve.attrs['simulations']} random patterns (p = {p:.2g})")
-    over = (f"frame {int(first['frame'].iloc[0])} (the frames of a movie show one area)" if stack and movie
+    over = (f"frame {int(first['frame'].iloc[0])} only (a tracked run's frames are taken for one area; for "
+            "frames of different areas, stemflow dispersion pools them)" if stack and movie
             else f"{curve.attrs['frames']} frame(s), pooled as different areas")
     named = heavy["element"].astype(str) if "element" in heavy.columns else pd.Series([], dtype=str)
     kinds = sorted(set(named) - {"", "nan"})

@@ -73,10 +73,13 @@ def read_atoms(out, lazy: bool = False, partial: bool = False):
     0.0123
     """
     path = Path(out)
-    folder = path if path.name == ATOMS_DIR or path.suffix == ".parquet" else path / ATOMS_DIR
+    folder = path if path.name == ATOMS_DIR or path.suffix == ".parquet" or path.is_file() else path / ATOMS_DIR
     if not folder.exists():
         raise InputError(f"no atoms table at {str(folder)!r}; run `stemflow run INPUT --out {path}` first")
     one_file = folder.is_file()                           # one table, as `stemflow find --out` writes
+    if one_file and folder.suffix.lower() == ".csv":
+        raise InputError(f"{str(folder)!r} is a CSV table, which records no calibration; stemflow reads atoms "
+                         "tables from Parquet (`stemflow find ... --out atoms.parquet`)")
     status = (check_complete(folder.parent, partial) if not one_file and (folder.parent / MANIFEST).exists()
               else None)
     files = [folder] if one_file else sorted(folder.glob("part-*.parquet"))

@@ -894,4 +894,4 @@ def test_a_movie_of_heavy_atoms_on_a_support_is_found_tracked_and_its_spread_rep
     d = dispersion(atoms)
     assert d["frame"].tolist() == [0, 1, 2, 3] and (d["n_atoms"] >= 10).all()
     assert stemflow.open_run(out).dispersion().equals(d)
-    assert "Ripley&#x27;s L of frame 0 (the frames of a movie show one area)" in (out / "report.html").read_text()
+    assert "Ripley&#x27;s L of frame 0 only" in (out / "report.html").read_text()

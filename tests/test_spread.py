@@ -238,6 +238,19 @@ def test_cli_dispersion_reads_a_table_and_writes_its_tables_and_figure(tmp_path,
                  "--out", str(tmp_path / "d4.csv")]) == 0
     assert pd.read_csv(tmp_path / "d4.csv")["n_atoms"].tolist() == [40, 0, 40, 0]
     assert "The 2 frames are pooled as different areas" in capsys.readouterr().out      # those with atoms
+    assert main(["dispersion", str(tmp_path / "parts"), "--frames", "2", "--simulations", "0",
+                 "--out", str(tmp_path / "d2.csv")]) == 0                                  # one frame: K
+    assert pd.read_csv(tmp_path / "d2.csv")["frame"].tolist() == [2]
+    assert main(["dispersion", str(tmp_path / "d4.csv"), "--frames", "9:12"]) == 2          # a CSV table
+    assert "--shape H W" in capsys.readouterr().err
+    # a run's frames 100–103: a range outside them is refused, not answered with an empty table
+    _write_atoms(tmp_path / "late.parquet", atoms.assign(frame=101),
+                 {"pixel_size": PS, "frame_shape": list(SHAPE), "frames": [100, 104]})
+    assert main(["dispersion", str(tmp_path / "late.parquet"), "--frames", "0:2"]) == 2
+    assert "selects none of the frames 100–103" in capsys.readouterr().err
+    assert main(["dispersion", str(tmp_path / "late.parquet"), "--simulations", "0", "--out",
+                 str(tmp_path / "late.csv")]) == 0
+    assert pd.read_csv(tmp_path / "late.csv")["n_atoms"].tolist() == [0, 40, 0, 0]
     # without the frame size recorded, the command names what to pass
     atoms.to_parquet(tmp_path / "bare.parquet")
     assert main(["dispersion", str(tmp_path / "bare.parquet"), "--pixel-size", "0.03"]) == 2
@@ -291,7 +304,7 @@ def test_report_of_an_amorphous_run_says_how_its_heavy_atoms_are_spread(tmp_path
     except Exception:
         (tmp_path / "manifest.json").unlink()
         raise
-    assert "Ripley&#x27;s L of frame 0 (the frames of a movie show one area)" in text
+    assert "Ripley&#x27;s L of frame 0 only (a tracked run&#x27;s frames are taken for one area" in text
     assert re.search(r"<tr>\s*<td>2</td>\s*<td>0</td>", text)
     (tmp_path / "manifest.json").unlink()
     (tmp_path / "trajectories.parquet").unlink()
@@ -325,8 +338,9 @@ def test_a_label_or_element_that_cannot_be_is_named_and_one_that_is_absent_count
     atoms = _atoms([[10, 10], [100, 100]]).assign(element=["Pt", "Fe"])
     with pytest.raises(InputError, match="label 'foo'"):
         dispersion(atoms, PS, SHAPE, label="foo")
-    with pytest.raises(InputError, match="did you mean 'Pt'"):
-        dispersion(atoms, PS, SHAPE, element="pt")
+    with pytest.raises(InputError, match="'Xx' is not an element symbol"):
+        dispersion(atoms, PS, SHAPE, element="Xx")
+    assert dispersion(atoms, PS, SHAPE, element="pt")["n_atoms"].tolist() == [1]        # any case
     assert dispersion(atoms, PS, SHAPE, element="Au")["n_atoms"].tolist() == [0]       # no Au here: zero
     assert dispersion(atoms.assign(label="lattice"), PS, SHAPE)["n_atoms"].tolist() == [0]   # no dopant: zero
 
@@ -349,3 +363,6 @@ def test_read_atoms_reads_one_file_as_find_writes_it(tmp_path):
     back = stemflow.read_atoms(tmp_path / "found.parquet")
     assert len(back) == 2 and back.attrs["frame_shape"] == list(SHAPE) and back.attrs["pixel_size"] == PS
     assert dispersion(back)["n_atoms"].tolist() == [2]
+    atoms.to_csv(tmp_path / "found.csv")
+    with pytest.raises(InputError, match="CSV table, which records no calibration"):
+        stemflow.read_atoms(tmp_path / "found.csv")

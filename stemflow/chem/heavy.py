@@ -161,7 +161,9 @@ def find_heavy_atoms(image, pixel_size: float, *, significance: float = HEAVY_SI
     DataFrame
         ``y``, ``x`` (px, sub-pixel from a parabola through the map's peak), ``significance``
         (σ), most significant first; ``attrs["lower_population"]``: how many maxima of a lower
-        population were dropped as support clusters (0 when none, or ``populations`` is off).
+        population were dropped as support clusters (0 when none, or ``populations`` is off), and
+        ``attrs["lower_population_excess"]``: their median integrated excess over the kept heavy
+        atoms' (NaN when none were dropped).
     """
     from skimage.feature import peak_local_max
 
@@ -175,7 +177,7 @@ def find_heavy_atoms(image, pixel_size: float, *, significance: float = HEAVY_SI
     out = pd.DataFrame({"y": y + dy, "x": x + dx, "significance": zmap[y, x]})
     if min_roundness > 0 and len(out):
         out = out.loc[_roundness(image, y, x, 1.5 * _probe_px(pixel_size, options)) >= min_roundness]
-    dropped = 0
+    dropped, dropped_excess = 0, float("nan")
     if populations and len(out) > 3:
         split = _population_split(out["significance"].to_numpy())
         lower = (out["significance"] < split).to_numpy()
@@ -194,10 +196,13 @@ def find_heavy_atoms(image, pixel_size: float, *, significance: float = HEAVY_SI
                 if 0 < split_counts < cut:
                     cut = split_counts
             heavy_like = (counts >= cut if upper > 0 else np.zeros(len(out), bool))   # NaN: not rescued
-            dropped = int((lower & ~heavy_like).sum())
+            gone = lower & ~heavy_like
+            dropped = int(gone.sum())
+            if dropped and upper > 0 and np.isfinite(counts[gone]).any():
+                dropped_excess = float(np.nanmedian(counts[gone]) / upper)
             out = out.loc[~lower | heavy_like]
     out = out.reset_index(drop=True)
-    out.attrs["lower_population"] = dropped
+    out.attrs.update(lower_population=dropped, lower_population_excess=dropped_excess)
     return out
 
 

@@ -114,9 +114,11 @@ def _selected(atoms, pixel_size, label, element):
     if label is not None and str(label) not in LABELS and str(label) not in set(labels):
         raise InputError(f"label {label!r} is not a label of stemflow ({', '.join(LABELS)}) nor of this table "
                          f"({', '.join(sorted(set(labels))) or 'no rows'}); heavy atoms on a support are 'dopant'")
-    if element is not None and str(element) not in ATOMIC_NUMBER:
-        near = [e for e in ATOMIC_NUMBER if e.lower() == str(element).lower()]
-        raise InputError(f"element {element!r} is not an element symbol" + (f"; did you mean {near[0]!r}?" if near else ""))
+    if element is not None:
+        symbol = {e.lower(): e for e in ATOMIC_NUMBER}.get(str(element).lower())    # "pt" is Pt
+        if symbol is None:
+            raise InputError(f"element {element!r} is not an element symbol (Pt, Fe, Si ...)")
+        element = symbol
     keep = np.ones(len(atoms), bool) if label is None else labels == str(label)
     if element is not None:
         if "element" not in atoms.columns:
