@@ -14,7 +14,9 @@
   columns found;
 * frames asked for as amorphous (heavy atoms on a support), where ``stemflow.find.warn_crystal``
   must stay silent, and crystals (a real Au nanoparticle frame, simulated 2-D crystals), where it
-  must speak.
+  must speak;
+* frames of the lattice asked for, where ``stemflow.find.warn_unplaced`` (most columns fit no site
+  of that lattice) must stay silent, and the real Au frame asked for as graphene, where it must speak.
 """
 
 from __future__ import annotations
@@ -155,6 +157,53 @@ def crystal_checks() -> dict:
     return rows
 
 
+def unplaced_checks() -> dict:
+    """``stemflow.find.warn_unplaced`` (what ``find_atoms`` runs after the chemistry): the share of
+    rows labelled ``unknown`` per frame and whether it warns, on frames of the lattice asked for
+    (any warning is false) and on frames that are not (the real Au particles asked for as graphene)."""
+    import stemflow
+
+    def judge(img, ps, lattice):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            a = stemflow.find_atoms(img, pixel_size=ps, lattice=lattice)
+        share = float((a["label"].astype(str) == "unknown").mean()) if len(a) else float("nan")
+        return share, any("fit no site of the" in str(w.message) for w in caught)
+
+    rows = {}
+    where = dev_data_dir()
+    if where is not None and (where / "si_graphene_dev.npz").exists():
+        rows["real Si-doped graphene (dev frames) as graphene"] = [
+            judge(f.image, f.pixel_size, "graphene") for f in read_dopant_complexes(where / "si_graphene_dev")]
+    rows["simulated graphene, WS2, MoS2 as themselves (12 pm/px, 10⁴ and 10⁵ e⁻/Å², contamination)"] = [
+        judge(simulate_image(lat, 256, pixel_size=0.012, seed=s, dose=dose, contamination=0.05).image, 0.012, lat)
+        for lat in ("graphene", "ws2", "mos2") for dose in (1e4, 1e5) for s in (0, 1)]
+    import json
+
+    multi = []
+    for f in sorted((ROOT / "benchmarks" / "_cache" / "abtem").glob("*_[0-9][0-9].npz")):
+        z = np.load(f, allow_pickle=False)
+        lat = json.loads(str(z["meta"]))["lattice"]
+        if lat != "amorphous":
+            multi.append(judge(z["image"], float(z["pixel_size"]), lat))
+    if multi:
+        rows["multislice graphene, WS2, MoS2 as themselves"] = multi
+    try:
+        from real_data import fetch_mos2, fetch_temul
+        from rsciio.digitalmicrograph import file_reader as dm_reader
+        from rsciio.emd import file_reader as emd_reader
+
+        mos2 = np.asarray(dm_reader(str(fetch_mos2()))[0]["data"], np.float32)
+        rows["real MoS2 (temul-toolkit example) as MoS2"] = [judge(mos2, 0.0127, "mos2")]
+        rows["real MoS2 as graphene (the default)"] = [judge(mos2, 0.0127, "graphene")]
+        au = emd_reader(str(fetch_temul("temul/example_data/experimental/example_Au_nanoparticle.emd")))[0]
+        rows["real Au nanoparticles as graphene (the default)"] = [judge(np.asarray(au["data"], np.float32),
+                                                                         0.0075, "graphene")]
+    except Exception as exc:                                   # no registry, no rosettasciio
+        print(f"real MoS2 / Au frames not run: {type(exc).__name__}: {exc}", file=sys.stderr)
+    return rows
+
+
 def write_md(res: dict) -> None:
     lines = ["# The pixel-size check: silent when right, spoken when wrong", "",
              f"Written by `python benchmarks/calibration_check.py` ({res['seconds']:.0f} s, 2-core CPU). "
@@ -193,6 +242,15 @@ def write_md(res: dict) -> None:
         lines.append(f"| {name} | {sum(v[1] for v in vals)} of {len(vals)} | "
                      f"{np.nanmedian(prom):.1f}, {np.nanmax(prom):.1f} |" if np.isfinite(prom).any() else
                      f"| {name} | – | – |")
+    lines += ["", "## Columns that fit no site of the lattice asked for", "",
+              "`stemflow.find.warn_unplaced`, run by `find_atoms` after the chemistry: the share of a frame's rows "
+              "labelled `unknown` (off the fitted lattice, on vacuum, or failing the dopant checks); it warns from "
+              "`UNPLACED_SHARE` up.", "",
+              "| frames | warned | share unknown: median, largest |", "|---|---|---|"]
+    for name, vals in res.get("unplaced", {}).items():
+        share = np.array([v[0] for v in vals], float)
+        lines.append(f"| {name} | {sum(v[1] for v in vals)} of {len(vals)} | "
+                     f"{np.nanmedian(share):.3f}, {np.nanmax(share):.3f} |")
     (RESULTS / "calibration_check.md").write_text("\n".join(lines) + "\n")
 
 
@@ -202,7 +260,7 @@ def main(argv=None) -> int:
     options(__doc__, argv)
     t0 = time.perf_counter()
     res = dict(right=right_pixel_sizes(), wrong=wrong_pixel_sizes(), mos2=real_mos2_as_graphene(),
-               crystal=crystal_checks())
+               crystal=crystal_checks(), unplaced=unplaced_checks())
     saved = spacing._has_first_order
     spacing._has_first_order = lambda n, excess, spacing_px: True       # any clearest ring near d/√3 passes
     try:

@@ -560,3 +560,22 @@ def test_a_fainter_population_left_out_as_support_clusters_is_said_with_how_to_k
         warnings.simplefilter("error", StemflowWarning)
         found = find_atoms(alone.image, pixel_size=0.03, lattice="amorphous")
     assert "lower_population" not in found.attrs and len(found) >= 10
+
+
+def test_frames_whose_columns_mostly_fit_no_site_of_the_lattice_are_named():
+    from stemflow.errors import StemflowWarning
+    from stemflow.find import NO_HOST_MIN_ROWS, UNPLACED_SHARE, warn_unplaced
+
+    def table(unknown, placed, frame):
+        return pd.DataFrame({"frame": frame, "label": ["unknown"] * unknown + ["lattice"] * placed})
+
+    stack = pd.concat([table(2, 98, 0), table(40, 60, 1), table(35, 65, 2)], ignore_index=True)
+    with pytest.warns(StemflowWarning, match=r"frame\(s\) \[11, 12\]: 40% of the columns found fit no site of the "
+                                             r"ws2 lattice .*lattice='amorphous'"):
+        warn_unplaced(stack, "ws2", first_frame=10)
+    assert UNPLACED_SHARE > 0.055                       # the most the 61 real graphene dev frames hold
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StemflowWarning)
+        warn_unplaced(table(25, 75, 0), "graphene")                        # under the share
+        warn_unplaced(table(NO_HOST_MIN_ROWS - 1, 0, 0), "graphene")       # too few rows to judge
+        warn_unplaced(table(80, 20, 0), "amorphous")                       # never judged

@@ -192,7 +192,8 @@ def find_frames(frames: np.ndarray, first_frame: int, model: Model, pixel_size: 
     """
     from ..chem import identify as chem_identify
     from ..chem import lattice_prior as chem_prior
-    from ..find import atoms_from_maps, atoms_table, predict, warn_crystal, warn_no_host, warn_unrecognised
+    from ..find import (atoms_from_maps, atoms_table, predict, warn_crystal, warn_no_host, warn_unplaced,
+                        warn_unrecognised)
 
     from ..spacing import check_calibration
 
@@ -217,6 +218,7 @@ def find_frames(frames: np.ndarray, first_frame: int, model: Model, pixel_size: 
     warn_no_host(df, lattice, first_frame=int(first_frame))
     if o.identify:
         df = chem_identify(df, pixel_size, lattice, image=frames, classes=False)
+        warn_unplaced(df, lattice, first_frame=int(first_frame))
         if o.lattice_prior:
             df = chem_prior(df, pixel_size, lattice)
     df["frame"] = df["frame"].astype(np.int64) + int(first_frame)
