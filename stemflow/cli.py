@@ -248,9 +248,7 @@ def _read_atoms_table(path):
     if path.is_file() and path.suffix.lower() == ".csv":
         return pd.read_csv(path)        # no calibration travels in CSV: --pixel-size and --shape say it
     if path.is_file():
-        df = pd.read_parquet(path)
-        df.attrs.update({k: v for k, v in recorded_attrs(path).items() if k not in df.attrs})
-        return df
+        return read_atoms(path)
     run = path if (path / MANIFEST).exists() else path.parent if (path.parent / MANIFEST).exists() else None
     if run is not None or (path / "atoms.parquet").is_dir():
         df = read_atoms(path)

@@ -217,6 +217,13 @@ NO_HOST_MIN_ROWS = 10
 NO_HOST_SHARE = 0.2
 
 
+def _frames_named(frames, stack: bool, first_frame: int) -> str:
+    """How a warning names the frames it is about: up to ten frame numbers, or "the image"."""
+    if not stack:
+        return "the image"
+    return f"frame(s) {[int(f) + first_frame for f in frames[:10]]}{' …' if len(frames) > 10 else ''}"
+
+
 def warn_no_host(atoms: pd.DataFrame, lattice: str, stack: bool = True, first_frame: int = 0) -> None:
     """Warn about frames of a crystalline ``lattice`` in which the network found bright blobs but
     hardly any host columns: there is no host lattice for them to be dopants in (single heavy
@@ -259,13 +266,8 @@ def warn_no_host(atoms: pd.DataFrame, lattice: str, stack: bool = True, first_fr
     bad = both.index[(both >= NO_HOST_MIN_ROWS) & (host < NO_HOST_SHARE * both)]
     if len(bad) == 0:
         return
-    import warnings
-
-    from .errors import StemflowWarning
-
     f0 = int(bad[0])
-    where = (f"frame(s) {[int(f) + first_frame for f in bad[:10]]}{' …' if len(bad) > 10 else ''}" if stack
-             else "the image")
+    where = _frames_named(bad, stack, first_frame)
     n_host = int(host[f0])
     warnings.warn(f"{where}: the network found {int(both[f0]) - n_host} bright blobs but {n_host} {lattice} "
                   f"column{'' if n_host == 1 else 's'}{' (first such frame)' if stack else ''}: there is no {lattice} lattice for them to be "
@@ -321,12 +323,7 @@ def warn_unplaced(atoms: pd.DataFrame, lattice: str, stack: bool = True, first_f
     bad = share.index[(rows >= NO_HOST_MIN_ROWS) & (share >= UNPLACED_SHARE)]
     if len(bad) == 0:
         return
-    import warnings
-
-    from .errors import StemflowWarning
-
-    where = (f"frame(s) {[int(f) + first_frame for f in bad[:10]]}{' …' if len(bad) > 10 else ''}" if stack
-             else "the image")
+    where = _frames_named(bad, stack, first_frame)
     warnings.warn(f"{where}: {share[bad[0]]:.0%} of the columns found fit no site of the {lattice} lattice "
                   f"(label 'unknown'{'; first such frame' if stack else ''}): the frame may hold another crystal "
                   "or a particle, an amorphous support (single heavy atoms: pass lattice='amorphous') or much "
